@@ -1,0 +1,1 @@
+"""Manifest schemas (Arrow/Parquet), partitioned atomic table I/O and the DuckDB catalog."""

@@ -1,0 +1,1 @@
+"""Run orchestration: config, Ray runtime, stage runner and the ``curate`` CLI."""

@@ -1,0 +1,288 @@
+"""The run config: one YAML file per run, validated on load.
+
+Every number of the SAMA recipe that belongs to curation is a field here whose default is the
+paper's value (see ../shared/RECIPE.md). Unknown keys, wrong types and missing dataset roots fail
+at once with the field's dotted name and what to do about it.
+
+Relative paths are resolved against the current working directory (run ``curate`` from the
+project root, as the README does).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A config problem, phrased for the user: field name, what is wrong, what to do."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------- datasets
+class DatasetConfig(_Strict):
+    enabled: bool = True
+    root: Path
+    license: str = ""
+
+    @property
+    def resolved_root(self) -> Path:
+        return self.root.expanduser().resolve()
+
+
+class DittoConfig(DatasetConfig):
+    license: str = "CC-BY-NC-SA-4.0"
+    metadata_glob: str = "training_metadata/*.json"
+
+
+class OpenVEConfig(DatasetConfig):
+    license: str = "CC-BY-NC-4.0"
+    csv_glob: str = "**/*.csv"
+    separator: Literal["auto", ",", ";", "\t"] = "auto"
+
+
+class ReCoConfig(DatasetConfig):
+    license: str = "CC-BY-NC-SA-4.0"
+    tasks: list[str] = ["add", "remove", "replace", "style"]
+
+
+class KoalaConfig(DatasetConfig):
+    license: str = "Koala-36M terms (research use)"
+    csv_glob: str = "Koala_36M_*.csv"
+    # Where the user downloaded the YouTube videos, and how a clip maps to a file. Fields:
+    # {videoID}, {start}, {end} (HH:MM:SS.fff), {start_s}, {end_s} (seconds, 3 decimals).
+    video_root: Path
+    video_pattern: str = "{videoID}.mp4"
+    # True when video_pattern names files already cut to the window (then no window is applied).
+    files_are_cut: bool = False
+    read_block_mb: int = Field(64, ge=1, description="CSV streaming block size (bounds memory)")
+
+
+class MotionBenchConfig(DatasetConfig):
+    license: str = "MotionBench terms (non-commercial)"
+    jsonl: str = "MotionBenchCaption-train/train.jsonl"
+    video_dir: str = "MotionBenchCaption-train/videos"
+
+
+class NHREditConfig(DatasetConfig):
+    license: str = "Apache-2.0"
+    layout: Literal["auto", "jsonl", "parquet"] = "auto"
+
+
+class GPTImageEditConfig(DatasetConfig):
+    license: str = "CC-BY-4.0"
+    json_glob: str = "training_json/*.json"
+    image_dir: str = "gpt-edit"
+
+
+class X2EditConfig(DatasetConfig):
+    license: str = "Apache-2.0"
+    tar_glob: str = "X2Edit_data/**/*.tar"
+
+
+class PicoBananaConfig(DatasetConfig):
+    license: str = "CC-BY-NC-ND-4.0"
+    splits: list[Literal["sft", "preference", "multi-turn"]] = ["sft"]
+    # Open Images source files the user downloaded: looked up by the URL's file name here.
+    image_root: Path
+    # Edited images: output_image paths are relative to this directory (default: root).
+    output_root: Path | None = None
+
+
+class DatasetsConfig(_Strict):
+    ditto: DittoConfig | None = None
+    openve: OpenVEConfig | None = None
+    reco: ReCoConfig | None = None
+    koala: KoalaConfig | None = None
+    motionbench: MotionBenchConfig | None = None
+    nhr_edit: NHREditConfig | None = None
+    gpt_image_edit: GPTImageEditConfig | None = None
+    x2edit: X2EditConfig | None = None
+    pico_banana: PicoBananaConfig | None = None
+
+    def enabled(self) -> dict[str, DatasetConfig]:
+        return {name: cfg for name, cfg in self if cfg is not None and cfg.enabled}
+
+
+# ---------------------------------------------------------------- run and stages
+class RunConfig(_Strict):
+    workdir: Path = Path("runs/default")
+    seed: int = 0
+    rows_per_part: int = Field(100_000, ge=1, description="max rows per Parquet part")
+
+
+class RayConfig(_Strict):
+    address: str | None = None  # None: RAY_ADDRESS or a new local cluster
+    num_cpus: int | None = Field(None, ge=1)  # local cluster only; None = all cores
+
+
+class ProbeConfig(_Strict):
+    rows_per_task: int = Field(1000, ge=1, description="samples probed by one Ray task")
+    # The decoder that must be able to read a clip; the encode stage uses the same one.
+    decode_check: Literal["decord", "pyav", "none"] = "decord"
+
+
+# ---------------------------------------------------------------- recipe numbers (paper defaults)
+VIDEO_METRICS = ["instruction_following", "visual_quality", "content_preservation", "motion_consistency"]
+IMAGE_METRICS = VIDEO_METRICS[:3]
+
+
+class JudgeConfig(_Strict):
+    model: str = "Qwen/Qwen2.5-VL-72B-Instruct"
+    score_min: int = 1
+    score_max: int = 10
+    video_metrics: list[str] = VIDEO_METRICS
+    image_metrics: list[str] = IMAGE_METRICS
+
+
+class ThresholdRule(_Strict):
+    at_least: dict[str, float] = {}  # score >= value
+    greater_than: dict[str, float] = {}  # score > value (strict)
+
+
+class FilterConfig(_Strict):
+    image: ThresholdRule = ThresholdRule(
+        at_least={"instruction_following": 9, "visual_quality": 9, "content_preservation": 9}
+    )
+    video: ThresholdRule = ThresholdRule(
+        at_least={"instruction_following": 8, "visual_quality": 8, "content_preservation": 8},
+        greater_than={"motion_consistency": 8},
+    )
+    # Per dataset, the normalised categories kept (datasets not listed keep everything).
+    keep_categories: dict[str, list[str]] = {
+        "ditto": ["style"],
+        "openve": ["local_change", "background", "style", "subtitles"],
+    }
+
+
+class EncodeConfig(_Strict):
+    target_area: int = 832 * 480  # 399,360 pixels, 480p class
+    side_multiple: int = 32
+    min_aspect: float = 0.5
+    max_aspect: float = 2.0
+    num_frames: int = 81  # of the form 4n+1
+    vae_temporal_stride: int = 4
+    vae_spatial_stride: int = 8
+    latent_channels: int = 16
+    anchor_frames: int = 1
+    siglip_pool_grid: int = 8  # 8x8 = 64 local tokens per anchor
+
+    @field_validator("num_frames")
+    @classmethod
+    def _four_n_plus_one(cls, v: int) -> int:
+        if v < 1 or (v - 1) % 4:
+            raise ValueError(f"must be of the form 4n+1 (e.g. 81, 49), got {v}")
+        return v
+
+
+class PretextConfig(_Strict):
+    weights: dict[Literal["none", "cube", "speed", "tube"], float] = {
+        "none": 1, "cube": 2, "speed": 3, "tube": 4,
+    }
+    cube_mask_ratio: float = Field(0.3, gt=0, lt=1)
+    speed_factor: float = Field(2.0, gt=1)
+    tube_grid: tuple[int, int, int] = (2, 2, 2)  # (t, h, w)
+    task_tokens: dict[str, str] = {
+        "cube": "[Complete the missing regions in the video.]",
+        "speed": "[Restore the video to its normal speed.]",
+        "tube": "[Restore the shuffled video to its original order.]",
+    }
+
+
+class Config(_Strict):
+    run: RunConfig = RunConfig()
+    ray: RayConfig = RayConfig()
+    datasets: DatasetsConfig = DatasetsConfig()
+    probe: ProbeConfig = ProbeConfig()
+    judge: JudgeConfig = JudgeConfig()
+    filter: FilterConfig = FilterConfig()
+    encode: EncodeConfig = EncodeConfig()
+    pretext: PretextConfig = PretextConfig()
+
+    @model_validator(mode="after")
+    def _roots_exist(self) -> "Config":
+        problems = []
+        for name, ds in self.datasets.enabled().items():
+            for field in ("root", "video_root", "image_root", "output_root"):
+                path = getattr(ds, field, None)
+                if path is not None and not Path(path).expanduser().exists():
+                    problems.append(
+                        f"datasets.{name}.{field}: {path} does not exist; point it at the "
+                        f"downloaded {name} folder, or set datasets.{name}.enabled: false"
+                    )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+# ---------------------------------------------------------------- loading
+def _set_dotted(doc: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = doc
+    for k in keys[:-1]:
+        nxt = node.get(k)
+        if nxt is None:
+            nxt = node[k] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {dotted}: {k} is not a section")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """``a.b=c`` pairs; the value is parsed as YAML (so 3, true, [x, y] keep their types)."""
+    out = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set run.seed=3")
+        key, raw = item.split("=", 1)
+        out.append((key.strip(), yaml.safe_load(raw) if raw != "" else None))
+    return out
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or check its spelling against configs/demo.yaml"
+        elif e["type"] == "missing":
+            msg = "required field is missing; add it to the config"
+        elif "input" in e and e["type"] not in ("value_error",):
+            msg = f"{msg} (got {e['input']!r})"
+        lines.append(f"{loc}: {msg}" if loc and not msg.startswith("datasets.") else msg)
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    doc: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config file {p} does not exist; try configs/demo.yaml")
+        try:
+            doc = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from e
+        if not isinstance(doc, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections (run, datasets, ...)")
+    doc = copy.deepcopy(doc)
+    for key, value in parse_overrides(overrides or []):
+        _set_dotted(doc, key, value)
+    try:
+        return Config.model_validate(doc)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e)) from None
+
+
+def stage_fingerprint(cfg: Config, *sections: str) -> dict:
+    """The parts of the config a stage's output depends on (stored beside its table)."""
+    dumped = cfg.model_dump(mode="json")
+    return {s: dumped[s] for s in sections}

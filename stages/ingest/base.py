@@ -1,0 +1,88 @@
+"""The adapter interface and helpers every dataset adapter shares.
+
+An adapter turns a dataset's published layout into `samples` rows:
+
+* ``units()`` lists the units of work (one metadata file, one CSV, one tar ...) cheaply, in a
+  deterministic order; each has a stable ``key`` that names its output parts.
+* ``read(unit)`` yields rows (dicts from :func:`manifests.schema.empty_sample`) or whole Arrow
+  tables in the `samples` schema (for vectorised adapters such as Koala's). A record that cannot be
+  resolved is yielded as a row with ``error`` set, never dropped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+
+from manifests.schema import empty_sample, make_sample_id
+
+
+@dataclass(frozen=True)
+class Unit:
+    dataset: str
+    key: str  # filesystem-safe, stable: names the unit's output parts
+    path: str  # the file the unit reads
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def unit_key(root: Path, path: Path, *extra: Any) -> str:
+    """A readable, stable key for the file ``path`` under ``root``."""
+    rel = os.path.relpath(path, root)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", rel)[-60:].strip("_.") or "unit"
+    digest = hashlib.sha1(json.dumps([rel, *map(str, extra)]).encode()).hexdigest()[:8]
+    return f"{stem}-{digest}"
+
+
+class PathEscapeError(ValueError):
+    pass
+
+
+def resolve_under(root: Path, rel: str) -> Path:
+    """Resolve a path from metadata against the dataset root, refusing paths that leave it."""
+    if rel is None or str(rel).strip() == "":
+        raise ValueError("empty path")
+    root = Path(root).resolve()
+    candidate = (root / str(rel)).resolve()
+    if candidate != root and root not in candidate.parents:
+        raise PathEscapeError(f"path escapes the dataset root: {rel!r}")
+    return candidate
+
+
+def to_json(record: Any) -> str:
+    return json.dumps(record, ensure_ascii=False, sort_keys=True, default=str)
+
+
+class Adapter:
+    """Base class: subclasses set ``name`` and implement ``units`` and ``read``."""
+
+    name: str = ""
+    modality: str = "video"
+    task: str = "edit"
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.root: Path = cfg.resolved_root
+
+    def units(self) -> list[Unit]:
+        raise NotImplementedError
+
+    def read(self, unit: Unit) -> Iterator[dict[str, Any] | pa.Table]:
+        raise NotImplementedError
+
+    # -- helpers for subclasses
+    def row(self, key: Any, **values: Any) -> dict[str, Any]:
+        """A samples row whose id is derived from this dataset's natural ``key``."""
+        keys = key if isinstance(key, (tuple, list)) else (key,)
+        values.setdefault("modality", self.modality)
+        values.setdefault("task", self.task)
+        values.setdefault("license", self.cfg.license)
+        return empty_sample(self.name, make_sample_id(self.name, *keys), **values)
+
+    def error_row(self, key: Any, error: str, record: Any = None, **values: Any) -> dict[str, Any]:
+        return self.row(key, error=error, raw_record=to_json(record) if record is not None else None, **values)

@@ -1,0 +1,140 @@
+"""Ingest core: run one adapter unit and write its rows as bounded, atomically written parts.
+
+Plain Python over Arrow, no Ray: ``pipeline.runner`` maps this over units with Ray Data.
+"""
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from manifests.io import atomic_write_json, table_dir, write_part
+from manifests.schema import SAMPLES, make_sample_id
+from stages.ingest.base import Adapter, Unit, to_json
+
+TABLE = "samples"
+
+
+@dataclass
+class UnitResult:
+    dataset: str
+    unit: str
+    rows: int
+    errors: int
+    parts: int
+    skipped: bool  # already done by an earlier run
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def part_path(workdir: Path, unit: Unit, chunk: int) -> Path:
+    return table_dir(workdir, TABLE) / f"dataset={unit.dataset}" / f"{unit.key}-{chunk:05d}.parquet"
+
+
+def done_marker(workdir: Path, unit: Unit) -> Path:
+    return Path(workdir) / "state" / TABLE / unit.dataset / f"{unit.key}.json"
+
+
+def _rows_to_tables(items: Iterable[dict | pa.Table], batch_rows: int) -> Iterator[pa.Table]:
+    """Normalise an adapter's mixed output (dict rows and/or Arrow tables) into Arrow tables."""
+    pending: list[dict] = []
+    for item in items:
+        if isinstance(item, pa.Table):
+            if pending:
+                yield pa.Table.from_pylist(pending, schema=SAMPLES)
+                pending = []
+            yield item.select(SAMPLES.names).cast(SAMPLES)
+        else:
+            pending.append(item)
+            if len(pending) >= batch_rows:
+                yield pa.Table.from_pylist(pending, schema=SAMPLES)
+                pending = []
+    if pending:
+        yield pa.Table.from_pylist(pending, schema=SAMPLES)
+
+
+def _guarded(adapter: Adapter, unit: Unit) -> Iterator[dict | pa.Table]:
+    """The adapter's rows; if the unit itself breaks (unreadable file), one error row says so."""
+    try:
+        yield from adapter.read(unit)
+    except Exception as e:  # noqa: BLE001 - any failure becomes an error row, the run goes on
+        yield adapter.error_row(
+            ("unit-error", unit.key),
+            f"unreadable {Path(unit.path).name}: {type(e).__name__}: {e}",
+            record={"unit": unit.path, "traceback": traceback.format_exc(limit=3)},
+        )
+
+
+def _rechunk(tables: Iterator[pa.Table], rows_per_part: int) -> Iterator[pa.Table]:
+    """Re-cut a stream of tables into parts of exactly ``rows_per_part`` rows (the last shorter)."""
+    buf: list[pa.Table] = []
+    n = 0
+    for t in tables:
+        while t.num_rows:
+            take = min(rows_per_part - n, t.num_rows)
+            buf.append(t.slice(0, take))
+            n += take
+            t = t.slice(take)
+            if n == rows_per_part:
+                yield pa.concat_tables(buf)
+                buf, n = [], 0
+    if n:
+        yield pa.concat_tables(buf)
+
+
+def ingest_unit(
+    adapter: Adapter,
+    unit: Unit,
+    workdir: str | Path,
+    rows_per_part: int = 100_000,
+    limit: int | None = None,
+) -> UnitResult:
+    """Write one unit's rows into ``samples`` parts; skip the unit if an earlier run finished it.
+
+    A unit killed half-way is redone from its start on the next run; parts it already wrote are
+    not rewritten (they would get the same bytes), so a re-run costs reading, not writing.
+    Rows are not de-duplicated here (that would need memory proportional to the unit): a sample
+    listed twice keeps one row in the `samples` view, and `curate status` counts the repeats.
+    """
+    workdir = Path(workdir)
+    marker = done_marker(workdir, unit)
+    if marker.exists():
+        import json
+
+        info = json.loads(marker.read_text())
+        return UnitResult(unit.dataset, unit.key, info["rows"], info["errors"], info["parts"], True)
+
+    rows = _guarded(adapter, unit)
+    if limit is not None:
+        rows = _limit_rows(rows, limit)
+    total = errors = parts = 0
+    for chunk, table in enumerate(_rechunk(_rows_to_tables(rows, 8192), rows_per_part)):
+        total += table.num_rows
+        errors += table.num_rows - pc.sum(pc.is_null(table["error"])).as_py() if table.num_rows else 0
+        path = part_path(workdir, unit, chunk)
+        if not path.exists():
+            write_part(path, table)
+        parts += 1
+    atomic_write_json(marker, {"rows": total, "errors": errors, "parts": parts, "path": unit.path})
+    return UnitResult(unit.dataset, unit.key, total, errors, parts, False)
+
+
+def _limit_rows(items: Iterator[dict | pa.Table], limit: int) -> Iterator[dict | pa.Table]:
+    left = limit
+    for item in items:
+        if left <= 0:
+            return
+        if isinstance(item, pa.Table):
+            item = item.slice(0, left)
+            left -= item.num_rows
+        else:
+            left -= 1
+        yield item
+
+
+__all__ = ["TABLE", "UnitResult", "ingest_unit", "part_path", "done_marker", "make_sample_id", "to_json"]
