@@ -1,0 +1,1 @@
+"""Sample filters over the judge's scores (threshold and category rules) — see the judge issue."""

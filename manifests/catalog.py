@@ -1,0 +1,99 @@
+"""The DuckDB catalog over a run's manifests: one view per stage table plus a joined view.
+
+Views read the Parquet parts in place (nothing is copied), so a catalog over a 36M-row manifest
+opens instantly and queries stream. The catalog is read-only: only SELECT-like statements run.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+
+from manifests.io import list_parts, table_dir
+
+# Stage tables in pipeline order; later stages append theirs here.
+STAGE_TABLES = ["samples", "probes"]
+
+# How each table joins onto `samples` in the `samples_full` view (columns it contributes).
+JOINED_COLUMNS = {
+    "probes": "p.* EXCLUDE (sample_id, dataset, schema_version, error, error_kind), "
+    "p.error_kind AS probe_error_kind, p.error AS probe_error",
+}
+_ALIASES = {"probes": "p"}
+
+DUPLICATES = "duplicates"  # (filename, file_row_number) of repeated sample ids, see pipeline.runner
+
+READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
+
+
+class ReadOnlyError(ValueError):
+    pass
+
+
+def _glob(workdir: Path, table: str) -> str:
+    return str(table_dir(workdir, table) / "**" / "*.parquet")
+
+
+def _read(workdir: Path, table: str, extra: str = "") -> str:
+    return (
+        f"read_parquet('{_glob(workdir, table)}', union_by_name=true, hive_partitioning=false{extra})"
+    )
+
+
+def connect(workdir: str | os.PathLike, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with a view per existing stage table."""
+    workdir = Path(workdir)
+    con = duckdb.connect(":memory:")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    present = [t for t in STAGE_TABLES if list_parts(workdir, t)]
+    for table in present:
+        if table == "samples" and list_parts(workdir, DUPLICATES):
+            # A sample listed twice by the dataset keeps its first occurrence.
+            con.execute(
+                f"CREATE VIEW samples AS SELECT * EXCLUDE (filename, file_row_number) FROM "
+                f"{_read(workdir, 'samples', ', filename=true, file_row_number=true')} s "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {_read(workdir, DUPLICATES)} d "
+                f"WHERE d.filename = s.filename AND d.file_row_number = s.file_row_number)"
+            )
+        else:
+            con.execute(f"CREATE VIEW {table} AS SELECT * FROM {_read(workdir, table)}")
+    if "samples" in present:
+        cols, joins = ["s.*"], []
+        for table in present[1:]:
+            if table in JOINED_COLUMNS:
+                a = _ALIASES[table]
+                cols.append(JOINED_COLUMNS[table])
+                joins.append(f"LEFT JOIN {table} {a} USING (sample_id)")
+        con.execute(f"CREATE VIEW samples_full AS SELECT {', '.join(cols)} FROM samples s {' '.join(joins)}")
+    return con
+
+
+def views(con: duckdb.DuckDBPyConnection) -> list[str]:
+    rows = con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1").fetchall()
+    return [r[0] for r in rows]
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Refuse anything but SELECT/EXPLAIN (CREATE, COPY, INSERT, ATTACH, SET, PRAGMA ...)."""
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as e:
+        raise ReadOnlyError(f"could not parse the query: {e}") from None
+    if not statements:
+        raise ReadOnlyError("empty query")
+    for st in statements:
+        kind = st.type.name
+        if kind not in READ_ONLY_TYPES:
+            raise ReadOnlyError(
+                f"`curate query` is read-only: a {kind} statement is refused. Use SELECT; to save a "
+                f"result, use --format csv|json|parquet --out FILE."
+            )
+
+
+def query(workdir: str | os.PathLike, sql: str):
+    """Run a read-only query over the run's views; returns a pyarrow Table."""
+    con = connect(workdir)
+    check_read_only(con, sql)
+    return con.sql(sql).to_arrow_table()

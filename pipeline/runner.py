@@ -1,0 +1,266 @@
+"""The stage runner: each stage lists its units of work, skips the finished ones, maps the rest
+over Ray Data and prints a summary.
+
+A unit's output is one or more Parquet parts whose names derive from the unit, written to a
+temporary name and renamed; so a run killed at any point (even ``kill -9``) resumes by redoing
+only the units without output and ends with exactly the rows of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pyarrow.parquet as pq
+
+from manifests import catalog
+from manifests.io import atomic_write_json, clean_temporaries, list_parts, table_dir, write_part
+from pipeline.config import Config, ConfigError
+from pipeline.progress import Progress, console, out, render_table
+from pipeline.ray_runtime import init_ray, map_units
+
+STAGE_ORDER = ["ingest", "probe"]
+
+
+@dataclass
+class StageReport:
+    stage: str
+    units_total: int
+    units_run: int
+    seconds: float
+    by_dataset: list[list[Any]] = field(default_factory=list)  # dataset, in, out, failed
+    columns: list[str] = field(default_factory=lambda: ["dataset", "rows in", "out", "failed"])
+
+
+# ---------------------------------------------------------------- bookkeeping
+def state_dir(workdir: Path, stage: str) -> Path:
+    return Path(workdir) / "state" / stage
+
+
+def check_fingerprint(workdir: Path, stage: str, scope: str, fingerprint: dict, overwrite: bool) -> None:
+    """Refuse to resume output made with different settings (that would mix two runs)."""
+    path = state_dir(workdir, stage) / f"_fingerprint-{scope}.json"
+    if path.exists() and not overwrite:
+        old = json.loads(path.read_text())
+        if old != fingerprint:
+            changed = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+            raise ConfigError(
+                f"{workdir}: the {stage} output for {scope} was made with different settings "
+                f"({', '.join(changed)}). Re-run with --overwrite to redo it, or use another --workdir."
+            )
+    atomic_write_json(path, fingerprint)
+
+
+def reset_stage(workdir: Path, stage: str, tables: list[str]) -> None:
+    for t in tables:
+        shutil.rmtree(table_dir(workdir, t), ignore_errors=True)
+    shutil.rmtree(state_dir(workdir, stage), ignore_errors=True)
+
+
+# ---------------------------------------------------------------- ingest
+def _ingest_unit_fn(cfg_json: str, workdir: str, limit: int | None) -> Callable[[dict], dict]:
+    def run(item: dict) -> dict:
+        from pipeline.config import Config
+        from stages.ingest import get_adapter
+        from stages.ingest.base import Unit
+        from stages.ingest.core import ingest_unit
+
+        cfg = Config.model_validate_json(cfg_json)
+        ds_name = item["dataset"]
+        adapter = get_adapter(ds_name, getattr(cfg.datasets, ds_name))
+        unit = Unit(ds_name, item["key"], item["path"], json.loads(item["params"]))
+        return ingest_unit(adapter, unit, workdir, cfg.run.rows_per_part, limit).as_dict()
+
+    return run
+
+
+def run_ingest(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) -> StageReport:
+    from stages.ingest import get_adapter
+
+    if overwrite:
+        reset_stage(workdir, "samples", ["samples", catalog.DUPLICATES])
+    clean_temporaries(workdir, "samples")
+    datasets = cfg.datasets.enabled()
+    if not datasets:
+        raise ConfigError("datasets: no dataset is enabled; add one (see configs/demo.yaml)")
+    units = []
+    for name, ds_cfg in datasets.items():
+        check_fingerprint(workdir, "samples", name,
+                          {"dataset": ds_cfg.model_dump(mode="json"), "limit": limit,
+                           "rows_per_part": cfg.run.rows_per_part}, overwrite)
+        for u in get_adapter(name, ds_cfg).units():
+            units.append({"dataset": u.dataset, "key": u.key, "path": u.path, "params": json.dumps(u.params)})
+    atomic_write_json(state_dir(workdir, "samples") / "_units.json", sorted(u["key"] for u in units))
+    from stages.ingest.core import done_marker
+    from stages.ingest.base import Unit
+
+    pending = [u for u in units if not done_marker(workdir, Unit(u["dataset"], u["key"], u["path"])).exists()]
+    console.print(f"ingest: {len(units)} units, {len(units) - len(pending)} already done")
+    t0 = time.time()
+    fn = _ingest_unit_fn(cfg.model_dump_json(), str(workdir), limit)
+    with Progress("ingest", len(pending)) as progress:
+        for _ in map_units(fn, pending, progress):
+            pass
+    n_dup = mark_duplicates(workdir)
+    if n_dup:
+        console.print(f"ingest: {n_dup} repeated sample ids in the published metadata; the samples view keeps the first")
+    con = catalog.connect(workdir)
+    rows = con.execute(
+        "SELECT dataset, count(*), count(*) FILTER (error IS NULL), count(*) FILTER (error IS NOT NULL) "
+        "FROM samples GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    return StageReport("ingest", len(units), len(pending), time.time() - t0, [list(r) for r in rows],
+                       ["dataset", "records", "samples", "failed"])
+
+
+def mark_duplicates(workdir: Path) -> int:
+    """Record repeated sample ids (all but the first occurrence) so the samples view drops them."""
+    import duckdb
+
+    dup_dir = table_dir(workdir, catalog.DUPLICATES)
+    shutil.rmtree(dup_dir, ignore_errors=True)
+    if not list_parts(workdir, "samples"):
+        return 0
+    con = duckdb.connect()
+    src = catalog._read(workdir, "samples", ", filename=true, file_row_number=true")
+    dups = con.sql(
+        f"SELECT sample_id, filename, file_row_number FROM (SELECT sample_id, filename, file_row_number, "
+        f"row_number() OVER (PARTITION BY sample_id ORDER BY filename, file_row_number) AS k FROM {src}) "
+        f"WHERE k > 1 ORDER BY filename, file_row_number"
+    ).to_arrow_table()
+    if dups.num_rows:
+        write_part(dup_dir / "part-00000.parquet", dups)
+    return dups.num_rows
+
+
+# ---------------------------------------------------------------- probe
+PROBE_COLUMNS = ["sample_id", "dataset", "modality", "source_uri", "target_uri", "clip_start_s", "clip_end_s", "error"]
+
+
+def _dataset_roots(cfg: Config) -> dict[str, list[str]]:
+    roots = {}
+    for name, ds in cfg.datasets.enabled().items():
+        paths = [getattr(ds, f, None) for f in ("root", "video_root", "image_root", "output_root")]
+        roots[name] = [str(Path(p).expanduser().resolve()) for p in paths if p is not None]
+    return roots
+
+
+def _probe_unit_fn(decode_check: str, roots: dict[str, list[str]], dup_file: str | None) -> Callable[[dict], dict]:
+    def run(item: dict) -> dict:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from stages.probe import probe_table
+
+        table = pq.read_table(item["part"], columns=PROBE_COLUMNS).slice(item["offset"], item["length"])
+        if dup_file:  # rows the samples view drops are not probed twice
+            d = pq.read_table(dup_file).to_pylist()
+            drop = {r["file_row_number"] - item["offset"] for r in d if Path(r["filename"]) == Path(item["part"])}
+            if drop:
+                keep = [i for i in range(table.num_rows) if i not in drop]
+                table = table.take(pa.array(keep, pa.int64()))
+        out = probe_table(table, decode_check=decode_check, allowed_roots=roots)
+        write_part(Path(item["out"]), out)
+        failed = int(pc.sum(pc.is_valid(out["error"])).as_py() or 0) if out.num_rows else 0
+        return {"dataset": item["dataset"], "rows": out.num_rows, "failed": failed}
+
+    return run
+
+
+def probe_units(workdir: Path, rows_per_task: int) -> list[dict]:
+    """One unit per slice of ``rows_per_task`` rows of each samples part (stable names)."""
+    units = []
+    for part in list_parts(workdir, "samples"):
+        n = pq.ParquetFile(part).metadata.num_rows
+        dataset = part.parent.name.split("=", 1)[-1]
+        for offset in range(0, n, rows_per_task):
+            out = table_dir(workdir, "probes") / part.parent.name / f"{part.stem}-r{offset:09d}.parquet"
+            units.append({"part": str(part), "offset": offset, "length": min(rows_per_task, n - offset),
+                          "out": str(out), "dataset": dataset})
+    return units
+
+
+def run_probe(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) -> StageReport:
+    if not list_parts(workdir, "samples"):
+        raise ConfigError(f"{workdir}: no samples yet; run `curate run --stage ingest` first")
+    if overwrite:
+        reset_stage(workdir, "probes", ["probes"])
+    clean_temporaries(workdir, "probes")
+    check_fingerprint(workdir, "probes", "all",
+                      {"probe": cfg.probe.model_dump(mode="json")}, overwrite)
+    units = probe_units(workdir, cfg.probe.rows_per_task)
+    pending = [u for u in units if not Path(u["out"]).exists()]
+    if limit is not None:  # whole units only, so a later run continues where this one stopped
+        chosen, rows = [], 0
+        for u in pending:
+            if rows >= limit:
+                break
+            chosen.append(u)
+            rows += u["length"]
+        pending = chosen
+    console.print(f"probe: {len(units)} units, {len(units) - len(pending)} already done or deferred")
+    dup_parts = list_parts(workdir, catalog.DUPLICATES)
+    fn = _probe_unit_fn(cfg.probe.decode_check, _dataset_roots(cfg), str(dup_parts[0]) if dup_parts else None)
+    t0 = time.time()
+    with Progress("probe", len(pending)) as progress:
+        for _ in map_units(fn, pending, progress):
+            pass
+    return StageReport("probe", len(units), len(pending), time.time() - t0, probe_counts(workdir),
+                       ["dataset", "to probe", "probed", "failed", "pending"])
+
+
+def probe_counts(workdir: Path) -> list[list[Any]]:
+    con = catalog.connect(workdir)
+    if "probes" not in catalog.views(con):
+        sql = ("SELECT dataset, count(*), 0, 0, count(*) FROM samples WHERE error IS NULL GROUP BY 1 ORDER BY 1")
+    else:
+        sql = (
+            "SELECT s.dataset, count(*), count(p.sample_id) FILTER (p.error IS NULL), "
+            "count(p.sample_id) FILTER (p.error IS NOT NULL), count(*) - count(p.sample_id) "
+            "FROM samples s LEFT JOIN probes p USING (sample_id) WHERE s.error IS NULL GROUP BY 1 ORDER BY 1"
+        )
+    return [list(r) for r in con.execute(sql).fetchall()]
+
+
+# ---------------------------------------------------------------- driver
+STAGES: dict[str, Callable[[Config, Path, int | None, bool], StageReport]] = {
+    "ingest": run_ingest,
+    "probe": run_probe,
+}
+
+
+def resolve_stages(stage: str) -> list[str]:
+    if stage == "all":
+        return list(STAGE_ORDER)
+    if stage not in STAGES:
+        raise ConfigError(f"--stage {stage!r}: unknown stage; choose one of {', '.join(STAGE_ORDER)} or all")
+    return [stage]
+
+
+def run(cfg: Config, stage: str = "all", workdir: Path | None = None, limit: int | None = None,
+        ray_address: str | None = None, overwrite: bool = False) -> list[StageReport]:
+    workdir = Path(workdir or cfg.run.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    stages = resolve_stages(stage)
+    (workdir / "config.json").write_text(cfg.model_dump_json(indent=2))
+    where = init_ray(ray_address or cfg.ray.address, cfg.ray.num_cpus)
+    console.print(f"run: {', '.join(stages)} in {workdir} on {where}")
+    reports = []
+    for name in stages:
+        report = STAGES[name](cfg, workdir, limit, overwrite)
+        print_report(report)
+        reports.append(report)
+    return reports
+
+
+def print_report(report: StageReport) -> None:
+    rows = list(report.by_dataset)
+    if rows:
+        totals = ["total"] + [sum(r[i] or 0 for r in rows) for i in range(1, len(report.columns))]
+        rows.append(totals)
+    title = (f"{report.stage}: {report.units_run} of {report.units_total} units run "
+             f"in {report.seconds:.1f}s")
+    out.print(render_table(title, report.columns, rows))

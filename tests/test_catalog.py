@@ -1,0 +1,75 @@
+"""The DuckDB catalog: views per stage table, the joined view, de-duplication, read-only guard."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from manifests import catalog
+from manifests.io import list_parts, write_part
+from manifests.schema import PROBES, SAMPLES, SCHEMA_VERSION, empty_sample, make_sample_id
+
+
+def _samples(workdir: Path, dataset: str, n: int, part: str = "u-00000", errors: int = 0) -> list[str]:
+    rows = []
+    for i in range(n):
+        sid = make_sample_id(dataset, i)
+        rows.append(empty_sample(dataset, sid, modality="video", task="edit", category="style",
+                                 target_uri=f"/x/{i}.mp4", native_scores={"q": i / 10},
+                                 error="bad record" if i < errors else None))
+    write_part(workdir / "tables" / "samples" / f"dataset={dataset}" / f"{part}.parquet",
+               pa.Table.from_pylist(rows, schema=SAMPLES))
+    return [r["sample_id"] for r in rows]
+
+
+def test_views_and_join(tmp_path):
+    ids = _samples(tmp_path, "ditto", 5, errors=1)
+    _samples(tmp_path, "koala", 3)
+    probe_rows = [{f.name: None for f in PROBES} | {"sample_id": s, "dataset": "ditto", "target_width": 832,
+                                                    "schema_version": SCHEMA_VERSION} for s in ids[1:3]]
+    probe_rows[1]["error"], probe_rows[1]["error_kind"] = "target: missing", "missing"
+    write_part(tmp_path / "tables" / "probes" / "dataset=ditto" / "p.parquet",
+               pa.Table.from_pylist(probe_rows, schema=PROBES))
+    con = catalog.connect(tmp_path)
+    assert {"samples", "probes", "samples_full"} <= set(catalog.views(con))
+    assert con.execute("SELECT dataset, count(*) FROM samples GROUP BY 1 ORDER BY 1").fetchall() == [
+        ("ditto", 5), ("koala", 3)]
+    full = con.execute("SELECT sample_id, target_width, probe_error_kind, error FROM samples_full "
+                       "WHERE dataset='ditto' ORDER BY sample_id").fetchall()
+    assert len(full) == 5
+    by_id = {r[0]: r for r in full}
+    assert by_id[ids[1]][1] == 832 and by_id[ids[2]][2] == "missing" and by_id[ids[0]][3] == "bad record"
+    # native_scores is a real MAP
+    assert con.execute(f"SELECT native_scores['q'] FROM samples WHERE sample_id='{ids[3]}'").fetchone()[0] == 0.3
+
+
+@pytest.mark.parametrize("sql", [
+    "CREATE TABLE t AS SELECT 1",
+    "COPY (SELECT * FROM samples) TO '/tmp/leak.csv'",
+    "INSERT INTO samples VALUES (1)",
+    "SELECT 1; DROP VIEW samples",
+    "ATTACH '/tmp/x.db' AS x",
+    "SET threads = 1",
+])
+def test_writes_are_refused(tmp_path, sql):
+    _samples(tmp_path, "ditto", 2)
+    with pytest.raises(catalog.ReadOnlyError, match="read-only"):
+        catalog.query(tmp_path, sql)
+
+
+def test_query_returns_arrow(tmp_path):
+    _samples(tmp_path, "ditto", 4)
+    t = catalog.query(tmp_path, "SELECT count(*) AS n FROM samples")
+    assert t.to_pylist() == [{"n": 4}]
+
+
+def test_duplicates_keep_first(tmp_path):
+    from pipeline.runner import mark_duplicates
+
+    _samples(tmp_path, "ditto", 3, part="a-00000")
+    _samples(tmp_path, "ditto", 2, part="b-00000")  # ids 0 and 1 again
+    assert mark_duplicates(tmp_path) == 2
+    con = catalog.connect(tmp_path)
+    assert con.execute("SELECT count(*), count(DISTINCT sample_id) FROM samples").fetchone() == (3, 3)
