@@ -1,0 +1,506 @@
+"""Probe stage core: measure every sample's media with a real decoder (plain Python, no Ray).
+
+For each `samples` row that ingest resolved (``error`` is null) we open the source (if any) and the
+target and write one `probes` row: codec, size, fps, frame count, duration, the frames inside the
+clip window, and, when something is wrong, an ``error_kind`` plus a short ``error``.
+
+Video is measured the cheap way, because this runs over tens of millions of clips: PyAV reads the
+stream header and counts frames by demuxing packets (no decode), which also finds files cut short.
+Decodability is then checked by decoding only the first frame with the decoder the encode stage
+uses (decord by default), so e.g. AV1, which decord cannot read, is flagged here and not later.
+Images are measured with PIL (header, then ``load()`` to verify the pixels).
+
+URIs (see ``manifests.schema.SAMPLES``): an absolute path, ``file://<abs path>``,
+``tar://<abs tar>#<member>``, ``parquet://<abs file>#<row>/<column>``; other schemes (http ...)
+are ``unsupported_uri`` because the pipeline does not download.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+import stat
+import tarfile
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import IO, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from manifests.schema import PROBES, SCHEMA_VERSION
+
+DECODE_CHECKS = ("decord", "pyav", "none")
+
+# A window may end a little after the measured duration: published timestamps are rounded and
+# re-downloaded videos differ by a frame or two.
+WINDOW_TOLERANCE_S = 0.25
+
+# What the `error_kind` column can hold.
+ERROR_KINDS = (
+    "missing", "zero_byte", "path_escape", "unreadable", "unsupported_uri", "truncated",
+    "corrupt", "undecodable", "no_video_stream", "window_out_of_range", "too_large",
+    "probe_failed",
+)
+
+
+class ProbeError(Exception):
+    """A media problem: ``kind`` is one of ERROR_KINDS; ``info`` holds what was measured so far."""
+
+    def __init__(self, kind: str, message: str, info: "MediaInfo | None" = None):
+        super().__init__(f"{kind}: {message}")
+        self.kind, self.message, self.info = kind, message, info
+
+
+@dataclass
+class MediaInfo:
+    codec: str | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    frames: int | None = None
+    duration_s: float | None = None
+    # Presentation time (s, from the first frame) of every frame, to count frames in a window.
+    frame_times: np.ndarray | None = field(default=None, repr=False)
+
+
+# ------------------------------------------------------------------ locating the bytes
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def _split_container(rest: str) -> tuple[str, str]:
+    """Split ``<abs file>#<inner>``. A file name may itself hold '#': take the first split whose
+    left part is an existing file, else the first '#'."""
+    cuts = [m.start() for m in re.finditer("#", rest)]
+    if not cuts:
+        raise ProbeError("unsupported_uri", f"no '#<member>' part in {rest!r}")
+    for cut in cuts:
+        if os.path.isfile(rest[:cut]):
+            return rest[:cut], rest[cut + 1:]
+    return rest[:cuts[0]], rest[cuts[0] + 1:]
+
+
+def _check_file(path: str, roots: list[str] | None) -> int:
+    """Containment, existence and size of a local file; returns its size."""
+    if not os.path.isabs(path):
+        raise ProbeError("unsupported_uri", f"not an absolute path: {path!r}")
+    if roots is not None:
+        real = os.path.realpath(path)  # follows symlinks
+        if not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
+            raise ProbeError("path_escape", f"{path} resolves to {real}, outside the allowed roots")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ProbeError("missing", f"no such file: {path}") from None
+    except PermissionError as e:
+        raise ProbeError("unreadable", str(e)) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ProbeError("missing", f"not a regular file: {path}")
+    if st.st_size == 0:
+        raise ProbeError("zero_byte", f"empty file: {path}")
+    if not os.access(path, os.R_OK):
+        raise ProbeError("unreadable", f"permission denied: {path}")
+    return st.st_size
+
+
+@dataclass(frozen=True)
+class _TarIndex:
+    members: dict[str, tuple[int, int]]  # name -> (data offset, size)
+    complete: bool  # False when the tar ended (or broke) before its end-of-archive marker
+
+
+@lru_cache(maxsize=16)
+def _tar_index(path: str, mtime_ns: int, size: int) -> _TarIndex:
+    """Member offsets of a tar, read once per shard (a shard holds thousands of members)."""
+    members: dict[str, tuple[int, int]] = {}
+    complete = True
+    try:
+        # ignore_zeros: some published tars are several tars concatenated.
+        with tarfile.open(path, "r:", ignore_zeros=True) as tf:
+            while True:
+                try:
+                    m = tf.next()
+                except (tarfile.ReadError, EOFError):
+                    complete = False
+                    break
+                if m is None:
+                    break
+                if m.isfile():
+                    # Concatenated tars repeat names: the last one wins, as with
+                    # TarFile.getmember and GNU tar, which is what ingest (x2edit) points at.
+                    members[m.name] = (m.offset_data, m.size)
+    except tarfile.ReadError as e:
+        raise ProbeError("corrupt", f"not a readable tar: {path}: {e}") from None
+    return _TarIndex(members, complete)
+
+
+def _read_tar_member(path: str, member: str, roots: list[str] | None) -> bytes:
+    size = _check_file(path, roots)
+    index = _tar_index(path, os.stat(path).st_mtime_ns, size)
+    for name in (member, f"./{member}", member[2:] if member.startswith("./") else None):
+        if name in index.members:
+            offset, length = index.members[name]
+            break
+    else:
+        if not index.complete:
+            raise ProbeError("truncated", f"tar {path} ends before member {member!r}")
+        raise ProbeError("missing", f"no member {member!r} in {path}")
+    if length == 0:
+        raise ProbeError("zero_byte", f"empty tar member {member!r} in {path}")
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read(length)
+    if len(data) < length:
+        raise ProbeError("truncated", f"tar member {member!r} has {len(data)} of {length} bytes")
+    return data
+
+
+@lru_cache(maxsize=2)
+def _row_group(path: str, mtime_ns: int, group: int, column: str) -> pa.ChunkedArray:
+    """One row group of one column; cached because rows of a group are probed one after another."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).read_row_group(group, columns=[column]).column(0)
+
+
+def _read_parquet_cell(path: str, inner: str, roots: list[str] | None) -> bytes:
+    import pyarrow.parquet as pq
+
+    m = re.fullmatch(r"(\d+)/(.+)", inner)
+    if not m:
+        raise ProbeError("unsupported_uri", f"expected '#<row>/<column>', got {inner!r}")
+    row, column = int(m.group(1)), m.group(2)
+    _check_file(path, roots)
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except (pa.ArrowInvalid, OSError) as e:
+        raise ProbeError("corrupt", f"not a readable parquet file: {e}") from None
+    if column not in meta.schema.to_arrow_schema().names:
+        raise ProbeError("missing", f"no column {column!r} in {path}")
+    start = 0
+    for group in range(meta.num_row_groups):  # only the row group holding the row is read
+        n = meta.row_group(group).num_rows
+        if row < start + n:
+            break
+        start += n
+    else:
+        raise ProbeError("missing", f"row {row} beyond the {start} rows of {path}")
+    try:
+        cell = _row_group(path, os.stat(path).st_mtime_ns, group, column)[row - start].as_py()
+    except (pa.ArrowInvalid, OSError) as e:
+        raise ProbeError("corrupt", f"cannot read row group {group} of {path}: {e}") from None
+    if isinstance(cell, dict):  # the Hugging Face image struct {bytes, path}
+        cell = cell.get("bytes")
+    if cell is None:
+        raise ProbeError("missing", f"null cell at row {row}, column {column!r}")
+    if not isinstance(cell, (bytes, bytearray)):
+        raise ProbeError("unsupported_uri", f"cell is {type(cell).__name__}, not bytes")
+    if len(cell) == 0:
+        raise ProbeError("zero_byte", f"empty cell at row {row}, column {column!r}")
+    return bytes(cell)
+
+
+def locate(uri: str, roots: list[str] | None = None) -> str | io.BytesIO:
+    """The media behind ``uri``: a local path (decoders open paths fastest) or, for a tar member
+    or a parquet cell, its bytes in memory. Raises ProbeError."""
+    if not uri:
+        raise ProbeError("missing", "empty uri")
+    m = _SCHEME.match(uri)
+    scheme = m.group(1).lower() if m else None
+    if scheme is None:
+        _check_file(uri, roots)
+        return uri
+    rest = uri[m.end():]
+    if scheme == "file":
+        _check_file(rest, roots)
+        return rest
+    if scheme == "tar":
+        return io.BytesIO(_read_tar_member(*_split_container(rest), roots))
+    if scheme == "parquet":
+        return io.BytesIO(_read_parquet_cell(*_split_container(rest), roots))
+    raise ProbeError("unsupported_uri", f"{scheme}:// is not read by the pipeline (download first)")
+
+
+@contextmanager
+def _binary(src: str | io.BytesIO) -> Iterator[IO[bytes]]:
+    if isinstance(src, str):
+        with open(src, "rb") as f:
+            yield f
+    else:
+        src.seek(0)
+        yield src
+
+
+# ------------------------------------------------------------------ video
+def _cut_iso_file(f: IO[bytes]) -> str | None:
+    """Why an MP4/MOV that FFmpeg refused looks cut short, or None when it does not.
+
+    Walks the top-level boxes: a box running past the end of the file, or a complete file with no
+    ``moov`` (the index, written last by default), means the file was truncated."""
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    pos, kinds = 0, []
+    while pos + 8 <= size:
+        f.seek(pos)
+        head = f.read(16)
+        box, kind = int.from_bytes(head[:4], "big"), head[4:8]
+        if not re.fullmatch(rb"[A-Za-z0-9 \xa9]{4}", kind) or (pos == 0 and kind != b"ftyp"):
+            return None  # not an ISO-BMFF box: plain garbage, not a cut file
+        if box == 1:
+            box = int.from_bytes(head[8:16], "big")
+        elif box == 0:
+            box = size - pos  # "to the end of the file"
+        if box < 8:
+            return None
+        kinds.append(kind.decode("latin-1"))
+        pos += box
+    if pos > size:
+        return f"box '{kinds[-1]}' runs {pos - size} bytes past the end of the file"
+    if kinds and "moov" not in kinds:
+        return "no 'moov' box (the index is missing)"
+    return None
+
+
+def _decord_first_frame(src: str | io.BytesIO) -> None:
+    import decord
+
+    if isinstance(src, io.BytesIO):
+        src.seek(0)
+    reader = decord.VideoReader(src, ctx=decord.cpu(0), num_threads=1)
+    try:
+        reader[0]
+    finally:
+        del reader
+
+
+def _short(e: BaseException) -> str:
+    """One line of an exception (decord's carry a C++ log prefix and a stack trace)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and "Stack trace" not in ln]
+    text = lines[0] if lines else type(e).__name__
+    text = re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", text)
+    return text[:200]
+
+
+def probe_video(src: str | io.BytesIO, decode_check: str = "decord") -> MediaInfo:
+    import av
+
+    info = MediaInfo()
+    try:
+        container = av.open(src, metadata_errors="replace")
+    except (av.error.FFmpegError, UnicodeDecodeError) as e:
+        with _binary(src) as f:
+            cut = _cut_iso_file(f)
+        if cut:
+            raise ProbeError("truncated", cut) from None
+        raise ProbeError("corrupt", f"cannot open: {_short(e)}") from None
+
+    with container:
+        if not container.streams.video:
+            raise ProbeError("no_video_stream", f"streams: {[s.type for s in container.streams]}")
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        info.codec = getattr(ctx.codec, "canonical_name", None) or ctx.name
+        info.width, info.height = (ctx.width or None), (ctx.height or None)
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        info.fps = float(rate) if rate else None
+        declared = stream.frames or 0  # 0 when the container does not say (mkv, webm)
+
+        # Count frames by demuxing; the PyAV decode check rides along and stops at frame one.
+        decoder = ctx if decode_check == "pyav" else None
+        decoded = False
+        count, pts = 0, []  # pts of the packets that carry one (nearly all)
+        last_duration = 0
+        try:
+            for packet in container.demux(stream):
+                if not packet.size:  # the empty packet that flushes the demuxer
+                    continue
+                count += 1
+                ts = packet.pts if packet.pts is not None else packet.dts
+                if ts is not None:
+                    pts.append(ts)
+                last_duration = packet.duration or last_duration
+                if decoder is not None and not decoded:
+                    try:
+                        decoded = bool(decoder.decode(packet))
+                    except av.error.FFmpegError as e:
+                        raise ProbeError("undecodable", f"pyav: {_short(e)}", info) from None
+        except av.error.FFmpegError as e:
+            raise ProbeError("corrupt", f"demux failed after {count} packets: {_short(e)}",
+                             info) from None
+        if count == 0:
+            raise ProbeError("truncated" if declared else "corrupt", "no video packets", info)
+        if declared and count < declared:
+            raise ProbeError("truncated", f"{count} of {declared} declared frames present", info)
+        info.frames = count
+        tb = float(stream.time_base) if stream.time_base else None
+        if tb and len(pts) == count:
+            times = np.sort((np.asarray(pts, dtype=np.int64) - min(pts)).astype(np.float64) * tb)
+            step = last_duration * tb if last_duration else (1 / info.fps if info.fps else 0.0)
+            info.frame_times, info.duration_s = times, float(times[-1] + step)
+        elif info.fps:
+            info.frame_times = np.arange(count) / info.fps
+            info.duration_s = count / info.fps
+        if decoder is not None and not decoded:
+            try:
+                decoded = bool(decoder.decode(None))  # drain: short clips may be all in flight
+            except av.error.FFmpegError as e:
+                raise ProbeError("undecodable", f"pyav: {_short(e)}", info) from None
+            if not decoded:
+                raise ProbeError("undecodable", "pyav decoded no frame", info)
+
+    if decode_check == "decord":
+        try:
+            _decord_first_frame(src)
+        except Exception as e:  # decord raises RuntimeError, DECORDError, AssertionError
+            raise ProbeError("undecodable", f"decord: {_short(e)}", info) from None
+    return info
+
+
+# ------------------------------------------------------------------ images
+def probe_image(src: str | io.BytesIO, decode_check: str = "decord") -> MediaInfo:
+    from PIL import Image, UnidentifiedImageError
+
+    info = MediaInfo(frames=1)
+    if isinstance(src, io.BytesIO):
+        src.seek(0)
+    try:
+        with Image.open(src) as im:
+            info.codec = (im.format or "").lower() or None
+            info.width, info.height = im.size
+            info.frames = int(getattr(im, "n_frames", 1) or 1)
+            if decode_check != "none":
+                im.load()  # decodes the pixels: finds cut and broken files
+    except UnidentifiedImageError as e:
+        raise ProbeError("corrupt", f"not an image: {_short(e)}", info) from None
+    except Image.DecompressionBombError as e:
+        raise ProbeError("too_large", _short(e), info) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        kind = "truncated" if "truncated" in str(e).lower() else "corrupt"
+        raise ProbeError(kind, _short(e), info) from None
+    return info
+
+
+def probe_media(uri: str, modality: str, decode_check: str = "decord",
+                roots: list[str] | None = None) -> MediaInfo:
+    """Measure one media file. ``roots``: the dataset's allowed roots (None: no containment check).
+    Raises ProbeError for any media problem."""
+    if decode_check not in DECODE_CHECKS:
+        raise ValueError(f"decode_check must be one of {DECODE_CHECKS}, got {decode_check!r}")
+    src = locate(uri, roots)
+    if modality == "image":
+        return probe_image(src, decode_check)
+    return probe_video(src, decode_check)
+
+
+# ------------------------------------------------------------------ the table
+def _backend(modality: str, decode_check: str) -> str:
+    if modality == "image":
+        return "pil" if decode_check != "none" else "pil-header"
+    return {"decord": "pyav+decord", "pyav": "pyav", "none": "pyav-demux"}[decode_check]
+
+
+def _window_frames(info: MediaInfo, start: float | None, end: float | None,
+                   tolerance_s: float) -> int:
+    if start is None and end is None:
+        return info.frames
+    start = 0.0 if start is None else start
+    end = info.duration_s if end is None else end
+    if info.duration_s is None or info.frame_times is None:
+        raise ProbeError("window_out_of_range", "a window is set but the clip has no duration")
+    if start < 0 or end is None or start >= end:
+        raise ProbeError("window_out_of_range", f"empty or negative window [{start}, {end}) s")
+    if end > info.duration_s + tolerance_s:
+        raise ProbeError("window_out_of_range",
+                         f"window [{start:.3f}, {end:.3f}) s ends after the clip ({info.duration_s:.3f} s)")
+    times = info.frame_times
+    return int(np.count_nonzero((times >= start - 1e-6) & (times < end - 1e-6)))
+
+
+class _ProbeCache:
+    """Last few results by (uri, modality, roots): Koala clips are windows of one long video,
+    listed one after another, so its file is opened once per batch, not once per clip. The roots
+    are part of the key: the same file may be allowed for one dataset and not for another."""
+
+    def __init__(self, size: int = 64):
+        self.size, self.items = size, OrderedDict()
+
+    def probe(self, uri: str, modality: str, decode_check: str, roots) -> MediaInfo:
+        key = (uri, modality, None if roots is None else tuple(roots))
+        if key not in self.items:
+            try:
+                self.items[key] = probe_media(uri, modality, decode_check, roots)
+            except ProbeError as e:
+                self.items[key] = e
+            except Exception as e:  # a decoder bug must not stop a 40M-clip run
+                self.items[key] = ProbeError("probe_failed", f"{type(e).__name__}: {_short(e)}")
+            if len(self.items) > self.size:
+                self.items.popitem(last=False)
+        self.items.move_to_end(key)
+        result = self.items[key]
+        if isinstance(result, ProbeError):
+            raise result
+        return result
+
+
+def _probe_row(row: dict, decode_check: str, roots: list[str] | None, cache: _ProbeCache,
+               tolerance_s: float) -> dict:
+    modality = row.get("modality") or "video"
+    out = {f.name: None for f in PROBES}
+    out.update(sample_id=row["sample_id"], dataset=row["dataset"], schema_version=SCHEMA_VERSION,
+               probe_backend=_backend(modality, decode_check))
+    errors: list[tuple[str, str]] = []  # (kind, "role: kind: message"), in probing order
+    target = None
+    for role in ("source", "target"):
+        uri = row.get(f"{role}_uri")
+        if uri is None:
+            # No source: a raw clip (t2v). No target: an evaluation input (e.g. OpenVE-Bench) whose
+            # edit does not exist yet; only a row with neither has nothing to measure.
+            if role == "target" and row.get("source_uri") is None:
+                errors.append(("missing", "target: missing: no source or target uri"))
+            continue
+        try:
+            info = cache.probe(uri, modality, decode_check, roots)
+            if role == "target":
+                target = info
+        except ProbeError as e:
+            errors.append((e.kind, f"{role}: {e.kind}: {e.message}"))
+            info = e.info  # what was measured before the failure stays
+        if info is not None:
+            for name in ("codec", "width", "height", "fps", "frames", "duration_s"):
+                out[f"{role}_{name}"] = getattr(info, name)
+    if target is not None:
+        try:
+            out["window_frames"] = target.frames if modality == "image" else _window_frames(
+                target, row.get("clip_start_s"), row.get("clip_end_s"), tolerance_s)
+        except ProbeError as e:
+            errors.append((e.kind, f"target: {e.kind}: {e.message}"))
+    if errors:
+        out["error_kind"] = errors[0][0]
+        out["error"] = "; ".join(message for _, message in errors)
+    return out
+
+
+def probe_table(samples: pa.Table, decode_check: str = "decord",
+                allowed_roots: dict[str, list[str]] | None = None, *,
+                window_tolerance_s: float = WINDOW_TOLERANCE_S) -> pa.Table:
+    """One `probes` row per resolved `samples` row (``error`` null), in input order.
+
+    ``allowed_roots``: dataset -> directories its media must (after following symlinks) lie in;
+    a dataset missing from a given mapping has no allowed root, so all its rows are path_escape.
+    Never raises for bad media; raises ValueError for a bad ``decode_check``."""
+    if decode_check not in DECODE_CHECKS:
+        raise ValueError(f"decode_check must be one of {DECODE_CHECKS}, got {decode_check!r}")
+    real_roots = None if allowed_roots is None else {
+        ds: [os.path.realpath(r) for r in roots] for ds, roots in allowed_roots.items()}
+    cache = _ProbeCache()
+    names = ["sample_id", "dataset", "modality", "source_uri", "target_uri",
+             "clip_start_s", "clip_end_s", "error"]
+    rows = []
+    for row in samples.select(names).to_pylist():
+        if row["error"] is not None:
+            continue  # ingest could not resolve it; its reason is in `samples`
+        roots = None if real_roots is None else real_roots.get(row["dataset"], [])
+        rows.append(_probe_row(row, decode_check, roots, cache, window_tolerance_s))
+    return pa.Table.from_pylist(rows, schema=PROBES)
