@@ -1,0 +1,167 @@
+"""Ditto-1M adapter (Hugging Face QingyanBai/Ditto-1M).
+
+Published layout (see DATASETS.md):
+
+* ``training_metadata/*.json``: JSON lists of ``{source_path, instruction, edited_path}``; one unit
+  per file. ``csvs_for_DiffSynth/*.csv`` (columns ``video`` = edited, ``vace_video`` = source,
+  ``prompt``) carry the same pairs; point ``metadata_glob`` at them to read those instead. Both give
+  the same sample ids, since the id comes from the edited path, not from the file it was listed in.
+* ``videos/{source,local,global_style1,global_style2,global_freeform1..3}/``: edited files are
+  ``<hash>_<n>.mp4`` next to the source ``source/<hash>.mp4``. The archives may extract nested
+  (``videos/source/source/<hash>.mp4``).
+
+There is no category column: the category is the first folder of ``edited_path``.
+
+Metadata paths are taken to start at the category folder (``global_style1/<hash>_1.mp4``), but a
+``videos/`` prefix or an absolute prefix from the authors' machine is tolerated: the path is
+anchored at its first known category folder. Each path is then looked for in four places
+(``videos/`` or the root, plain or nested) and the first that exists wins; if none exists the plain
+``videos/`` spelling is kept and the probe stage reports the file missing.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+from stages.ingest.base import Adapter, PathEscapeError, Unit, to_json, unit_key
+from stages.ingest.video_pairs import (
+    LayoutProbe, candidate_paths, clean_text, first_present, json_records, norm_rel, numeric_scores,
+)
+
+FIELDS = ("source_path", "instruction", "edited_path")
+# The DiffSynth-Studio training CSVs name the same three fields differently.
+DIFFSYNTH_COLUMNS = {"edited_path": "video", "source_path": "vace_video", "instruction": "prompt"}
+CAPTIONS_GLOB = "source_video_captions/*.json"
+
+_FOLDER = re.compile(r"^(source|local\w*|global_(style|freeform)\d*)$")
+
+
+def category_of(folder: str) -> str:
+    """Normalised category of an edited-video folder (``global_style2`` -> ``style``)."""
+    if re.fullmatch(r"global_style\d*", folder):
+        return "style"
+    if re.fullmatch(r"global_freeform\d*", folder):
+        return "freeform"
+    if folder.startswith("local"):
+        return "local_change"
+    return "other"
+
+
+def canonical_path(path: str) -> str:
+    """The path relative to ``videos/``, with nesting and foreign prefixes removed.
+
+    ``videos/global_style1/x_1.mp4``, ``/data/Ditto-1M/videos/global_style1/x_1.mp4`` and
+    ``global_style1/global_style1/x_1.mp4`` all become ``global_style1/x_1.mp4``. Paths with
+    ``..`` are left alone so that ``resolve_under`` judges them as written.
+    """
+    written = norm_rel(path)
+    parts = [p for p in written.split("/") if p]
+    if ".." in parts:
+        return written
+    anchor = next((i for i, p in enumerate(parts) if _FOLDER.match(p)), None)
+    if anchor is None:
+        # Not a known layout: keep it as written (an absolute path stays absolute).
+        return "/".join(parts[1:]) if parts and parts[0] == "videos" else written
+    parts = parts[anchor:]
+    if len(parts) > 2 and parts[1] == parts[0]:
+        parts = parts[:1] + parts[2:]
+    return "/".join(parts)
+
+
+class DittoAdapter(Adapter):
+    name = "ditto"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self._captions: dict[str, str] | None = None
+
+    def units(self) -> list[Unit]:
+        files = sorted(p for p in self.root.glob(self.cfg.metadata_glob) if p.is_file())
+        return [Unit(self.name, unit_key(self.root, p), str(p)) for p in files]
+
+    def read(self, unit: Unit) -> Iterator[dict[str, Any]]:
+        path = Path(unit.path)
+        where = os.path.relpath(path, self.root)
+        probes: dict[str, LayoutProbe] = {}  # one per top folder: archives extract independently
+        for i, (raw, fields) in enumerate(self._records(path)):
+            yield self._row(raw, fields, (where, i), path.stem, probes)
+
+    # -- reading the two metadata formats into (raw record, the three fields)
+    def _records(self, path: Path) -> Iterator[tuple[Any, dict[str, Any] | None]]:
+        if path.suffix.lower() == ".csv":
+            with path.open(newline="", encoding="utf-8-sig") as f:
+                for row in csv.DictReader(f):
+                    yield row, {k: row.get(col) for k, col in DIFFSYNTH_COLUMNS.items()}
+            return
+        # A malformed file raises here, before any row: the core turns it into one unit error row.
+        for rec in json_records(json.loads(path.read_bytes())):
+            yield rec, rec if isinstance(rec, dict) else None
+
+    def _row(self, raw: Any, fields: dict | None, where: tuple, subset: str,
+             probes: dict[str, LayoutProbe]) -> dict[str, Any]:
+        common = dict(subset=subset, split="train", raw_record=to_json(raw))
+        if fields is None:
+            return self.row(("record", *where), error="record is not a JSON object", **common)
+        edited, source, instruction = (clean_text(fields.get(f)) for f in
+                                       ("edited_path", "source_path", "instruction"))
+        # Natural key: the edited path (canonical, so every spelling of it gives the same id);
+        # a record without one falls back to its position in its metadata file.
+        rel = canonical_path(edited) if edited else ""
+        key = rel if edited else ("record", *where)
+        folder = rel.split("/")[0] if "/" in rel else ""
+        if folder not in ("", ".", ".."):
+            common.update(category_raw=folder, category=category_of(folder))
+        missing = [f for f, v in zip(FIELDS, (source, instruction, edited)) if v is None]
+        if missing:
+            return self.row(key, error=f"missing or empty field: {', '.join(missing)}", **common)
+        try:
+            source_uri = self._resolve(source, probes)
+            target_uri = self._resolve(edited, probes)
+        except (PathEscapeError, ValueError) as e:
+            return self.row(key, error=str(e), **common)
+        return self.row(
+            key,
+            source_uri=str(source_uri),
+            target_uri=str(target_uri),
+            instruction=instruction,
+            caption=self._caption_for(source),
+            native_scores=numeric_scores(raw) if isinstance(raw, dict) else None,
+            **common,
+        )
+
+    def _resolve(self, path: str, probes: dict[str, LayoutProbe]) -> Path:
+        rel = canonical_path(path)
+        if rel.startswith("/"):  # absolute, and no known folder in it: judged as written
+            return first_present(candidate_paths(self.root, [rel], path))
+        parts = rel.split("/")
+        folder = parts[0]
+        variants = [f"videos/{rel}", rel]
+        if len(parts) > 1 and folder != "..":
+            variants = [f"videos/{rel}", f"videos/{folder}/{rel}", rel, f"{folder}/{rel}"]
+        candidates = candidate_paths(self.root, variants, path)
+        hit = probes.setdefault(folder, LayoutProbe()).pick(candidates)
+        return hit or first_present(candidates)
+
+    # -- optional source captions: source_video_captions/*.json lists of {path, caption}
+    def _caption_for(self, source: str) -> str | None:
+        if self._captions is None:
+            self._captions = self._load_captions()
+        return self._captions.get(canonical_path(source)) if self._captions else None
+
+    def _load_captions(self) -> dict[str, str]:
+        captions: dict[str, str] = {}
+        for path in sorted(self.root.glob(CAPTIONS_GLOB)):
+            try:
+                records = json_records(json.loads(path.read_bytes()))
+            except (OSError, ValueError):
+                # Captions are auxiliary: a broken captions file must not turn every pair into
+                # an error row. The pairs still come through, without a caption.
+                continue
+            for rec in records:
+                if isinstance(rec, dict) and clean_text(rec.get("path")) and clean_text(rec.get("caption")):
+                    captions[canonical_path(rec["path"])] = clean_text(rec["caption"])
+        return captions

@@ -1,0 +1,218 @@
+"""OpenVE-3M adapter (Hugging Face Lewandofski/OpenVE-3M).
+
+Published layout (see DATASETS.md): per-category CSVs with columns ``video`` (edited),
+``original_video`` (source) and ``prompt``; the separator is ``;`` in one loader, so it is
+detected from the header unless the config fixes it. The file names are unconfirmed, so the
+category is read from the words in the file name (``Local Change.csv``, ``local_change.csv`` and
+``Local_Change_train.csv`` all map to ``local_change``). One unit per CSV; natural key: the edited
+video path.
+
+Paths are taken relative to the dataset root; if the first rows of a CSV only exist relative to
+the CSV's own folder, that folder is used for the whole file (decided once per unit, from a few
+rows, so ingest does not stat every video).
+
+OpenVE-Bench's ``benchmark_videos.csv`` (``edited_type, prompt, original_video``), when it lies
+under the root, is ingested too, as split ``bench``: a source and an instruction with no target
+(the benchmark publishes no edited video). Its category comes from ``edited_type``. Downstream
+stages select ``split == "train"`` for training data.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+from itertools import chain, islice
+from pathlib import Path
+from typing import Any, Iterator
+
+from stages.ingest.base import Adapter, PathEscapeError, Unit, resolve_under, to_json, unit_key
+from stages.ingest.video_pairs import clean_text, norm_rel, numeric_scores
+
+# Column aliases, first match wins: the published names first.
+EDITED_COLUMNS = ("video", "edited_video", "target_video")
+SOURCE_COLUMNS = ("original_video", "source_video", "src_video")
+PROMPT_COLUMNS = ("prompt", "instruction")
+BENCH_TYPE_COLUMN = "edited_type"
+# A per-row category column, used only when the file name names no known category.
+ROW_CATEGORY_COLUMNS = ("edited_type", "category", "edit_type", "type")
+
+# Words of a file name (or an ``edited_type``) -> category; checked in order, so "local remove"
+# is a removal before the generic "local change" rule can claim it.
+_CATEGORY_RULES: tuple[tuple[frozenset[str], str], ...] = tuple(
+    (frozenset(words.split()), category) for words, category in (
+        ("remove", "remove"),
+        ("removal", "remove"),
+        ("add", "add"),
+        ("addition", "add"),
+        ("background", "background"),
+        ("style", "style"),
+        ("subtitle", "subtitles"),
+        ("subtitles", "subtitles"),
+        ("camera", "camera"),
+        ("shot", "camera"),
+        ("creative", "creative"),
+        ("local change", "local_change"),
+        ("local", "local_change"),
+    )
+)
+_PEEK_ROWS = 32  # rows looked at to decide where a CSV's relative paths start
+
+
+def words_of(name: str) -> set[str]:
+    """Lower-case words of a file stem: ``Local_ChangeTrain-01`` -> {local, change, train}."""
+    spaced = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name)
+    return {w for w in re.split(r"[^a-z]+", spaced.lower()) if w}
+
+
+def category_of(name: str) -> str:
+    """Normalised category of a CSV file stem or an ``edited_type`` value; ``other`` if unknown."""
+    words = words_of(name)
+    for needed, category in _CATEGORY_RULES:
+        if needed <= words:
+            return category
+    return "other"
+
+
+def detect_separator(header_line: str, sample: str) -> str:
+    """The separator that splits the header into known column names; else csv.Sniffer's guess."""
+    known = {*EDITED_COLUMNS, *SOURCE_COLUMNS, BENCH_TYPE_COLUMN}
+    for sep in (";", ",", "\t"):
+        columns = next(csv.reader([header_line], delimiter=sep), [])
+        if known & {c.strip().lower() for c in columns}:
+            return sep
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=";,\t").delimiter
+    except csv.Error:
+        return ","
+
+
+def _pick(record: dict[str, Any], names: tuple[str, ...]) -> Any:
+    return next((record[n] for n in names if n in record), None)
+
+
+class OpenVEAdapter(Adapter):
+    name = "openve"
+
+    def units(self) -> list[Unit]:
+        files = sorted(p for p in self.root.glob(self.cfg.csv_glob) if p.is_file())
+        return [Unit(self.name, unit_key(self.root, p), str(p)) for p in files]
+
+    def read(self, unit: Unit) -> Iterator[dict[str, Any]]:
+        path = Path(unit.path)
+        where = os.path.relpath(path, self.root)
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            sample = f.read(64 * 1024)
+            f.seek(0)
+            sep = self.cfg.separator
+            if sep == "auto":
+                sep = detect_separator(sample.splitlines()[0] if sample else "", sample)
+            reader = csv.reader(f, delimiter=sep)
+            header = [h.strip() for h in next(reader, [])]
+            columns = {h.lower(): i for i, h in enumerate(header)}
+            bench = not any(c in columns for c in EDITED_COLUMNS) and BENCH_TYPE_COLUMN in columns
+            if not bench and not any(c in columns for c in EDITED_COLUMNS):
+                # An unknown layout: one unit error row naming what was found.
+                raise ValueError(f"no edited-video column ({'/'.join(EDITED_COLUMNS)}) "
+                                 f"with separator {sep!r}; header: {header}")
+            records = self._records(reader, header, columns)
+            peeked = list(islice(records, _PEEK_ROWS))
+            base = self._path_base(path.parent, peeked)
+            for i, (raw, fields) in enumerate(chain(peeked, records)):
+                if bench:
+                    yield self._bench_row(raw, fields, (where, i), path.stem, base)
+                else:
+                    yield self._pair_row(raw, fields, (where, i), path.stem, base)
+
+    # -- reading
+    @staticmethod
+    def _records(reader, header: list[str], columns: dict[str, int]):
+        """(raw record, field view keyed by lower-cased column) per non-blank row.
+
+        A row whose width differs from the header keeps all its cells in ``_fields`` and is
+        flagged, since its columns cannot be trusted to line up.
+        """
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue  # blank line, not a record
+            raw: dict[str, Any] = dict(zip(header, row))
+            if len(row) != len(header):
+                raw["_fields"] = row
+            fields = {name: row[i] for name, i in columns.items() if i < len(row)}
+            fields["_width_error"] = (f"row has {len(row)} fields, header has {len(header)}"
+                                      if len(row) != len(header) else None)
+            yield raw, fields
+
+    def _path_base(self, csv_dir: Path, peeked: list) -> str:
+        """Root-relative folder the CSV's paths start from: the root, or the CSV's folder."""
+        bases = ["."]
+        if csv_dir.resolve() != self.root:
+            bases.append(os.path.relpath(csv_dir.resolve(), self.root))
+        if len(bases) == 1:
+            return "."
+        for _, fields in peeked:
+            for rel in (clean_text(_pick(fields, EDITED_COLUMNS)), clean_text(_pick(fields, SOURCE_COLUMNS))):
+                if not rel:
+                    continue
+                for base in bases:
+                    try:
+                        if resolve_under(self.root, os.path.join(base, norm_rel(rel))).is_file():
+                            return base
+                    except PathEscapeError:
+                        continue
+        return "."
+
+    def _resolve(self, base: str, rel: str) -> str:
+        try:
+            return str(resolve_under(self.root, os.path.join(base, norm_rel(rel))))
+        except PathEscapeError:
+            raise PathEscapeError(f"path escapes the dataset root: {rel!r}") from None
+
+    # -- rows
+    def _category(self, stem: str, fields: dict) -> tuple[str, str]:
+        category = category_of(stem)
+        row_value = clean_text(_pick(fields, ROW_CATEGORY_COLUMNS))
+        if category == "other" and row_value:
+            return row_value, category_of(row_value)
+        return stem, category
+
+    def _pair_row(self, raw: dict, fields: dict, where: tuple, stem: str, base: str) -> dict[str, Any]:
+        edited = clean_text(_pick(fields, EDITED_COLUMNS))
+        source = clean_text(_pick(fields, SOURCE_COLUMNS))
+        prompt = clean_text(_pick(fields, PROMPT_COLUMNS))
+        category_raw, category = self._category(stem, fields)
+        key = norm_rel(edited) if edited else ("row", *where)
+        common = dict(subset=stem, split="train", category_raw=category_raw, category=category,
+                      raw_record=to_json(raw))
+        if fields["_width_error"]:
+            return self.row(key, error=fields["_width_error"], **common)
+        missing = [n for n, v in (("video", edited), ("original_video", source), ("prompt", prompt)) if v is None]
+        if missing:
+            return self.row(key, error=f"missing or empty field: {', '.join(missing)}", **common)
+        try:
+            source_uri, target_uri = self._resolve(base, source), self._resolve(base, edited)
+        except (PathEscapeError, ValueError) as e:
+            return self.row(key, error=str(e), **common)
+        return self.row(
+            key, source_uri=source_uri, target_uri=target_uri, instruction=prompt,
+            native_scores=numeric_scores(raw), **common,
+        )
+
+    def _bench_row(self, raw: dict, fields: dict, where: tuple, stem: str, base: str) -> dict[str, Any]:
+        source = clean_text(_pick(fields, SOURCE_COLUMNS))
+        prompt = clean_text(_pick(fields, PROMPT_COLUMNS))
+        edited_type = clean_text(fields.get(BENCH_TYPE_COLUMN))
+        # One source is benchmarked under several edit types, so the key is all three fields.
+        key = ("bench", norm_rel(source), edited_type, prompt) if source else ("bench-row", *where)
+        common = dict(subset=stem, split="bench", category_raw=edited_type,
+                      category=category_of(edited_type) if edited_type else None, raw_record=to_json(raw))
+        if fields["_width_error"]:
+            return self.row(key, error=fields["_width_error"], **common)
+        missing = [n for n, v in (("original_video", source), ("prompt", prompt)) if v is None]
+        if missing:
+            return self.row(key, error=f"missing or empty field: {', '.join(missing)}", **common)
+        try:
+            source_uri = self._resolve(base, source)
+        except (PathEscapeError, ValueError) as e:
+            return self.row(key, error=str(e), **common)
+        return self.row(key, source_uri=source_uri, instruction=prompt,
+                        native_scores=numeric_scores(raw), **common)

@@ -1,0 +1,116 @@
+"""Helpers shared by the video edit-pair adapters (Ditto-1M, OpenVE-3M, ReCo-Data).
+
+These datasets publish pairs as metadata records holding two relative paths and an instruction,
+but the way the videos were extracted on disk varies (nested archive folders, a ``videos/``
+prefix or not, paths relative to the root or to the metadata file). The helpers here keep that
+tolerance in one place: text cleaning, path normalisation, and picking the on-disk variant.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from stages.ingest.base import PathEscapeError, resolve_under
+
+
+def clean_text(value: Any) -> str | None:
+    """A stripped string, or None when the value is missing, empty or not text."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        value = str(value)
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value or None
+
+
+def norm_rel(path: str) -> str:
+    """A metadata path in one spelling: forward slashes, no ``./`` prefix, no doubled slashes.
+
+    ``..`` is kept on purpose: whether it escapes the root is for ``resolve_under`` to decide.
+    """
+    p = str(path).strip().replace("\\", "/")
+    p = re.sub(r"/{2,}", "/", p)
+    while p.startswith("./"):
+        p = p[2:]
+    return p
+
+
+def json_records(doc: Any) -> list[Any]:
+    """The record list of a metadata JSON file.
+
+    Published files are JSON lists; a dict wrapping one list (``{"data": [...]}``) or a dict of
+    records keyed by id is accepted too. Anything else is an unknown layout and raises, so the
+    whole file becomes the core's unit error row instead of being silently skipped.
+    """
+    if isinstance(doc, list):
+        return doc
+    if isinstance(doc, dict):
+        lists = [v for v in doc.values() if isinstance(v, list)]
+        if len(lists) == 1 and len(doc) == 1:
+            return lists[0]
+        if doc and all(isinstance(v, dict) for v in doc.values()):
+            return list(doc.values())
+    raise ValueError(f"expected a JSON list of records, got {type(doc).__name__}")
+
+
+def numeric_scores(record: dict[str, Any], skip: Iterable[str] = ()) -> dict[str, float] | None:
+    """Quality scores a dataset publishes next to a record: numeric fields named ``*score*``."""
+    skip = set(skip)
+    out: dict[str, float] = {}
+    for name, value in record.items():
+        if name in skip or "score" not in str(name).lower() or isinstance(value, bool):
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number):
+            out[str(name)] = number
+    return out or None
+
+
+def candidate_paths(root: Path, variants: Sequence[str], written: str | None = None) -> list[Path | None]:
+    """Each variant resolved under ``root``; None where it escapes. Raises if all escape.
+
+    ``written`` is the path as the metadata spells it, for the error message.
+    """
+    out: list[Path | None] = []
+    for rel in variants:
+        try:
+            out.append(resolve_under(root, rel))
+        except PathEscapeError:
+            out.append(None)
+    if all(p is None for p in out):
+        raise PathEscapeError(f"path escapes the dataset root: {written or variants[0]!r}")
+    return out
+
+
+class LayoutProbe:
+    """Picks which of several on-disk variants of a path exists, remembering the last winner.
+
+    Variants are given in the same order for every path of one kind (e.g. ``[plain, nested]``),
+    so for a consistently extracted folder the first check hits and each path costs one stat.
+    """
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def pick(self, candidates: Sequence[Path | None]) -> Path | None:
+        order = list(range(len(candidates)))
+        if self._last < len(order):
+            order.insert(0, order.pop(self._last))
+        for i in order:
+            path = candidates[i]
+            if path is not None and path.is_file():
+                self._last = i
+                return path
+        return None
+
+
+def first_present(candidates: Sequence[Path | None]) -> Path:
+    """The preferred spelling when no variant exists yet (the probe stage reports it missing)."""
+    return next(p for p in candidates if p is not None)
