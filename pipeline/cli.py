@@ -24,7 +24,7 @@ DEFAULT_DEMO_WORKDIR = Path("runs/demo")
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/red] {msg}", highlight=False, markup=True)
+    typer.echo(f"error: {msg}", err=True)  # plain text: no wrapping inside paths
     raise typer.Exit(code)
 
 
