@@ -1,0 +1,85 @@
+"""MotionBench, caption split: ``MotionBenchCaption-train/train.jsonl`` lines of
+``{video_path, motion_caption}``, videos in ``MotionBenchCaption-train/videos/``.
+
+Only the caption split is training data; the QA split (``video_info.meta.jsonl``) is an
+evaluation set and is deliberately not read. The natural key is ``video_path`` as published.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterator
+
+from stages.ingest.base import Adapter, PathEscapeError, Unit, resolve_under, to_json, unit_key
+
+CAPTION_FIELDS = ("motion_caption", "caption")  # the second only as a tolerated variant
+
+
+class MotionBenchAdapter(Adapter):
+    name = "motionbench"
+    modality = "video"
+    task = "t2v"
+
+    def units(self) -> list[Unit]:
+        # Listed even when missing, so a wrong `jsonl` setting shows up as a unit error row
+        # instead of silently ingesting nothing.
+        path = self.root / self.cfg.jsonl
+        return [Unit(self.name, unit_key(self.root, path), str(path))]
+
+    def video_rel(self, video_path: str) -> str:
+        """``video_path`` relative to the dataset root.
+
+        The published form is unconfirmed, so the common spellings are accepted without touching
+        the filesystem: relative to the root (``MotionBenchCaption-train/videos/x.mp4``), to the
+        video folder's parent (``videos/x.mp4``) or to the video folder (``x.mp4``).
+        """
+        video_dir = PurePosixPath(self.cfg.video_dir)
+        p = PurePosixPath(video_path.replace("\\", "/").removeprefix("./"))
+        if p.is_absolute() or p.parts[: len(video_dir.parts)] == video_dir.parts:
+            return str(p)
+        if p.parts[:1] == video_dir.parts[-1:]:
+            return str(video_dir.parent / p)
+        return str(video_dir / p)
+
+    def read(self, unit: Unit) -> Iterator[dict[str, Any]]:
+        path = Path(unit.path)
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for lineno, line in enumerate(f, 1):
+                text = line.strip()
+                if text:  # blank lines are not records
+                    yield self._line_row(path, lineno, text)
+
+    def _line_row(self, path: Path, lineno: int, text: str) -> dict[str, Any]:
+        common = dict(category="motion", subset="caption", split="train")
+        try:
+            rec = json.loads(text)
+        except json.JSONDecodeError as e:
+            rec = None
+            reason = f"malformed JSON line {lineno}: {e.msg}"
+        else:
+            reason = None if isinstance(rec, dict) else f"line {lineno} is not a JSON object"
+        if reason:
+            # No natural key can be read: key on the line's place and content (stable for a file).
+            digest = hashlib.sha1(text.encode("utf-8", "replace")).hexdigest()[:12]
+            return self.error_row(("bad-line", path.name, lineno, digest), reason,
+                                  record={"line": lineno, "text": text}, **common)
+
+        video_path = rec.get("video_path")
+        if not isinstance(video_path, str) or not video_path.strip():
+            return self.error_row(("no-video_path", path.name, lineno), "missing video_path", rec, **common)
+        caption = next((rec[k] for k in CAPTION_FIELDS if isinstance(rec.get(k), str) and rec[k].strip()), None)
+        if caption is None:
+            return self.error_row(video_path, "missing motion_caption", rec, **common)
+        try:
+            target = resolve_under(self.root, self.video_rel(video_path))
+        except PathEscapeError as e:
+            return self.error_row(video_path, str(e), rec, caption=caption, **common)
+        return self.row(
+            video_path,
+            target_uri=str(target),
+            instruction=caption,
+            caption=caption,
+            raw_record=to_json(rec),
+            **common,
+        )
