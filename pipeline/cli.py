@@ -147,6 +147,12 @@ def demo(
     res = catalog.query(workdir, sql)
     out.print(render_table(f"curate query --workdir {workdir} \"{sql}\"", res.column_names,
                            [list(r.values()) for r in res.to_pylist()]))
+    sql = ("SELECT dataset, coalesce(probe_error_kind, 'ingest') AS stage_or_kind, "
+           "left(coalesce(error, probe_error), 70) AS reason FROM samples_full "
+           "WHERE error IS NOT NULL OR probe_error IS NOT NULL ORDER BY 1, 3")
+    res = catalog.query(workdir, sql)
+    out.print(render_table(f"{res.num_rows} samples kept as error rows (nothing is dropped)", res.column_names,
+                           [list(r.values()) for r in res.to_pylist()]))
     out.print(f"demo run is in {workdir}; try: curate query --workdir {workdir} "
               "\"SELECT dataset, count(*) FROM samples GROUP BY 1\" --format csv")
 
