@@ -12,14 +12,13 @@ from pipeline.config import DittoConfig
 from pipeline.demo import ditto as demo
 from pipeline.demo.media import copy_clip, real_pairs
 from stages.ingest import get_adapter
-from stages.ingest.core import ingest_unit
+from stages.ingest.core import ingest_adapter, ingest_unit
 from stages.ingest.ditto import canonical_path, category_of
 
 
 def ingest(cfg: DittoConfig, workdir: Path) -> dict[str, dict]:
     adapter = get_adapter("ditto", cfg)
-    for unit in adapter.units():
-        ingest_unit(adapter, unit, workdir)
+    ingest_adapter(adapter, workdir)
     return {r["sample_id"]: r for r in read_table(workdir, "samples").to_pylist()}
 
 

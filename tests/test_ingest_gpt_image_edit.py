@@ -11,14 +11,13 @@ from manifests.io import list_parts, read_table
 from manifests.schema import make_sample_id
 from pipeline.config import GPTImageEditConfig
 from pipeline.demo import gpt_image_edit as demo
-from stages.ingest.core import ingest_unit
+from stages.ingest.core import ingest_adapter
 from stages.ingest.gpt_image_edit import GPTImageEditAdapter, first_human_turn
 
 
 def run(root: Path, workdir: Path, **cfg) -> list[dict]:
     adapter = GPTImageEditAdapter(GPTImageEditConfig(root=root, **cfg))
-    for unit in adapter.units():
-        ingest_unit(adapter, unit, workdir)
+    ingest_adapter(adapter, workdir)
     return read_table(workdir, "samples").to_pylist()
 
 

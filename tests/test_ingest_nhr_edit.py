@@ -14,14 +14,13 @@ from manifests.io import list_parts, read_table
 from manifests.schema import CATEGORIES, make_sample_id
 from pipeline.config import NHREditConfig
 from pipeline.demo import nhr_edit as demo
-from stages.ingest.core import ingest_unit
+from stages.ingest.core import ingest_adapter
 from stages.ingest.nhr_edit import NHREditAdapter
 
 
 def run(root: Path, workdir: Path, **cfg) -> dict[str, dict]:
     adapter = NHREditAdapter(NHREditConfig(root=root, **cfg))
-    for unit in adapter.units():
-        ingest_unit(adapter, unit, workdir)
+    ingest_adapter(adapter, workdir)
     table = read_table(workdir, "samples")
     return {r["sample_id"]: r for r in table.to_pylist()}
 

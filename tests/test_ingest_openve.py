@@ -12,14 +12,13 @@ from pipeline.config import OpenVEConfig
 from pipeline.demo import openve as demo
 from pipeline.demo.media import copy_clip, real_pairs
 from stages.ingest import get_adapter
-from stages.ingest.core import ingest_unit
+from stages.ingest.core import ingest_adapter
 from stages.ingest.openve import category_of, detect_separator
 
 
 def ingest(cfg: OpenVEConfig, workdir: Path) -> dict[str, dict]:
     adapter = get_adapter("openve", cfg)
-    for unit in adapter.units():
-        ingest_unit(adapter, unit, workdir)
+    ingest_adapter(adapter, workdir)
     table = read_table(workdir, "samples")
     return {r["sample_id"]: r for r in table.to_pylist()} if table is not None else {}
 

@@ -11,15 +11,14 @@ from manifests.io import list_parts, read_table
 from manifests.schema import make_sample_id
 from pipeline.config import PicoBananaConfig
 from pipeline.demo import pico_banana as demo
-from stages.ingest.core import ingest_unit
+from stages.ingest.core import ingest_adapter
 from stages.ingest.pico_banana import PicoBananaAdapter, edit_category, url_file_name
 
 
 def run(root: Path, workdir: Path, facts: dict, **cfg) -> list[dict]:
     cfg.setdefault("image_root", facts["image_root"])
     adapter = PicoBananaAdapter(PicoBananaConfig(root=root, **cfg))
-    for unit in adapter.units():
-        ingest_unit(adapter, unit, workdir)
+    ingest_adapter(adapter, workdir)
     return read_table(workdir, "samples").to_pylist()
 
 

@@ -13,14 +13,13 @@ from pipeline.config import ReCoConfig
 from pipeline.demo import reco as demo
 from pipeline.demo.media import real_pairs
 from stages.ingest import get_adapter
-from stages.ingest.core import ingest_unit
+from stages.ingest.core import ingest_adapter
 from stages.ingest.reco import canonical_path
 
 
 def ingest(cfg: ReCoConfig, workdir: Path) -> dict[str, dict]:
     adapter = get_adapter("reco", cfg)
-    for unit in adapter.units():
-        ingest_unit(adapter, unit, workdir)
+    ingest_adapter(adapter, workdir)
     return {r["sample_id"]: r for r in read_table(workdir, "samples").to_pylist()}
 
 

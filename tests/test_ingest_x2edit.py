@@ -13,14 +13,13 @@ from manifests.schema import make_sample_id
 from pipeline.config import X2EditConfig
 from pipeline.demo import x2edit as demo
 from pipeline.demo.media import image_bytes
-from stages.ingest.core import ingest_unit
+from stages.ingest.core import ingest_adapter
 from stages.ingest.x2edit import X2EditAdapter, split_member, task_category
 
 
 def run(root: Path, workdir: Path, **cfg) -> list[dict]:
     adapter = X2EditAdapter(X2EditConfig(root=root, **cfg))
-    for unit in adapter.units():
-        ingest_unit(adapter, unit, workdir)
+    ingest_adapter(adapter, workdir)
     return read_table(workdir, "samples").to_pylist()
 
 

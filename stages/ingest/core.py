@@ -124,6 +124,12 @@ def ingest_unit(
     return UnitResult(unit.dataset, unit.key, total, errors, parts, False)
 
 
+def ingest_adapter(adapter: Adapter, workdir: str | Path, rows_per_part: int = 100_000,
+                   limit: int | None = None) -> list[UnitResult]:
+    """Every unit of one adapter, in order, in this process (no Ray): for tests and debugging."""
+    return [ingest_unit(adapter, u, workdir, rows_per_part, limit) for u in adapter.units()]
+
+
 def _limit_rows(items: Iterator[dict | pa.Table], limit: int) -> Iterator[dict | pa.Table]:
     left = limit
     for item in items:
@@ -137,4 +143,4 @@ def _limit_rows(items: Iterator[dict | pa.Table], limit: int) -> Iterator[dict |
         yield item
 
 
-__all__ = ["TABLE", "UnitResult", "ingest_unit", "part_path", "done_marker", "make_sample_id", "to_json"]
+__all__ = ["TABLE", "UnitResult", "ingest_unit", "ingest_adapter", "part_path", "done_marker", "make_sample_id", "to_json"]
