@@ -52,6 +52,16 @@ def realclips() -> Path:
     return SHARED_REALCLIPS
 
 
+def part_digests(workdir: Path, table: str) -> dict[str, str]:
+    """sha256 of every finished part of a table, by path relative to the workdir."""
+    import hashlib
+
+    from manifests.io import list_parts
+
+    return {str(p.relative_to(workdir)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in list_parts(workdir, table)}
+
+
 def curate_bin() -> str:
     exe = Path(os.sys.executable).parent / "curate"
     return str(exe) if exe.exists() else shutil.which("curate")

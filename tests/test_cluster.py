@@ -1,7 +1,6 @@
 """The same stage code on an existing 2-node Ray cluster (`ray start --head` + a second node)."""
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import subprocess
@@ -11,11 +10,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from manifests.io import list_parts
 from pipeline import runner
 from pipeline.config import load_config
 
-from conftest import curate_bin, demo_config_file
+from conftest import curate_bin, demo_config_file, part_digests
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -68,6 +66,4 @@ def test_run_on_two_node_cluster_matches_local(two_node_cluster, ray_session, de
     local = tmp_path / "local"
     runner.run(load_config(config), "all", local)
     for table in ("samples", "probes"):
-        digest = lambda w: {str(p.relative_to(w)): hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
-                            for p in list_parts(w, table)}
-        assert digest(workdir) == digest(local), table
+        assert part_digests(workdir, table) == part_digests(local, table), table

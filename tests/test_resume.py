@@ -1,7 +1,6 @@
 """kill -9 in the middle of a stage, re-run, and end with exactly the rows of an uninterrupted run."""
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -15,14 +14,9 @@ from manifests.io import list_parts
 from pipeline import runner
 from pipeline.config import load_config
 
-from conftest import curate_bin, demo_config_file
+from conftest import curate_bin, demo_config_file, part_digests
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
-
-
-def _digest(workdir: Path, table: str) -> dict[str, str]:
-    return {str(p.relative_to(workdir)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in list_parts(workdir, table)}
 
 
 def test_kill9_mid_probe_then_resume_matches_uninterrupted(ray_session, demo_corpus, tmp_path):
@@ -54,8 +48,8 @@ def test_kill9_mid_probe_then_resume_matches_uninterrupted(ray_session, demo_cor
     assert reports[0].units_run == 0  # ingest had finished: nothing redone
     assert 0 < reports[1].units_run <= total_units - 3
     # exactly the rows of the uninterrupted run: same parts, same bytes, no duplicates, no temp files
-    assert _digest(victim, "probes") == _digest(reference, "probes")
-    assert _digest(victim, "samples") == _digest(reference, "samples")
+    assert part_digests(victim, "probes") == part_digests(reference, "probes")
+    assert part_digests(victim, "samples") == part_digests(reference, "samples")
     con = catalog.connect(victim)
     assert con.execute("SELECT count(*) = count(DISTINCT sample_id) FROM probes").fetchone()[0]
     assert not list(victim.rglob("*.tmp"))
@@ -84,4 +78,4 @@ def test_kill9_mid_ingest_then_resume(ray_session, demo_corpus, tmp_path):
     proc.wait(timeout=60)
     time.sleep(1.0)
     runner.run(cfg, "ingest", victim)
-    assert _digest(victim, "samples") == _digest(reference, "samples")
+    assert part_digests(victim, "samples") == part_digests(reference, "samples")

@@ -1,7 +1,6 @@
 """The whole pipeline so far on the demo corpus, through a real local Ray cluster."""
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -9,19 +8,13 @@ from pathlib import Path
 import pytest
 
 from manifests import catalog
-from manifests.io import list_parts
 from pipeline import runner
 from pipeline.config import ConfigError, load_config
 from pipeline.demo import DATASETS
 
-from conftest import curate_bin
+from conftest import curate_bin, part_digests
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
-
-
-def _hashes(workdir: Path, table: str) -> dict[str, str]:
-    return {str(p.relative_to(workdir)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in list_parts(workdir, table)}
 
 
 @pytest.fixture(scope="module")
@@ -76,17 +69,17 @@ def test_probe_measured_real_clips(demo_run):
 
 def test_rerun_skips_everything_and_changes_no_byte(demo_run):
     cfg, workdir, _ = demo_run
-    before = {t: _hashes(workdir, t) for t in ("samples", "probes")}
+    before = {t: part_digests(workdir, t) for t in ("samples", "probes")}
     reports = runner.run(cfg, "all", workdir)
     assert [r.units_run for r in reports] == [0, 0]
-    assert {t: _hashes(workdir, t) for t in ("samples", "probes")} == before
+    assert {t: part_digests(workdir, t) for t in ("samples", "probes")} == before
 
 
 def test_same_config_elsewhere_gives_same_bytes(demo_run, tmp_path):
     cfg, workdir, _ = demo_run
     other = tmp_path / "again"
     runner.run(cfg, "ingest", other)
-    assert _hashes(other, "samples") == _hashes(workdir, "samples")
+    assert part_digests(other, "samples") == part_digests(workdir, "samples")
 
 
 def test_changed_settings_refuse_to_mix(demo_run):
