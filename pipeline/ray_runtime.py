@@ -50,6 +50,7 @@ def map_units(
     units: list[dict[str, Any]],
     progress: Progress,
     num_cpus: float = 1,
+    max_concurrency: int | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Run ``fn`` once per unit as a Ray Data pipeline, yielding each unit's result as it finishes.
 
@@ -59,7 +60,7 @@ def map_units(
     if not units:
         return
     ds = ray.data.from_items(units, override_num_blocks=len(units))
-    ds = ds.map(fn, num_cpus=num_cpus)
+    ds = ds.map(fn, num_cpus=num_cpus, concurrency=max_concurrency)
     for row in ds.iter_rows():
         progress.advance(row)
         yield row

@@ -22,7 +22,7 @@ from pipeline.config import Config, ConfigError
 from pipeline.progress import Progress, console, out, render_table
 from pipeline.ray_runtime import init_ray, map_units
 
-STAGE_ORDER = ["ingest", "probe"]
+STAGE_ORDER = ["ingest", "probe", "vlm-filter", "filter"]
 
 
 @dataclass
@@ -193,14 +193,8 @@ def run_probe(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) ->
                       {"probe": cfg.probe.model_dump(mode="json")}, overwrite)
     units = probe_units(workdir, cfg.probe.rows_per_task)
     pending = [u for u in units if not Path(u["out"]).exists()]
-    if limit is not None:  # whole units only, so a later run continues where this one stopped
-        chosen, rows = [], 0
-        for u in pending:
-            if rows >= limit:
-                break
-            chosen.append(u)
-            rows += u["length"]
-        pending = chosen
+    if limit is not None:
+        pending = _whole_units(pending, limit)
     console.print(f"probe: {len(units)} units, {len(units) - len(pending)} already done or deferred")
     dup_parts = list_parts(workdir, catalog.DUPLICATES)
     fn = _probe_unit_fn(cfg.probe.decode_check, _dataset_roots(cfg), str(dup_parts[0]) if dup_parts else None)
@@ -225,10 +219,114 @@ def probe_counts(workdir: Path) -> list[list[Any]]:
     return [list(r) for r in con.execute(sql).fetchall()]
 
 
+# ---------------------------------------------------------------- vlm-filter (the judge)
+def judge_units(workdir: Path, probe_rows_per_task: int) -> list[dict]:
+    """One unit per finished probe unit: the same slice of samples, its probe rows, one scores part."""
+    units = []
+    for u in probe_units(workdir, probe_rows_per_task):
+        probe_part = Path(u["out"])
+        if probe_part.exists():
+            out = table_dir(workdir, "scores") / probe_part.parent.name / probe_part.name
+            units.append({**u, "probe": str(probe_part), "out": str(out)})
+    return units
+
+
+def _judge_unit_fn(judge_json: str, prompts, roots: dict[str, list[str]]) -> Callable[[dict], dict]:
+    def run(item: dict) -> dict:
+        import pyarrow.compute as pc
+
+        from pipeline.config import JudgeConfig
+        from stages.judge.client import merge_rescored, needs_rescore, score_table
+
+        cfg = JudgeConfig.model_validate_json(judge_json)
+        samples = pq.read_table(item["part"]).slice(item["offset"], item["length"])
+        probes = pq.read_table(item["probe"], columns=["sample_id", "error"])
+        measured = probes.filter(pc.is_null(probes["error"]))["sample_id"]
+        todo = samples.filter(pc.is_in(samples["sample_id"], value_set=measured.combine_chunks()))
+        out = Path(item["out"])
+        if out.exists():  # judge.rescore=failed: score again only the rows that did not score
+            old = pq.read_table(out)
+            again = needs_rescore(old)
+            todo = todo.filter(pc.is_in(todo["sample_id"], value_set=again["sample_id"].combine_chunks()))
+            scores = merge_rescored(old, score_table(todo, cfg, prompts, allowed_roots=roots))
+        else:
+            scores = score_table(todo, cfg, prompts, allowed_roots=roots)
+        write_part(out, scores)
+        status = scores["status"].to_pylist()
+        return {"dataset": item["dataset"], "rows": scores.num_rows,
+                "failed": sum(s not in ("ok", "repaired") for s in status)}
+
+    return run
+
+
+def run_judge(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) -> StageReport:
+    from stages.judge.client import scoring_fingerprint
+    from stages.judge.prompts import load_prompts
+
+    if not list_parts(workdir, "probes"):
+        raise ConfigError(f"{workdir}: no probes yet; run `curate run --stage probe` first")
+    if overwrite:
+        reset_stage(workdir, "scores", ["scores"])
+    clean_temporaries(workdir, "scores")
+    prompts = load_prompts(cfg.judge)
+    check_fingerprint(workdir, "scores", "all", scoring_fingerprint(cfg.judge, prompts), overwrite)
+    units = judge_units(workdir, cfg.probe.rows_per_task)
+    rescore = cfg.judge.rescore == "failed"
+    pending = [u for u in units if rescore or not Path(u["out"]).exists()]
+    if limit is not None:
+        pending = _whole_units(pending, limit)
+    console.print(f"vlm-filter: judge {cfg.judge.model} via {cfg.judge.backend} "
+                  f"({', '.join(cfg.judge.urls) if cfg.judge.backend == 'openai' else 'in-process'}); "
+                  f"{len(units)} units, {len(units) - len(pending)} already done or deferred")
+    fn = _judge_unit_fn(cfg.judge.model_dump_json(), prompts, _dataset_roots(cfg))
+    t0 = time.time()
+    with Progress("vlm-filter", len(pending)) as progress:
+        for _ in map_units(fn, pending, progress, max_concurrency=cfg.judge.parallel_units):
+            pass
+    con = catalog.connect(workdir)
+    rows = con.execute(
+        "SELECT dataset, count(*), count(*) FILTER (status IN ('ok', 'repaired')), "
+        "count(*) FILTER (status NOT IN ('ok', 'repaired')) FROM scores GROUP BY 1 ORDER BY 1").fetchall()
+    return StageReport("vlm-filter", len(units), len(pending), time.time() - t0, [list(r) for r in rows],
+                       ["dataset", "judged", "scored", "failed"])
+
+
+# ---------------------------------------------------------------- filter
+def run_filter(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) -> StageReport:
+    """Thresholds and categories over the stored scores: cheap, so always recomputed whole."""
+    from filters.explain import selected_catalog
+
+    if not list_parts(workdir, "scores"):
+        raise ConfigError(f"{workdir}: no scores yet; run `curate run --stage vlm-filter` first")
+    t0 = time.time()
+    selected = selected_catalog(catalog.connect(workdir), cfg.filter)
+    shutil.rmtree(table_dir(workdir, "selected"), ignore_errors=True)
+    write_part(table_dir(workdir, "selected") / "part-00000.parquet", selected)
+    con = catalog.connect(workdir)
+    rows = con.execute(
+        "SELECT s.dataset, count(*), count(*) FILTER (kept), count(*) FILTER (NOT kept) "
+        "FROM selected JOIN samples s USING (sample_id) GROUP BY 1 ORDER BY 1").fetchall()
+    return StageReport("filter", 1, 1, time.time() - t0, [list(r) for r in rows],
+                       ["dataset", "candidates", "kept", "rejected"])
+
+
+def _whole_units(pending: list[dict], limit: int) -> list[dict]:
+    """Whole units only, about ``limit`` rows, so a later run continues where this one stopped."""
+    chosen, rows = [], 0
+    for u in pending:
+        if rows >= limit:
+            break
+        chosen.append(u)
+        rows += u["length"]
+    return chosen
+
+
 # ---------------------------------------------------------------- driver
 STAGES: dict[str, Callable[[Config, Path, int | None, bool], StageReport]] = {
     "ingest": run_ingest,
     "probe": run_probe,
+    "vlm-filter": run_judge,
+    "filter": run_filter,
 }
 
 

@@ -35,4 +35,16 @@ def stage_status(workdir: Path) -> list[list]:
         else:
             done, pfail, pending = 0, 0, ok
         rows.append(["probe", done, pfail, pending, ""])
+        probed_ok = done
+        if "scores" in present:
+            sdone, sfail = con.execute(
+                "SELECT count(*) FILTER (status IN ('ok', 'repaired')), "
+                "count(*) FILTER (status NOT IN ('ok', 'repaired')) FROM scores").fetchone()
+        else:
+            sdone = sfail = 0
+        rows.append(["vlm-filter", sdone, sfail, probed_ok - sdone - sfail, "failed = judge status not ok"])
+        if "selected" in present:
+            kept, rejected = con.execute(
+                "SELECT count(*) FILTER (kept), count(*) FILTER (NOT kept) FROM selected").fetchone()
+            rows.append(["filter", kept, 0, 0, f"{rejected} rejected by a rule"])
     return rows

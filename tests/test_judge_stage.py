@@ -1,0 +1,76 @@
+"""`curate run --stage vlm-filter` and `--stage filter` through Ray, against a real HTTP judge server
+on 127.0.0.1 that injects faults (stages.judge.fake_server), on the demo corpus."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from manifests import catalog
+from pipeline import runner
+from pipeline.config import load_config
+from stages.judge.fake_server import FakeJudgeServer
+
+from conftest import curate_bin, demo_config_file, part_digests
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+
+FAST = ["judge.max_frames=4", "judge.min_frames=2", "judge.video_min_pixels=3136", "judge.video_max_pixels=12544", "judge.image_min_pixels=3136", "judge.image_max_pixels=12544",
+        "judge.max_attempts=8", "judge.backoff_base_s=0.05", "judge.backoff_max_s=0.2"]
+
+
+def _cfg(demo_corpus, tmp_path, url, extra=()):
+    return load_config(demo_config_file(demo_corpus, tmp_path), [f"judge.urls=[{url}]", *FAST, *extra])
+
+
+def test_judge_and_filter_stages_with_faults(ray_session, demo_corpus, tmp_path):
+    with FakeJudgeServer() as clean:
+        cfg = _cfg(demo_corpus, tmp_path, clean.url)
+        ref = tmp_path / "clean"
+        runner.run(cfg, "all", ref)
+    with FakeJudgeServer(fault_rate=0.3, seed=5, retry_after="0", hang_s=1.0,
+                         faults=("http500", "http429", "drop", "empty", "timeout")) as faulty:
+        cfg = _cfg(demo_corpus, tmp_path, faulty.url, ["judge.request_timeout_s=0.5"])
+        work = tmp_path / "faulty"
+        reports = runner.run(cfg, "all", work)
+        assert sum(faulty.stats.faults.values()) > 0
+    assert [r.stage for r in reports] == ["ingest", "probe", "vlm-filter", "filter"]
+
+    con = catalog.connect(work)
+    probed_ok = con.execute("SELECT count(*) FROM probes WHERE error IS NULL").fetchone()[0]
+    n, distinct, ok = con.execute(
+        "SELECT count(*), count(DISTINCT sample_id), count(*) FILTER (status = 'ok') FROM scores").fetchone()
+    assert n == distinct == probed_ok  # every measured sample has one scores row, despite the faults
+    # all scored, but evaluation inputs without an edit (OpenVE-Bench), which cannot be judged
+    unscorable = con.execute("SELECT count(*) FROM samples_full WHERE judge_status = 'input_error' "
+                             "AND target_uri IS NULL").fetchone()[0]
+    assert ok == n - unscorable and unscorable == 1
+    # retried scores equal those of the fault-free run
+    assert part_digests(work, "scores").keys() == part_digests(ref, "scores").keys()
+    cols = "sample_id, instruction_following, visual_quality, instruction_following_expected"
+    a = con.execute(f"SELECT {cols} FROM scores ORDER BY 1").fetchall()
+    b = catalog.connect(ref).execute(f"SELECT {cols} FROM scores ORDER BY 1").fetchall()
+    assert a == b
+    # the selected table covers every sample and says which rule rejected it
+    total, sel, kept_ok = con.execute(
+        "SELECT (SELECT count(*) FROM samples), count(*), bool_and(kept = (rejected_by IS NULL)) FROM selected").fetchone()
+    assert total == sel and kept_ok
+    rules = {r[0] for r in con.execute("SELECT DISTINCT rejected_by FROM selected WHERE NOT kept").fetchall()}
+    assert "sample_error" in rules
+    # the joined view carries the judge columns
+    assert con.execute("SELECT count(*) FROM samples_full WHERE judge_status = 'ok' AND kept IS NOT NULL").fetchone()[0] == ok
+
+
+def test_filter_explain_cli_writes_nothing(ray_session, demo_corpus, tmp_path):
+    with FakeJudgeServer() as server:
+        cfg_file = demo_config_file(demo_corpus, tmp_path)
+        work = tmp_path / "w"
+        runner.run(load_config(cfg_file, [f"judge.urls=[{server.url}]", *FAST]), "all", work)
+    before = part_digests(work, "selected")
+    res = subprocess.run([curate_bin(), "filter", "--config", str(cfg_file), "--workdir", str(work),
+                          "--set", "filter.image.at_least.visual_quality=1"],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert res.returncode == 0, res.stderr
+    assert "filter yields" in res.stdout and "visual_quality" in res.stdout
+    assert part_digests(work, "selected") == before
