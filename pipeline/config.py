@@ -207,7 +207,12 @@ class JudgeConfig(_Strict):
     # -- vllm (in-process, Ray actors) and hf backends
     tensor_parallel_size: int = Field(1, ge=1)
     num_replicas: int = Field(1, ge=1)
-    hf_device: str = "cpu"
+    # hf: transformers in this process, one generation at a time per loaded model. The weights come
+    # from hf_model_path, or (None) from judge.model looked up in the local Hugging Face cache: they
+    # are never downloaded. judge.model is the name stored with every score either way.
+    hf_model_path: Path | None = Field(None, description="local checkpoint directory for backend hf")
+    hf_device: str = Field("cpu", description="torch device for backend hf: cpu, cuda, cuda:1, auto")
+    hf_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bfloat16 on GPU, float32 on CPU
 
     @model_validator(mode="after")
     def _consistent(self) -> "JudgeConfig":

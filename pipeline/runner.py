@@ -269,6 +269,8 @@ def run_judge(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) ->
         reset_stage(workdir, "scores", ["scores"])
     clean_temporaries(workdir, "scores")
     prompts = load_prompts(cfg.judge)
+    if cfg.judge.backend == "openai":
+        _check_judge_servers(cfg.judge.urls)
     check_fingerprint(workdir, "scores", "all", scoring_fingerprint(cfg.judge, prompts), overwrite)
     units = judge_units(workdir, cfg.probe.rows_per_task)
     rescore = cfg.judge.rescore == "failed"
@@ -289,6 +291,24 @@ def run_judge(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) ->
         "count(*) FILTER (status NOT IN ('ok', 'repaired')) FROM scores GROUP BY 1 ORDER BY 1").fetchall()
     return StageReport("vlm-filter", len(units), len(pending), time.time() - t0, [list(r) for r in rows],
                        ["dataset", "judged", "scored", "failed"])
+
+
+def _check_judge_servers(urls: list[str], timeout_s: float = 5.0) -> None:
+    """Fail at once, naming the field, when no judge server answers (rather than retrying every sample)."""
+    import urllib.error
+    import urllib.request
+
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url.rstrip("/") + "/models", timeout=timeout_s):
+                return
+        except urllib.error.HTTPError:
+            return  # it answered (e.g. 401 without a key): the client will report per-row errors
+        except (urllib.error.URLError, OSError):
+            continue
+    raise ConfigError(
+        f"judge.urls: no judge server answers at {', '.join(urls)}. Start one (README: `vllm serve "
+        f"Qwen/Qwen2.5-VL-72B-Instruct ...`) and set judge.urls, or choose judge.backend: hf.")
 
 
 # ---------------------------------------------------------------- filter
@@ -331,11 +351,15 @@ STAGES: dict[str, Callable[[Config, Path, int | None, bool], StageReport]] = {
 
 
 def resolve_stages(stage: str) -> list[str]:
+    """``all``, one stage, or a comma-separated list (run in pipeline order)."""
     if stage == "all":
         return list(STAGE_ORDER)
-    if stage not in STAGES:
-        raise ConfigError(f"--stage {stage!r}: unknown stage; choose one of {', '.join(STAGE_ORDER)} or all")
-    return [stage]
+    names = [s.strip() for s in stage.split(",") if s.strip()]
+    unknown = [s for s in names if s not in STAGES]
+    if unknown or not names:
+        raise ConfigError(f"--stage {stage!r}: unknown stage; choose from {', '.join(STAGE_ORDER)}, "
+                          f"a comma-separated list of them, or all")
+    return [s for s in STAGE_ORDER if s in names]
 
 
 def run(cfg: Config, stage: str = "all", workdir: Path | None = None, limit: int | None = None,

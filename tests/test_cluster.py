@@ -17,6 +17,9 @@ from conftest import curate_bin, demo_config_file, part_digests
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
+# The CPU stages; the judge stages have their own tests (test_judge_*.py).
+STAGES = "ingest,probe"
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -56,7 +59,7 @@ def two_node_cluster(tmp_path):
 def test_run_on_two_node_cluster_matches_local(two_node_cluster, ray_session, demo_corpus, tmp_path):
     config = demo_config_file(demo_corpus, tmp_path)
     workdir = tmp_path / "cluster"
-    res = subprocess.run([curate_bin(), "run", "--config", str(config), "--workdir", str(workdir),
+    res = subprocess.run([curate_bin(), "run", "--config", str(config), "--stage", STAGES, "--workdir", str(workdir),
                           "--ray-address", two_node_cluster],
                          capture_output=True, text=True, timeout=500)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -64,6 +67,6 @@ def test_run_on_two_node_cluster_matches_local(two_node_cluster, ray_session, de
 
     # Same rows and bytes as the in-process run of the same config (on the session's cluster).
     local = tmp_path / "local"
-    runner.run(load_config(config), "all", local)
+    runner.run(load_config(config), STAGES, local)
     for table in ("samples", "probes"):
         assert part_digests(workdir, table) == part_digests(local, table), table

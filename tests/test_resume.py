@@ -18,6 +18,9 @@ from conftest import curate_bin, demo_config_file, part_digests
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 
+# The CPU stages; the judge stages have their own tests (test_judge_*.py).
+STAGES = "ingest,probe"
+
 
 def test_kill9_mid_probe_then_resume_matches_uninterrupted(ray_session, demo_corpus, tmp_path):
     config = demo_config_file(demo_corpus, tmp_path)
@@ -25,13 +28,13 @@ def test_kill9_mid_probe_then_resume_matches_uninterrupted(ray_session, demo_cor
     cfg = load_config(config, overrides)
 
     reference = tmp_path / "reference"
-    runner.run(cfg, "all", reference)
+    runner.run(cfg, STAGES, reference)
     total_units = len(list_parts(reference, "probes"))
 
     victim = tmp_path / "victim"
     address = ray_session.get_runtime_context().gcs_address
     proc = subprocess.Popen(
-        [curate_bin(), "run", "--config", str(config), "--workdir", str(victim), "--ray-address", address,
+        [curate_bin(), "run", "--config", str(config), "--stage", STAGES, "--workdir", str(victim), "--ray-address", address,
          *[a for o in overrides for a in ("--set", o)]],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
@@ -44,7 +47,7 @@ def test_kill9_mid_probe_then_resume_matches_uninterrupted(ray_session, demo_cor
     done_at_kill = len(list_parts(victim, "probes"))
     assert 3 <= done_at_kill < total_units, "the kill should land in the middle of the probe stage"
 
-    reports = runner.run(cfg, "all", victim)
+    reports = runner.run(cfg, STAGES, victim)
     assert reports[0].units_run == 0  # ingest had finished: nothing redone
     assert 0 < reports[1].units_run <= total_units - 3
     # exactly the rows of the uninterrupted run: same parts, same bytes, no duplicates, no temp files

@@ -16,6 +16,9 @@ from conftest import curate_bin, part_digests
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
+# The CPU stages; the judge stages have their own tests (test_judge_*.py).
+STAGES = "ingest,probe"
+
 
 @pytest.fixture(scope="module")
 def demo_run(ray_session, demo_corpus, tmp_path_factory):
@@ -24,7 +27,7 @@ def demo_run(ray_session, demo_corpus, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("run")
     cfg = load_config(demo_config_file(demo_corpus, tmp))
     workdir = tmp / "work"
-    reports = runner.run(cfg, "all", workdir)
+    reports = runner.run(cfg, STAGES, workdir)
     return cfg, workdir, reports
 
 
@@ -44,7 +47,7 @@ def test_every_dataset_ingested_with_expected_rows(demo_run, demo_corpus):
         "SELECT count(*), count(DISTINCT sample_id), bool_and(starts_with(sample_id, dataset || ':')) FROM samples"
     ).fetchone()
     assert n == distinct and prefixed
-    assert [r.stage for r in reports] == ["ingest", "probe"]
+    assert [r.stage for r in reports] == ["ingest", "probe"]  # the CPU stages asked for
 
 
 def test_probe_measured_real_clips(demo_run):
@@ -70,7 +73,7 @@ def test_probe_measured_real_clips(demo_run):
 def test_rerun_skips_everything_and_changes_no_byte(demo_run):
     cfg, workdir, _ = demo_run
     before = {t: part_digests(workdir, t) for t in ("samples", "probes")}
-    reports = runner.run(cfg, "all", workdir)
+    reports = runner.run(cfg, STAGES, workdir)
     assert [r.units_run for r in reports] == [0, 0]
     assert {t: part_digests(workdir, t) for t in ("samples", "probes")} == before
 
@@ -154,3 +157,18 @@ def test_bad_config_fails_fast_naming_the_field(tmp_path):
     p.write_text(f"datasets:\n  ditto:\n    root: {tmp_path}/missing\n")
     res = subprocess.run([curate_bin(), "run", "--config", str(p)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "datasets.ditto.root" in res.stderr and "does not exist" in res.stderr
+
+
+def test_judge_without_a_server_fails_fast_naming_the_field(demo_run):
+    """No judge answering at judge.urls: a clear error at once, not hours of retries per sample."""
+    import socket
+
+    cfg, workdir, _ = demo_run
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = cfg.model_copy(deep=True)
+    cfg.judge.urls = [f"http://127.0.0.1:{port}/v1"]
+    with pytest.raises(ConfigError, match=r"judge\.urls: no judge server answers"):
+        runner.run(cfg, "vlm-filter", workdir)
+    assert not (workdir / "tables" / "scores").exists()

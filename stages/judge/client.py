@@ -16,7 +16,10 @@ retried. Frames are decoded and JPEG-encoded on ``build_workers`` threads while 
 in flight.
 
 The transport is an object with ``async post(url, body, timeout_s) -> Reply`` so in-process engines (the
-``vllm`` and ``hf`` backends) can reuse the retry, parsing and storage path.
+``vllm`` and ``hf`` backends) can reuse the retry, parsing and storage path. A transport may also say
+``endpoints`` (what the ``endpoint`` column records instead of judge.urls), ``max_concurrency`` (senders
+beyond it would only queue) and ``deterministic_when_greedy`` (at temperature 0 a malformed answer
+would come back the same, so it is not retried). judge.backend=hf builds its own (stages.judge.hf_backend).
 """
 from __future__ import annotations
 
@@ -114,10 +117,11 @@ def schema_for(cfg, prompts: dict[str, Prompt]) -> pa.Schema:
 
 class _Failure(Exception):
     def __init__(self, status: str, message: str, retry_after: float | None = None, retryable: bool = True,
-                 raw_text: str | None = None):
+                 raw_text: str | None = None, completion=None):
         super().__init__(message)
         self.status, self.message, self.retry_after = status, message, retry_after
         self.retryable, self.raw_text = retryable, raw_text
+        self.completion = completion  # an answer that came back but could not be parsed
 
 
 class Scorer:
@@ -126,7 +130,7 @@ class Scorer:
     def __init__(self, cfg, prompts: dict[str, Prompt], transport, *, roots: dict[str, list[str]] | None = None,
                  seed: int | None = None):
         self.cfg, self.prompts, self.transport, self.roots = cfg, prompts, transport, roots
-        self.urls = [completions_url(u) for u in cfg.urls]
+        self.urls = list(getattr(transport, "endpoints", None) or [completions_url(u) for u in cfg.urls])
         self._next_url = 0
         self.rng = random.Random(seed)  # back-off jitter only: it never changes a score
         self.schema = schema_for(cfg, prompts)
@@ -175,8 +179,10 @@ class Scorer:
                            raw_text=reply.body[:500].decode("utf-8", "replace")) from None
         parsed = parse_completion(completion, metrics, cfg.score_min, cfg.score_max, cfg.out_of_range)
         if parsed.status == "malformed":
-            raise _Failure("malformed", parsed.error or "unparseable answer", retryable=cfg.retry_malformed,
-                           raw_text=completion.content)
+            same_again = cfg.temperature == 0 and getattr(self.transport, "deterministic_when_greedy", False)
+            raise _Failure("malformed", parsed.error or "unparseable answer",
+                           retryable=cfg.retry_malformed and not same_again, raw_text=completion.content,
+                           completion=completion)
         return completion, parsed
 
     def build_safe(self, row: dict) -> tuple[str, bytes] | InputError:
@@ -192,7 +198,7 @@ class Scorer:
         """Send one built request with retries; ``built`` None: the deadline passed before building."""
         cfg = self.cfg
         kind = row_kind(row)
-        base = dict(backend="openai")
+        base = dict(backend=cfg.backend)
         prompt = self.prompts.get(kind)
         if prompt is not None:
             base.update(prompt_file=prompt.file, prompt_hash=prompt.hash)
@@ -246,7 +252,12 @@ class Scorer:
             if remaining is not None and remaining <= 0 or (failure.retryable and attempts < cfg.max_attempts):
                 note = " (stopped: judge.deadline_s reached)"
             out.update(status=failure.status, error=_cut(failure.message + note), raw_text=_cut(failure.raw_text))
-        out.update(attempts=attempts, elapsed_s=time.monotonic() - t_start, model=cfg.model)
+        answered = failure.completion if failure is not None else None
+        if answered is not None:  # a malformed answer still cost its tokens
+            out.update(prompt_tokens=answered.prompt_tokens, output_tokens=answered.output_tokens,
+                       finish_reason=answered.finish_reason)
+        out.update(attempts=attempts, elapsed_s=time.monotonic() - t_start,
+                   model=answered.model if answered is not None and answered.model else cfg.model)
         return out
 
     # -- many rows
@@ -258,10 +269,11 @@ class Scorer:
         results: list[dict | None] = [None] * len(rows)
         if not rows:
             return []
-        n_senders = min(cfg.concurrency, len(rows))
+        cap = getattr(self.transport, "max_concurrency", None) or cfg.concurrency  # hf: 1 per model
+        n_senders = min(cfg.concurrency, cap, len(rows))
         # Requests are built ahead of the senders, so a sender never waits for a decode; at most
         # this many are building or built-but-unsent (a video pair request is megabytes).
-        ahead = asyncio.Semaphore(cfg.concurrency + 2 * cfg.build_workers)
+        ahead = asyncio.Semaphore(n_senders + 2 * cfg.build_workers)
         ready: asyncio.Queue = asyncio.Queue()
 
         async def build(i: int) -> None:
@@ -312,7 +324,11 @@ def _unique_rows(samples: pa.Table) -> list[dict]:
 async def score_rows_async(rows: list[dict], cfg, prompts: dict[str, Prompt], *, transport=None,
                            roots: dict[str, list[str]] | None = None, seed: int | None = None) -> list[dict]:
     own = transport is None
-    if own:
+    if own and cfg.backend == "hf":
+        from stages.judge.hf_backend import HFTransport
+
+        transport = HFTransport(cfg)  # loads the model on first use; kept for the process
+    elif own:
         transport = HttpTransport(cfg.concurrency, _api_key(cfg))
     try:
         return await Scorer(cfg, prompts, transport, roots=roots, seed=seed).score_rows(rows)
@@ -338,10 +354,11 @@ def score_table(samples: pa.Table, cfg, prompts: dict[str, Prompt] | None = None
 
     ``cfg``: a JudgeConfig. ``prompts``: from ``load_prompts(cfg)`` (loaded here when None; load
     once on the driver for a big run). ``allowed_roots``: dataset -> directories its media must lie
-    in, as for the probe (None: no containment check). Never raises for a bad sample or server."""
-    if cfg.backend != "openai" and transport is None:
+    in, as for the probe (None: no containment check). Never raises for a bad sample or server
+    (judge.backend=hf: a checkpoint that cannot be loaded raises HFModelError before any row)."""
+    if cfg.backend not in ("openai", "hf") and transport is None:
         raise NotImplementedError(f"judge.backend={cfg.backend!r}: pass an in-process transport; "
-                                  f"only the openai backend is built in here")
+                                  f"the openai and hf backends are built in here")
     prompts = prompts if prompts is not None else load_prompts(cfg)
     rows = _unique_rows(samples)
     scorer_rows = _run(score_rows_async(rows, cfg, prompts, transport=transport, roots=allowed_roots, seed=seed))
@@ -355,7 +372,7 @@ SCORING_FIELDS = ("model", "score_min", "score_max", "video_metrics", "image_met
                   "temperature", "max_tokens", "structured_output", "logprobs", "top_logprobs", "reason",
                   "reason_max_chars", "out_of_range", "extra_body", "fps", "min_frames", "max_frames",
                   "video_min_pixels", "video_max_pixels", "video_total_pixels", "image_min_pixels",
-                  "image_max_pixels", "image_patch_size", "jpeg_quality")
+                  "image_max_pixels", "image_patch_size", "jpeg_quality", "backend", "hf_model_path", "hf_dtype")
 
 
 def scoring_fingerprint(cfg, prompts: dict[str, Prompt]) -> dict[str, Any]:

@@ -1,0 +1,512 @@
+"""The ``hf`` judge backend: Qwen2.5-VL run by transformers in this process, on CPU or GPU.
+
+For small checkpoints and machines without vLLM. It speaks the openai backend's language so that
+everything around it is shared (request building, retries, parsing, the scores table):
+``HFTransport.post`` takes the very chat-completions body the client would send to a server and
+returns an OpenAI chat completion in a ``Reply`` with an HTTP-like status.
+
+What happens to one request (on the model's own thread, so the event loop keeps building the
+next requests meanwhile):
+
+1. The messages are read back. ``data:image/...;base64,`` URIs become PIL images;
+   ``data:video/jpeg;base64,<f1>,<f2>,...`` (vLLM's frame-list form) become frame stacks: the
+   frames the client already chose and sized with qwen-vl-utils' rules, so the processor is told
+   not to sample them again. Each medium is replaced by a bare ``{"type": "image" | "video"}``
+   part, in order, which every Qwen2.5-VL chat template understands (the official one does not
+   know ``video_url``); both videos of a pair so land in one prompt.
+2. The processor makes the inputs. The videos' fps (it sets their temporal positions) is the
+   body's ``mm_processor_kwargs.fps`` when given, as vLLM reads it, else judge.fps.
+3. ``generate``: greedy at temperature 0, else sampling with the request's temperature, top_p,
+   top_k and seed over the checkpoint's own generation defaults (as vLLM does). The raw logits of
+   every step are kept and turned into OpenAI's ``logprobs.content``: the same log-probabilities
+   vLLM reports by default (before temperature and masks).
+4. The answer is decoded as vLLM does: special tokens left out of ``content``; a final stop token
+   still listed in the logprobs (with its text) and counted in ``completion_tokens``.
+
+The JSON schema: transformers has no grammar-constrained decoding of its own, and this backend adds
+no package for it (xgrammar, outlines), so generation is unconstrained and parse.py's tolerant
+parser reads what comes back. The one part of ``response_format`` honoured is that special tokens
+other than the stop tokens are suppressed (no JSON answer contains one). A capable checkpoint that
+follows the prompt's "Answer with JSON only" scores ``ok`` or ``repaired``; a random one mostly
+``malformed``.
+
+Failures, as a server would answer them: a body that cannot become inputs (bad data URI, unknown
+content part, prompt plus max_tokens beyond the model's context) is 400 (not retried); running out
+of GPU memory 503 (retried); anything else 500 (retried). A generation that outlives its timeout
+stops at its next token and raises ``asyncio.TimeoutError``, like an HTTP timeout.
+
+Models are loaded once per process and kept, keyed by source, device and dtype (a Ray actor
+scoring batch after batch loads once), and each runs one generation at a time.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import copy
+import functools
+import io
+import json
+import math
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from stages.judge.client import Reply
+
+# OpenAI and vLLM report an impossible token's logprob as -9999.0: JSON has no -Infinity.
+LOGPROB_FLOOR = -9999.0
+# How long past its timeout a generation may run before post() gives up waiting for it (it stops at
+# its next token; only a prefill that is still running can take longer).
+TIMEOUT_GRACE_S = 5.0
+# max_tokens when a body names none (the client always does).
+DEFAULT_MAX_TOKENS = 256
+
+
+class RequestError(ValueError):
+    """The body cannot be turned into model inputs (a server's HTTP 400)."""
+
+
+class HFModelError(RuntimeError):
+    """The checkpoint cannot be loaded: a configuration problem, raised before any row is scored."""
+
+
+class GenerationTimeout(Exception):
+    """The generation passed its deadline (or its caller stopped waiting) and was stopped."""
+
+
+# ------------------------------------------------------------------ the body's media
+def _data_uri(url: Any) -> tuple[str, str]:
+    """(mime type, base64 payload) of a ``data:<mime>;base64,<payload>`` URI."""
+    if not isinstance(url, str) or not url.startswith("data:"):
+        shown = url[:60] if isinstance(url, str) else type(url).__name__
+        raise RequestError(f"the hf backend reads media from data: URIs only, not {shown!r}")
+    header, sep, payload = url.partition(",")
+    if not sep or not header.endswith(";base64"):
+        raise RequestError("a data URI must be base64: data:<type>;base64,<payload>")
+    return header[len("data:"):-len(";base64")].lower(), payload
+
+
+def _b64(payload: str) -> bytes:
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise RequestError(f"bad base64 in a data URI: {e}") from None
+
+
+def _rgb(data: bytes):
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.convert("RGB")
+    except Exception as e:
+        raise RequestError(f"cannot decode an image: {type(e).__name__}: {e}") from None
+
+
+def decode_image_uri(url: Any):
+    """A PIL RGB image from ``data:image/<type>;base64,...``."""
+    mime, payload = _data_uri(url)
+    if not mime.startswith("image/"):
+        raise RequestError(f"an image_url must be an image, not {mime}")
+    return _rgb(_b64(payload))
+
+
+def decode_video_uri(url: Any):
+    """A (frames, height, width, 3) uint8 array from ``data:video/jpeg;base64,<f1>,<f2>,...``."""
+    import numpy as np
+
+    mime, payload = _data_uri(url)
+    if mime != "video/jpeg":
+        raise RequestError(f"a video must be a frame list (data:video/jpeg;base64,<f1>,<f2>,...), not {mime}")
+    frames = [np.asarray(_rgb(_b64(p))) for p in payload.split(",") if p]
+    if not frames:
+        raise RequestError("a video data URI holds no frames")
+    if len({f.shape for f in frames}) != 1:
+        raise RequestError(f"the frames of a video differ in size: {sorted({f.shape[:2] for f in frames})}")
+    return np.stack(frames)
+
+
+def _url_of(part: dict, key: str) -> Any:
+    value = part.get(key)
+    return value.get("url") if isinstance(value, dict) else value
+
+
+@dataclass
+class ChatInputs:
+    """The body's messages for the chat template (media as bare placeholders) and the media, in order."""
+
+    messages: list[dict] = field(default_factory=list)
+    images: list = field(default_factory=list)
+    videos: list = field(default_factory=list)
+
+
+def read_messages(body: dict) -> ChatInputs:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("messages: a non-empty list is required")
+    out = ChatInputs()
+    for message in messages:
+        role = message.get("role") if isinstance(message, dict) else None
+        if role not in ("system", "user", "assistant"):
+            raise RequestError(f"a message must have role system, user or assistant, not {role!r}")
+        content = message.get("content")
+        if isinstance(content, str):
+            out.messages.append({"role": role, "content": content})
+            continue
+        if not isinstance(content, list):
+            raise RequestError(f"message content must be text or a list of parts, not {type(content).__name__}")
+        parts = []
+        for part in content:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text":
+                parts.append({"type": "text", "text": str(part.get("text") or "")})
+            elif kind == "image_url":
+                out.images.append(decode_image_uri(_url_of(part, "image_url")))
+                parts.append({"type": "image"})
+            elif kind == "video_url":
+                out.videos.append(decode_video_uri(_url_of(part, "video_url")))
+                parts.append({"type": "video"})
+            else:
+                raise RequestError(f"content part type {kind!r} is not supported by the hf backend")
+        out.messages.append({"role": role, "content": parts})
+    return out
+
+
+# ------------------------------------------------------------------ the answer and its logprobs
+def token_pieces(token_ids: Sequence[int], decode: Callable[[list[int]], str], stop_ids: set[int],
+                 token_text: Callable[[int], str]) -> tuple[list[str], str]:
+    """Each generated token's share of the answer, and the answer (``content``).
+
+    The answer is the tokens decoded with special tokens skipped, a final stop token left out.
+    Token i's piece is what decoding i+1 tokens adds to decoding i; a token that ends inside a
+    UTF-8 character adds nothing until the character is complete. So the pieces spell the answer
+    exactly, which is how parse.py finds the token that wrote each score. A final stop token gets
+    its own text (as vLLM lists it). Where decoding is not prefix-stable (a tokenizer that rewrites
+    spaces), the pieces are the tokens' own texts and the expected scores will be left empty."""
+    ids = list(token_ids)
+    stop = ids[-1:] if ids and ids[-1] in stop_ids else []
+    body = ids[:len(ids) - len(stop)]
+    content = decode(body)
+    pieces: list[str] = []
+    emitted = ""
+    for i in range(len(body)):
+        text = decode(body[:i + 1])
+        if text.endswith("\ufffd") and i + 1 < len(body):
+            pieces.append("")  # a character cut between tokens: it is written with a later one
+            continue
+        if not text.startswith(emitted):
+            return [token_text(t) for t in ids], content
+        pieces.append(text[len(emitted):])
+        emitted = text
+    if emitted != content:
+        return [token_text(t) for t in ids], content
+    return pieces + [token_text(t) for t in stop], content
+
+
+def _finite(logprob: float) -> float:
+    return logprob if math.isfinite(logprob) and logprob > LOGPROB_FLOOR else LOGPROB_FLOOR
+
+
+def logprob_entries(token_ids: Sequence[int], step_logits, pieces: Sequence[str],
+                    token_text: Callable[[int], str], top_n: int) -> list[dict]:
+    """OpenAI ``logprobs.content``: per generated token its text, logprob, UTF-8 bytes and the
+    ``top_n`` most likely tokens at that position (most likely first).
+
+    ``step_logits``: a (tokens, vocab) tensor of the raw scores each step's token was drawn from
+    (softmax = the model's distribution). ``pieces``: the text each generated token is shown as
+    (``token_pieces``); an alternative is shown as ``token_text(id)``, except the generated token
+    itself, which keeps its piece so that parse.py sees one candidate per token."""
+    import torch
+
+    if len(token_ids) == 0:
+        return []
+    logprobs = torch.log_softmax(step_logits.detach().to(torch.float32), dim=-1)
+    ids = torch.as_tensor(list(token_ids), dtype=torch.long, device=logprobs.device)
+    chosen = logprobs.gather(1, ids[:, None]).squeeze(1).tolist()
+    k = min(int(top_n), logprobs.shape[-1])
+    top_values, top_ids = (torch.topk(logprobs, k, dim=-1) if k > 0 else (None, None))
+    entries = []
+    for i, token_id in enumerate(token_ids):
+        piece = pieces[i]
+        alternatives = []
+        if k > 0:
+            for value, alt in zip(top_values[i].tolist(), top_ids[i].tolist()):
+                text = piece if alt == token_id else token_text(alt)
+                alternatives.append({"token": text, "logprob": _finite(value), "bytes": list(text.encode("utf-8"))})
+        entries.append({"token": piece, "logprob": _finite(chosen[i]), "bytes": list(piece.encode("utf-8")),
+                        "top_logprobs": alternatives})
+    return entries
+
+
+def _error_reply(status: int, message: str, kind: str) -> Reply:
+    body = {"error": {"message": message, "type": kind, "code": status}}
+    return Reply(status, json.dumps(body).encode("utf-8"))
+
+
+# ------------------------------------------------------------------ one loaded checkpoint
+def _resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as e:
+        raise HFModelError(f"judge.hf_device={name!r} is not a torch device: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HFModelError(f"judge.hf_device={name!r} but torch sees no CUDA device here; use cpu or auto")
+    return device
+
+
+def _resolve_dtype(name: str, device):
+    import torch
+
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32  # half precision on CPU is slow or unsupported on most machines
+    return getattr(torch, name)
+
+
+class _Deadline:
+    """A stopping criterion: stop at the next token once the deadline passed or the caller left."""
+
+    def __init__(self, deadline: float, cancelled: threading.Event):
+        self.deadline, self.cancelled, self.fired = deadline, cancelled, False
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        if self.cancelled.is_set() or time.monotonic() >= self.deadline:
+            self.fired = True
+        return torch.full((input_ids.shape[0],), self.fired, dtype=torch.bool, device=input_ids.device)
+
+
+class HFJudgeModel:
+    """A Qwen2.5-VL checkpoint with its processor, and the one thread that runs it."""
+
+    def __init__(self, source: str, device: str = "cpu", dtype: str = "auto"):
+        import torch
+        from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+        self.source = source
+        self.device = _resolve_device(device)
+        self.dtype = _resolve_dtype(dtype, self.device)
+        try:
+            # local_files_only: a directory, or a name already in the Hugging Face cache; never a download.
+            self.processor = AutoProcessor.from_pretrained(source, local_files_only=True)
+            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(source, dtype=self.dtype,
+                                                                       local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise HFModelError(
+                f"judge.backend=hf cannot load {source!r} from local files ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:300]}); set judge.hf_model_path to a checkpoint directory, or have "
+                f"judge.model in the local Hugging Face cache (nothing is downloaded)") from None
+        self.model = model.to(self.device).eval()
+        self.tokenizer = self.processor.tokenizer
+        eos = self.model.generation_config.eos_token_id
+        self.stop_ids = {int(t) for t in (eos if isinstance(eos, (list, tuple)) else [eos]) if t is not None}
+        if self.tokenizer.eos_token_id is not None:
+            self.stop_ids.add(int(self.tokenizer.eos_token_id))
+        specials = {int(i) for i, t in self.tokenizer.added_tokens_decoder.items() if t.special}
+        specials |= {int(i) for i in self.tokenizer.all_special_ids}
+        # Never part of a JSON answer: suppressed when the request asks for one (response_format).
+        self.non_answer_ids = sorted(specials - self.stop_ids)
+        text_config = self.model.config.get_text_config()
+        self.context = getattr(text_config, "max_position_embeddings", None)
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="hf-judge")
+        self._texts: dict[int, str] = {}
+        self._torch = torch
+
+    @property
+    def endpoint(self) -> str:
+        """What the scores table's ``endpoint`` column records for this backend."""
+        return f"hf:{self.source}@{self.device}"
+
+    def token_text(self, token_id: int) -> str:
+        text = self._texts.get(token_id)
+        if text is None:
+            text = self._texts[token_id] = self.tokenizer.decode([token_id], skip_special_tokens=False)
+        return text
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    # -- one request (on self.thread)
+    def _inputs(self, request: dict, default_fps: float):
+        chat = read_messages(request)
+        mm_kwargs = request.get("mm_processor_kwargs") if isinstance(request.get("mm_processor_kwargs"), dict) else {}
+        fps = mm_kwargs.get("fps", default_fps)
+        if isinstance(fps, (list, tuple)):  # qwen-vl-utils returns one per video; the processor wants a number
+            fps = fps[0] if fps else default_fps
+        try:
+            prompt = self.processor.apply_chat_template(chat.messages, tokenize=False, add_generation_prompt=True)
+            kwargs: dict[str, Any] = {}
+            if chat.images:
+                kwargs["images"] = chat.images
+            if chat.videos:
+                kwargs.update(videos=chat.videos, fps=float(fps), do_sample_frames=False)
+            return self.processor(text=[prompt], return_tensors="pt", **kwargs)
+        except (ValueError, TypeError, KeyError) as e:  # the processor refuses these inputs
+            raise RequestError(f"the processor refused the request: {type(e).__name__}: {e}") from None
+
+    def _generation_config(self, request: dict, max_new: int, want_logits: bool):
+        config = copy.deepcopy(self.model.generation_config)
+        config.max_new_tokens = max_new
+        config.return_dict_in_generate = True
+        config.output_logits = want_logits
+        temperature = request.get("temperature", 1.0)  # OpenAI's default
+        temperature = 1.0 if temperature is None else float(temperature)
+        if temperature > 0:
+            config.do_sample, config.temperature = True, temperature
+            for name in ("top_p", "top_k"):
+                if request.get(name) is not None:
+                    setattr(config, name, request[name])
+        else:  # greedy: sampling settings of the checkpoint do not apply
+            config.do_sample, config.temperature, config.top_p, config.top_k = False, None, None, None
+        if request.get("repetition_penalty") is not None:
+            config.repetition_penalty = float(request["repetition_penalty"])
+        if request.get("response_format"):
+            config.suppress_tokens = sorted(set(config.suppress_tokens or []) | set(self.non_answer_ids))
+        return config
+
+    def complete(self, body: bytes, deadline: float, cancelled: threading.Event, default_fps: float) -> Reply:
+        """One chat completion; raises GenerationTimeout when stopped by its deadline."""
+        torch = self._torch
+        try:
+            try:
+                request = json.loads(body)
+            except ValueError as e:
+                raise RequestError(f"the body is not JSON: {e}") from None
+            if not isinstance(request, dict):
+                raise RequestError("the body is not a JSON object")
+            if cancelled.is_set() or time.monotonic() >= deadline:
+                raise GenerationTimeout()
+            inputs = self._inputs(request, default_fps)
+            n_prompt = int(inputs["input_ids"].shape[1])
+            max_new = int(request.get("max_completion_tokens") or request.get("max_tokens") or DEFAULT_MAX_TOKENS)
+            if self.context is not None and n_prompt + max_new > self.context:
+                raise RequestError(f"the prompt ({n_prompt} tokens) plus max_tokens ({max_new}) exceeds the "
+                                   f"model's context ({self.context} tokens)")
+            want_logprobs = bool(request.get("logprobs"))
+            config = self._generation_config(request, max_new, want_logprobs)
+            stop = _Deadline(deadline, cancelled)
+            seed = request.get("seed") if config.do_sample else None
+            with torch.inference_mode(), self._seeded(seed):
+                out = self.model.generate(**inputs.to(self.device), generation_config=config,
+                                          stopping_criteria=[stop])
+            if stop.fired:
+                raise GenerationTimeout()
+            new_ids = [int(t) for t in out.sequences[0, n_prompt:].tolist()]
+            pieces, content = token_pieces(new_ids, self._decode, self.stop_ids, self.token_text)
+            logprobs = None
+            if want_logprobs:
+                step_logits = torch.cat([step[:1] for step in out.logits], dim=0)
+                logprobs = {"content": logprob_entries(new_ids, step_logits, pieces, self.token_text,
+                                                       int(request.get("top_logprobs") or 0))}
+        except RequestError as e:
+            return _error_reply(400, str(e), "invalid_request_error")
+        except torch.OutOfMemoryError as e:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            return _error_reply(503, f"out of memory: {str(e).splitlines()[0][:300]}", "overloaded")
+        except GenerationTimeout:
+            raise
+        except Exception as e:  # a model or library failure: a server's 500
+            return _error_reply(500, f"{type(e).__name__}: {str(e)[:500]}", "internal_error")
+        finish = "stop" if new_ids and new_ids[-1] in self.stop_ids else "length"
+        completion = {
+            "id": f"chatcmpl-hf-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+            "model": request.get("model") or self.source,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                         "logprobs": logprobs, "finish_reason": finish}],
+            "usage": {"prompt_tokens": n_prompt, "completion_tokens": len(new_ids),
+                      "total_tokens": n_prompt + len(new_ids)},
+        }
+        return Reply(200, json.dumps(completion, separators=(",", ":")).encode("utf-8"))
+
+    @contextlib.contextmanager
+    def _seeded(self, seed):
+        """A request's seed for its own sampling only: the global RNG state is restored after it.
+        (Without a seed the RNG runs on, so two unseeded requests do not sample alike.)"""
+        if seed is None:
+            yield
+            return
+        torch = self._torch
+        devices = []
+        if self.device.type == "cuda":
+            devices = [self.device.index if self.device.index is not None else torch.cuda.current_device()]
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(int(seed))
+            yield
+
+    def close(self) -> None:
+        self.thread.shutdown(wait=True)
+
+
+# ------------------------------------------------------------------ loaded once per process
+_MODELS: dict[tuple[str, str, str], HFJudgeModel] = {}
+_LOADING = threading.Lock()
+
+
+def model_source(cfg) -> str:
+    """Where the weights come from: judge.hf_model_path (a directory), else judge.model (a name in
+    the local Hugging Face cache)."""
+    if cfg.hf_model_path is None:
+        return cfg.model
+    path = Path(cfg.hf_model_path).expanduser().resolve()
+    if not path.is_dir():
+        raise HFModelError(f"judge.hf_model_path={str(cfg.hf_model_path)!r} is not a directory")
+    return str(path)
+
+
+def load_judge_model(cfg) -> HFJudgeModel:
+    """The judge model for ``cfg`` (a JudgeConfig), loaded on first use and kept for the process."""
+    key = (model_source(cfg), cfg.hf_device, cfg.hf_dtype)
+    with _LOADING:
+        if key not in _MODELS:
+            _MODELS[key] = HFJudgeModel(*key)
+        return _MODELS[key]
+
+
+def unload_judge_models() -> None:
+    """Forget every loaded model (tests, or to give GPU memory back)."""
+    with _LOADING:
+        models = list(_MODELS.values())
+        _MODELS.clear()
+    for m in models:
+        m.close()
+
+
+class HFTransport:
+    """The Scorer's transport for judge.backend=hf: ``post`` runs the request through the model."""
+
+    retryable_errors: tuple = ()  # no connection to drop in process
+    max_concurrency = 1  # one generation at a time per model: more senders would only queue
+    # Greedy decoding gives the same answer again: the Scorer does not retry a malformed one.
+    deterministic_when_greedy = True
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.model = load_judge_model(cfg)
+        self.endpoints = [self.model.endpoint]
+
+    async def post(self, url: str, body: bytes, timeout_s: float) -> Reply:
+        loop = asyncio.get_running_loop()
+        cancelled = threading.Event()
+        run = functools.partial(self.model.complete, body, time.monotonic() + timeout_s, cancelled, self.cfg.fps)
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(self.model.thread, run), timeout_s + TIMEOUT_GRACE_S)
+        except GenerationTimeout:
+            raise asyncio.TimeoutError() from None
+        finally:
+            cancelled.set()  # a generation still running for a caller that left stops at its next token
+
+    async def close(self) -> None:
+        """The model stays loaded for the next call (unload_judge_models frees it)."""
