@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_probe.py
 	$(BIN)/python bench/bench_duckdb_manifest.py
 	$(BIN)/python bench/bench_judge_client.py
+	$(BIN)/python bench/bench_judge_vllm.py
 
 clean:
 	rm -rf runs/demo
