@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from manifests import catalog
 from manifests.io import atomic_write_json, clean_temporaries, list_parts, table_dir, write_part
+from pipeline import status
 from pipeline.config import Config, ConfigError
 from pipeline.progress import Progress, console, out, render_table
 from pipeline.ray_runtime import init_ray, map_units
@@ -52,6 +53,18 @@ def check_fingerprint(workdir: Path, stage: str, scope: str, fingerprint: dict, 
                 f"({', '.join(changed)}). Re-run with --overwrite to redo it, or use another --workdir."
             )
     atomic_write_json(path, fingerprint)
+
+
+def begin_stage(workdir: Path, table: str, needs: str, needs_stage: str, fingerprint: dict,
+                overwrite: bool) -> None:
+    """What every stage after ingest does first: check its input exists, honour --overwrite, drop
+    a killed run's temporary files, and refuse to mix outputs made with other settings."""
+    if not list_parts(workdir, needs):
+        raise ConfigError(f"{workdir}: no {needs} yet; run `curate run --stage {needs_stage}` first")
+    if overwrite:
+        reset_stage(workdir, table, [table])
+    clean_temporaries(workdir, table)
+    check_fingerprint(workdir, table, "all", fingerprint, overwrite)
 
 
 def reset_stage(workdir: Path, stage: str, tables: list[str]) -> None:
@@ -148,7 +161,7 @@ def _dataset_roots(cfg: Config) -> dict[str, list[str]]:
     return roots
 
 
-def _probe_unit_fn(decode_check: str, roots: dict[str, list[str]], dup_file: str | None) -> Callable[[dict], dict]:
+def _probe_unit_fn(decode_check: str, roots: dict[str, list[str]]) -> Callable[[dict], dict]:
     def run(item: dict) -> dict:
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -156,12 +169,10 @@ def _probe_unit_fn(decode_check: str, roots: dict[str, list[str]], dup_file: str
         from stages.probe import probe_table
 
         table = pq.read_table(item["part"], columns=PROBE_COLUMNS).slice(item["offset"], item["length"])
-        if dup_file:  # rows the samples view drops are not probed twice
-            d = pq.read_table(dup_file).to_pylist()
-            drop = {r["file_row_number"] - item["offset"] for r in d if Path(r["filename"]) == Path(item["part"])}
-            if drop:
-                keep = [i for i in range(table.num_rows) if i not in drop]
-                table = table.take(pa.array(keep, pa.int64()))
+        if item["drop"]:  # rows the samples view drops (repeated ids) are not probed twice
+            drop = set(item["drop"])
+            keep = [i for i in range(table.num_rows) if i not in drop]
+            table = table.take(pa.array(keep, pa.int64()))
         out = probe_table(table, decode_check=decode_check, allowed_roots=roots)
         write_part(Path(item["out"]), out)
         failed = int(pc.sum(pc.is_valid(out["error"])).as_py() or 0) if out.num_rows else 0
@@ -171,52 +182,40 @@ def _probe_unit_fn(decode_check: str, roots: dict[str, list[str]], dup_file: str
 
 
 def probe_units(workdir: Path, rows_per_task: int) -> list[dict]:
-    """One unit per slice of ``rows_per_task`` rows of each samples part (stable names)."""
+    """One unit per slice of ``rows_per_task`` rows of each samples part (stable names); ``drop``
+    lists the slice's rows that repeat an earlier sample id (read once here, not in every task)."""
+    repeated: dict[Path, list[int]] = {}
+    for part in list_parts(workdir, catalog.DUPLICATES):
+        for r in pq.read_table(part, columns=["filename", "file_row_number"]).to_pylist():
+            repeated.setdefault(Path(r["filename"]), []).append(r["file_row_number"])
     units = []
     for part in list_parts(workdir, "samples"):
         n = pq.ParquetFile(part).metadata.num_rows
         dataset = part.parent.name.split("=", 1)[-1]
+        rows = repeated.get(part, [])
         for offset in range(0, n, rows_per_task):
+            length = min(rows_per_task, n - offset)
             out = table_dir(workdir, "probes") / part.parent.name / f"{part.stem}-r{offset:09d}.parquet"
-            units.append({"part": str(part), "offset": offset, "length": min(rows_per_task, n - offset),
-                          "out": str(out), "dataset": dataset})
+            units.append({"part": str(part), "offset": offset, "length": length, "out": str(out),
+                          "dataset": dataset, "drop": [r - offset for r in rows if offset <= r < offset + length]})
     return units
 
 
 def run_probe(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) -> StageReport:
-    if not list_parts(workdir, "samples"):
-        raise ConfigError(f"{workdir}: no samples yet; run `curate run --stage ingest` first")
-    if overwrite:
-        reset_stage(workdir, "probes", ["probes"])
-    clean_temporaries(workdir, "probes")
-    check_fingerprint(workdir, "probes", "all",
-                      {"probe": cfg.probe.model_dump(mode="json")}, overwrite)
+    begin_stage(workdir, "probes", "samples", "ingest", {"probe": cfg.probe.model_dump(mode="json")}, overwrite)
     units = probe_units(workdir, cfg.probe.rows_per_task)
     pending = [u for u in units if not Path(u["out"]).exists()]
     if limit is not None:
         pending = _whole_units(pending, limit)
     console.print(f"probe: {len(units)} units, {len(units) - len(pending)} already done or deferred")
-    dup_parts = list_parts(workdir, catalog.DUPLICATES)
-    fn = _probe_unit_fn(cfg.probe.decode_check, _dataset_roots(cfg), str(dup_parts[0]) if dup_parts else None)
+    fn = _probe_unit_fn(cfg.probe.decode_check, _dataset_roots(cfg))
     t0 = time.time()
     with Progress("probe", len(pending)) as progress:
         for _ in map_units(fn, pending, progress):
             pass
-    return StageReport("probe", len(units), len(pending), time.time() - t0, probe_counts(workdir),
+    return StageReport("probe", len(units), len(pending), time.time() - t0,
+                       status.probe_counts(catalog.connect(workdir)),
                        ["dataset", "to probe", "probed", "failed", "pending"])
-
-
-def probe_counts(workdir: Path) -> list[list[Any]]:
-    con = catalog.connect(workdir)
-    if "probes" not in catalog.views(con):
-        sql = ("SELECT dataset, count(*), 0, 0, count(*) FROM samples WHERE error IS NULL GROUP BY 1 ORDER BY 1")
-    else:
-        sql = (
-            "SELECT s.dataset, count(*), count(p.sample_id) FILTER (p.error IS NULL), "
-            "count(p.sample_id) FILTER (p.error IS NOT NULL), count(*) - count(p.sample_id) "
-            "FROM samples s LEFT JOIN probes p USING (sample_id) WHERE s.error IS NULL GROUP BY 1 ORDER BY 1"
-        )
-    return [list(r) for r in con.execute(sql).fetchall()]
 
 
 # ---------------------------------------------------------------- vlm-filter (the judge)
@@ -252,9 +251,10 @@ def _judge_unit_fn(judge_json: str, prompts, roots: dict[str, list[str]]) -> Cal
         else:
             scores = score_table(todo, cfg, prompts, allowed_roots=roots)
         write_part(out, scores)
-        status = scores["status"].to_pylist()
+        from stages.judge.schema import SCORED_STATUSES
+
         return {"dataset": item["dataset"], "rows": scores.num_rows,
-                "failed": sum(s not in ("ok", "repaired") for s in status)}
+                "failed": sum(s not in SCORED_STATUSES for s in scores["status"].to_pylist())}
 
     return run
 
@@ -263,15 +263,10 @@ def run_judge(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) ->
     from stages.judge.client import scoring_fingerprint
     from stages.judge.prompts import load_prompts
 
-    if not list_parts(workdir, "probes"):
-        raise ConfigError(f"{workdir}: no probes yet; run `curate run --stage probe` first")
-    if overwrite:
-        reset_stage(workdir, "scores", ["scores"])
-    clean_temporaries(workdir, "scores")
     prompts = load_prompts(cfg.judge)
     if cfg.judge.backend == "openai":
         _check_judge_servers(cfg.judge.urls)
-    check_fingerprint(workdir, "scores", "all", scoring_fingerprint(cfg.judge, prompts), overwrite)
+    begin_stage(workdir, "scores", "probes", "probe", scoring_fingerprint(cfg.judge, prompts), overwrite)
     units = judge_units(workdir, cfg.probe.rows_per_task)
     rescore = cfg.judge.rescore == "failed"
     pending = [u for u in units if rescore or not Path(u["out"]).exists()]
@@ -285,11 +280,8 @@ def run_judge(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) ->
     with Progress("vlm-filter", len(pending)) as progress:
         for _ in map_units(fn, pending, progress, max_concurrency=cfg.judge.parallel_units):
             pass
-    con = catalog.connect(workdir)
-    rows = con.execute(
-        "SELECT dataset, count(*), count(*) FILTER (status IN ('ok', 'repaired')), "
-        "count(*) FILTER (status NOT IN ('ok', 'repaired')) FROM scores GROUP BY 1 ORDER BY 1").fetchall()
-    return StageReport("vlm-filter", len(units), len(pending), time.time() - t0, [list(r) for r in rows],
+    rows = status.judge_counts(catalog.connect(workdir))
+    return StageReport("vlm-filter", len(units), len(pending), time.time() - t0, rows,
                        ["dataset", "judged", "scored", "failed"])
 
 

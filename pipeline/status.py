@@ -5,6 +5,27 @@ import json
 from pathlib import Path
 
 from manifests import catalog
+from stages.judge.schema import SCORED_STATUSES
+
+_SCORED = "(" + ", ".join(f"'{x}'" for x in SCORED_STATUSES) + ")"
+
+
+def probe_counts(con) -> list[list]:
+    """Per dataset: [dataset, to probe, probed ok, failed, pending] over the samples ingest resolved."""
+    if "probes" not in catalog.views(con):
+        sql = "SELECT dataset, count(*), 0, 0, count(*) FROM samples WHERE error IS NULL GROUP BY 1 ORDER BY 1"
+    else:
+        sql = ("SELECT s.dataset, count(*), count(p.sample_id) FILTER (p.error IS NULL), "
+               "count(p.sample_id) FILTER (p.error IS NOT NULL), count(*) - count(p.sample_id) "
+               "FROM samples s LEFT JOIN probes p USING (sample_id) WHERE s.error IS NULL GROUP BY 1 ORDER BY 1")
+    return [list(r) for r in con.execute(sql).fetchall()]
+
+
+def judge_counts(con) -> list[list]:
+    """Per dataset: [dataset, judged, scored (ok/repaired), failed]."""
+    return [list(r) for r in con.execute(
+        f"SELECT dataset, count(*), count(*) FILTER (status IN {_SCORED}), "
+        f"count(*) FILTER (status NOT IN {_SCORED}) FROM scores GROUP BY 1 ORDER BY 1").fetchall()]
 
 
 def stage_status(workdir: Path) -> list[list]:
@@ -26,22 +47,11 @@ def stage_status(workdir: Path) -> list[list]:
     rows.append(["ingest", ok, failed, f"{pending_units} units" if pending_units else 0,
                  f"{len(units) - pending_units}/{len(units)} units done"])
     if "samples" in present:
-        if "probes" in present:
-            done, pfail, pending = con.execute(
-                "SELECT count(p.sample_id) FILTER (p.error IS NULL), count(p.sample_id) FILTER "
-                "(p.error IS NOT NULL), count(*) - count(p.sample_id) FROM samples s "
-                "LEFT JOIN probes p USING (sample_id) WHERE s.error IS NULL"
-            ).fetchone()
-        else:
-            done, pfail, pending = 0, 0, ok
+        done, pfail, pending = (sum(r[i] for r in probe_counts(con)) for i in (2, 3, 4))
         rows.append(["probe", done, pfail, pending, ""])
         probed_ok = done
-        if "scores" in present:
-            sdone, sfail = con.execute(
-                "SELECT count(*) FILTER (status IN ('ok', 'repaired')), "
-                "count(*) FILTER (status NOT IN ('ok', 'repaired')) FROM scores").fetchone()
-        else:
-            sdone = sfail = 0
+        judged = judge_counts(con) if "scores" in present else []
+        sdone, sfail = (sum(r[i] for r in judged) for i in (2, 3))
         rows.append(["vlm-filter", sdone, sfail, probed_ok - sdone - sfail, "failed = judge status not ok"])
         if "selected" in present:
             kept, rejected = con.execute(
