@@ -23,7 +23,7 @@ from pipeline.config import Config, ConfigError
 from pipeline.progress import Progress, console, out, render_table
 from pipeline.ray_runtime import init_ray, map_units
 
-STAGE_ORDER = ["ingest", "probe", "vlm-filter", "filter"]
+STAGE_ORDER = ["ingest", "probe", "vlm-filter", "filter", "encode", "shard"]
 
 
 @dataclass
@@ -340,6 +340,20 @@ STAGES: dict[str, Callable[[Config, Path, int | None, bool], StageReport]] = {
     "vlm-filter": run_judge,
     "filter": run_filter,
 }
+
+
+def _stage_in(module: str, name: str) -> Callable[[Config, Path, int | None, bool], StageReport]:
+    """Stages that live in their own package, imported when they run (they import this module)."""
+    def run_stage(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) -> StageReport:
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(cfg, workdir, limit, overwrite)
+
+    return run_stage
+
+
+STAGES["encode"] = _stage_in("stages.encode.stage", "run_encode")
+STAGES["shard"] = _stage_in("stages.shard.stage", "run_shard")
 
 
 def resolve_stages(stage: str) -> list[str]:
