@@ -14,6 +14,12 @@ from manifests.io import list_parts, table_dir
 
 # Stage tables in pipeline order; later stages append theirs here.
 STAGE_TABLES = ["samples", "probes", "scores", "selected"]
+# The encode stage's keys (stages/encode); its view leaves out the tensor blobs (see VIEW_EXCLUDES).
+STAGE_TABLES += ["encoded"]
+# Columns a view does not expose: the projection keeps DuckDB from reading them at all.
+VIEW_EXCLUDES = {"encoded": "tensors"}
+# The shard index (stages/shard): one row per shard tar, and which shard holds each key.
+STAGE_TABLES += ["shards", "shard_keys"]
 
 # How each table joins onto `samples` in the `samples_full` view (columns it contributes).
 JOINED_COLUMNS = {
@@ -62,7 +68,8 @@ def connect(workdir: str | os.PathLike, threads: int | None = None) -> duckdb.Du
                 f"WHERE d.filename = s.filename AND d.file_row_number = s.file_row_number)"
             )
         else:
-            con.execute(f"CREATE VIEW {table} AS SELECT * FROM {_read(workdir, table)}")
+            exclude = f" EXCLUDE ({VIEW_EXCLUDES[table]})" if table in VIEW_EXCLUDES else ""
+            con.execute(f"CREATE VIEW {table} AS SELECT *{exclude} FROM {_read(workdir, table)}")
     if "samples" in present:
         cols, joins = ["s.*"], []
         for table in present[1:]:

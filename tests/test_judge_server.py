@@ -319,7 +319,7 @@ def test_vlm_filter_stage_against_real_vllm(vllm_server, ray_session, demo_corpu
         "judge.image_min_pixels=3136", "judge.image_max_pixels=6272", "judge.concurrency=4",
         "judge.request_timeout_s=120", *off])
     work = tmp_path / "work"
-    runner.run(cfg, "all", work)
+    runner.run(cfg, "ingest,probe,vlm-filter,filter", work)
     con = catalog.connect(work)
     rows = con.execute(
         "SELECT judge_kind, judge_status, instruction_following, visual_quality, visual_quality_expected, "

@@ -16,6 +16,9 @@ from conftest import curate_bin, demo_config_file, part_digests
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
+# The curation stages up to the filter (encode and shard need encoder checkpoints; see test_encode_stage).
+JUDGE_STAGES = "ingest,probe,vlm-filter,filter"
+
 FAST = ["judge.max_frames=4", "judge.min_frames=2", "judge.video_min_pixels=3136", "judge.video_max_pixels=12544", "judge.image_min_pixels=3136", "judge.image_max_pixels=12544",
         "judge.max_attempts=8", "judge.backoff_base_s=0.05", "judge.backoff_max_s=0.2"]
 
@@ -28,12 +31,12 @@ def test_judge_and_filter_stages_with_faults(ray_session, demo_corpus, tmp_path)
     with FakeJudgeServer() as clean:
         cfg = _cfg(demo_corpus, tmp_path, clean.url)
         ref = tmp_path / "clean"
-        runner.run(cfg, "all", ref)
+        runner.run(cfg, JUDGE_STAGES, ref)
     with FakeJudgeServer(fault_rate=0.3, seed=5, retry_after="0", hang_s=1.0,
                          faults=("http500", "http429", "drop", "empty", "timeout")) as faulty:
         cfg = _cfg(demo_corpus, tmp_path, faulty.url, ["judge.request_timeout_s=0.5"])
         work = tmp_path / "faulty"
-        reports = runner.run(cfg, "all", work)
+        reports = runner.run(cfg, JUDGE_STAGES, work)
         assert sum(faulty.stats.faults.values()) > 0
     assert [r.stage for r in reports] == ["ingest", "probe", "vlm-filter", "filter"]
 
@@ -66,7 +69,7 @@ def test_filter_explain_cli_writes_nothing(ray_session, demo_corpus, tmp_path):
     with FakeJudgeServer() as server:
         cfg_file = demo_config_file(demo_corpus, tmp_path)
         work = tmp_path / "w"
-        runner.run(load_config(cfg_file, [f"judge.urls=[{server.url}]", *FAST]), "all", work)
+        runner.run(load_config(cfg_file, [f"judge.urls=[{server.url}]", *FAST]), JUDGE_STAGES, work)
     before = part_digests(work, "selected")
     res = subprocess.run([curate_bin(), "filter", "--config", str(cfg_file), "--workdir", str(work),
                           "--set", "filter.image.at_least.visual_quality=1"],

@@ -357,8 +357,10 @@ def score_table(samples: pa.Table, cfg, prompts: dict[str, Prompt] | None = None
     in, as for the probe (None: no containment check). Never raises for a bad sample or server
     (judge.backend=hf: a checkpoint that cannot be loaded raises HFModelError before any row)."""
     if cfg.backend not in ("openai", "hf") and transport is None:
-        raise NotImplementedError(f"judge.backend={cfg.backend!r}: pass an in-process transport; "
-                                  f"the openai and hf backends are built in here")
+        # judge.backend=vllm scores through Ray Data actors that each hold an engine
+        # (stages.judge.vllm_backend.score_units_with_vllm; inside one: its VllmTransport).
+        raise NotImplementedError(f"judge.backend={cfg.backend!r}: pass an in-process transport (vllm: "
+                                  f"stages.judge.vllm_backend.VllmTransport), or run the vlm-filter stage")
     prompts = prompts if prompts is not None else load_prompts(cfg)
     rows = _unique_rows(samples)
     scorer_rows = _run(score_rows_async(rows, cfg, prompts, transport=transport, roots=allowed_roots, seed=seed))
@@ -372,7 +374,8 @@ SCORING_FIELDS = ("model", "score_min", "score_max", "video_metrics", "image_met
                   "temperature", "max_tokens", "structured_output", "logprobs", "top_logprobs", "reason",
                   "reason_max_chars", "out_of_range", "extra_body", "fps", "min_frames", "max_frames",
                   "video_min_pixels", "video_max_pixels", "video_total_pixels", "image_min_pixels",
-                  "image_max_pixels", "image_patch_size", "jpeg_quality", "backend", "hf_model_path", "hf_dtype")
+                  "image_max_pixels", "image_patch_size", "jpeg_quality", "backend", "hf_model_path", "hf_dtype",
+                  "vllm_model_path", "vllm_dtype")
 
 
 def scoring_fingerprint(cfg, prompts: dict[str, Prompt]) -> dict[str, Any]:

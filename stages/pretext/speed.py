@@ -1,0 +1,40 @@
+"""Speed perturbation: the source is the same clip played ``speed_factor`` times faster.
+
+Both sides are read on the time grid of ``stages.encode.frames`` from the same start
+(``clip_start_s``, or 0): output frame ``i`` of the target shows time ``start + i / fps``, output
+frame ``i`` of the source shows ``start + i * factor / fps``; each takes native frame
+``floor(time * native_fps)``. Both have the same count ``N`` (4n+1): ``encode.num_frames`` when the
+*source* fits in the clip window, otherwise (policy ``longest``) the longest 4n+1 the source fits
+in, so the target of a speed sample can be shorter than the clip's other variants. With an integer
+factor, ``source[i] == target[factor * i]`` wherever that target frame exists. A clip whose window
+cannot hold one source frame (or, policy ``exact``, not ``num_frames`` of them) gives no indices:
+the caller records the sample as ``too_short``.
+"""
+from __future__ import annotations
+
+from stages.encode.frames import frames_that_fit, largest_4n1, plan_indices
+
+
+def speed_plan(n_native: int, native_fps: float, fps: float, max_frames: int, factor: float, *,
+               start_s: float | None = None, end_s: float | None = None,
+               policy: str = "longest") -> tuple[list[int], list[int]]:
+    """(target_indices, source_indices) of a speed sample; ``([], [])`` when the clip is too short."""
+    fit = frames_that_fit(n_native, native_fps, fps, factor, start_s, end_s)
+    if fit >= max_frames:
+        n = max_frames
+    elif policy == "longest":
+        n = largest_4n1(fit)
+    else:
+        n = 0
+    if n == 0:
+        return [], []
+    window = dict(start_s=start_s, end_s=end_s, count=n)
+    target = plan_indices(n_native, native_fps, fps, max_frames, speed=1.0, **window)
+    source = plan_indices(n_native, native_fps, fps, max_frames, speed=factor, **window)
+    return target, source
+
+
+def speed_record(factor: float, target_indices: list[int], source_indices: list[int]) -> dict:
+    """The pretext record of a speed sample (the frames are chosen at decode, not in pixels)."""
+    return {"op": "speed", "factor": float(factor), "target_indices": [int(i) for i in target_indices],
+            "source_indices": [int(i) for i in source_indices]}

@@ -1,0 +1,194 @@
+"""`curate verify`: re-read every shard and prove the index, the tars and the selection agree.
+
+Checks: each indexed shard exists with the indexed sha256, byte count and sample count; every
+key's JSON parses, names itself, and lists exactly the tensor members present; each member is a
+safetensors file with one tensor of the JSON's name, dtype and shape; the keys in each tar are the
+ones ``shard_keys`` gives it; every kept and encoded key is in exactly one shard and no other key
+is; no tar on disk is missing from the index.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from manifests import catalog
+from manifests.io import list_parts, read_table
+
+MAX_LISTED = 20  # problems of one kind listed before "... and N more"
+
+
+@dataclass
+class VerifyReport:
+    shards: int = 0
+    keys: int = 0
+    bytes: int = 0
+    problems: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, kind: str, msg: str) -> None:
+        self.problems[kind].append(msg)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def render(self) -> str:
+        head = f"verified {self.shards} shards, {self.keys} keys, {self.bytes} bytes: "
+        if self.ok:
+            return head + "OK"
+        lines = [head + f"{sum(len(v) for v in self.problems.values())} problems"]
+        for kind in sorted(self.problems):
+            msgs = self.problems[kind]
+            lines.append(f"  {kind} ({len(msgs)}):")
+            lines += [f"    {m}" for m in msgs[:MAX_LISTED]]
+            if len(msgs) > MAX_LISTED:
+                lines.append(f"    ... and {len(msgs) - MAX_LISTED} more")
+        return "\n".join(lines)
+
+
+def _tensor_header(data: bytes) -> dict:
+    """The safetensors header (names, dtypes, shapes), checked against the data length."""
+    if len(data) < 8:
+        raise ValueError("shorter than a safetensors header")
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    header.pop("__metadata__", None)
+    end = max((v["data_offsets"][1] for v in header.values()), default=0)
+    if 8 + n + end != len(data):
+        raise ValueError(f"data is {len(data) - 8 - n} bytes, header says {end}")
+    return header
+
+
+_ST_DTYPES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32", "F64": "float64", "I32": "int32",
+              "I64": "int64", "U8": "uint8"}
+
+
+def check_sample(key: str, files: dict[str, bytes], report: VerifyReport, where: str) -> None:
+    if "json" not in files:
+        report.add("member missing", f"{where}: {key}.json")
+        return
+    try:
+        doc = json.loads(files["json"])
+    except ValueError as e:
+        report.add("bad json", f"{where}: {key}.json: {e}")
+        return
+    if doc.get("key") != key:
+        report.add("bad json", f"{where}: {key}.json names key {doc.get('key')!r}")
+    members = doc.get("members") or {}
+    present = set(files) - {"json"}
+    for m in sorted(set(members) - present):
+        report.add("member missing", f"{where}: {key}.{m} (listed in members)")
+    for m in sorted(present - set(members)):
+        report.add("member unlisted", f"{where}: {key}.{m} (not in members)")
+    for m in sorted(present & set(members)):
+        want = members[m]
+        try:
+            header = _tensor_header(files[m])
+        except ValueError as e:
+            report.add("bad tensor", f"{where}: {key}.{m}: {e}")
+            continue
+        if list(header) != [want["tensor"]]:
+            report.add("bad tensor", f"{where}: {key}.{m} holds {sorted(header)}, JSON says [{want['tensor']}]")
+            continue
+        got = header[want["tensor"]]
+        dtype = _ST_DTYPES.get(got["dtype"], got["dtype"])
+        if dtype != want["dtype"] or list(got["shape"]) != list(want["shape"]):
+            report.add("shape/dtype mismatch", f"{where}: {key}.{m} is {dtype} {got['shape']}, JSON says "
+                                               f"{want['dtype']} {want['shape']}")
+
+
+def read_shard(path: Path, report: VerifyReport, where: str) -> tuple[str, list[str]]:
+    """(sha256, keys in order) of one tar, checking every sample in it as it streams past."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            sha.update(block)
+    keys: list[str] = []
+    current, files = None, {}
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for info in tar:
+                if not info.isfile():
+                    report.add("bad tar", f"{where}: {info.name} is not a regular file")
+                    continue
+                key, _, suffix = info.name.partition(".")
+                if key != current:
+                    if current is not None:
+                        check_sample(current, files, report, where)
+                    current, files = key, {}
+                    keys.append(key)
+                files[suffix] = tar.extractfile(info).read()
+        if current is not None:
+            check_sample(current, files, report, where)
+    except tarfile.TarError as e:
+        report.add("bad tar", f"{where}: {e}")
+    return sha.hexdigest(), keys
+
+
+def expected_keys(workdir: Path) -> dict[str, str] | None:
+    """key -> sample_id of every encoded key without error whose sample is kept."""
+    if not list_parts(workdir, "encoded") or not list_parts(workdir, "selected"):
+        return None
+    con = catalog.connect(workdir)
+    enc = catalog._read(Path(workdir), "encoded")
+    rows = con.execute(f"SELECT key, sample_id FROM {enc} WHERE error IS NULL AND sample_id IN "
+                       f"(SELECT sample_id FROM selected WHERE kept)").fetchall()
+    return dict(rows)
+
+
+def verify_workdir(workdir: Path) -> VerifyReport:
+    workdir = Path(workdir)
+    report = VerifyReport()
+    index = read_table(workdir, "shards")
+    shard_keys = read_table(workdir, "shard_keys")
+    if index is None or shard_keys is None:
+        report.add("no index", f"{workdir}: no shards/shard_keys tables; run `curate run --stage shard`")
+        return report
+    keys_of: dict[str, list[str]] = defaultdict(list)
+    for r in shard_keys.to_pylist():
+        keys_of[r["shard"]].append(r["key"])
+    seen: Counter = Counter()
+    indexed = set()
+    for row in index.to_pylist():
+        report.shards += 1
+        rel = row["shard"]
+        indexed.add(rel)
+        path = workdir / rel
+        if not path.exists():
+            report.add("shard missing", f"{rel} is in the index but not on disk")
+            continue
+        size = path.stat().st_size
+        report.bytes += size
+        if size != row["bytes"]:
+            report.add("size mismatch", f"{rel}: {size} bytes, index says {row['bytes']}")
+        sha, keys = read_shard(path, report, rel)
+        if sha != row["sha256"]:
+            report.add("sha256 mismatch", f"{rel}: {sha[:16]}..., index says {row['sha256'][:16]}...")
+        if len(keys) != row["samples"]:
+            report.add("count mismatch", f"{rel}: {len(keys)} keys, index says {row['samples']}")
+        if sorted(keys) != sorted(keys_of.get(rel, [])):
+            report.add("shard_keys mismatch", f"{rel}: the tar's keys differ from shard_keys")
+        if keys != sorted(keys):
+            report.add("unsorted", f"{rel}: keys are not in sorted order")
+        seen.update(keys)
+        report.keys += len(keys)
+    for rel in sorted(set(keys_of) - indexed):
+        report.add("shard_keys mismatch", f"shard_keys names {rel}, which the shards index does not list")
+    root = workdir / "shards"
+    for p in sorted(root.rglob("*.tar")) if root.exists() else []:
+        if str(p.relative_to(workdir)) not in indexed:
+            report.add("unindexed shard", f"{p.relative_to(workdir)} is on disk but not in the index")
+    for key, n in sorted(seen.items()):
+        if n > 1:
+            report.add("duplicate key", f"{key} is in {n} shards")
+    expected = expected_keys(workdir)
+    if expected is not None:
+        for key in sorted(set(expected) - set(seen)):
+            report.add("key not in any shard", f"{key} ({expected[key]}) is kept and encoded")
+        for key in sorted(set(seen) - set(expected)):
+            report.add("unexpected key", f"{key} is in a shard but not kept+encoded")
+    return report
+

@@ -1,0 +1,105 @@
+"""Writing one shard: read its plan rows, fetch their tensor blobs from the encoded parts, write
+the tar under a temporary name and rename it; then a small done record (digest, sha256, bytes).
+
+A shard on disk counts as done only when its done record carries the plan's digest, so a shard
+made from other rows (the encoded table grew) is written again, and a tar renamed just before a
+kill is simply rewritten with the same bytes.
+"""
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow.parquet as pq
+
+from manifests.io import atomic_write_json
+from stages.shard.layout import split_blob, write_tar
+
+
+def done_record_path(workdir: Path, shard: str) -> Path:
+    return Path(workdir) / "state" / "shards" / "done" / (shard.replace("/", "__") + ".json")
+
+
+def is_done(workdir: Path, unit: dict) -> bool:
+    rec = done_record_path(workdir, unit["shard"])
+    if not rec.exists() or not (Path(workdir) / unit["shard"]).exists():
+        return False
+    return json.loads(rec.read_text()).get("digest") == unit["digest"]
+
+
+def _row_groups(pf: pq.ParquetFile) -> list[int]:
+    """First row number of each row group."""
+    starts, n = [], 0
+    for i in range(pf.metadata.num_row_groups):
+        starts.append(n)
+        n += pf.metadata.row_group(i).num_rows
+    return starts
+
+
+def iter_blobs(workdir: Path, rows: list[dict]) -> Iterator[tuple[dict, bytes]]:
+    """(plan row, ``tensors`` blob) in the order of ``rows``, each row group read once, when first
+    needed. Blobs of a row group wanted later wait in memory until their turn: with the encode
+    stage's small row groups (and keys mostly in part order) that is a few keys, not the shard."""
+    where: dict[int, tuple[str, int]] = {}  # row position -> (part, row group)
+    wanted: dict[tuple[str, int], list[int]] = defaultdict(list)
+    files: dict[str, tuple[pq.ParquetFile, list[int]]] = {}
+    for pos, r in enumerate(rows):
+        part = r["encoded_part"]
+        if part not in files:
+            pf = pq.ParquetFile(Path(workdir) / part)
+            files[part] = (pf, _row_groups(pf))
+        starts = files[part][1]
+        rg = bisect.bisect_right(starts, r["encoded_row"]) - 1
+        where[pos] = (part, rg)
+        wanted[(part, rg)].append(pos)
+    pending: dict[int, bytes] = {}
+    for pos, r in enumerate(rows):
+        if pos not in pending:
+            part, rg = where[pos]
+            pf, starts = files[part]
+            table = pf.read_row_group(rg, columns=["key", "tensors"])
+            for p in wanted.pop((part, rg)):
+                i = rows[p]["encoded_row"] - starts[rg]
+                if table["key"][i].as_py() != rows[p]["key"]:
+                    raise ValueError(f"{part} row {rows[p]['encoded_row']} is not {rows[p]['key']}: the "
+                                     f"encoded table changed after planning; run the shard stage again")
+                pending[p] = table["tensors"][i].as_py()
+            del table
+        yield r, pending.pop(pos)
+
+
+def write_shard(workdir: Path, plan_path: Path, unit: dict) -> dict:
+    """Write ``unit``'s shard (atomically) and its done record; returns its index row."""
+    workdir = Path(workdir)
+    rows = pq.read_table(plan_path, filters=[("shard", "==", unit["shard"])],
+                         columns=["key", "encoded_part", "encoded_row", "json"]).to_pylist()
+    if len(rows) != unit["samples"]:
+        raise ValueError(f"{unit['shard']}: plan has {len(rows)} rows, unit says {unit['samples']}")
+    rows.sort(key=lambda r: r["key"])
+
+    def samples():
+        for r, blob in iter_blobs(workdir, rows):
+            members = json.loads(r["json"])["members"]
+            yield r["key"], r["json"].encode("utf-8"), split_blob(blob, members)
+
+    path = workdir / unit["shard"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            sha, nbytes = write_tar(f, samples())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    row = {"shard": unit["shard"], "purpose": unit["purpose"], "modality": unit["modality"],
+           "bucket": unit["bucket"], "samples": len(rows), "bytes": nbytes, "sha256": sha}
+    atomic_write_json(done_record_path(workdir, unit["shard"]), {**row, "digest": unit["digest"]})
+    return row
