@@ -19,8 +19,17 @@ setup: $(STAMP)
 judge-env:
 	bash scripts/build_judge_env.sh
 
+# Curation (all stages) on the embedded demo corpus, then both training stages of the tiny trainer
+# on its shards, then one edit sampled with the Stage 1 weights (random tiny models: noise, real path).
+DEMO_SAMPLE := --source demo/clips/hl07_source.mp4 --instruction "Make it look like a watercolor painting" \
+	--vae runs/demo/models/vae --text-encoder runs/demo/models/umt5 --frames 9 --fps 8 --area 16384 \
+	--steps 4 --guidance 1
+
 demo: $(STAMP) judge-env
 	$(BIN)/curate demo --workdir runs/demo
+	$(BIN)/sama train -c configs/train/tiny_stage0.yaml
+	$(BIN)/sama train -c configs/train/tiny_stage1.yaml --set train.init_from=runs/train/tiny_stage0
+	$(BIN)/sama sample --checkpoint runs/train/tiny_stage1 --out runs/demo/sample.mp4 $(DEMO_SAMPLE)
 
 test: $(STAMP) judge-env
 	$(BIN)/python -m pytest -q -ra
@@ -31,6 +40,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_duckdb_manifest.py
 	$(BIN)/python bench/bench_judge_client.py
 	$(BIN)/python bench/bench_judge_vllm.py
+	$(BIN)/python bench/bench_encode.py
+	$(BIN)/python bench/bench_media_path.py
+	$(BIN)/python bench/bench_loader.py
 
 clean:
-	rm -rf runs/demo
+	rm -rf runs/demo runs/train

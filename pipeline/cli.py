@@ -178,8 +178,37 @@ def demo(
     res = catalog.query(workdir, sql)
     out.print(render_table(f"{res.num_rows} samples kept as error rows (nothing is dropped)", res.column_names,
                            [list(r.values()) for r in res.to_pylist()]))
+    _demo_shards(workdir)
     out.print(f"demo run is in {workdir}; try: curate query --workdir {workdir} "
               "\"SELECT dataset, count(*) FROM samples GROUP BY 1\" --format csv")
+
+
+def _demo_shards(workdir: Path) -> None:
+    """What the trainer will read: the shards per purpose/bucket, their verification, and a contact
+    sheet of a few samples' variants."""
+    from manifests import catalog
+    from stages.shard.preview import PreviewError, write_preview
+    from stages.shard.verify import verify_workdir
+
+    sql = ("SELECT purpose, modality, bucket, count(*) AS shards, sum(samples) AS samples, "
+           "round(sum(bytes) / 1e6, 2) AS mb FROM shards GROUP BY ALL ORDER BY ALL")
+    res = catalog.query(workdir, sql)
+    out.print(render_table(f"curate query --workdir {workdir} \"{sql}\"", res.column_names,
+                           [list(r.values()) for r in res.to_pylist()]))
+    report = verify_workdir(workdir)
+    out.print(report.render(), highlight=False, markup=False)
+    if not report.ok:
+        _fail("curate verify found problems in the demo shards (see above)")
+    # One raw clip per pretext operator (the variants are what a person wants to look at).
+    picks = [r[0] for r in catalog.connect(workdir).execute(
+        "SELECT min(sample_id) FROM encoded WHERE error IS NULL AND variant IN ('cube', 'speed', 'tube') "
+        "GROUP BY variant ORDER BY variant").fetchall()]
+    try:
+        for path in write_preview(workdir, picks or None, None if picks else 4, workdir / "preview.png",
+                                  gif=False, columns=5):
+            console.print(f"demo: contact sheet of pretext variants written to {path}")
+    except PreviewError as e:  # e.g. a random judge kept nothing to shard
+        console.print(f"demo: no preview ({e})")
 
 
 # The tiny judge's frames are few and small: its context is 4096 tokens.

@@ -57,4 +57,15 @@ def stage_status(workdir: Path) -> list[list]:
             kept, rejected = con.execute(
                 "SELECT count(*) FILTER (kept), count(*) FILTER (NOT kept) FROM selected").fetchone()
             rows.append(["filter", kept, 0, 0, f"{rejected} rejected by a rule"])
+            if "encoded" in present:
+                enc_ok, enc_fail, enc_samples = con.execute(
+                    "SELECT count(*) FILTER (error IS NULL), count(*) FILTER (error IS NOT NULL), "
+                    "count(DISTINCT sample_id) FROM encoded").fetchone()
+                rows.append(["encode", enc_ok, enc_fail, max(0, kept - enc_samples),
+                             "keys (sample x variant); pending = kept samples"])
+            if "shard_keys" in present:
+                sharded, n_shards = con.execute(
+                    "SELECT count(*), count(DISTINCT shard) FROM shard_keys").fetchone()
+                rows.append(["shard", sharded, 0, max(0, (enc_ok if "encoded" in present else 0) - sharded),
+                             f"{n_shards} shards; `curate verify` checks them"])
     return rows

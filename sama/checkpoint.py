@@ -164,6 +164,8 @@ def load_weights(path: str | Path, which: str = "ema") -> dict[str, torch.Tensor
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
     path = Path(path)
+    if not is_complete(path) and checkpoints_dir(path).is_dir():  # a run's out_dir: its latest checkpoint
+        path = find_resume(path, "auto") or path
     if not is_complete(path):
         raise FileNotFoundError(f"{path} is not a complete sama checkpoint (no {META})")
     metadata = FileSystemReader(str(path)).read_metadata()

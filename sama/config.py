@@ -173,7 +173,8 @@ class TrainLoopConfig(_Strict):
     max_bad_steps: int = Field(20, ge=1)
     cpu_threads: int | None = Field(None, ge=1)  # torch intra-op threads; null: torch's default
     # Start from another run's weights (Stage 1 from Stage 0): a checkpoint directory, its EMA or
-    # raw weights. Only the weights: optimiser, data position and step start afresh. A resume
+    # raw weights (a run's out_dir means its latest checkpoint). Only the weights: optimiser, data
+    # position and step start afresh. A resume
     # (checkpoint.resume) takes precedence once this run has a checkpoint of its own.
     init_from: Path | None = None
     init_weights: Literal["ema", "model"] = "ema"

@@ -33,6 +33,13 @@ def frames_that_fit(n_native: int, native_fps: float, fps: float, speed: float =
     return int(math.floor((last - first) / step + 1e-9)) + 1
 
 
+def frame_count(fit: int, max_frames: int, policy: str) -> int:
+    """Frames to take when ``fit`` fit: ``max_frames``, else the longest 4n+1 (``longest``) or 0."""
+    if fit >= max_frames:
+        return max_frames
+    return largest_4n1(fit) if policy == "longest" else 0
+
+
 def plan_indices(n_native: int, native_fps: float, fps: float, max_frames: int, *, speed: float = 1.0,
                  start_s: float | None = None, end_s: float | None = None, policy: str = "longest",
                  count: int | None = None) -> list[int]:
@@ -45,12 +52,8 @@ def plan_indices(n_native: int, native_fps: float, fps: float, max_frames: int, 
     fit = frames_that_fit(n_native, native_fps, fps, speed, start_s, end_s)
     if count is not None:
         n = count if fit >= count else 0
-    elif fit >= max_frames:
-        n = max_frames
-    elif policy == "longest":
-        n = largest_4n1(fit)
     else:
-        n = 0
+        n = frame_count(fit, max_frames, policy)
     first = 0.0 if start_s is None else max(0.0, start_s)
     out = []
     for i in range(n):

@@ -12,20 +12,14 @@ the caller records the sample as ``too_short``.
 """
 from __future__ import annotations
 
-from stages.encode.frames import frames_that_fit, largest_4n1, plan_indices
+from stages.encode.frames import frame_count, frames_that_fit, plan_indices
 
 
 def speed_plan(n_native: int, native_fps: float, fps: float, max_frames: int, factor: float, *,
                start_s: float | None = None, end_s: float | None = None,
                policy: str = "longest") -> tuple[list[int], list[int]]:
     """(target_indices, source_indices) of a speed sample; ``([], [])`` when the clip is too short."""
-    fit = frames_that_fit(n_native, native_fps, fps, factor, start_s, end_s)
-    if fit >= max_frames:
-        n = max_frames
-    elif policy == "longest":
-        n = largest_4n1(fit)
-    else:
-        n = 0
+    n = frame_count(frames_that_fit(n_native, native_fps, fps, factor, start_s, end_s), max_frames, policy)
     if n == 0:
         return [], []
     window = dict(start_s=start_s, end_s=end_s, count=n)

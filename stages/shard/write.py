@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import bisect
 import json
-import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterator
 
 import pyarrow.parquet as pq
 
-from manifests.io import atomic_write_json
+from manifests.io import atomic_file, atomic_write_json
 from stages.shard.layout import split_blob, write_tar
 
 
@@ -87,18 +85,8 @@ def write_shard(workdir: Path, plan_path: Path, unit: dict) -> dict:
             members = json.loads(r["json"])["members"]
             yield r["key"], r["json"].encode("utf-8"), split_blob(blob, members)
 
-    path = workdir / unit["shard"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            sha, nbytes = write_tar(f, samples())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(workdir / unit["shard"]) as f:
+        sha, nbytes = write_tar(f, samples())
     row = {"shard": unit["shard"], "purpose": unit["purpose"], "modality": unit["modality"],
            "bucket": unit["bucket"], "samples": len(rows), "bytes": nbytes, "sha256": sha}
     atomic_write_json(done_record_path(workdir, unit["shard"]), {**row, "digest": unit["digest"]})
