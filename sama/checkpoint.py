@@ -153,7 +153,7 @@ def load(path: Path, model, optimizer, ema: EMA | None, env: dist.Env) -> tuple[
     if not rank_file.is_file():
         raise FileNotFoundError(f"{rank_file} missing: {path} was written by {meta.get('world')} processes, "
                                 f"this run has {env.world}")
-    per_rank = torch.load(rank_file, weights_only=False)
+    per_rank = torch.load(rank_file, weights_only=True)  # tensors and plain Python values only: no pickled code
     return meta, per_rank
 
 
