@@ -139,12 +139,22 @@ def encode_samples(samples: list[DecodedSample], encoders, cfg, pretext_cfg, see
     try:
         return _encode(samples, encoders, cfg, pretext_cfg, seed)
     except Exception as e:
+        if _device_failure(e):
+            raise
         if len(samples) == 1:
             return _failed_rows(samples[0], _encoder_error(e), cfg, encoders.models, pretext_cfg)
     rows = []
     for s in samples:  # a batch failed: encode one sample at a time to isolate the one at fault
         rows += encode_samples([s], encoders, cfg, pretext_cfg, seed)
     return rows
+
+
+def _device_failure(e: BaseException) -> bool:
+    """A failure of the device, not of a sample: a CUDA error poisons the context, so every later
+    sample would fail too. Raising fails the unit's task and leaves it undone (a re-run redoes it)
+    instead of writing a part of error rows that a resume would take as finished."""
+    text = str(e)
+    return "CUDA error" in text or "device-side assert" in text
 
 
 def _encoder_error(e: BaseException) -> str:

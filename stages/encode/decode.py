@@ -21,12 +21,13 @@ Failures never raise: a sample that cannot be read is a ``DecodedSample`` whose 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from stages.encode.buckets import fit_to_bucket, nearest_bucket
-from stages.encode.frames import frames_that_fit, largest_4n1, plan_indices
+from stages.encode.frames import frame_count, frames_that_fit, largest_4n1, plan_indices
 from stages.probe import ProbeError, _short, locate
 
 
@@ -60,9 +61,27 @@ class DecodedSample:
     clips: dict[str, np.ndarray] = field(default_factory=dict)
     keys: list[KeySpec] = field(default_factory=list)
 
-    @property
-    def nbytes(self) -> int:
-        return sum(c.nbytes for c in self.clips.values())
+
+def pack_decoded(samples: list[DecodedSample]) -> tuple[str, bytes]:
+    """A unit's decoded samples as (JSON, safetensors) for the hand-off from a decode task to an
+    encoder actor: plain data and one flat buffer of frames, no pickle."""
+    from safetensors.numpy import save
+
+    meta = [{"sample": s.sample, "bucket": s.bucket, "fps": s.fps, "clips": sorted(s.clips),
+             "keys": [asdict(k) for k in s.keys]} for s in samples]
+    frames = {f"{i}/{name}": np.ascontiguousarray(clip) for i, s in enumerate(samples)
+              for name, clip in s.clips.items()}
+    return json.dumps(meta, default=lambda v: v.item() if isinstance(v, np.generic) else str(v)), save(frames)
+
+
+def unpack_decoded(meta: str, blob: bytes) -> list[DecodedSample]:
+    from safetensors.numpy import load
+
+    frames = load(bytes(blob))
+    return [DecodedSample(sample=m["sample"], bucket=tuple(m["bucket"]) if m["bucket"] else None, fps=m["fps"],
+                          clips={name: frames[f"{i}/{name}"] for name in m["clips"]},
+                          keys=[KeySpec(**k) for k in m["keys"]])
+            for i, m in enumerate(json.loads(meta))]
 
 
 # ------------------------------------------------------------------ reading media
@@ -173,9 +192,7 @@ def anchor_indices(num_frames: int, n: int) -> list[int]:
 
 def _count(fit: int, cfg) -> int:
     """Output frames for a clip with room for ``fit``: num_frames, the longest 4n+1, or 0."""
-    if fit >= cfg.num_frames:
-        return cfg.num_frames
-    n = largest_4n1(fit) if cfg.frame_policy == "longest" else 0
+    n = frame_count(fit, cfg.num_frames, cfg.frame_policy)
     return n if n >= cfg.min_frames else 0
 
 

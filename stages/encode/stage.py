@@ -6,7 +6,7 @@
    (``encode.samples_per_unit`` samples). Ordering by bucket fills the encoder's batches with
    clips of one shape. The plan is a pure function of the selection and the config.
 2. Decode (Ray Data ``map``, CPU tasks, ``encode.decode_workers`` at once): read a unit's row group,
-   decode, cut and resize its samples; the frames travel on as one pickled payload.
+   decode, cut and resize its samples; the frames travel on as one safetensors buffer + JSON.
 3. Encode (Ray Data ``map_batches`` over a callable class: ``encode.encoder_actors`` actors, each
    loading the models once, ``encode.num_gpus`` GPUs each, fractions allowed): encode the unit and
    write ``tables/encoded/dataset=<ds>/part-<unit>.parquet`` atomically; return a summary row.
@@ -17,7 +17,6 @@ seed, model directories, decoder, and a digest of the selection) refuses to mix 
 """
 from __future__ import annotations
 
-import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -148,12 +147,13 @@ def _configs(enc_json: str, pre_json: str):
 
 def _decode_fn(enc_json: str, pre_json: str, seed: int, backend: str, roots: dict[str, list[str]]):
     def run(item: dict[str, Any]) -> dict[str, Any]:
-        from stages.encode.decode import decode_sample
+        from stages.encode.decode import decode_sample, pack_decoded
 
         enc, pre = _configs(enc_json, pre_json)
         rows = pq.ParquetFile(item["plan"]).read_row_group(item["row_group"]).to_pylist()
         decoded = [decode_sample(r, enc, pre, seed, backend, roots.get(r["dataset"], [])) for r in rows]
-        return {**item, "payload": pickle.dumps(decoded, protocol=pickle.HIGHEST_PROTOCOL)}
+        meta, frames = pack_decoded(decoded)
+        return {**item, "meta": meta, "payload": frames}
 
     return run
 
@@ -170,10 +170,11 @@ class EncodeActor:
 
     def __call__(self, batch: dict) -> dict:
         from stages.encode.core import encode_table
+        from stages.encode.decode import unpack_decoded
 
         out = {"dataset": [], "unit": [], "rows": [], "failed": []}
         for i in range(len(batch["unit"])):
-            decoded = pickle.loads(batch["payload"][i])
+            decoded = unpack_decoded(str(batch["meta"][i]), batch["payload"][i])
             table = encode_table(decoded, self.encoders, self.enc, self.pre, self.seed)
             write_part(Path(str(batch["out"][i])), table, row_group_size=PART_ROW_GROUP)
             out["dataset"].append(str(batch["dataset"][i]))
