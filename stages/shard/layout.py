@@ -12,7 +12,6 @@ import io
 import json
 import math
 import tarfile
-from pathlib import Path
 from typing import BinaryIO, Iterable
 
 # Tensor name in the encoded blob -> member suffix in the shard.
@@ -149,10 +148,3 @@ def write_tar(f: BinaryIO, samples: Iterable[tuple[str, bytes, dict[str, bytes]]
                 tar.addfile(_tarinfo(f"{key}.{suffix}", len(data)), io.BytesIO(data))
     return w.sha.hexdigest(), w.n
 
-
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            sha.update(block)
-    return sha.hexdigest()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -21,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from manifests import catalog
-from manifests.io import list_parts
+from manifests.io import atomic_file, list_parts
 from stages.shard.layout import estimated_bytes, json_bytes, sample_record, shard_bucket, shard_relpath
 
 PLAN_SCHEMA = pa.schema([
@@ -140,24 +139,16 @@ def write_plan(workdir: Path, plan_path: Path, target_bytes: int, batch_rows: in
     reader = con.sql(plan_sql(workdir, con)).to_arrow_reader(batch_rows)
     rows = (r for batch in reader for r in batch.to_pylist())
     specs: list[ShardSpec] = []
-    plan_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=plan_path.parent, prefix=f".{plan_path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with pq.ParquetWriter(tmp, PLAN_SCHEMA, compression="zstd") as writer:
-            buf: list[dict] = []
-            for spec, prow in assign_shards(rows, target_bytes, str(workdir)):
-                if not specs or specs[-1] is not spec:
-                    specs.append(spec)
-                buf.append(prow)
-                if len(buf) >= 4096:  # row groups of 4096 keys: a shard's rows are read from a few
-                    writer.write_table(pa.Table.from_pylist(buf, PLAN_SCHEMA))
-                    buf = []
-            if buf or not specs:
+    with atomic_file(plan_path) as f, pq.ParquetWriter(f, PLAN_SCHEMA, compression="zstd") as writer:
+        buf: list[dict] = []
+        for spec, prow in assign_shards(rows, target_bytes, str(workdir)):
+            if not specs or specs[-1] is not spec:
+                specs.append(spec)
+            buf.append(prow)
+            if len(buf) >= 4096:  # row groups of 4096 keys: a shard's rows are read from a few
                 writer.write_table(pa.Table.from_pylist(buf, PLAN_SCHEMA))
-        os.replace(tmp, plan_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+                buf = []
+        if buf or not specs:
+            writer.write_table(pa.Table.from_pylist(buf, PLAN_SCHEMA))
     return specs
 

@@ -40,8 +40,8 @@ def _roots(workdir: Path) -> dict[str, list[str]] | None:
         return None
     try:
         return _dataset_roots(Config.model_validate_json(path.read_text()))
-    except Exception:
-        return None
+    except Exception as e:  # a broken config must not quietly lift the allowed-roots check
+        raise PreviewError(f"{path}: cannot read the run's dataset roots from config.json: {e}") from None
 
 
 def pick_samples(con, sample_ids: list[str] | None, n: int | None) -> list[str]:

@@ -7,9 +7,7 @@ temporary files are removed; shards the plan no longer names are deleted. The in
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -17,7 +15,7 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from manifests.io import list_parts, table_dir, write_part
+from manifests.io import atomic_file, list_parts, table_dir, write_part
 from pipeline.config import Config, ConfigError
 from pipeline.progress import Progress, console
 from pipeline.ray_runtime import map_units
@@ -37,8 +35,6 @@ def plan_path(workdir: Path) -> Path:
 
 def _unit_fn(workdir: str, plan: str) -> Callable[[dict], dict]:
     def run(unit: dict) -> dict:
-        from stages.shard.write import write_shard
-
         row = write_shard(Path(workdir), Path(plan), unit)
         return {"dataset": f"{unit['purpose']}/{unit['modality']}", "rows": row["samples"], "failed": 0}
 
@@ -80,21 +76,14 @@ def write_index(workdir: Path, plan: Path, units: list[dict]) -> tuple[int, int]
     out = table_dir(workdir, "shard_keys") / "part-00000.parquet"
     shutil.rmtree(out.parent, ignore_errors=True)
     out.parent.mkdir(parents=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
     n_keys = 0
-    try:
-        with pq.ParquetWriter(tmp, SHARD_KEYS_SCHEMA, compression="zstd") as writer:
-            for batch in pq.ParquetFile(plan).iter_batches(batch_size=65536, columns=SHARD_KEYS_SCHEMA.names):
-                table = pa.Table.from_batches([batch]).select(SHARD_KEYS_SCHEMA.names)
-                mask = pa.array([s in names for s in table["shard"].to_pylist()], pa.bool_())
-                table = table.filter(mask).cast(SHARD_KEYS_SCHEMA)
-                n_keys += table.num_rows
-                writer.write_table(table)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(out) as f, pq.ParquetWriter(f, SHARD_KEYS_SCHEMA, compression="zstd") as writer:
+        for batch in pq.ParquetFile(plan).iter_batches(batch_size=65536, columns=SHARD_KEYS_SCHEMA.names):
+            table = pa.Table.from_batches([batch]).select(SHARD_KEYS_SCHEMA.names)
+            mask = pa.array([s in names for s in table["shard"].to_pylist()], pa.bool_())
+            table = table.filter(mask).cast(SHARD_KEYS_SCHEMA)
+            n_keys += table.num_rows
+            writer.write_table(table)
     return len(done), n_keys
 
 

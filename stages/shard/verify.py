@@ -14,6 +14,7 @@ import tarfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from manifests import catalog
 from manifests.io import list_parts, read_table
@@ -100,32 +101,54 @@ def check_sample(key: str, files: dict[str, bytes], report: VerifyReport, where:
                                                f"{want['dtype']} {want['shape']}")
 
 
+class _HashingReader:
+    """A read-only file wrapper that hashes every byte read through it, so one pass over a tar
+    both streams its members (``tarfile`` mode ``r|``) and gives its sha256."""
+
+    def __init__(self, f: BinaryIO):
+        self.f, self.sha = f, hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.sha.update(data)
+        return data
+
+    def drain(self, chunk: int = 1 << 22) -> None:
+        """Read (and hash) whatever is left of the file."""
+        while self.read(chunk):
+            pass
+
+
 def read_shard(path: Path, report: VerifyReport, where: str) -> tuple[str, list[str]]:
     """(sha256, keys in order) of one tar, checking every sample in it as it streams past."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            sha.update(block)
     keys: list[str] = []
+    with open(path, "rb") as f:
+        reader = _HashingReader(f)
+        try:
+            _read_members(reader, report, where, keys)
+        except tarfile.TarError as e:
+            report.add("bad tar", f"{where}: {e}")
+        reader.drain()  # the end-of-archive blocks and padding tarfile leaves unread
+    return reader.sha.hexdigest(), keys
+
+
+def _read_members(reader: "_HashingReader", report: VerifyReport, where: str, keys: list[str]) -> None:
+    """Stream the tar once, checking each key's sample when the next key starts (and at the end)."""
     current, files = None, {}
-    try:
-        with tarfile.open(path, mode="r:") as tar:
-            for info in tar:
-                if not info.isfile():
-                    report.add("bad tar", f"{where}: {info.name} is not a regular file")
-                    continue
-                key, _, suffix = info.name.partition(".")
-                if key != current:
-                    if current is not None:
-                        check_sample(current, files, report, where)
-                    current, files = key, {}
-                    keys.append(key)
-                files[suffix] = tar.extractfile(info).read()
-        if current is not None:
-            check_sample(current, files, report, where)
-    except tarfile.TarError as e:
-        report.add("bad tar", f"{where}: {e}")
-    return sha.hexdigest(), keys
+    with tarfile.open(fileobj=reader, mode="r|") as tar:
+        for info in tar:
+            if not info.isfile():
+                report.add("bad tar", f"{where}: {info.name} is not a regular file")
+                continue
+            key, _, suffix = info.name.partition(".")
+            if key != current:
+                if current is not None:
+                    check_sample(current, files, report, where)
+                current, files = key, {}
+                keys.append(key)
+            files[suffix] = tar.extractfile(info).read()
+    if current is not None:
+        check_sample(current, files, report, where)
 
 
 def expected_keys(workdir: Path) -> dict[str, str] | None:

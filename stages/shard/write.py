@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections import defaultdict
 from pathlib import Path
 from typing import Iterator
 
@@ -40,35 +39,34 @@ def _row_groups(pf: pq.ParquetFile) -> list[int]:
 
 
 def iter_blobs(workdir: Path, rows: list[dict]) -> Iterator[tuple[dict, bytes]]:
-    """(plan row, ``tensors`` blob) in the order of ``rows``, each row group read once, when first
-    needed. Blobs of a row group wanted later wait in memory until their turn: with the encode
-    stage's small row groups (and keys mostly in part order) that is a few keys, not the shard."""
-    where: dict[int, tuple[str, int]] = {}  # row position -> (part, row group)
-    wanted: dict[tuple[str, int], list[int]] = defaultdict(list)
-    files: dict[str, tuple[pq.ParquetFile, list[int]]] = {}
-    for pos, r in enumerate(rows):
+    """(plan row, ``tensors`` blob) in the order of ``rows``.
+
+    Memory and open files stay bounded: for each row the row group holding it is read (its part
+    opened only for that read and closed right after) unless it is the row group read last, which
+    is the only one kept. Keys of a shard mostly follow part order, so a row group is seldom read
+    twice. Row-group boundaries (metadata only) are kept per part.
+    """
+    starts_of: dict[str, list[int]] = {}
+    cached: tuple[str, int] | None = None
+    table = None
+    for r in rows:
         part = r["encoded_part"]
-        if part not in files:
-            pf = pq.ParquetFile(Path(workdir) / part)
-            files[part] = (pf, _row_groups(pf))
-        starts = files[part][1]
+        path = Path(workdir) / part
+        if part not in starts_of:
+            with pq.ParquetFile(path) as pf:
+                starts_of[part] = _row_groups(pf)
+        starts = starts_of[part]
         rg = bisect.bisect_right(starts, r["encoded_row"]) - 1
-        where[pos] = (part, rg)
-        wanted[(part, rg)].append(pos)
-    pending: dict[int, bytes] = {}
-    for pos, r in enumerate(rows):
-        if pos not in pending:
-            part, rg = where[pos]
-            pf, starts = files[part]
-            table = pf.read_row_group(rg, columns=["key", "tensors"])
-            for p in wanted.pop((part, rg)):
-                i = rows[p]["encoded_row"] - starts[rg]
-                if table["key"][i].as_py() != rows[p]["key"]:
-                    raise ValueError(f"{part} row {rows[p]['encoded_row']} is not {rows[p]['key']}: the "
-                                     f"encoded table changed after planning; run the shard stage again")
-                pending[p] = table["tensors"][i].as_py()
-            del table
-        yield r, pending.pop(pos)
+        if cached != (part, rg):
+            table = None  # drop the previous row group before reading the next
+            with pq.ParquetFile(path) as pf:
+                table = pf.read_row_group(rg, columns=["key", "tensors"])
+            cached = (part, rg)
+        i = r["encoded_row"] - starts[rg]
+        if i < 0 or i >= table.num_rows or table["key"][i].as_py() != r["key"]:
+            raise ValueError(f"{part} row {r['encoded_row']} is not {r['key']}: the "
+                             f"encoded table changed after planning; run the shard stage again")
+        yield r, table["tensors"][i].as_py()
 
 
 def write_shard(workdir: Path, plan_path: Path, unit: dict) -> dict:
