@@ -28,6 +28,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+from manifests.io import atomic_write_bytes
 from sama import dist
 from sama.ema import EMA
 
@@ -55,10 +56,16 @@ def complete_checkpoints(out_dir: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _remove(path: Path) -> None:
+    """Delete a checkpoint directory; renamed first so a kill during the deletion cannot leave a
+    half checkpoint that looks whole (``.deleting`` leftovers are swept by the next save)."""
+    doomed = path.with_name(path.name + ".deleting")
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _write_latest(out_dir: str | Path, name: str) -> None:
+    atomic_write_bytes(checkpoints_dir(out_dir) / LATEST, (name + "\n").encode())
 
 
 @contextmanager
@@ -108,12 +115,11 @@ def save(out_dir: str | Path, step: int, model, optimizer, ema: EMA | None, env:
         if final.exists():  # the same step saved again (a resumed run that re-reached it)
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _atomic_text(root / LATEST, final.name + "\n")
-        for old in complete_checkpoints(out_dir)[:-keep_last]:
-            # renamed first: a kill during the deletion must not leave a half checkpoint that looks whole
-            doomed = old.with_name(old.name + ".deleting")
-            os.replace(old, doomed)
-            shutil.rmtree(doomed, ignore_errors=True)
+        _write_latest(out_dir, final.name)
+        # keep the newest keep_last counting this one; only older checkpoints go, never this one
+        older = [p for p in complete_checkpoints(out_dir) if p.name < final.name]
+        for old in older[:max(len(older) - (keep_last - 1), 0)]:
+            _remove(old)
     dist.barrier()
     return final
 
@@ -137,6 +143,19 @@ def find_resume(out_dir: str | Path, resume: str) -> Path | None:
     if not is_complete(path):
         raise FileNotFoundError(f"checkpoint.resume: {path} is not a complete checkpoint (no {META})")
     return path
+
+
+def discard_after(out_dir: str | Path, resume_from: Path, env: dist.Env) -> None:
+    """Collective: when resuming from a checkpoint of this run (under ``out_dir``), drop the complete
+    checkpoints of later steps (an abandoned continuation) and point ``latest`` at ``resume_from``,
+    so that pruning by step and ``resume: auto`` only ever see this run's line."""
+    root = checkpoints_dir(out_dir)
+    if env.is_main and resume_from.resolve().parent == root.resolve():
+        for later in complete_checkpoints(out_dir):
+            if later.name > resume_from.name:
+                _remove(later)
+        _write_latest(out_dir, resume_from.name)
+    dist.barrier()
 
 
 def load(path: Path, model, optimizer, ema: EMA | None, env: dist.Env) -> tuple[dict, dict]:

@@ -159,7 +159,7 @@ class EMAConfig(_Strict):
 
 class TrainLoopConfig(_Strict):
     out_dir: Path = Path("runs/train/default")  # checkpoints/, tb/, metrics.jsonl, summary.json
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     max_steps: int = Field(100_000, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # bf16 autocast applies on GPU only; on CPU the loop always runs fp32.

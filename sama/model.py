@@ -228,12 +228,12 @@ class SamaTransformer(nn.Module):
                     sin[0, k, 0] = torch.cat([table_sin[0][0], table_sin[1][r], table_sin[2][c]]).to(sin.dtype)
         return cos, sin
 
-    def _check_semantic(self, tokens: torch.Tensor) -> None:
+    def check_semantic(self, tokens: torch.Tensor) -> None:
         """The data's SigLIP tokens must be what the config says (sampling generates that many)."""
         c = self.cfg
         if tokens.shape[-1] != c.semantic_dim:
-            raise ValueError(f"semantic tokens are {tokens.shape[-1]} wide, model.semantic_dim is "
-                             f"{c.semantic_dim}; set it to the SigLIP width the encode stage used")
+            raise ValueError(f"model.semantic_dim: {c.semantic_dim}, the shards' SigLIP tokens are "
+                             f"{tokens.shape[-1]} wide; set it to the SigLIP width the encode stage used")
         if tokens.shape[1] != c.semantic_tokens:
             raise ValueError(
                 f"{tokens.shape[1]} semantic tokens per sample, but the config gives {c.semantic_tokens} "
@@ -266,7 +266,7 @@ class SamaTransformer(nn.Module):
             # Same grid, no shift: Wan's rope depends on the latent shape only.
             add("source", self.patchify(source), self.wan.rope(source), SOURCE)
         if semantic_noisy is not None:
-            self._check_semantic(semantic_noisy)
+            self.check_semantic(semantic_noisy)
             sem = self.semantic_embed(semantic_noisy)
             add("semantic", sem, self.semantic_rotary(sem.shape[1], grid, target_rotary[0]), SEMANTIC)
         add("target", self.patchify(noisy_target), target_rotary, TARGET)

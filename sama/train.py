@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from manifests.io import atomic_write_bytes, atomic_write_json
 from sama import checkpoint, dist
 from sama.config import ConfigError, OptimConfig, TrainerConfig
 from sama.data import LoaderPosition, ShardBatches, batch_noise_seed
@@ -59,14 +60,11 @@ def check_batch_fits(batch: dict, model: SamaTransformer) -> None:
     if batch["text"].shape[-1] != wan.text_dim:
         problems.append(f"model: the transformer's text_dim is {wan.text_dim}, the shards' text embeddings are "
                         f"{batch['text'].shape[-1]} wide (another text encoder?)")
-    sem = batch["semantic"]
-    if sem is not None and sem.shape[-1] != model.cfg.semantic_dim:
-        problems.append(f"model.semantic_dim: {model.cfg.semantic_dim}, the shards' SigLIP tokens are "
-                        f"{sem.shape[-1]} wide")
-    if sem is not None and sem.shape[1] != model.cfg.semantic_tokens:
-        problems.append(f"model.anchor_frames/semantic_grid/semantic_global_tokens give {model.cfg.semantic_tokens} "
-                        f"semantic tokens per sample, the shards hold {sem.shape[1]} (encode.anchor_frames, "
-                        f"encode.siglip_pool_grid)")
+    if batch["semantic"] is not None:
+        try:
+            model.check_semantic(batch["semantic"])
+        except ValueError as e:
+            problems.append(str(e))
     if problems:
         raise ConfigError("the shards do not fit the model:\n  " + "\n  ".join(problems))
 
@@ -86,9 +84,18 @@ class RunLog:
             return
         out_dir.mkdir(parents=True, exist_ok=True)
         # steps after the checkpoint we resume from were logged by the interrupted run: drop them
-        lines = self.metrics.read_text().splitlines() if self.metrics.exists() else []
-        kept = [ln for ln in lines if json.loads(ln)["step"] <= start_step]
-        self.metrics.write_text("".join(ln + "\n" for ln in kept))
+        # (a kill can tear the last line: keep what parses up to the first line that does not)
+        lines = self.metrics.read_text(errors="replace").splitlines() if self.metrics.exists() else []
+        kept = []
+        for ln in lines:
+            try:
+                record = json.loads(ln)
+                step = record["step"]
+            except (ValueError, TypeError, KeyError):
+                break
+            if step <= start_step:
+                kept.append(ln)
+        atomic_write_bytes(self.metrics, "".join(ln + "\n" for ln in kept).encode())
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -136,6 +143,8 @@ def _train(cfg: TrainerConfig, env: dist.Env) -> dict:
     torch.manual_seed(cfg.train.seed)  # new modules start identical on every rank (FSDP2 needs it)
     model = SamaTransformer.from_config(cfg.model)
     resume_from = checkpoint.find_resume(out_dir, cfg.checkpoint.resume)
+    if resume_from is not None:  # later checkpoints of an abandoned continuation must not outrank ours
+        checkpoint.discard_after(out_dir, resume_from, env)
     if cfg.train.init_from is not None and resume_from is None:
         weights = checkpoint.load_weights(cfg.train.init_from, cfg.train.init_weights)
         missing, unexpected = model.load_state_dict(weights, strict=False)
@@ -277,7 +286,7 @@ def _train(cfg: TrainerConfig, env: dist.Env) -> dict:
                "last_loss": last_loss, "checkpoint": str(saved) if saved else None, "out_dir": str(out_dir),
                "world": env.world, "parallel": parallel}
     if env.is_main:
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write_json(out_dir / "summary.json", summary)
         losses_run = f"{first_loss:.4f} -> {last_loss:.4f}" if first_loss is not None else "n/a"
         log.print(f"done: {step} steps ({skipped} skipped) in {wall:.1f}s this run | {samples_seen:,} samples, "
                   f"{tokens_seen:,} tokens in total | loss {losses_run} (first -> last step of this run) | "

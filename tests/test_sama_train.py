@@ -117,6 +117,29 @@ def test_resume_mid_run_is_bit_identical(shard_workdir, reference_run, tmp_path)
     _assert_same_weights(checkpoint.find_resume(out, "auto"), checkpoint.find_resume(ref_out, "auto"))
 
 
+def test_resume_from_an_older_checkpoint_discards_the_abandoned_later_ones(shard_workdir, tmp_path):
+    out = tmp_path / "rewound"
+    train(_cfg(shard_workdir, out, **{"train.max_steps": 7, "checkpoint.every": 5, "checkpoint.keep_last": 2,
+                                      "data.num_workers": 0}))
+    root = checkpoint.checkpoints_dir(out)
+    assert [p.name for p in checkpoint.complete_checkpoints(out)] == ["step-00000005", "step-00000007"]
+    with (out / "metrics.jsonl").open("a") as f:  # a kill -9 mid-write leaves a torn last line
+        f.write('{"step": 8, "lo')
+    summary = train(_cfg(shard_workdir, out, **{"train.max_steps": 6, "checkpoint.every": 5,
+                                                "checkpoint.keep_last": 1, "data.num_workers": 0,
+                                                "checkpoint.resume": str(root / "step-00000005")}))
+    assert (root / "step-00000006").is_dir() and checkpoint.is_complete(root / "step-00000006")
+    assert not (root / "step-00000007").exists()
+    assert (root / checkpoint.LATEST).read_text().strip() == "step-00000006"
+    assert Path(summary["checkpoint"]).is_dir() and Path(summary["checkpoint"]).name == "step-00000006"
+    assert [p.name for p in checkpoint.complete_checkpoints(out)] == ["step-00000006"]
+    assert [m["step"] for m in _metrics(out)] == [1, 2, 3, 4, 5, 6]
+    assert json.loads((out / "summary.json").read_text())["steps"] == 6
+    # and a further resume still reads the (rewritten) metrics
+    train(_cfg(shard_workdir, out, **{"train.max_steps": 7, "checkpoint.every": 5, "data.num_workers": 0}))
+    assert [m["step"] for m in _metrics(out)] == [1, 2, 3, 4, 5, 6, 7]
+
+
 @pytest.mark.slow
 def test_kill_and_resume_subprocess(shard_workdir, reference_run, tmp_path):
     """kill -9 a real `sama train` process after its second checkpoint; the restarted command
@@ -228,6 +251,13 @@ def test_lr_schedule():
     assert lrs[:4] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
     assert lrs[4] == pytest.approx(1e-3) and all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
     assert lrs[-1] > 1e-4
+
+
+def test_seed_must_not_be_negative():
+    from sama.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.seed"):
+        load_trainer_config(TINY0, ["train.seed=-1"])
 
 
 def test_stage1_starts_from_stage0_weights(shard_workdir, reference_run, tmp_path):
