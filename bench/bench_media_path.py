@@ -41,13 +41,9 @@ from stages.encode.frames import frames_that_fit, largest_4n1, plan_indices  # n
 from stages.pretext import perturb_source, pretext_rng, speed_plan, task_text  # noqa: E402
 from stages.shard.layout import json_bytes, write_tar  # noqa: E402
 
+from bench_probe import clip_paths  # noqa: E402  (the bundled clips + ../shared/realclips)
 
-def clip_paths() -> list[Path]:
-    clips = sorted((REPO / "demo" / "clips").glob("*.mp4"))
-    shared = REPO.parent / "shared" / "realclips" / "videos"
-    if shared.is_dir():
-        clips += sorted(shared.glob("*.mp4"))
-    return clips
+
 
 
 def sample_row(i: int, path: Path) -> dict:
