@@ -101,10 +101,7 @@ def save(out_dir: str | Path, step: int, model, optimizer, ema: EMA | None, env:
             shutil.rmtree(leftover, ignore_errors=True)
         tmp.mkdir(parents=True)
     dist.barrier()
-    model_sd, optim_sd = get_state_dict(model, optimizer)
-    state = {"model": model_sd, "optim": optim_sd}
-    if ema is not None:
-        state["ema"] = ema.state_dict()
+    state = _dcp_state(model, optimizer, ema)
     with _single_process_ok():
         dcp.save(state, checkpoint_id=str(tmp), no_dist=not env.distributed)
     torch.save(per_rank, tmp / f"rank-{env.rank:05d}.pt")
@@ -158,13 +155,19 @@ def discard_after(out_dir: str | Path, resume_from: Path, env: dist.Env) -> None
     dist.barrier()
 
 
-def load(path: Path, model, optimizer, ema: EMA | None, env: dist.Env) -> tuple[dict, dict]:
-    """Load model, optimizer and EMA in place; returns (meta, this rank's per-rank dict)."""
-    meta = json.loads((path / META).read_text())
+def _dcp_state(model, optimizer, ema: EMA | None) -> dict:
+    """What torch distributed checkpointing saves and loads (in place): model, optimizer, EMA."""
     model_sd, optim_sd = get_state_dict(model, optimizer)
     state = {"model": model_sd, "optim": optim_sd}
     if ema is not None:
         state["ema"] = ema.state_dict()
+    return state
+
+
+def load(path: Path, model, optimizer, ema: EMA | None, env: dist.Env) -> tuple[dict, dict]:
+    """Load model, optimizer and EMA in place; returns (meta, this rank's per-rank dict)."""
+    meta = json.loads((path / META).read_text())
+    state = _dcp_state(model, optimizer, ema)
     with _single_process_ok():
         dcp.load(state, checkpoint_id=str(path), no_dist=not env.distributed)
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
