@@ -73,7 +73,7 @@ def bench_tiny_encode(clips: list[Path], repeat: int) -> dict:
     from stages.encode.core import encode_samples
     from stages.encode.decode import decode_sample
     from stages.encode.encoders import Encoders
-    from stages.encode.tiny_models import build_tiny_encoders
+    from pipeline.demo.tiny_encoders import build_tiny_encoders
 
     with tempfile.TemporaryDirectory() as tmp:
         models = build_tiny_encoders(tmp)

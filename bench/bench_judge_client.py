@@ -3,7 +3,7 @@ in flight can answer at most C / L requests per second.
 
     python bench/bench_judge_client.py [--points 0.1:16 0.5:128 0.1:64] [--seconds 10]
 
-The server (stages.judge.fake_server, a real aiohttp server in its own process) sleeps L seconds
+The server (tests/fake_judge.py, a real aiohttp server in its own process) sleeps L seconds
 per request and answers deterministic scores with logprobs. The client is the stage core,
 ``score_table``, end to end: requests built from image pairs (decode, resize to Qwen's pixel
 rules, JPEG, base64) on its build threads, sent with bounded concurrency, answers parsed (scores,
@@ -46,7 +46,7 @@ def image_samples(folder: Path, n: int, distinct: int = 64) -> pa.Table:
 
 
 def start_server(latency: float) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "stages.judge.fake_server", "--latency", str(latency)],
+    proc = subprocess.Popen([sys.executable, "tests/fake_judge.py", "--latency", str(latency)],
                             cwd=REPO, stdout=subprocess.PIPE, text=True)
     url = proc.stdout.readline().strip()
     if not url.startswith("http"):

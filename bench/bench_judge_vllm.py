@@ -3,7 +3,7 @@ goes (our client vs the server), with the raw server throughput as the baseline.
 
     python bench/bench_judge_vllm.py [--samples 48] [--concurrency 4] [--rounds 1]
 
-What runs: the tiny random Qwen2.5-VL (stages.judge.tiny_model, built once into bench/out/) served by
+What runs: the tiny random Qwen2.5-VL (pipeline.demo.tiny_judge, built once into bench/out/) served by
 the real `vllm serve` of the judge environment (.venv-judge, scripts/build_judge_env.sh) on 127.0.0.1,
 with the demo's settings (served name tiny-qwen2.5-vl, max_model_len 4096, max_num_seqs 4, and the
 small frame/pixel limits of pipeline.cli.DEMO_JUDGE). The samples are real: the bundled demo/clips
@@ -65,13 +65,13 @@ def tiny_model() -> Path:
     if (model_dir / "config.json").exists():
         return model_dir
     try:
-        from stages.judge.tiny_model import build_tiny_qwen25vl
+        from pipeline.demo.tiny_judge import build_tiny_qwen25vl
 
         return build_tiny_qwen25vl(model_dir)
     except ImportError:  # no transformers in this venv: build it with the judge venv's
         import subprocess
 
-        subprocess.run([str(judge_venv() / "bin" / "python"), "-m", "stages.judge.tiny_model", str(model_dir)],
+        subprocess.run([str(judge_venv() / "bin" / "python"), "-m", "pipeline.demo.tiny_judge", str(model_dir)],
                        cwd=REPO, check=True, timeout=300)
         return model_dir
 

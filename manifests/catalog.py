@@ -11,28 +11,9 @@ from pathlib import Path
 import duckdb
 
 from manifests.io import list_parts, table_dir
+from manifests.tables import TABLES, VIEW_TABLES
 
-# Stage tables in pipeline order; later stages append theirs here.
-STAGE_TABLES = ["samples", "probes", "scores", "selected"]
-# The encode stage's keys (stages/encode); its view leaves out the tensor blobs (see VIEW_EXCLUDES).
-STAGE_TABLES += ["encoded"]
-# Columns a view does not expose: the projection keeps DuckDB from reading them at all.
-VIEW_EXCLUDES = {"encoded": "tensors"}
-# The shard index (stages/shard): one row per shard tar, and which shard holds each key.
-STAGE_TABLES += ["shards", "shard_keys"]
-
-# How each table joins onto `samples` in the `samples_full` view (columns it contributes).
-JOINED_COLUMNS = {
-    "probes": "p.* EXCLUDE (sample_id, dataset, schema_version, error, error_kind), "
-    "p.error_kind AS probe_error_kind, p.error AS probe_error",
-}
-JOINED_COLUMNS["scores"] = (
-    "sc.* EXCLUDE (sample_id, dataset, schema_version, status, kind, error), "
-    "sc.status AS judge_status, sc.kind AS judge_kind, sc.error AS judge_error")
-JOINED_COLUMNS["selected"] = "sel.kept, sel.rejected_by"
-_ALIASES = {"probes": "p", "scores": "sc", "selected": "sel"}
-
-DUPLICATES = "duplicates"  # (filename, file_row_number) of repeated sample ids, see pipeline.runner
+DUPLICATES = "duplicates"
 
 READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
 
@@ -57,7 +38,7 @@ def connect(workdir: str | os.PathLike, threads: int | None = None) -> duckdb.Du
     con = duckdb.connect(":memory:")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
-    present = [t for t in STAGE_TABLES if list_parts(workdir, t)]
+    present = [t for t in VIEW_TABLES if list_parts(workdir, t)]
     for table in present:
         if table == "samples" and list_parts(workdir, DUPLICATES):
             # A sample listed twice by the dataset keeps its first occurrence.
@@ -68,14 +49,15 @@ def connect(workdir: str | os.PathLike, threads: int | None = None) -> duckdb.Du
                 f"WHERE d.filename = s.filename AND d.file_row_number = s.file_row_number)"
             )
         else:
-            exclude = f" EXCLUDE ({VIEW_EXCLUDES[table]})" if table in VIEW_EXCLUDES else ""
+            excluded = TABLES[table].view_exclude
+            exclude = f" EXCLUDE ({excluded})" if excluded else ""
             con.execute(f"CREATE VIEW {table} AS SELECT *{exclude} FROM {_read(workdir, table)}")
     if "samples" in present:
         cols, joins = ["s.*"], []
         for table in present[1:]:
-            if table in JOINED_COLUMNS:
-                a = _ALIASES[table]
-                cols.append(JOINED_COLUMNS[table])
+            if TABLES[table].joined:
+                a, columns = TABLES[table].joined
+                cols.append(columns)
                 joins.append(f"LEFT JOIN {table} {a} USING (sample_id)")
         con.execute(f"CREATE VIEW samples_full AS SELECT {', '.join(cols)} FROM samples s {' '.join(joins)}")
     return con

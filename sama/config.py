@@ -9,16 +9,13 @@ Semantic Anchoring loss); the training-loop sections follow below them.
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from pipeline.config_base import ConfigError, read_document, validate  # noqa: F401  (ConfigError: sama.config.ConfigError)
+from pipeline.config_base import Strict as _Strict
 
 
 # ---------------------------------------------------------------- model / flow (sama.model, sama.flow)
@@ -85,10 +82,6 @@ class FlowConfig(_Strict):
 # ---------------------------------------------------------------- training loop (sama.data, sama.train)
 # Owned by the trainer loop: data streams, optimiser, EMA, run/checkpoint settings, and the
 # top-level TrainerConfig that loads a YAML file (configs/train/*.yaml).
-
-class ConfigError(ValueError):
-    """A trainer config problem, phrased for the user: the dotted field, what is wrong, the fix."""
-
 
 class DataStreamConfig(_Strict):
     """One stream of batches: the shards of one (purpose, modality) and the variants it keeps."""
@@ -208,53 +201,9 @@ class TrainerConfig(_Strict):
 _SECTIONS = tuple(f"{name}." for name in TrainerConfig.model_fields)
 
 
-def _set_dotted(doc: dict, dotted: str, value: Any) -> None:
-    node = doc
-    keys = dotted.split(".")
-    for k in keys[:-1]:
-        nxt = node.setdefault(k, {})
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"--set {dotted}: {k} is not a section")
-        node = nxt
-    node[keys[-1]] = value
-
-
-def _format_errors(err: ValidationError, source: str) -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key; remove it or check its spelling against configs/train/stage0.yaml"
-        elif e["type"] == "missing":
-            msg = "required field is missing; add it to the config"
-        elif "input" in e and e["type"] != "value_error":
-            msg = f"{msg} (got {e['input']!r})"
-        # model validators already name their field ("data.streams: ...")
-        lines.append(msg if not loc or msg.startswith(_SECTIONS) else f"{loc}: {msg}")
-    return f"invalid trainer config {source}:\n  " + "\n  ".join(lines)
-
-
 def load_trainer_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainerConfig:
     """Read a YAML trainer config, apply ``a.b=value`` overrides (values parsed as YAML), validate."""
-    doc: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"config file {p} does not exist; try configs/train/tiny_stage0.yaml")
-        try:
-            doc = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from e
-        if not isinstance(doc, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping of sections (model, data, ...)")
-    doc = copy.deepcopy(doc)
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set optim.lr=1e-4")
-        key, raw = item.split("=", 1)
-        _set_dotted(doc, key.strip(), yaml.safe_load(raw) if raw != "" else None)
-    try:
-        return TrainerConfig.model_validate(doc)
-    except ValidationError as e:
-        raise ConfigError(_format_errors(e, str(path) if path else "")) from None
+    doc = read_document(path, overrides, example_file="configs/train/tiny_stage0.yaml",
+                        sections_hint="model, data, ...", example_set="optim.lr=1e-4")
+    return validate(TrainerConfig, doc, f"invalid trainer config {path or ''}",
+                    "configs/train/stage0.yaml", named=_SECTIONS)

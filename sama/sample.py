@@ -74,24 +74,19 @@ def fit_to_bucket(frames: np.ndarray, bucket: tuple[int, int]) -> np.ndarray:
 
 def read_source(path: str | Path, fps: float, max_frames: int) -> tuple[np.ndarray, float | None]:
     """uint8 [T, H, W, 3] RGB frames on the ``fps`` grid (T = 4n+1), and the output fps (None for
-    an image, which is a 1-frame video)."""
+    an image, which is a 1-frame video). Read by the pipeline's media reader (stages.media.read)."""
+    from stages.media.locate import MediaError
+    from stages.media.read import Video, read_image
+
     path = Path(path)
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        from PIL import Image, ImageOps
-
-        with Image.open(path) as im:
-            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))[None].copy(), None
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-    if not frames:
-        raise ValueError(f"--source {path}: no decodable video frames")
-    native_fps = float(rate) if rate else fps
-    idx = frame_plan(len(frames), native_fps, fps, max_frames)
-    return np.stack([frames[i] for i in idx]), fps
+        return read_image(str(path)), None
+    try:
+        video = Video(str(path), "pyav")
+        idx = frame_plan(video.frames, video.fps or fps, fps, max_frames)
+        return video.read(idx), fps
+    except MediaError as e:
+        raise ValueError(f"--source {path}: no decodable video frames ({e})") from None
 
 
 def write_h264(frames: np.ndarray, path: str | Path, fps: float, crf: int = 18) -> Path:

@@ -24,7 +24,7 @@ ALL_DATASETS = ["ditto", "openve", "reco", "koala", "motionbench", "nhr_edit", "
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    from stages.encode.tiny_models import build_tiny_encoders
+    from pipeline.demo.tiny_encoders import build_tiny_encoders
 
     return build_tiny_encoders(tmp_path_factory.mktemp("tiny_encoders"))
 

@@ -160,8 +160,8 @@ def pipeline_shards(workdir: Path, corpus: Path, scratch: Path, datasets=PIPELIN
     from conftest import demo_config_file
     from pipeline import runner
     from pipeline.config import load_config
-    from stages.encode.tiny_models import build_tiny_encoders
-    from stages.judge.fake_server import FakeJudgeServer
+    from pipeline.demo.tiny_encoders import build_tiny_encoders
+    from fake_judge import FakeJudgeServer
 
     scratch.mkdir(parents=True, exist_ok=True)
     models = [f"encode.{k}={v}" for k, v in build_tiny_encoders(scratch / "encoders").items()]

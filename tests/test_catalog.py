@@ -66,7 +66,7 @@ def test_query_returns_arrow(tmp_path):
 
 
 def test_duplicates_keep_first(tmp_path):
-    from pipeline.runner import mark_duplicates
+    from stages.ingest.core import mark_duplicates
 
     _samples(tmp_path, "ditto", 3, part="a-00000")
     _samples(tmp_path, "ditto", 2, part="b-00000")  # ids 0 and 1 again
@@ -77,11 +77,13 @@ def test_duplicates_keep_first(tmp_path):
 
 def test_probe_units_skip_repeated_rows(tmp_path):
     """The repeats the samples view drops are handed to the probe units that hold them, per slice."""
-    from pipeline.runner import mark_duplicates, probe_units
+    from stages.ingest.core import mark_duplicates
+    from stages.probe.stage import probe_units
 
     _samples(tmp_path, "ditto", 3, part="a-00000")
     _samples(tmp_path, "ditto", 5, part="b-00000")  # rows 0-2 repeat part a's ids
     mark_duplicates(tmp_path)
-    units = {(Path(u["part"]).stem, u["offset"]): u["drop"] for u in probe_units(tmp_path, rows_per_task=2)}
+    units = {(Path(u.params["part"]).stem, u.params["offset"]): u.params["drop"]
+             for u in probe_units(tmp_path, rows_per_task=2)}
     assert units == {("a-00000", 0): [], ("a-00000", 2): [],
                      ("b-00000", 0): [0, 1], ("b-00000", 2): [0], ("b-00000", 4): []}

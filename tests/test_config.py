@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Config, ConfigError, load_config
+from pipeline.registry import STAGES
+from pipeline.stage import check_dataset_roots, run_stage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,15 +40,28 @@ def test_wrong_type_names_the_field_and_value():
 
 
 def test_missing_root_says_what_to_do(tmp_path):
+    """The disk is checked when a stage that reads the media starts, not when the config loads."""
+    cfg = load_config(None, [f"datasets.ditto.root={tmp_path / 'nope'}"])
     with pytest.raises(ConfigError) as e:
-        load_config(None, [f"datasets.ditto.root={tmp_path / 'nope'}"])
+        check_dataset_roots(cfg)
     msg = str(e.value)
     assert "datasets.ditto.root" in msg and "does not exist" in msg and "enabled: false" in msg
+
+
+def test_missing_root_fails_the_stages_that_read_media_only(tmp_path):
+    """`curate run --stage probe` fails at once naming the field; the filter stage (scores only)
+    gets past the check and stops at its own input."""
+    cfg = load_config(None, [f"datasets.ditto.root={tmp_path / 'nope'}"])
+    with pytest.raises(ConfigError, match=r"datasets\.ditto\.root: .* does not exist"):
+        run_stage(STAGES["probe"], cfg, tmp_path / "run")
+    with pytest.raises(ConfigError, match="no scores yet"):
+        run_stage(STAGES["filter"], cfg, tmp_path / "run")
 
 
 def test_disabled_dataset_needs_no_root(tmp_path):
     cfg = load_config(None, [f"datasets.ditto.root={tmp_path / 'nope'}", "datasets.ditto.enabled=false"])
     assert cfg.datasets.enabled() == {}
+    check_dataset_roots(cfg)
 
 
 def test_overrides_keep_yaml_types(tmp_path):
@@ -70,7 +85,7 @@ def test_frames_must_be_4n_plus_1():
 def test_real_mix_configs_parse_and_ask_for_roots(name):
     """The shipped real-data configs are valid except for the roots the user must point at."""
     with pytest.raises(ConfigError) as e:
-        load_config(REPO / "configs" / name)
+        check_dataset_roots(load_config(REPO / "configs" / name))
     lines = str(e.value).splitlines()[1:]
     assert lines and all("root: /data/" in l and "does not exist" in l for l in lines), lines
 

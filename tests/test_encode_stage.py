@@ -9,14 +9,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from manifests import catalog
-from manifests.io import list_parts
+from manifests.io import list_parts, read_table
 from pipeline import runner
 from pipeline.config import ConfigError
 from pipeline.demo import build_corpus
 from stages.encode.buckets import nearest_bucket
+from fake_judge import FakeJudgeServer
 from stages.encode.schema import key_of, unpack_tensors
-from stages.encode.stage import read_unit_rows, write_plan
-from stages.judge.fake_server import FakeJudgeServer
+from stages.encode.stage import write_plan
 from stages.pretext import draw_variants
 
 from _encode_fixtures import STAGE_DATASETS, stage_config, tiny_models  # noqa: F401 (fixture)
@@ -54,7 +54,7 @@ def test_encode_stage_end_to_end(run):
         variants = draw_variants(sid, cfg.run.seed, cfg.pretext) if ds == "koala" else ["edit"]
         for v in variants:
             expected[key_of(sid, v)] = (sid, ds, uri, w, h)
-    rows = {r["key"]: r for r in read_unit_rows(work).to_pylist()}
+    rows = {r["key"]: r for r in read_table(work, "encoded").to_pylist()}
     assert sorted(rows) == sorted(expected)
     buckets = cfg.encode.bucket_list()
     broken = 0
@@ -130,9 +130,9 @@ def test_plan_units_are_whole_row_groups(run, tmp_path, monkeypatch):
                             "WHERE kept").fetchall())
     seen = []
     for u in units:
-        table = pq.ParquetFile(u["plan"]).read_row_group(u["row_group"])
-        assert table.num_rows == u["length"] <= 2 and pq.ParquetFile(u["plan"]).metadata.num_row_groups == 1
-        assert set(table["dataset"].to_pylist()) == {u["dataset"]}
+        table = pq.ParquetFile(u.params["plan"]).read_row_group(u.params["row_group"])
+        assert table.num_rows == u.rows <= 2 and pq.ParquetFile(u.params["plan"]).metadata.num_row_groups == 1
+        assert set(table["dataset"].to_pylist()) == {u.dataset}
         seen += table["sample_id"].to_pylist()
     assert sorted(seen) == sorted(kept) and len(units) == sum(-(-list(kept.values()).count(d) // 2)
                                                              for d in set(kept.values()))

@@ -1,4 +1,4 @@
-"""The judge client against real HTTP servers on 127.0.0.1 (stages.judge.fake_server), including
+"""The judge client against real HTTP servers on 127.0.0.1 (tests/fake_judge.py), including
 one that misbehaves on purpose, and the shape of the requests built from real clips."""
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from PIL import Image
 
 from manifests.schema import SAMPLES, empty_sample
 from pipeline.config import JudgeConfig
-from stages.judge.client import (JudgeBatchScorer, merge_rescored, needs_rescore, retry_after_seconds, score_table,
+from stages.judge.client import (merge_rescored, needs_rescore, retry_after_seconds, score_table,
                                  scoring_fingerprint)
-from stages.judge.fake_server import DEFAULT_FAULTS, FakeJudgeServer, expected_of
+from fake_judge import DEFAULT_FAULTS, FakeJudgeServer, expected_of
 from stages.judge.schema import SCORES, STATUSES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -372,21 +372,6 @@ def test_prompt_hash_changes_with_the_file(tmp_path):
     with pytest.raises(PromptError, match="never names the metrics"):
         load_prompts(JudgeConfig(prompts={"image_edit": tmp_path / "image_edit_v2.txt"},
                                  image_metrics=["instruction_following", "sharpness"]))
-
-
-@pytest.mark.ray
-def test_batch_scorer_in_ray_data(ray_session, tmp_path):
-    import ray
-
-    samples = image_pairs(tmp_path, 6)
-    with FakeJudgeServer() as server:
-        cfg = cfg_for(server)
-        reference = score_table(samples, cfg)
-        ds = ray.data.from_arrow(samples).map_batches(
-            JudgeBatchScorer, fn_constructor_args=(cfg.model_dump_json(),), batch_format="pyarrow",
-            batch_size=4, concurrency=1)
-        out = pa.concat_tables([ray.get(ref) for ref in ds.to_arrow_refs()]).sort_by("sample_id")
-    assert out.select(["sample_id", *METRIC_COLUMNS]).equals(reference.select(["sample_id", *METRIC_COLUMNS]))
 
 
 def test_plan_video_honours_a_window_and_the_pixel_budget():

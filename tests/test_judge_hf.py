@@ -41,7 +41,7 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from stages.judge.tiny_model import build_tiny_qwen25vl
+    from pipeline.demo.tiny_judge import build_tiny_qwen25vl
 
     out = build_tiny_qwen25vl(tmp_path_factory.mktemp("tiny-qwen25vl-hf"))
     yield out

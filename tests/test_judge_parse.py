@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stages.judge.fake_server import answer_tokens, expected_of
+from fake_judge import answer_tokens, expected_of
 from stages.judge.parse import (Completion, EngineError, expected_score, parse_answer, parse_completion,
                                 read_completion)
 

@@ -1,6 +1,6 @@
 """The real judge path in tests: a tiny random Qwen2.5-VL served by a real `vllm serve` (CPU).
 
-The checkpoint is built offline (stages.judge.tiny_model); the server runs from the judge environment
+The checkpoint is built offline (pipeline.demo.tiny_judge); the server runs from the judge environment
 (.venv-judge, scripts/build_judge_env.sh) on 127.0.0.1. With random weights the answers are
 meaningless: what is proven is the request shape (two videos as JPEG frame lists, images, a local
 mp4), the JSON-schema constraint, logprobs, and that the project venv's transformers loads the same
@@ -104,10 +104,10 @@ def tiny_model_dir(tmp_path_factory) -> Path:
         import subprocess
 
         python = str(judge_venv() / "bin" / "python")
-        subprocess.run([python, "-m", "stages.judge.tiny_model", str(out)], cwd=REPO, check=True,
+        subprocess.run([python, "-m", "pipeline.demo.tiny_judge", str(out)], cwd=REPO, check=True,
                        timeout=120)
         return out
-    from stages.judge.tiny_model import build_tiny_qwen25vl
+    from pipeline.demo.tiny_judge import build_tiny_qwen25vl
 
     return build_tiny_qwen25vl(out)
 
@@ -282,7 +282,7 @@ def test_transformers_generates_from_video(tiny_model_dir):
 
 def test_tiny_model_is_deterministic_and_consistent(tiny_model_dir, tmp_path):
     pytest.importorskip("transformers")
-    from stages.judge.tiny_model import SPECIAL_TOKENS, build_tiny_qwen25vl
+    from pipeline.demo.tiny_judge import SPECIAL_TOKENS, build_tiny_qwen25vl
 
     again = build_tiny_qwen25vl(tmp_path / "again")
     for name in ("model.safetensors", "tokenizer.json", "config.json"):

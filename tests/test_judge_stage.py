@@ -1,5 +1,5 @@
 """`curate run --stage vlm-filter` and `--stage filter` through Ray, against a real HTTP judge server
-on 127.0.0.1 that injects faults (stages.judge.fake_server), on the demo corpus."""
+on 127.0.0.1 that injects faults (tests/fake_judge.py), on the demo corpus."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,7 @@ import pytest
 from manifests import catalog
 from pipeline import runner
 from pipeline.config import load_config
-from stages.judge.fake_server import FakeJudgeServer
+from fake_judge import FakeJudgeServer
 
 from conftest import curate_bin, demo_config_file, part_digests
 

@@ -138,7 +138,7 @@ def judge_python_or_skip() -> str:
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     pytest.importorskip("transformers")
-    from stages.judge.tiny_model import build_tiny_qwen25vl
+    from pipeline.demo.tiny_judge import build_tiny_qwen25vl
 
     return build_tiny_qwen25vl(tmp_path_factory.mktemp("tiny-qwen25vl-vllm"))
 

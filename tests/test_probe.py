@@ -18,7 +18,7 @@ import pytest
 
 from manifests.schema import PROBES, SAMPLES, empty_sample, make_sample_id
 from pipeline.demo import media
-from stages import probe as probe_mod
+from stages.probe import core as probe_mod
 from stages.probe import ProbeError, probe_media, probe_table
 
 CLIPS = media.CLIPS_DIR

@@ -28,7 +28,7 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="module")
 def encoders(tmp_path_factory):
-    from stages.encode.tiny_models import build_tiny_encoders
+    from pipeline.demo.tiny_encoders import build_tiny_encoders
 
     return build_tiny_encoders(tmp_path_factory.mktemp("tiny_encoders"))
 

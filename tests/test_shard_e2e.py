@@ -13,7 +13,7 @@ from manifests import catalog
 from pipeline import runner
 from pipeline.config import load_config
 from stages.shard.verify import verify_workdir
-from stages.judge.fake_server import FakeJudgeServer
+from fake_judge import FakeJudgeServer
 
 from conftest import curate_bin, demo_config_file
 
@@ -28,7 +28,7 @@ KEEP_ALL = ["filter.image.at_least={}", "filter.video.at_least={}", "filter.vide
 
 @pytest.fixture(scope="module")
 def tiny_encoders(tmp_path_factory):
-    from stages.encode.tiny_models import build_tiny_encoders
+    from pipeline.demo.tiny_encoders import build_tiny_encoders
 
     return build_tiny_encoders(tmp_path_factory.mktemp("tiny-encoders"))
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 from stages.encode.buckets import bucket_name
 from stages.encode.decode import DecodedSample, KeySpec, anchor_indices
 from stages.encode.schema import ENCODED, key_of, pack_tensors, purpose_of
-from stages.probe import _short
+from stages.media.locate import short_error as _short
 
 
 @dataclass

@@ -28,15 +28,13 @@ import numpy as np
 
 from stages.encode.buckets import fit_to_bucket, nearest_bucket
 from stages.encode.frames import frame_count, frames_that_fit, largest_4n1, plan_indices
-from stages.probe import ProbeError, _short, locate
+from stages.media.locate import MediaError, locate
+from stages.media.locate import short_error as _short
+from stages.media.read import Video, read_image
 
 
-class DecodeError(Exception):
-    """A media problem of one sample; ``kind`` goes into the error row."""
-
-    def __init__(self, kind: str, message: str):
-        super().__init__(f"{kind}: {message}")
-        self.kind = kind
+# A media problem of one sample; ``kind`` goes into the error row.
+DecodeError = MediaError
 
 
 @dataclass
@@ -85,101 +83,12 @@ def unpack_decoded(meta: str, blob: bytes) -> list[DecodedSample]:
 
 
 # ------------------------------------------------------------------ reading media
-class Video:
-    """An opened video: native frame count and rate, and frames by native index.
-
-    decord is the decoder (the one the probe checked); PyAV is the fallback when decord cannot
-    open or read the file, as in the judge's frame reader.
-    """
-
-    def __init__(self, src: str | io.BytesIO, backend: str = "decord", frames: int | None = None,
-                 fps: float | None = None):
-        self.src, self.backend, self._reader = src, backend, None
-        if backend == "decord":
-            try:
-                import decord
-
-                if isinstance(src, io.BytesIO):
-                    src.seek(0)
-                self._reader = decord.VideoReader(src, ctx=decord.cpu(0), num_threads=1)
-                n, rate = len(self._reader), float(self._reader.get_avg_fps())
-            except Exception:  # decord raises RuntimeError, DECORDError ...: try PyAV
-                self.backend, self._reader = "pyav", None
-        if self.backend == "pyav":
-            n, rate = self._pyav_meta()
-        # The probe counted packets (exact, also for files decord miscounts); never ask for more
-        # frames than the decoder holds.
-        self.frames = min(n, frames) if frames else n
-        self.fps = float(fps) if fps else rate
-        if not self.frames or not self.fps:
-            raise DecodeError("undecodable", f"no frames or no frame rate ({self.frames} frames, {self.fps} fps)")
-
-    def _pyav_meta(self) -> tuple[int, float]:
-        import av
-
-        with av.open(self._rewound(), metadata_errors="replace") as c:
-            s = c.streams.video[0]
-            rate = s.average_rate or s.guessed_rate or s.base_rate
-            n = s.frames or sum(1 for p in c.demux(s) if p.size)
-            return int(n), float(rate) if rate else 0.0
-
-    def _rewound(self):
-        if isinstance(self.src, io.BytesIO):
-            self.src.seek(0)
-        return self.src
-
-    def read(self, indices: list[int]) -> np.ndarray:
-        """uint8 [len(indices), H, W, 3] RGB; repeated indices repeat the frame."""
-        unique = sorted(set(indices))
-        if self._reader is not None:
-            try:
-                got = self._reader.get_batch(unique).asnumpy()
-            except Exception:  # a broken packet deep in the file: PyAV decodes what it can
-                got = self._read_pyav(unique)
-        else:
-            got = self._read_pyav(unique)
-        pos = {i: k for k, i in enumerate(unique)}
-        return got[[pos[i] for i in indices]]
-
-    def _read_pyav(self, unique: list[int]) -> np.ndarray:
-        import av
-
-        want, out = set(unique), {}
-        try:
-            with av.open(self._rewound(), metadata_errors="replace") as c:
-                for i, frame in enumerate(c.decode(video=0)):
-                    if i in want:
-                        out[i] = frame.to_ndarray(format="rgb24")
-                    if i >= unique[-1]:
-                        break
-        except av.error.FFmpegError as e:
-            raise DecodeError("undecodable", f"pyav: {_short(e)}") from None
-        missing = [i for i in unique if i not in out]
-        if missing:
-            raise DecodeError("undecodable", f"frames {missing[:5]} could not be decoded")
-        return np.stack([out[i] for i in unique])
-
-
-def read_image(src: str | io.BytesIO) -> np.ndarray:
-    """uint8 [1, H, W, 3] RGB, turned upright by its EXIF orientation."""
-    from PIL import Image, ImageOps
-
-    if isinstance(src, io.BytesIO):
-        src.seek(0)
-    try:
-        with Image.open(src) as im:
-            im = ImageOps.exif_transpose(im).convert("RGB")
-            return np.asarray(im)[None].copy()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DecodeError("undecodable", f"image: {_short(e)}") from None
-
-
 def _open(uri: str | None, role: str, roots: list[str] | None) -> str | io.BytesIO:
     if uri is None:
         raise DecodeError("no_" + role, f"the sample has no {role}")
     try:
         return locate(uri, roots)
-    except ProbeError as e:
+    except MediaError as e:
         raise DecodeError(e.kind, f"{role}: {e.message}") from None
 
 

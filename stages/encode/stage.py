@@ -17,7 +17,6 @@ seed, model directories, decoder, and a digest of the selection) refuses to mix 
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from manifests import catalog
-from manifests.io import list_parts, table_dir, write_part
-from pipeline.config import Config, ConfigError
-from pipeline.progress import Progress, console
-from pipeline.runner import StageReport, _dataset_roots, _whole_units, begin_stage, state_dir
+from manifests.io import table_dir, write_part
+from pipeline.config_base import ConfigError
+from pipeline.stage import Context, Phase, Resources, Stage, Unit, state_dir
+from stages.encode.config import EncodeConfig
+from stages.encode.core import encode_table
+from stages.encode.decode import decode_sample, pack_decoded, unpack_decoded
+from stages.encode.encoders import Encoders, dir_identity, model_dirs, resolve_dtype
+from stages.media.locate import dataset_roots
+from stages.pretext.config import PretextConfig
 
 TABLE = "encoded"
 UNITS_PER_PLAN_FILE = 1024  # a plan file's footer stays small; units read one row group each
@@ -53,7 +57,7 @@ def _bucket_case(buckets: list[tuple[int, int]]) -> str:
     return f"CASE WHEN la IS NULL THEN '~' {' '.join(parts)} ELSE '{last[0]}x{last[1]}' END"
 
 
-def plan_sql(cfg: Config, dataset: str) -> str:
+def plan_sql(cfg, dataset: str) -> str:
     enc = cfg.encode
     fit = (f"floor((least((p.target_frames - 1) / p.target_fps, coalesce(s.clip_end_s, 1e18)) "
            f"- greatest(0, coalesce(s.clip_start_s, 0))) * {float(enc.fps)!r} + 1e-9) + 1")
@@ -78,7 +82,7 @@ def selection_digest(con) -> dict:
     return {"kept": int(n), "digest": str(digest)}
 
 
-def write_plan(cfg: Config, workdir: Path) -> list[dict]:
+def write_plan(cfg, workdir: Path) -> list[Unit]:
     """Write the plan files (replacing old ones) and return the units, in plan order."""
     import shutil
 
@@ -126,29 +130,25 @@ def write_plan(cfg: Config, workdir: Path) -> list[dict]:
     return units
 
 
-def _units_of(workdir: Path, dataset: str) -> list[dict]:
+def _units_of(workdir: Path, dataset: str) -> list[Unit]:
     units, n = [], 0
     for path in sorted((plan_dir(workdir) / f"dataset={dataset}").glob("plan-*.parquet")):
         meta = pq.ParquetFile(path).metadata
         for rg in range(meta.num_row_groups):
             out = table_dir(workdir, TABLE) / f"dataset={dataset}" / f"part-{n:08d}.parquet"
-            units.append({"dataset": dataset, "unit": f"{dataset}/{n:08d}", "plan": str(path), "row_group": rg,
-                          "length": meta.row_group(rg).num_rows, "out": str(out)})
+            units.append(Unit(f"{dataset}/{n:08d}", dataset, meta.row_group(rg).num_rows, str(out),
+                              {"unit": f"{dataset}/{n:08d}", "plan": str(path), "row_group": rg}))
             n += 1
     return units
 
 
 # ---------------------------------------------------------------- Ray functions
 def _configs(enc_json: str, pre_json: str):
-    from pipeline.config import EncodeConfig, PretextConfig
-
     return EncodeConfig.model_validate_json(enc_json), PretextConfig.model_validate_json(pre_json)
 
 
 def _decode_fn(enc_json: str, pre_json: str, seed: int, backend: str, roots: dict[str, list[str]]):
     def run(item: dict[str, Any]) -> dict[str, Any]:
-        from stages.encode.decode import decode_sample, pack_decoded
-
         enc, pre = _configs(enc_json, pre_json)
         rows = pq.ParquetFile(item["plan"]).read_row_group(item["row_group"]).to_pylist()
         decoded = [decode_sample(r, enc, pre, seed, backend, roots.get(r["dataset"], [])) for r in rows]
@@ -162,16 +162,11 @@ class EncodeActor:
     """Holds the encoders (loaded once); encodes and writes one unit per call."""
 
     def __init__(self, enc_json: str, pre_json: str, seed: int):
-        from stages.encode.encoders import Encoders
-
         self.enc, self.pre = _configs(enc_json, pre_json)
         self.seed = seed
         self.encoders = Encoders(self.enc)
 
     def __call__(self, batch: dict) -> dict:
-        from stages.encode.core import encode_table
-        from stages.encode.decode import unpack_decoded
-
         out = {"dataset": [], "unit": [], "rows": [], "failed": []}
         for i in range(len(batch["unit"])):
             decoded = unpack_decoded(str(batch["meta"][i]), batch["payload"][i])
@@ -184,7 +179,7 @@ class EncodeActor:
         return out
 
 
-def placement(cfg: Config) -> tuple[str, float]:
+def placement(cfg) -> tuple[str, float]:
     """The device the actors use and the GPUs each reserves (device auto: GPU if the cluster has one)."""
     import ray
 
@@ -199,7 +194,7 @@ def placement(cfg: Config) -> tuple[str, float]:
     return device, 0.0
 
 
-def payload_bytes(cfg: Config) -> int:
+def payload_bytes(cfg) -> int:
     """About the most memory one decode task takes: two clips (target and source) per sample at
     the largest bucket, the native frames being resized, and the worker process itself (Python
     with torch and the decoders imported, about 0.6 GB)."""
@@ -208,37 +203,27 @@ def payload_bytes(cfg: Config) -> int:
     return int(enc.samples_per_unit * 2 * enc.num_frames * area * 3 * 1.5) + (768 << 20)
 
 
-def run_units(cfg: Config, units: list[dict], progress: Progress):
-    """Decode tasks feeding encoder actors over Ray Data; yields each unit's summary row."""
-    import ray
-
-    if not units:
-        return
+def phases(ctx: Context) -> list[Phase]:
+    """Decode tasks feeding encoder actors."""
+    cfg = ctx.cfg
     device, gpus = placement(cfg)
     enc_json = cfg.encode.model_copy(update={"device": device}).model_dump_json()
     pre_json = cfg.pretext.model_dump_json()
     backend = "pyav" if cfg.probe.decode_check == "pyav" else "decord"
-    ds = ray.data.from_items(units, override_num_blocks=len(units))
-    # The decode tasks reserve the memory of the frames they hold. Besides scheduling, that keeps
-    # them a stage of their own: Ray Data fuses a map into the next one when their resource
-    # requests are equal, and decoding inside the actor would leave the GPU waiting.
-    ds = ds.map(_decode_fn(enc_json, pre_json, cfg.run.seed, backend, _dataset_roots(cfg)), num_cpus=1,
-                memory=payload_bytes(cfg), compute=ray.data.TaskPoolStrategy(size=cfg.encode.decode_workers))
-    ds = ds.map_batches(EncodeActor, fn_constructor_args=(enc_json, pre_json, cfg.run.seed), batch_size=1,
-                        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=cfg.encode.encoder_actors),
-                        num_gpus=gpus or None, num_cpus=cfg.encode.actor_cpus)
-    for row in ds.iter_rows():
-        progress.advance(row)
-        yield row
+    # The decode tasks reserve the memory of the frames they hold, which also keeps them a Ray
+    # Data stage of their own (decoding inside the actor would leave the GPU waiting).
+    return [Phase("decode", _decode_fn(enc_json, pre_json, cfg.run.seed, backend, dataset_roots(cfg)),
+                  Resources(cpus=1, memory=payload_bytes(cfg), replicas=cfg.encode.decode_workers)),
+            Phase("encode", EncodeActor, Resources(cpus=cfg.encode.actor_cpus, gpus=gpus,
+                                                   replicas=cfg.encode.encoder_actors),
+                  args=(enc_json, pre_json, cfg.run.seed))]
 
 
 # ---------------------------------------------------------------- the stage
-def fingerprint(cfg: Config, workdir: Path) -> dict:
+def fingerprint(cfg, workdir: Path) -> dict:
     """What the encoded bytes depend on. Left out: how the work is spread (batch size, workers,
     actors, GPUs per actor, VAE slicing), which changes no value beyond float rounding."""
     import torch
-
-    from stages.encode.encoders import dir_identity, model_dirs, resolve_dtype
 
     device, _ = placement(cfg)
     return {
@@ -253,28 +238,6 @@ def fingerprint(cfg: Config, workdir: Path) -> dict:
         "models": {k: dir_identity(v) for k, v in sorted(model_dirs(cfg.encode).items())},
         "selection": selection_digest(catalog.connect(workdir)),
     }
-
-
-def run_encode(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) -> StageReport:
-    from stages.encode.encoders import model_dirs
-
-    workdir = Path(workdir)
-    model_dirs(cfg.encode)  # a missing model directory fails before any work
-    if not list_parts(workdir, "selected"):
-        raise ConfigError(f"{workdir}: no selected yet; run `curate run --stage filter` first")
-    begin_stage(workdir, TABLE, "selected", "filter", fingerprint(cfg, workdir), overwrite)
-    units = write_plan(cfg, workdir)
-    pending = [u for u in units if not Path(u["out"]).exists()]
-    if limit is not None:
-        pending = _whole_units(pending, limit)
-    console.print(f"encode: {len(units)} units of up to {cfg.encode.samples_per_unit} samples, "
-                  f"{len(units) - len(pending)} already done or deferred")
-    t0 = time.time()
-    with Progress("encode", len(pending)) as progress:
-        for _ in run_units(cfg, pending, progress):
-            pass
-    return StageReport("encode", len(units), len(pending), time.time() - t0, summary(workdir),
-                       ["dataset", "selected", "keys", "encoded", "failed"])
 
 
 def summary(workdir: Path) -> list[list]:
@@ -294,9 +257,16 @@ def summary(workdir: Path) -> list[list]:
     return [list(r) for r in rows]
 
 
-def read_unit_rows(workdir: Path, dataset: str | None = None) -> pa.Table | None:
-    """All encoded rows (tensors included) — for tests and small runs only."""
-    parts = [p for p in list_parts(workdir, TABLE) if dataset is None or p.parent.name == f"dataset={dataset}"]
-    if not parts:
-        return None
-    return pa.concat_tables([pq.read_table(p) for p in parts])
+def check(ctx: Context) -> None:
+    model_dirs(ctx.cfg.encode)  # a missing model directory fails before any work
+
+
+STAGE = Stage(
+    name="encode", reads=("selected",), writes=(TABLE,), section="encode", needs_media=True,
+    check=check,
+    fingerprint=lambda ctx: {"all": fingerprint(ctx.cfg, ctx.workdir)},
+    plan=lambda ctx: write_plan(ctx.cfg, ctx.workdir), phases=phases,
+    describe=lambda ctx, units, pending: (f"encode: {len(units)} units of up to {ctx.cfg.encode.samples_per_unit} "
+                                          f"samples, {len(units) - len(pending)} already done or deferred"),
+    summary=lambda ctx: (["dataset", "selected", "keys", "encoded", "failed"], summary(ctx.workdir)),
+)

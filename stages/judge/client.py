@@ -30,27 +30,21 @@ import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
+from stages.judge.hf_backend import HFTransport
 from stages.judge.parse import EngineError, parse_completion, read_completion
 from stages.judge.prompts import Prompt, load_prompts
 from stages.judge.requests import InputError, build_request, qwen_vision_process, row_kind
+from stages.judge.reply import Reply
 from stages.judge.schema import ALL_METRICS, SCORED_STATUSES, empty_score_row, expected_column, scores_schema
 
 SAMPLE_COLUMNS = ("sample_id", "dataset", "modality", "task", "source_uri", "target_uri", "instruction",
                   "caption", "clip_start_s", "clip_end_s", "error")
 RETRY_HTTP = {408, 429}  # and every 5xx
 MAX_TEXT = 4000  # raw_text / error kept per row (an answer is ~100 chars; a runaway one is cut)
-
-
-@dataclass
-class Reply:
-    status: int  # HTTP status
-    body: bytes
-    retry_after: str | None = None
 
 
 class HttpTransport:
@@ -325,8 +319,6 @@ async def score_rows_async(rows: list[dict], cfg, prompts: dict[str, Prompt], *,
                            roots: dict[str, list[str]] | None = None, seed: int | None = None) -> list[dict]:
     own = transport is None
     if own and cfg.backend == "hf":
-        from stages.judge.hf_backend import HFTransport
-
         transport = HFTransport(cfg)  # loads the model on first use; kept for the process
     elif own:
         transport = HttpTransport(cfg.concurrency, _api_key(cfg))
@@ -401,20 +393,3 @@ def merge_rescored(old: pa.Table, new: pa.Table) -> pa.Table:
     combined = pa.concat_tables([old, new])
     picks = [old.num_rows + j if j >= 0 else i for i, j in enumerate(take_new)]
     return combined.take(pa.array(picks, pa.int64())) if picks else old.slice(0, 0)
-
-
-class JudgeBatchScorer:
-    """For Ray Data: ``ds.map_batches(JudgeBatchScorer, fn_constructor_args=(cfg_json,),
-    batch_format="pyarrow", batch_size=cfg.judge.rows_per_task, concurrency=N)``. One instance per
-    actor; each batch is scored with the actor's own event loop and connection pool."""
-
-    def __init__(self, judge_cfg_json: str, prompts: dict[str, Prompt] | None = None,
-                 allowed_roots: dict[str, list[str]] | None = None):
-        from pipeline.config import JudgeConfig
-
-        self.cfg = JudgeConfig.model_validate_json(judge_cfg_json)
-        self.prompts = prompts if prompts is not None else load_prompts(self.cfg)
-        self.allowed_roots = allowed_roots
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return score_table(batch, self.cfg, self.prompts, allowed_roots=self.allowed_roots)

@@ -9,7 +9,7 @@ equivalent copy below does, and a test checks that the two agree.
 
 Both videos of a pair go in one request, each as ``data:video/jpeg;base64,<f1>,<f2>,...`` (vLLM's
 frame-list form: the server does not decode or re-sample a video file); images go as
-``data:image/jpeg;base64,...``. Media are read through ``stages.probe.locate``, so plain paths,
+``data:image/jpeg;base64,...``. Media are read through ``stages.media.locate``, so plain paths,
 ``tar://`` members and ``parquet://`` cells work as everywhere else in the pipeline, and a clip
 window (Koala-36M) is honoured like qwen-vl-utils' ``video_start``/``video_end``.
 """
@@ -26,6 +26,8 @@ import numpy as np
 
 from stages.judge.prompts import MEDIA_SLOTS, Prompt
 from stages.judge.schema import sample_kind
+from stages.media.locate import MediaError, locate
+from stages.media.read import Video
 
 FRAME_FACTOR = 2  # qwen-vl-utils: frame counts are even (Qwen2.5-VL merges 2 frames per step)
 SPATIAL_MERGE_SIZE = 2
@@ -157,71 +159,25 @@ def image_size(height: int, width: int, cfg) -> tuple[int, int]:
 
 # ------------------------------------------------------------------ decoding
 def _open(uri: str, roots: list[str] | None):
-    from stages.probe import ProbeError, locate
-
     try:
         return locate(uri, roots)
-    except ProbeError as e:
+    except MediaError as e:
         raise InputError(f"{e.kind}: {e.message}") from None
-
-
-def _decode_decord(src, cfg, start_s, end_s) -> tuple[list[np.ndarray], FramePlan]:
-    import decord
-
-    if isinstance(src, io.BytesIO):
-        src.seek(0)
-    reader = decord.VideoReader(src, ctx=decord.cpu(0), num_threads=1)
-    try:
-        h, w = reader[0].shape[:2]
-        plan = plan_video(len(reader), reader.get_avg_fps(), h, w, cfg, start_s, end_s)
-        frames = reader.get_batch(plan.indices).asnumpy()
-    finally:
-        del reader
-    return list(frames), plan
-
-
-def _decode_pyav(src, cfg, start_s, end_s) -> tuple[list[np.ndarray], FramePlan]:
-    import av
-
-    if isinstance(src, io.BytesIO):
-        src.seek(0)
-    with av.open(src) as container:  # pass 1: count frames by demuxing (no decode)
-        stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate
-        total = sum(1 for p in container.demux(stream) if p.size)
-        h, w = stream.codec_context.height, stream.codec_context.width
-    if isinstance(src, io.BytesIO):
-        src.seek(0)
-    plan = plan_video(total, float(rate), h, w, cfg, start_s, end_s)
-    wanted: dict[int, int] = {}
-    for i in plan.indices:  # an index may repeat when a clip is shorter than min_frames
-        wanted[i] = wanted.get(i, 0) + 1
-    frames: list[np.ndarray] = []
-    with av.open(src) as container:  # pass 2: decode, keep only the chosen frames
-        for i, frame in enumerate(container.decode(video=0)):
-            if i in wanted:
-                frames += [frame.to_ndarray(format="rgb24")] * wanted[i]
-            if i >= plan.indices[-1]:
-                break
-    if len(frames) != len(plan.indices):
-        raise InputError(f"pyav decoded {len(frames)} of {len(plan.indices)} planned frames")
-    return frames, plan
 
 
 def read_video_frames(uri: str, cfg, start_s: float | None = None, end_s: float | None = None,
                       roots: list[str] | None = None) -> tuple[list[np.ndarray], FramePlan]:
-    """The frames to send (RGB arrays at file resolution) and the plan that chose them."""
+    """The frames to send (RGB arrays at file resolution) and the plan that chose them, read by
+    ``stages.media.read.Video`` (judge.video_reader; decord falls back to PyAV)."""
     src = _open(uri, roots)
-    readers = [_decode_decord, _decode_pyav] if cfg.video_reader == "decord" else [_decode_pyav]
-    errors = []
-    for reader in readers:
-        try:
-            return reader(src, cfg, start_s, end_s)
-        except InputError as e:
-            errors.append(str(e))
-        except Exception as e:  # decord raises RuntimeError/DECORDError; PyAV FFmpegError
-            errors.append(f"{reader.__name__.removeprefix('_decode_')}: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
-    raise InputError("cannot decode video: " + "; ".join(errors))
+    try:
+        video = Video(src, cfg.video_reader)
+        h, w = video.size()
+        plan = plan_video(video.frames, video.fps, h, w, cfg, start_s, end_s)
+        return list(video.read(plan.indices)), plan
+    except Exception as e:  # MediaError; decord raises RuntimeError/DECORDError; PyAV FFmpegError
+        raise InputError(f"cannot decode video: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200] if str(e) else ''}") from None
 
 
 def _jpeg_b64(image, quality: int) -> str:

@@ -16,6 +16,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from manifests import catalog
+from stages.encode.buckets import fit_to_bucket
+from stages.media.locate import dataset_roots, locate
+from stages.media.read import Video, read_image
 
 CELL_H = 96  # pixels: a frame's height in the sheet
 PAD = 4
@@ -33,13 +36,12 @@ class PreviewError(ValueError):
 def _roots(workdir: Path) -> dict[str, list[str]] | None:
     """The run's dataset roots (media are read only inside them), from the run's config.json."""
     from pipeline.config import Config
-    from pipeline.runner import _dataset_roots
 
     path = Path(workdir) / "config.json"
     if not path.exists():
         return None
     try:
-        return _dataset_roots(Config.model_validate_json(path.read_text()))
+        return dataset_roots(Config.model_validate_json(path.read_text()))
     except Exception as e:  # a broken config must not quietly lift the allowed-roots check
         raise PreviewError(f"{path}: cannot read the run's dataset roots from config.json: {e}") from None
 
@@ -82,13 +84,10 @@ class _Media:
         self.sample, self.roots, self.cache, self.videos = sample, roots, {}, {}
 
     def frames(self, role: str, indices: list[int], bucket: tuple[int, int]) -> np.ndarray:
-        from stages.encode.buckets import fit_to_bucket
-        from stages.encode.decode import Video, _open, read_image
-
         key = (role, tuple(indices), bucket)
         if key not in self.cache:
             roots = None if self.roots is None else self.roots.get(self.sample["dataset"], [])
-            src = _open(self.sample.get(f"{role}_uri"), role, roots)
+            src = locate(self.sample.get(f"{role}_uri") or "", roots)
             if self.sample.get("modality") == "image":
                 raw = read_image(src)
             else:

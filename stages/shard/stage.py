@@ -8,25 +8,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from manifests.io import atomic_file, list_parts, table_dir, write_part
-from pipeline.config import Config, ConfigError
-from pipeline.progress import Progress, console
-from pipeline.ray_runtime import map_units
-from pipeline.runner import StageReport, _whole_units, begin_stage, state_dir
+from manifests.io import atomic_file, table_dir, write_part
+from manifests.tables import schema_of
+from pipeline.progress import console
+from pipeline.stage import Context, Phase, Stage, Unit, state_dir
 from stages.shard.plan import write_plan
 from stages.shard.write import done_record_path, is_done, write_shard
 
-SHARDS_SCHEMA = pa.schema([("shard", pa.string()), ("purpose", pa.string()), ("modality", pa.string()),
-                           ("bucket", pa.string()), ("samples", pa.int64()), ("bytes", pa.int64()),
-                           ("sha256", pa.string())])
-SHARD_KEYS_SCHEMA = pa.schema([("key", pa.string()), ("sample_id", pa.string()), ("shard", pa.string())])
+SHARDS_SCHEMA = schema_of("shards")
+SHARD_KEYS_SCHEMA = schema_of("shard_keys")
 
 
 def plan_path(workdir: Path) -> Path:
@@ -87,37 +83,49 @@ def write_index(workdir: Path, plan: Path, units: list[dict]) -> tuple[int, int]
     return len(done), n_keys
 
 
-def run_shard(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) -> StageReport:
-    workdir = Path(workdir)
-    if overwrite:
-        shutil.rmtree(workdir / "shards", ignore_errors=True)
-        shutil.rmtree(table_dir(workdir, "shard_keys"), ignore_errors=True)
-    begin_stage(workdir, "shards", "encoded", "encode", {"shard": {"target_bytes": cfg.shard.target_bytes}},
-                overwrite)
-    if not list_parts(workdir, "selected"):
-        raise ConfigError(f"{workdir}: no selected table; run `curate run --stage filter` first")
-    t0 = time.time()
-    plan = plan_path(workdir)
-    specs = write_plan(workdir, plan, cfg.shard.target_bytes, cfg.shard.plan_batch_rows)
-    units = [s.as_unit() for s in specs]
-    removed = remove_stale(workdir, units)
-    pending = [u for u in units if not is_done(workdir, u)]
-    if limit is not None:
-        pending = _whole_units(pending, limit)
-    console.print(f"shard: {len(units)} shards planned ({sum(u['samples'] for u in units)} keys), "
-                  f"{len(units) - len(pending)} already written or deferred"
-                  + (f", {removed} stale files removed" if removed else ""))
-    fn = _unit_fn(str(workdir.resolve()), str(plan.resolve()))
-    with Progress("shard", len(pending)) as progress:
-        for _ in map_units(fn, pending, progress):
-            pass
-    n_done, n_keys = write_index(workdir, plan, units)
+def _unit(spec) -> Unit:
+    u = spec.as_unit()
+    return Unit(u["shard"], f"{u['purpose']}/{u['modality']}", u["samples"], u["shard"], u)
+
+
+def plan(ctx: Context) -> list[Unit]:
+    """Plan the shards, remove what the plan no longer names."""
+    specs = write_plan(ctx.workdir, plan_path(ctx.workdir), ctx.cfg.shard.target_bytes, ctx.cfg.shard.plan_batch_rows)
+    units = [_unit(s) for s in specs]
+    removed = remove_stale(ctx.workdir, [u.params for u in units])
+    if removed:
+        console.print(f"shard: {removed} stale files removed")
+    return units
+
+
+def describe(ctx: Context, units: list[Unit], pending: list[Unit]) -> str:
+    return (f"shard: {len(units)} shards planned ({sum(u.rows for u in units)} keys), "
+            f"{len(units) - len(pending)} already written or deferred")
+
+
+def summary(ctx: Context) -> tuple[list[str], list[list]]:
+    workdir = ctx.workdir
     rows: dict[str, list] = {}
-    for u in units:
-        if is_done(workdir, u):
-            r = rows.setdefault(f"{u['purpose']}/{u['modality']}", [f"{u['purpose']}/{u['modality']}", 0, 0, 0])
-            r[1] += 1
-            r[2] += u["samples"]
-            r[3] += json.loads(done_record_path(workdir, u["shard"]).read_text())["bytes"]
-    return StageReport("shard", len(units), len(pending), time.time() - t0, [rows[k] for k in sorted(rows)],
-                       ["purpose/modality", "shards", "keys", "bytes"])
+    for r in pq.read_table(table_dir(workdir, "shards")).to_pylist():
+        name = f"{r['purpose']}/{r['modality']}"
+        row = rows.setdefault(name, [name, 0, 0, 0])
+        row[1] += 1
+        row[2] += r["samples"]
+        row[3] += r["bytes"]
+    return ["purpose/modality", "shards", "keys", "bytes"], [rows[k] for k in sorted(rows)]
+
+
+def finish(ctx: Context, units: list[Unit]) -> None:
+    write_index(ctx.workdir, plan_path(ctx.workdir), [u.params for u in units])
+
+
+STAGE = Stage(
+    name="shard", reads=("encoded", "selected"), writes=("shards", "shard_keys"), section="shard",
+    outputs=("shards",),
+    fingerprint=lambda ctx: {"all": {"shard": {"target_bytes": ctx.cfg.shard.target_bytes}}},
+    plan=plan, describe=describe,
+    is_done=lambda ctx, unit: is_done(ctx.workdir, unit.params),
+    phases=lambda ctx: [Phase("write", _unit_fn(str(ctx.workdir.resolve()), str(plan_path(ctx.workdir).resolve())))],
+    finish=finish,
+    summary=summary,
+)

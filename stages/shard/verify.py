@@ -18,6 +18,7 @@ from typing import BinaryIO
 
 from manifests import catalog
 from manifests.io import list_parts, read_table
+from manifests.tables import schema_of
 
 MAX_LISTED = 20  # problems of one kind listed before "... and N more"
 
@@ -170,6 +171,11 @@ def verify_workdir(workdir: Path) -> VerifyReport:
     if index is None or shard_keys is None:
         report.add("no index", f"{workdir}: no shards/shard_keys tables; run `curate run --stage shard`")
         return report
+    for name, table in (("shards", index), ("shard_keys", shard_keys)):
+        missing = [c for c in schema_of(name).names if c not in table.column_names]
+        if missing:  # an index written by something else: the checks below would fail obscurely
+            report.add("index schema", f"{name} lacks {', '.join(missing)} (manifests/tables.py)")
+            return report
     keys_of: dict[str, list[str]] = defaultdict(list)
     for r in shard_keys.to_pylist():
         keys_of[r["shard"]].append(r["key"])

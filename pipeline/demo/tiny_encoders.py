@@ -16,7 +16,7 @@ Each directory carries ``TINY_MODEL.json`` (``random_init: true``), which the st
 every row's ``models`` record so random weights are never mistaken for real ones. Building is
 seeded and takes about a second.
 
-    python -m stages.encode.tiny_models OUT_DIR
+    python -m pipeline.demo.tiny_encoders OUT_DIR
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ _CORPUS = (
 
 def _marker(path: Path, what: str, **extra) -> None:
     (path / TINY_MARKER).write_text(json.dumps(
-        {"random_init": True, "architecture": what, "builder": "stages.encode.tiny_models", "seed": SEED,
+        {"random_init": True, "architecture": what, "builder": "pipeline.demo.tiny_encoders", "seed": SEED,
          **extra}, indent=2, sort_keys=True) + "\n")
 
 
@@ -132,6 +132,6 @@ def build_tiny_encoders(out_dir: str | Path) -> dict[str, Path]:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m stages.encode.tiny_models OUT_DIR")
+        sys.exit("usage: python -m pipeline.demo.tiny_encoders OUT_DIR")
     for name, p in build_tiny_encoders(sys.argv[1]).items():
         print(f"encode.{name}: {p}")

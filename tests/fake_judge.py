@@ -14,7 +14,7 @@ without answering), ``malformed`` (truncated JSON), ``out_of_range`` (a score of
 (``choices: []``), ``garbage`` (a body that is not JSON); and on demand ``http400`` (a request
 the server refuses, which a client must not retry).
 
-    python -m stages.judge.fake_server --port 8000 --latency 0.05   # prints the URL, serves until killed
+    python tests/fake_judge.py --port 8000 --latency 0.05   # prints the URL, serves until killed
 """
 from __future__ import annotations
 

@@ -8,50 +8,34 @@ Video is measured the cheap way, because this runs over tens of millions of clip
 stream header and counts frames by demuxing packets (no decode), which also finds files cut short.
 Decodability is then checked by decoding only the first frame with the decoder the encode stage
 uses (decord by default), so e.g. AV1, which decord cannot read, is flagged here and not later.
-Images are measured with PIL (header, then ``load()`` to verify the pixels).
-
-URIs (see ``manifests.schema.SAMPLES``): an absolute path, ``file://<abs path>``,
-``tar://<abs tar>#<member>``, ``parquet://<abs file>#<row>/<column>``; other schemes (http ...)
-are ``unsupported_uri`` because the pipeline does not download.
+Images are measured with PIL (header, then ``load()`` to verify the pixels). The bytes are found
+by ``stages.media.locate`` (paths, tar members, parquet cells; escapes refused).
 """
 from __future__ import annotations
 
 import io
 import os
 import re
-import stat
-import tarfile
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import IO, Iterator
+from typing import IO
 
 import numpy as np
 import pyarrow as pa
 
 from manifests.schema import PROBES, SCHEMA_VERSION
+from stages.media.locate import ERROR_KINDS, MediaError, binary, locate  # noqa: F401  (ERROR_KINDS: re-exported)
+from stages.media.locate import short_error as _short
+from stages.media.read import decord_first_frame
+
+# A media problem (kind: one of ERROR_KINDS; info: the MediaInfo measured before it).
+ProbeError = MediaError
 
 DECODE_CHECKS = ("decord", "pyav", "none")
 
 # A window may end a little after the measured duration: published timestamps are rounded and
 # re-downloaded videos differ by a frame or two.
 WINDOW_TOLERANCE_S = 0.25
-
-# What the `error_kind` column can hold.
-ERROR_KINDS = (
-    "missing", "zero_byte", "path_escape", "unreadable", "unsupported_uri", "truncated",
-    "corrupt", "undecodable", "no_video_stream", "window_out_of_range", "too_large",
-    "probe_failed",
-)
-
-
-class ProbeError(Exception):
-    """A media problem: ``kind`` is one of ERROR_KINDS; ``info`` holds what was measured so far."""
-
-    def __init__(self, kind: str, message: str, info: "MediaInfo | None" = None):
-        super().__init__(f"{kind}: {message}")
-        self.kind, self.message, self.info = kind, message, info
 
 
 @dataclass
@@ -64,173 +48,6 @@ class MediaInfo:
     duration_s: float | None = None
     # Presentation time (s, from the first frame) of every frame, to count frames in a window.
     frame_times: np.ndarray | None = field(default=None, repr=False)
-
-
-# ------------------------------------------------------------------ locating the bytes
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-
-
-def _split_container(rest: str) -> tuple[str, str]:
-    """Split ``<abs file>#<inner>``. A file name may itself hold '#': take the first split whose
-    left part is an existing file, else the first '#'."""
-    cuts = [m.start() for m in re.finditer("#", rest)]
-    if not cuts:
-        raise ProbeError("unsupported_uri", f"no '#<member>' part in {rest!r}")
-    for cut in cuts:
-        if os.path.isfile(rest[:cut]):
-            return rest[:cut], rest[cut + 1:]
-    return rest[:cuts[0]], rest[cuts[0] + 1:]
-
-
-def _check_file(path: str, roots: list[str] | None) -> int:
-    """Containment, existence and size of a local file; returns its size."""
-    if not os.path.isabs(path):
-        raise ProbeError("unsupported_uri", f"not an absolute path: {path!r}")
-    if roots is not None:
-        real = os.path.realpath(path)  # follows symlinks
-        if not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
-            raise ProbeError("path_escape", f"{path} resolves to {real}, outside the allowed roots")
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise ProbeError("missing", f"no such file: {path}") from None
-    except PermissionError as e:
-        raise ProbeError("unreadable", str(e)) from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ProbeError("missing", f"not a regular file: {path}")
-    if st.st_size == 0:
-        raise ProbeError("zero_byte", f"empty file: {path}")
-    if not os.access(path, os.R_OK):
-        raise ProbeError("unreadable", f"permission denied: {path}")
-    return st.st_size
-
-
-@dataclass(frozen=True)
-class _TarIndex:
-    members: dict[str, tuple[int, int]]  # name -> (data offset, size)
-    complete: bool  # False when the tar ended (or broke) before its end-of-archive marker
-
-
-@lru_cache(maxsize=16)
-def _tar_index(path: str, mtime_ns: int, size: int) -> _TarIndex:
-    """Member offsets of a tar, read once per shard (a shard holds thousands of members)."""
-    members: dict[str, tuple[int, int]] = {}
-    complete = True
-    try:
-        # ignore_zeros: some published tars are several tars concatenated.
-        with tarfile.open(path, "r:", ignore_zeros=True) as tf:
-            while True:
-                try:
-                    m = tf.next()
-                except (tarfile.ReadError, EOFError):
-                    complete = False
-                    break
-                if m is None:
-                    break
-                if m.isfile():
-                    # Concatenated tars repeat names: the last one wins, as with
-                    # TarFile.getmember and GNU tar, which is what ingest (x2edit) points at.
-                    members[m.name] = (m.offset_data, m.size)
-    except tarfile.ReadError as e:
-        raise ProbeError("corrupt", f"not a readable tar: {path}: {e}") from None
-    return _TarIndex(members, complete)
-
-
-def _read_tar_member(path: str, member: str, roots: list[str] | None) -> bytes:
-    size = _check_file(path, roots)
-    index = _tar_index(path, os.stat(path).st_mtime_ns, size)
-    for name in (member, f"./{member}", member[2:] if member.startswith("./") else None):
-        if name in index.members:
-            offset, length = index.members[name]
-            break
-    else:
-        if not index.complete:
-            raise ProbeError("truncated", f"tar {path} ends before member {member!r}")
-        raise ProbeError("missing", f"no member {member!r} in {path}")
-    if length == 0:
-        raise ProbeError("zero_byte", f"empty tar member {member!r} in {path}")
-    with open(path, "rb") as f:
-        f.seek(offset)
-        data = f.read(length)
-    if len(data) < length:
-        raise ProbeError("truncated", f"tar member {member!r} has {len(data)} of {length} bytes")
-    return data
-
-
-@lru_cache(maxsize=2)
-def _row_group(path: str, mtime_ns: int, group: int, column: str) -> pa.ChunkedArray:
-    """One row group of one column; cached because rows of a group are probed one after another."""
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(path).read_row_group(group, columns=[column]).column(0)
-
-
-def _read_parquet_cell(path: str, inner: str, roots: list[str] | None) -> bytes:
-    import pyarrow.parquet as pq
-
-    m = re.fullmatch(r"(\d+)/(.+)", inner)
-    if not m:
-        raise ProbeError("unsupported_uri", f"expected '#<row>/<column>', got {inner!r}")
-    row, column = int(m.group(1)), m.group(2)
-    _check_file(path, roots)
-    try:
-        meta = pq.ParquetFile(path).metadata
-    except (pa.ArrowInvalid, OSError) as e:
-        raise ProbeError("corrupt", f"not a readable parquet file: {e}") from None
-    if column not in meta.schema.to_arrow_schema().names:
-        raise ProbeError("missing", f"no column {column!r} in {path}")
-    start = 0
-    for group in range(meta.num_row_groups):  # only the row group holding the row is read
-        n = meta.row_group(group).num_rows
-        if row < start + n:
-            break
-        start += n
-    else:
-        raise ProbeError("missing", f"row {row} beyond the {start} rows of {path}")
-    try:
-        cell = _row_group(path, os.stat(path).st_mtime_ns, group, column)[row - start].as_py()
-    except (pa.ArrowInvalid, OSError) as e:
-        raise ProbeError("corrupt", f"cannot read row group {group} of {path}: {e}") from None
-    if isinstance(cell, dict):  # the Hugging Face image struct {bytes, path}
-        cell = cell.get("bytes")
-    if cell is None:
-        raise ProbeError("missing", f"null cell at row {row}, column {column!r}")
-    if not isinstance(cell, (bytes, bytearray)):
-        raise ProbeError("unsupported_uri", f"cell is {type(cell).__name__}, not bytes")
-    if len(cell) == 0:
-        raise ProbeError("zero_byte", f"empty cell at row {row}, column {column!r}")
-    return bytes(cell)
-
-
-def locate(uri: str, roots: list[str] | None = None) -> str | io.BytesIO:
-    """The media behind ``uri``: a local path (decoders open paths fastest) or, for a tar member
-    or a parquet cell, its bytes in memory. Raises ProbeError."""
-    if not uri:
-        raise ProbeError("missing", "empty uri")
-    m = _SCHEME.match(uri)
-    scheme = m.group(1).lower() if m else None
-    if scheme is None:
-        _check_file(uri, roots)
-        return uri
-    rest = uri[m.end():]
-    if scheme == "file":
-        _check_file(rest, roots)
-        return rest
-    if scheme == "tar":
-        return io.BytesIO(_read_tar_member(*_split_container(rest), roots))
-    if scheme == "parquet":
-        return io.BytesIO(_read_parquet_cell(*_split_container(rest), roots))
-    raise ProbeError("unsupported_uri", f"{scheme}:// is not read by the pipeline (download first)")
-
-
-@contextmanager
-def _binary(src: str | io.BytesIO) -> Iterator[IO[bytes]]:
-    if isinstance(src, str):
-        with open(src, "rb") as f:
-            yield f
-    else:
-        src.seek(0)
-        yield src
 
 
 # ------------------------------------------------------------------ video
@@ -263,26 +80,6 @@ def _cut_iso_file(f: IO[bytes]) -> str | None:
     return None
 
 
-def _decord_first_frame(src: str | io.BytesIO) -> None:
-    import decord
-
-    if isinstance(src, io.BytesIO):
-        src.seek(0)
-    reader = decord.VideoReader(src, ctx=decord.cpu(0), num_threads=1)
-    try:
-        reader[0]
-    finally:
-        del reader
-
-
-def _short(e: BaseException) -> str:
-    """One line of an exception (decord's carry a C++ log prefix and a stack trace)."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and "Stack trace" not in ln]
-    text = lines[0] if lines else type(e).__name__
-    text = re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", text)
-    return text[:200]
-
-
 def probe_video(src: str | io.BytesIO, decode_check: str = "decord") -> MediaInfo:
     import av
 
@@ -290,7 +87,7 @@ def probe_video(src: str | io.BytesIO, decode_check: str = "decord") -> MediaInf
     try:
         container = av.open(src, metadata_errors="replace")
     except (av.error.FFmpegError, UnicodeDecodeError) as e:
-        with _binary(src) as f:
+        with binary(src) as f:
             cut = _cut_iso_file(f)
         if cut:
             raise ProbeError("truncated", cut) from None
@@ -352,7 +149,7 @@ def probe_video(src: str | io.BytesIO, decode_check: str = "decord") -> MediaInf
 
     if decode_check == "decord":
         try:
-            _decord_first_frame(src)
+            decord_first_frame(src)
         except Exception as e:  # decord raises RuntimeError, DECORDError, AssertionError
             raise ProbeError("undecodable", f"decord: {_short(e)}", info) from None
     return info

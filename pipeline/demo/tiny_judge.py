@@ -19,7 +19,7 @@ knowledge:
 The same directory loads in the judge environment (vLLM 0.32 CPU, transformers < 5.20) and in the
 main environment (transformers 5.23, the ``hf`` backend). Building takes a few seconds.
 
-    python -m stages.judge.tiny_model OUT_DIR
+    python -m pipeline.demo.tiny_judge OUT_DIR
 """
 from __future__ import annotations
 
@@ -268,7 +268,7 @@ def build_tiny_qwen25vl(out_dir: str | Path, *, seed: int = 0) -> Path:
     hf_tok.save_pretrained(out)
     # A marker for humans and tests: what this directory is and how it was made.
     (out / "TINY_MODEL.json").write_text(
-        json.dumps({"builder": "stages.judge.tiny_model.build_tiny_qwen25vl", "seed": seed,
+        json.dumps({"builder": "pipeline.demo.tiny_judge.build_tiny_qwen25vl", "seed": seed,
                     "random_weights": True}, indent=2) + "\n"
     )
     return out
@@ -276,5 +276,5 @@ def build_tiny_qwen25vl(out_dir: str | Path, *, seed: int = 0) -> Path:
 
 if __name__ == "__main__":  # pragma: no cover - manual use
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m stages.judge.tiny_model OUT_DIR")
+        sys.exit("usage: python -m pipeline.demo.tiny_judge OUT_DIR")
     print(build_tiny_qwen25vl(sys.argv[1]))

@@ -1,0 +1,44 @@
+"""`curate run --stage filter`: thresholds and categories over the stored scores (``filters.rules``
+through DuckDB, ``filters.explain``). Cheap, so always recomputed whole, on the driver: one unit,
+no fingerprint (changing a threshold and re-running is the point)."""
+from __future__ import annotations
+
+import shutil
+
+from manifests import catalog
+from manifests.io import table_dir, write_part
+from pipeline.stage import Context, Phase, Resources, Stage, Unit
+from filters.explain import selected_catalog
+
+
+def select(ctx: Context) -> dict:
+    """Write the ``selected`` table from the scores; its summary row."""
+    selected = selected_catalog(catalog.connect(ctx.workdir), ctx.cfg.filter)
+    shutil.rmtree(table_dir(ctx.workdir, "selected"), ignore_errors=True)
+    write_part(table_dir(ctx.workdir, "selected") / "part-00000.parquet", selected)
+    return {"dataset": "all", "rows": selected.num_rows, "failed": 0}
+
+
+def summary(ctx: Context) -> tuple[list[str], list[list]]:
+    rows = catalog.connect(ctx.workdir).execute(
+        "SELECT s.dataset, count(*), count(*) FILTER (kept), count(*) FILTER (NOT kept) "
+        "FROM selected JOIN samples s USING (sample_id) GROUP BY 1 ORDER BY 1").fetchall()
+    return ["dataset", "candidates", "kept", "rejected"], [list(r) for r in rows]
+
+
+def execute(ctx: Context, pending: list[Unit], progress):
+    for _ in pending:
+        row = select(ctx)
+        progress.advance(row)
+        yield row
+
+
+STAGE = Stage(
+    name="filter", reads=("scores",), writes=("selected",), section="filter",
+    plan=lambda ctx: [Unit("selected", "all", 0, str(table_dir(ctx.workdir, "selected") / "part-00000.parquet"))],
+    is_done=lambda ctx, unit: False,
+    limit_by_rows=False,
+    phases=lambda ctx: [Phase("select", select, Resources(cpus=0))],  # on the driver (execute)
+    execute=execute, summary=summary,
+    describe=lambda ctx, units, pending: "filter: thresholds and categories over the stored scores",
+)

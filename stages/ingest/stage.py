@@ -1,0 +1,79 @@
+"""`curate run --stage ingest`: each enabled dataset's adapter lists its units (one published file
+or shard each); every unit is read by ``core.ingest_unit`` in a Ray task into ``samples`` parts.
+
+A unit is done when its done marker exists (``state/samples/<dataset>/<key>.json``); the
+fingerprint is kept per dataset, so enabling another dataset resumes the others. ``--limit N``
+reads at most N records per unit (it is part of the fingerprint).
+"""
+from __future__ import annotations
+
+import json
+
+from manifests import catalog
+from manifests.io import atomic_write_json
+from pipeline.config_base import ConfigError
+from pipeline.progress import console
+from pipeline.stage import Context, Phase, Stage, Unit, state_dir
+from stages.ingest import get_adapter
+from stages.ingest import base
+from stages.ingest.core import done_marker, ingest_unit, mark_duplicates
+
+
+def _ingest_unit_fn(cfg_json: str, workdir: str, limit: int | None):
+    def run(item: dict) -> dict:
+        from pipeline.config import Config
+
+        cfg = Config.model_validate_json(cfg_json)
+        ds_name = item["dataset"]
+        adapter = get_adapter(ds_name, getattr(cfg.datasets, ds_name))
+        unit = base.Unit(ds_name, item["key"], item["path"], json.loads(item["params"]))
+        return ingest_unit(adapter, unit, workdir, cfg.run.rows_per_part, limit).as_dict()
+
+    return run
+
+
+def check(ctx: Context) -> None:
+    if not ctx.cfg.datasets.enabled():
+        raise ConfigError("datasets: no dataset is enabled; add one (see configs/demo.yaml)")
+
+
+def fingerprint(ctx: Context) -> dict[str, dict]:
+    return {name: {"dataset": ds_cfg.model_dump(mode="json"), "limit": ctx.limit,
+                   "rows_per_part": ctx.cfg.run.rows_per_part}
+            for name, ds_cfg in ctx.cfg.datasets.enabled().items()}
+
+
+def plan(ctx: Context) -> list[Unit]:
+    units = []
+    for name, ds_cfg in ctx.cfg.datasets.enabled().items():
+        for u in get_adapter(name, ds_cfg).units():
+            out = str(done_marker(ctx.workdir, u))
+            units.append(Unit(u.key, u.dataset, 0, out, {"path": u.path, "params": json.dumps(u.params)}))
+    atomic_write_json(state_dir(ctx.workdir, "samples") / "_units.json", sorted(u.key for u in units))
+    return units
+
+
+def phases(ctx: Context) -> list[Phase]:
+    return [Phase("read", _ingest_unit_fn(ctx.cfg.model_dump_json(), str(ctx.workdir), ctx.limit))]
+
+
+def finish(ctx: Context, units: list[Unit]) -> None:
+    n_dup = mark_duplicates(ctx.workdir)
+    if n_dup:
+        console.print(f"ingest: {n_dup} repeated sample ids in the published metadata; the samples view keeps the first")
+
+
+def summary(ctx: Context) -> tuple[list[str], list[list]]:
+    rows = catalog.connect(ctx.workdir).execute(
+        "SELECT dataset, count(*), count(*) FILTER (error IS NULL), count(*) FILTER (error IS NOT NULL) "
+        "FROM samples GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    return ["dataset", "records", "samples", "failed"], [list(r) for r in rows]
+
+
+STAGE = Stage(
+    name="ingest", reads=(), writes=("samples", "duplicates"), section="datasets",
+    plan=plan, phases=phases, summary=summary, fingerprint=fingerprint, check=check, needs_media=True,
+    limit_by_rows=False, finish=finish,
+    describe=lambda ctx, units, pending: f"ingest: {len(units)} units, {len(units) - len(pending)} already done",
+)

@@ -1,0 +1,102 @@
+"""`curate run --stage vlm-filter`: every probed sample scored by the Qwen2.5-VL judge.
+
+Backends openai (any OpenAI-compatible server) and hf (transformers in process) score a unit in
+one Ray task (``judge.parallel_units`` at once, ``judge.concurrency`` requests in flight each).
+Backend vllm is two phases: CPU tasks building the requests, then ``judge.num_replicas`` engine
+actors (``stages.judge.vllm_backend``), whose rows come back per sample and are written per unit
+on the driver. A re-run skips units whose part exists (``judge.rescore: failed`` re-scores the rows
+that did not score).
+"""
+from __future__ import annotations
+
+import functools
+import urllib.error
+import urllib.request
+from typing import Callable, Iterator
+
+from manifests import catalog
+from pipeline import status
+from pipeline.config_base import ConfigError
+from pipeline.progress import Progress
+from pipeline.stage import Context, Phase, Resources, Stage, Unit, run_phases
+from stages.judge import vllm_backend
+from stages.judge.client import score_table, scoring_fingerprint
+from stages.judge.config import JudgeConfig
+from stages.judge.prompts import load_prompts
+from stages.judge.units import finish_judge_unit, judge_todo, judge_units
+from stages.media.locate import dataset_roots
+
+
+def _judge_unit_fn(judge_json: str, prompts, roots: dict[str, list[str]]) -> Callable[[dict], dict]:
+    def run(item: dict) -> dict:
+        cfg = JudgeConfig.model_validate_json(judge_json)
+        return finish_judge_unit(item, score_table(judge_todo(item), cfg, prompts, allowed_roots=roots))
+
+    return run
+
+
+def check_judge_servers(urls: list[str], timeout_s: float = 5.0) -> None:
+    """Fail at once, naming the field, when no judge server answers (rather than retrying every sample)."""
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url.rstrip("/") + "/models", timeout=timeout_s):
+                return
+        except urllib.error.HTTPError:
+            return  # it answered (e.g. 401 without a key): the client will report per-row errors
+        except (urllib.error.URLError, OSError):
+            continue
+    raise ConfigError(
+        f"judge.urls: no judge server answers at {', '.join(urls)}. Start one (README: `vllm serve "
+        f"Qwen/Qwen2.5-VL-72B-Instruct ...`) and set judge.urls, or choose judge.backend: hf.")
+
+
+def check(ctx: Context) -> None:
+    judge = ctx.cfg.judge
+    load_prompts(judge)
+    if judge.backend == "openai":
+        check_judge_servers(judge.urls)
+    elif judge.backend == "vllm":
+        vllm_backend.check_vllm_setup(judge)  # an interpreter with vLLM, enough GPUs: fail now, naming the field
+
+
+def phases(ctx: Context) -> list[Phase]:
+    judge, prompts, roots = ctx.cfg.judge, load_prompts(ctx.cfg.judge), dataset_roots(ctx.cfg)
+    if judge.backend == "vllm":  # what execute() chains (see stages/judge/vllm_backend.py)
+        return [Phase("build requests", functools.partial(vllm_backend.build_unit_requests, cfg=judge, prompts=prompts,
+                                                                    roots=roots), Resources(cpus=1)),
+                Phase("vllm engine", vllm_backend.VllmJudgeActor,
+                      Resources(cpus=1, gpus=vllm_backend.gpus_per_replica(judge), replicas=judge.num_replicas,
+                                runtime_env=vllm_backend.actor_runtime_env(judge)),
+                      args=(judge.model_dump_json(), prompts))]
+    return [Phase("score", _judge_unit_fn(judge.model_dump_json(), prompts, roots),
+                  Resources(cpus=1, replicas=judge.parallel_units))]
+
+
+def execute(ctx: Context, pending: list[Unit], progress: Progress) -> Iterator[dict]:
+    judge = ctx.cfg.judge
+    if judge.backend == "vllm":  # vLLM replicas as Ray Data actors, rows regrouped per unit here
+        rows = vllm_backend.score_units_with_vllm([u.item() for u in pending], judge, load_prompts(judge),
+                                                  dataset_roots(ctx.cfg))
+        for row in rows:
+            progress.advance(row)
+            yield row
+    else:
+        yield from run_phases(phases(ctx), pending, progress)
+
+
+def describe(ctx: Context, units: list[Unit], pending: list[Unit]) -> str:
+    judge = ctx.cfg.judge
+    return (f"vlm-filter: judge {judge.model} via {judge.backend} "
+            f"({', '.join(judge.urls) if judge.backend == 'openai' else 'in-process'}); "
+            f"{len(units)} units, {len(units) - len(pending)} already done or deferred")
+
+
+STAGE = Stage(
+    name="vlm-filter", reads=("probes",), writes=("scores",), section="judge", needs_media=True,
+    check=check,
+    fingerprint=lambda ctx: {"all": scoring_fingerprint(ctx.cfg.judge, load_prompts(ctx.cfg.judge))},
+    plan=lambda ctx: judge_units(ctx.workdir, ctx.cfg.probe.rows_per_task),
+    is_done=lambda ctx, unit: ctx.cfg.judge.rescore != "failed" and unit.out_exists(),
+    phases=phases, execute=execute, describe=describe,
+    summary=lambda ctx: (["dataset", "judged", "scored", "failed"], status.judge_counts(catalog.connect(ctx.workdir))),
+)

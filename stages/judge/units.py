@@ -1,0 +1,52 @@
+"""A judge unit's work, without Ray: which samples to score, and writing its scores part.
+
+One unit per finished probe unit: the same slice of samples, its probe rows, one scores part.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from manifests.io import table_dir, write_part
+from pipeline.stage import Unit
+from stages.judge.client import merge_rescored, needs_rescore
+from stages.judge.schema import SCORED_STATUSES
+from stages.probe.stage import probe_units
+
+
+def judge_units(workdir: Path, probe_rows_per_task: int) -> list[Unit]:
+    """One unit per finished probe unit: the same slice of samples, its probe rows, one scores part."""
+    units = []
+    for u in probe_units(workdir, probe_rows_per_task):
+        probe_part = Path(u.out)
+        if probe_part.exists():
+            out = table_dir(workdir, "scores") / probe_part.parent.name / probe_part.name
+            units.append(Unit(u.key, u.dataset, u.rows, str(out), {**u.params, "probe": str(probe_part)}))
+    return units
+
+
+def judge_todo(item: dict) -> pa.Table:
+    """The samples of a judge unit to score: those the probe measured, and on a re-run
+    (judge.rescore=failed, the unit's part already written) only those that did not score."""
+    samples = pq.read_table(item["part"]).slice(item["offset"], item["length"])
+    probes = pq.read_table(item["probe"], columns=["sample_id", "error"])
+    measured = probes.filter(pc.is_null(probes["error"]))["sample_id"]
+    todo = samples.filter(pc.is_in(samples["sample_id"], value_set=measured.combine_chunks()))
+    out = Path(item["out"])
+    if out.exists():
+        again = needs_rescore(pq.read_table(out))
+        todo = todo.filter(pc.is_in(todo["sample_id"], value_set=again["sample_id"].combine_chunks()))
+    return todo
+
+
+def finish_judge_unit(item: dict, scores: pa.Table) -> dict:
+    """Write a judge unit's scores part (merged into the old part on a re-run); its summary row."""
+    out = Path(item["out"])
+    if out.exists():
+        scores = merge_rescored(pq.read_table(out), scores)
+    write_part(out, scores)
+    return {"dataset": item["dataset"], "rows": scores.num_rows,
+            "failed": sum(s not in SCORED_STATUSES for s in scores["status"].to_pylist())}

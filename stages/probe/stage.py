@@ -1,0 +1,65 @@
+"""`curate run --stage probe`: every resolved samples row measured by ``core.probe_table`` in Ray
+tasks, one unit per slice of ``probe.rows_per_task`` rows of a samples part (stable names)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from manifests import catalog
+from manifests.io import list_parts, table_dir, write_part
+from pipeline import status
+from pipeline.stage import Phase, Stage, Unit
+from stages.media.locate import dataset_roots
+from stages.probe.core import probe_table
+
+PROBE_COLUMNS = ["sample_id", "dataset", "modality", "source_uri", "target_uri", "clip_start_s", "clip_end_s", "error"]
+
+
+def _probe_unit_fn(decode_check: str, roots: dict[str, list[str]]) -> Callable[[dict], dict]:
+    def run(item: dict) -> dict:
+        table = pq.read_table(item["part"], columns=PROBE_COLUMNS).slice(item["offset"], item["length"])
+        if item["drop"]:  # rows the samples view drops (repeated ids) are not probed twice
+            drop = set(item["drop"])
+            keep = [i for i in range(table.num_rows) if i not in drop]
+            table = table.take(pa.array(keep, pa.int64()))
+        out = probe_table(table, decode_check=decode_check, allowed_roots=roots)
+        write_part(Path(item["out"]), out)
+        failed = int(pc.sum(pc.is_valid(out["error"])).as_py() or 0) if out.num_rows else 0
+        return {"dataset": item["dataset"], "rows": out.num_rows, "failed": failed}
+
+    return run
+
+
+def probe_units(workdir: Path, rows_per_task: int) -> list[Unit]:
+    """One unit per slice of ``rows_per_task`` rows of each samples part (stable names); ``drop``
+    lists the slice's rows that repeat an earlier sample id (read once here, not in every task)."""
+    repeated: dict[Path, list[int]] = {}
+    for part in list_parts(workdir, catalog.DUPLICATES):
+        for r in pq.read_table(part, columns=["filename", "file_row_number"]).to_pylist():
+            repeated.setdefault(Path(r["filename"]), []).append(r["file_row_number"])
+    units = []
+    for part in list_parts(workdir, "samples"):
+        n = pq.ParquetFile(part).metadata.num_rows
+        dataset = part.parent.name.split("=", 1)[-1]
+        rows = repeated.get(part, [])
+        for offset in range(0, n, rows_per_task):
+            length = min(rows_per_task, n - offset)
+            out = table_dir(workdir, "probes") / part.parent.name / f"{part.stem}-r{offset:09d}.parquet"
+            units.append(Unit(f"{part.parent.name}/{part.stem}-r{offset:09d}", dataset, length, str(out),
+                              {"part": str(part), "offset": offset,
+                               "drop": [r - offset for r in rows if offset <= r < offset + length]}))
+    return units
+
+
+STAGE = Stage(
+    name="probe", reads=("samples",), writes=("probes",), section="probe", needs_media=True,
+    fingerprint=lambda ctx: {"all": {"probe": ctx.cfg.probe.model_dump(mode="json")}},
+    plan=lambda ctx: probe_units(ctx.workdir, ctx.cfg.probe.rows_per_task),
+    phases=lambda ctx: [Phase("probe", _probe_unit_fn(ctx.cfg.probe.decode_check, dataset_roots(ctx.cfg)))],
+    summary=lambda ctx: (["dataset", "to probe", "probed", "failed", "pending"],
+                         status.probe_counts(catalog.connect(ctx.workdir))),
+)
