@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from manifests.io import list_parts, table_dir, write_part
-from manifests.schema import empty_sample, rows_to_table, SAMPLES
+from manifests.schema import SAMPLES, empty_sample, rows_to_table
 from pipeline.config import load_config
 from pipeline.config_base import ConfigError
 from pipeline.stage import Phase, Resources, Stage, Unit, run_stage
@@ -78,6 +78,11 @@ def test_missing_input_names_the_stage_to_run(tmp_path):
 
 
 def test_run_resume_limit_fingerprint_overwrite(ray_session, tmp_path):
+    import sys
+
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import tests/
     cfg = load_config(None)
     _samples(tmp_path)
     stray = table_dir(tmp_path, "lengths") / ".part-9.parquet.tmp"  # a killed run's temporary
