@@ -4,7 +4,6 @@ Plain Python over Arrow, no Ray: ``stages.ingest.stage`` maps this over units wi
 """
 from __future__ import annotations
 
-import shutil
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any, Iterable, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from manifests.io import atomic_write_json, list_parts, table_dir, write_part
+from manifests.io import atomic_write_json, table_dir, write_part
 from manifests.schema import SAMPLES, make_sample_id
 from stages.ingest.base import Adapter, Unit, to_json
 
@@ -144,26 +143,4 @@ def _limit_rows(items: Iterator[dict | pa.Table], limit: int) -> Iterator[dict |
         yield item
 
 
-def mark_duplicates(workdir: Path) -> int:
-    """Record repeated sample ids (all but the first occurrence) so the samples view drops them."""
-    import duckdb
-
-    from manifests import catalog
-
-    dup_dir = table_dir(workdir, catalog.DUPLICATES)
-    shutil.rmtree(dup_dir, ignore_errors=True)
-    if not list_parts(workdir, "samples"):
-        return 0
-    con = duckdb.connect()
-    src = catalog._read(workdir, "samples", ", filename=true, file_row_number=true")
-    dups = con.sql(
-        f"SELECT sample_id, filename, file_row_number FROM (SELECT sample_id, filename, file_row_number, "
-        f"row_number() OVER (PARTITION BY sample_id ORDER BY filename, file_row_number) AS k FROM {src}) "
-        f"WHERE k > 1 ORDER BY filename, file_row_number"
-    ).to_arrow_table()
-    if dups.num_rows:
-        write_part(dup_dir / "part-00000.parquet", dups)
-    return dups.num_rows
-
-
-__all__ = ["TABLE", "UnitResult", "ingest_unit", "ingest_adapter", "mark_duplicates", "part_path", "done_marker", "make_sample_id", "to_json"]
+__all__ = ["TABLE", "UnitResult", "ingest_unit", "ingest_adapter", "part_path", "done_marker", "make_sample_id", "to_json"]

@@ -16,7 +16,8 @@ from pipeline.progress import console
 from pipeline.stage import Context, Phase, Stage, Unit, state_dir
 from stages.ingest import get_adapter
 from stages.ingest import base
-from stages.ingest.core import done_marker, ingest_unit, mark_duplicates
+from stages.ingest.core import done_marker, ingest_unit
+from stages.ingest.duplicates import mark_duplicates
 
 
 def _ingest_unit_fn(cfg_json: str, workdir: str, limit: int | None):
