@@ -7,6 +7,8 @@ or runs an encoder.
 - ``encoders``: Wan2.1 VAE, SigLIP, umT5 loaded once from local directories.
 - ``core``: decoded samples -> ``encoded`` rows (safetensors blobs), bad samples isolated.
 - ``schema``: the ``encoded`` table, keys, tensor packing.
-- ``stage``: ``run_encode``, the Ray Data adapter (CPU decode tasks feeding encoder actors).
-- ``tiny_models``: tiny random checkpoints of the three encoders (tests, ``make demo``).
+- ``stage``: the stage declaration (two phases: CPU decode tasks feeding encoder actors).
+- ``config``: the ``encode:`` section.
+
+Tiny random checkpoints of the three encoders (tests, ``make demo``): ``pipeline.demo.tiny_encoders``.
 """
