@@ -31,8 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import resource
 import sys
 import time
 import types
@@ -50,6 +48,8 @@ from pipeline.demo.media import CLIPS_DIR, real_pairs  # noqa: E402
 from stages.judge import client  # noqa: E402
 from stages.judge.prompts import load_prompts  # noqa: E402
 from stages.judge.server import judge_env_missing_reason, judge_venv, live_group_members, running_server  # noqa: E402
+
+from _judge_timing import cpu_group, cpu_self, latency_line, pct, union_seconds  # noqa: E402  (bench/)
 
 OUT = REPO / "bench" / "out"
 MODEL_NAME = "tiny-qwen2.5-vl"
@@ -117,44 +117,6 @@ def judge_config(url: str, concurrency: int) -> JudgeConfig:
 
 
 # ------------------------------------------------------------------ measuring
-def cpu_self() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def cpu_group(pgid: int) -> float:
-    """CPU seconds used so far by the live processes of the server's process group."""
-    tick, total = os.sysconf("SC_CLK_TCK"), 0
-    for pid in live_group_members(pgid):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / tick
-
-
-def union_seconds(intervals: list[tuple[float, float]]) -> float:
-    """Time covered by at least one interval (here: at least one request at the server)."""
-    covered, end = 0.0, float("-inf")
-    for a, b in sorted(intervals):
-        if b > end:
-            covered += b - max(a, end)
-            end = b
-    return covered
-
-
-def pct(values, q) -> float:
-    return float(np.percentile(values, q)) if len(values) else float("nan")
-
-
-def latency_line(label: str, values: list[float]) -> str:
-    ms = [1000 * v for v in values]
-    return (f"  {label:<34} p50 {pct(ms, 50):7.1f}  p90 {pct(ms, 90):7.1f}  p99 {pct(ms, 99):7.1f}  "
-            f"max {max(ms) if ms else float('nan'):7.1f} ms")
-
-
 class Instrumented:
     """Wraps the client's phases from the outside for the duration of a ``with``; records
     wall per build, wall per parse, (start, end) per post, and the bodies sent."""
