@@ -27,7 +27,7 @@ import numpy as np
 from stages.judge.prompts import MEDIA_SLOTS, Prompt
 from stages.judge.schema import sample_kind
 from stages.media.locate import MediaError, locate
-from stages.media.read import Video
+from stages.media.read import Video, open_image
 
 FRAME_FACTOR = 2  # qwen-vl-utils: frame counts are even (Qwen2.5-VL merges 2 frames per step)
 SPATIAL_MERGE_SIZE = 2
@@ -204,7 +204,7 @@ def image_data_uri(uri: str, cfg, roots: list[str] | None = None) -> str:
 
     src = _open(uri, roots)
     try:
-        with Image.open(src) as im:
+        with open_image(src) as im:
             im = im.convert("RGB") if im.mode != "RGBA" else _flatten_alpha(im)
             h, w = image_size(im.height, im.width, cfg)
             if im.size != (w, h):

@@ -97,14 +97,23 @@ class Video:
         return np.stack([out[i] for i in unique])
 
 
+def open_image(src: str | io.BytesIO):
+    """A PIL image opened lazily from a path or from bytes in memory (rewound first); raises what
+    PIL raises. The probe measures it, the judge sizes it as Qwen2.5-VL's processor does,
+    ``read_image`` turns it into pixels."""
+    from PIL import Image
+
+    if isinstance(src, io.BytesIO):
+        src.seek(0)
+    return Image.open(src)
+
+
 def read_image(src: str | io.BytesIO) -> np.ndarray:
     """uint8 [1, H, W, 3] RGB, turned upright by its EXIF orientation."""
     from PIL import Image, ImageOps
 
-    if isinstance(src, io.BytesIO):
-        src.seek(0)
     try:
-        with Image.open(src) as im:
+        with open_image(src) as im:
             im = ImageOps.exif_transpose(im).convert("RGB")
             return np.asarray(im)[None].copy()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:

@@ -26,7 +26,7 @@ import pyarrow as pa
 from manifests.schema import PROBES, SCHEMA_VERSION
 from stages.media.locate import ERROR_KINDS, MediaError, binary, locate  # noqa: F401  (ERROR_KINDS: re-exported)
 from stages.media.locate import short_error as _short
-from stages.media.read import decord_first_frame
+from stages.media.read import decord_first_frame, open_image
 
 # A media problem (kind: one of ERROR_KINDS; info: the MediaInfo measured before it).
 ProbeError = MediaError
@@ -160,10 +160,8 @@ def probe_image(src: str | io.BytesIO, decode_check: str = "decord") -> MediaInf
     from PIL import Image, UnidentifiedImageError
 
     info = MediaInfo(frames=1)
-    if isinstance(src, io.BytesIO):
-        src.seek(0)
     try:
-        with Image.open(src) as im:
+        with open_image(src) as im:
             info.codec = (im.format or "").lower() or None
             info.width, info.height = im.size
             info.frames = int(getattr(im, "n_frames", 1) or 1)
