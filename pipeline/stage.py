@@ -160,9 +160,8 @@ def check_dataset_roots(cfg) -> None:
     `curate filter` works where the raw data is not mounted)."""
     problems = []
     for name, ds in cfg.datasets.enabled().items():
-        for fld in ("root", "video_root", "image_root", "output_root"):
-            path = getattr(ds, fld, None)
-            if path is not None and not Path(path).expanduser().exists():
+        for fld, path in ds.paths().items():
+            if not Path(path).expanduser().exists():
                 problems.append(f"datasets.{name}.{fld}: {path} does not exist; point it at the "
                                 f"downloaded {name} folder, or set datasets.{name}.enabled: false")
     if problems:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -14,9 +14,19 @@ class DatasetConfig(Strict):
     root: Path
     license: str = ""
 
+    # The fields naming directories a sample's media may lie in (locate's allowed roots).
+    MEDIA_ROOTS: ClassVar[tuple[str, ...]] = ("root", "video_root", "image_root", "output_root")
+
     @property
     def resolved_root(self) -> Path:
         return self.root.expanduser().resolve()
+
+    def paths(self) -> dict[str, Path]:
+        """Every path field that is set: each must exist when a stage that reads the data starts."""
+        return {name: value for name, value in self if isinstance(value, Path)}
+
+    def media_roots(self) -> list[Path]:
+        return [p for f in self.MEDIA_ROOTS if (p := getattr(self, f, None)) is not None]
 
 
 class DittoConfig(DatasetConfig):

@@ -41,8 +41,7 @@ def dataset_roots(cfg) -> dict[str, list[str]]:
     """dataset -> the directories its media may lie in (its configured roots, resolved)."""
     roots = {}
     for name, ds in cfg.datasets.enabled().items():
-        paths = [getattr(ds, f, None) for f in ("root", "video_root", "image_root", "output_root")]
-        roots[name] = [str(Path(p).expanduser().resolve()) for p in paths if p is not None]
+        roots[name] = [str(Path(p).expanduser().resolve()) for p in ds.media_roots()]
     return roots
 
 
