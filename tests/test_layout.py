@@ -33,10 +33,13 @@ def _graph(mods: dict[str, Path]) -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+                # `from pkg import sub` imports the module pkg.sub; `from mod import name` imports mod.
+                subs = [f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in mods]
+                targets = subs or [node.module]
             else:
                 continue
-            deps |= {r for t in targets if t.split(".")[0] in PACKAGES and (r := resolve(t)) and r != name}
+            deps |= {r for t in targets if t.split(".")[0] in PACKAGES and (r := resolve(t))
+                     and r != name and not name.startswith(r + ".")}  # its own package: not an edge
         graph[name] = deps
     return graph
 
