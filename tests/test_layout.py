@@ -68,12 +68,15 @@ def test_no_stage_imports_the_runner():
     assert offenders == []
 
 
-def test_every_stage_is_registered_with_its_tables():
+def test_every_stage_is_registered_with_its_tables_and_section():
     from manifests.tables import TABLES
     from pipeline.registry import STAGE_ORDER, STAGES
 
+    from pipeline.config import Config
+
     assert STAGE_ORDER == ["ingest", "probe", "vlm-filter", "filter", "encode", "shard"]
     for stage in STAGES.values():
+        assert stage.section in Config.model_fields, f"{stage.name}: no config section {stage.section}"
         for table in (*stage.reads, *stage.writes):
             assert table in TABLES, f"{stage.name}: table {table} is not in manifests/tables.py"
         for table in stage.writes:
