@@ -84,6 +84,9 @@ class GPTImageEditConfig(DatasetConfig):
 class X2EditConfig(DatasetConfig):
     license: str = "Apache-2.0"
     tar_glob: str = "X2Edit_data/**/*.tar"
+    # Tasks kept as "excluded:" rows (never probed/judged): the subject-driven generation tasks,
+    # whose source is a separate subject image. Matched after normalising case and separators.
+    exclude_tasks: list[str] = ["portrait", "portrait_editing", "personalized_generation"]
 
 
 class PicoBananaConfig(DatasetConfig):
