@@ -77,8 +77,19 @@ class NHREditConfig(DatasetConfig):
 
 class GPTImageEditConfig(DatasetConfig):
     license: str = "CC-BY-4.0"
+    # training_json/ is published in the model repo UCSC-VLAA/gpt-image-edit-training: where it
+    # was downloaded (json_glob is relative to it); None = the dataset root.
+    annotations_root: Path | None = None
     json_glob: str = "training_json/*.json"
     image_dir: str = "gpt-edit"
+    # Image root of each training JSON (file stem -> folder under image_dir): the official data.txt.
+    image_roots: dict[str, str] = {
+        "hqedit_gpt_edit": "hqedit/edit", "hqedit_gpt_generate": "hqedit/generate",
+        "omniedit_gpt": "omniedit", "omniedit_gpt_rewrite": "omniedit",
+        "complexedit_gpt": "omniedit/complex-edit", "ultraedit_gpt": "ultraedit",
+    }
+    # The dataset's own per-task metadata (relative to root); "" reads training_json only.
+    metadata_glob: str = "gpt-edit/**/metadata/*.json"
 
 
 class X2EditConfig(DatasetConfig):
@@ -434,7 +445,8 @@ class Config(_Strict):
     def _roots_exist(self) -> "Config":
         problems = []
         for name, ds in self.datasets.enabled().items():
-            for field in ("root", "video_root", "image_root", "output_root"):
+            for field in ("root", "video_root", "image_root", "output_root", "annotations_root",
+                          "openimages_csv", "local_input_base", "part2_root"):
                 path = getattr(ds, field, None)
                 if path is not None and not Path(path).expanduser().exists():
                     problems.append(

@@ -1,5 +1,5 @@
-"""GPT-Image-Edit-1.5M ingest: training_json records, subsets, derived categories, error rows,
-stable ids."""
+"""GPT-Image-Edit-1.5M ingest: training_json (separate annotations_root, per-file image roots
+from data.txt), the dataset's own metadata, subsets, categories, extra, error rows, stable ids."""
 from __future__ import annotations
 
 import json
@@ -11,6 +11,7 @@ from manifests.io import list_parts, read_table
 from manifests.schema import make_sample_id
 from pipeline.config import GPTImageEditConfig
 from pipeline.demo import gpt_image_edit as demo
+from pipeline.demo.media import write_image
 from stages.ingest.core import ingest_adapter
 from stages.ingest.gpt_image_edit import GPTImageEditAdapter, first_human_turn
 
@@ -24,54 +25,94 @@ def run(root: Path, workdir: Path, **cfg) -> list[dict]:
 @pytest.fixture
 def corpus(tmp_path) -> tuple[Path, dict]:
     root = tmp_path / "gpt"
-    return root, demo.build(root)
+    facts = demo.build(root)
+    facts["cfg"] = {"annotations_root": root / facts["annotations_root"]}
+    return root, facts
 
 
-def by_input(rows: list[dict]) -> dict[str, dict]:
-    return {json.loads(r["raw_record"])["image"][0]: r for r in rows
-            if not r["error"] and r["raw_record"]}
+def fine_rows(rows: list[dict], root: Path) -> dict[str, dict]:
+    """"<annotation>|<input relative to gpt-edit>" -> row, for the rows without error."""
+    base = (root / "gpt-edit").resolve()
+    return {f"{json.loads(r['extra'])['annotation']}|{Path(r['source_uri']).relative_to(base).as_posix()}": r
+            for r in rows if not r["error"]}
 
 
-def test_demo_rows_subsets_categories_and_uris(corpus, tmp_path):
+def test_demo_rows_image_roots_subsets_categories_and_uris(corpus, tmp_path):
     root, facts = corpus
-    rows = run(root, tmp_path / "w")
-    assert len(rows) == facts["rows"] == 8
-    assert sum(bool(r["error"]) for r in rows) == facts["errors"] == 4
-    fine = by_input(rows)
+    rows = run(root, tmp_path / "w", **facts["cfg"])
+    assert len(rows) == facts["rows"] + facts["duplicate_ids"] == 13  # parts hold both twins
+    assert sum(bool(r["error"]) for r in rows) == facts["errors"] == 5
+    fine = fine_rows(rows, root)
     assert set(fine) == set(facts["categories"])
-    for inp, (subset, category) in facts["categories"].items():
-        r = fine[inp]
+    for name, (subset, category) in facts["categories"].items():
+        r = fine[name]
+        inp = name.split("|")[1]
         assert (r["subset"], r["category"]) == (subset, category)
-        assert r["category_raw"] == str(Path(inp).parent)  # the folder the category came from
+        assert r["category_raw"] == str(Path(inp).parent)  # the real task folder of the input
         assert r["modality"] == "image" and r["task"] == "edit" and r["license"] == "CC-BY-4.0"
         for uri in (r["source_uri"], r["target_uri"]):
             assert Path(uri).is_absolute() and Path(uri).is_file(), uri
+        # each training JSON's paths are relative to its own data.txt image root
         assert r["source_uri"] == str((root / "gpt-edit" / inp).resolve())
-        # the natural key: (json file name, input, output)
-        out = json.loads(r["raw_record"])["image"][1]
-        assert r["sample_id"] == make_sample_id("gpt_image_edit", f"{subset}.json", inp, out)
-    assert fine["ultraedit/change_color/input/c01.png"]["instruction"] == "Paint the front door bright yellow"
-    assert fine["hqedit/edit/input/000001.png"]["instruction"] == "Turn the daytime sky into a starry night"
+        out = Path(r["target_uri"]).relative_to((root / "gpt-edit").resolve()).as_posix()
+        assert r["sample_id"] == make_sample_id("gpt_image_edit", inp, out, r["instruction"])
+    assert fine["training_json/ultraedit_gpt.json|ultraedit/input/u01.png"]["instruction"] == \
+        "Paint the front door bright yellow"
+    assert fine["training_json/hqedit_gpt_edit.json|hqedit/edit/input/000001.png"]["instruction"] == \
+        "Turn the daytime sky into a starry night"
+    # the rewrite file: same images, its own instruction, its own sample
+    a = fine["training_json/omniedit_gpt.json|omniedit/input/a01.png"]
+    b = fine["training_json/omniedit_gpt_rewrite.json|omniedit/input/a01.png"]
+    assert a["source_uri"] == b["source_uri"] and a["sample_id"] != b["sample_id"]
+
+
+def test_dataset_metadata_fields_and_shared_ids(corpus, tmp_path):
+    root, facts = corpus
+    rows = run(root, tmp_path / "w", **facts["cfg"])
+    fine = fine_rows(rows, root)
+    meta = fine["ultraedit/metadata/ultraedit_meta.json|ultraedit/input/u01.png"]
+    extra = json.loads(meta["extra"])
+    assert extra == {"annotation": "ultraedit/metadata/ultraedit_meta.json", "dataset_source": "ultraedit",
+                     "id": "u01", "input_description": "A red front door of a brick house.",
+                     "instruction_type": "original", "task": "color_alter", "task_folder": "ultraedit"}
+    assert meta["category"] == "color" and meta["instruction"] == "Paint the front door bright yellow"
+    # the same edit in training_json and in the metadata: one sample id
+    twin = fine["training_json/ultraedit_gpt.json|ultraedit/input/u01.png"]
+    assert twin["sample_id"] == meta["sample_id"]
+    assert len({r["sample_id"] for r in rows}) == len(rows) - facts["duplicate_ids"]
+    assert json.loads(fine["training_json/complexedit_gpt.json|omniedit/complex-edit/input/c01.png"]["extra"])[
+        "task_folder"] == "omniedit/complex-edit"
 
 
 def test_demo_error_rows(corpus, tmp_path):
-    root, _ = corpus
-    errors = sorted(r["error"] for r in run(root, tmp_path / "w") if r["error"])
+    root, facts = corpus
+    errors = sorted(r["error"] for r in run(root, tmp_path / "w", **facts["cfg"]) if r["error"])
     assert any(e.startswith("no instruction") for e in errors)
     assert any(e.startswith("expected image: [input, output]") for e in errors)
     assert any("input image: path escapes the dataset root" in e for e in errors)
     assert any(e.startswith("unreadable zz_truncated.json") for e in errors)
-    assert len(errors) == 4
+    (missing,) = [e for e in errors if "not found" in e]
+    tried = str((root / "gpt-edit" / "omniedit" / "input" / "missing.png").resolve())
+    assert missing.startswith("input image 'input/missing.png' not found; tried: " + tried)
+    assert str((root / "gpt-edit" / "input" / "missing.png").resolve()) in missing  # every place tried
+    assert len(errors) == 5
+
+
+def test_annotations_root_unset_finds_nothing_and_says_where(corpus, tmp_path):
+    root, _ = corpus
+    rows = run(root, tmp_path / "w", metadata_glob="")
+    (row,) = rows
+    assert "no annotation files match 'training_json/*.json' under" in row["error"]
+    assert "(annotations_root)" in row["error"]
 
 
 def test_ids_stable_and_parts_byte_identical(corpus, tmp_path):
-    root, _ = corpus
-    a = run(root, tmp_path / "a")
-    b = run(root, tmp_path / "b")
+    root, facts = corpus
+    a = run(root, tmp_path / "a", **facts["cfg"])
+    b = run(root, tmp_path / "b", **facts["cfg"])
     assert [r["sample_id"] for r in a] == [r["sample_id"] for r in b]
-    assert len({r["sample_id"] for r in a}) == len(a)
     pa_, pb = list_parts(tmp_path / "a", "samples"), list_parts(tmp_path / "b", "samples")
-    assert [p.name for p in pa_] == [p.name for p in pb] and len(pa_) == 4  # one per json file
+    assert [p.name for p in pa_] == [p.name for p in pb] and len(pa_) == 8  # one per json file
     assert all(x.read_bytes() == y.read_bytes() for x, y in zip(pa_, pb))
 
 
@@ -86,7 +127,10 @@ def test_tolerated_variants(tmp_path):
          "conversations": [{"role": "user", "content": "Swap the dog for a fox <image>"}]},
     ]
     (root / "ann" / "x.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
-    rows = run(root, tmp_path / "w", json_glob="ann/*.jsonl", image_dir="imgs")
+    for rel in ("omniedit/background_swap/i.png", "omniedit/background_swap/o.png", "omniedit/swap/i.png",
+                "omniedit/swap/o.png"):
+        write_image(root / "imgs" / rel, 32, 32)
+    rows = run(root, tmp_path / "w", json_glob="ann/*.jsonl", image_dir="imgs", metadata_glob="")
     assert [r["error"] for r in rows] == [None, None]
     assert rows[0]["source_uri"] == str((root / "imgs/omniedit/background_swap/i.png").resolve())
     assert rows[0]["category"] == "background" and rows[0]["subset"] == "omniedit"
@@ -101,7 +145,10 @@ def test_list_broken_midway_keeps_the_records_before(tmp_path):
              "conversations": [{"from": "human", "value": f"<image>\nAdd {i} birds"}]} for i in range(3)]
     text = json.dumps(good)[:-1] + ', {"image": ["ultraedit/add/i9.png", '  # cut inside record 4
     (root / "training_json" / "ultra.json").write_text(text)
-    rows = run(root, tmp_path / "w")
+    for i in range(3):
+        for kind in "io":
+            write_image(root / "gpt-edit" / f"ultraedit/add/{kind}{i}.png", 32, 32)
+    rows = run(root, tmp_path / "w")  # training_json under the root: annotations_root unset
     assert [r["instruction"] for r in rows if not r["error"]] == ["Add 0 birds", "Add 1 birds", "Add 2 birds"]
     assert all(r["category"] == "add" and r["subset"] == "ultraedit" for r in rows if not r["error"])
     (err,) = [r["error"] for r in rows if r["error"]]
