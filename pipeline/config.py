@@ -103,9 +103,14 @@ class X2EditConfig(DatasetConfig):
 class PicoBananaConfig(DatasetConfig):
     license: str = "CC-BY-NC-ND-4.0"
     splits: list[Literal["sft", "preference", "multi-turn"]] = ["sft"]
-    # Open Images source files the user downloaded: looked up by the URL's file name here.
+    # Open Images source files the user downloaded (e.g. train_0/<ImageID>.jpg, or files named
+    # after their URLs).
     image_root: Path
-    # Edited images: output_image paths are relative to this directory (default: root).
+    # Open Images' train-images-boxable-with-rotation.csv: maps a record's URL to <ImageID>.jpg.
+    openimages_csv: Path | None = None
+    # The directory map_openimage_url_to_local.py ran in (its local_input_image is relative to it).
+    local_input_base: Path | None = None
+    # Edited images: output_image paths are relative to this directory (default: root/nb, root).
     output_root: Path | None = None
 
 
