@@ -73,6 +73,8 @@ class MotionBenchConfig(DatasetConfig):
 class NHREditConfig(DatasetConfig):
     license: str = "Apache-2.0"
     layout: Literal["auto", "jsonl", "parquet"] = "auto"
+    # The separate Hugging Face repository iitolstykh/NHR-Edit-part2, if downloaded (same layouts).
+    part2_root: Path | None = None
 
 
 class GPTImageEditConfig(DatasetConfig):
