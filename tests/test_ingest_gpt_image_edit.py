@@ -93,7 +93,7 @@ def test_demo_error_rows(corpus, tmp_path):
     assert any(e.startswith("unreadable zz_truncated.json") for e in errors)
     (missing,) = [e for e in errors if "not found" in e]
     tried = str((root / "gpt-edit" / "omniedit" / "input" / "missing.png").resolve())
-    assert missing.startswith("input image 'input/missing.png' not found; tried: " + tried)
+    assert missing.startswith("not found: input 'input/missing.png'; looked in " + tried)
     assert str((root / "gpt-edit" / "input" / "missing.png").resolve()) in missing  # every place tried
     assert len(errors) == 5
 

@@ -72,7 +72,7 @@ def test_sft_error_rows(corpus, tmp_path):
     # a photo the user did not download: the error lists every place looked in
     image_root = Path(facts["image_root"]).resolve()
     missing = next(r for r in errors if "not found" in r["error"])
-    assert missing["error"].startswith("source: source image not found; tried: ")
+    assert missing["error"].startswith(f"not found: open_image_input_url '{demo._url(3)}'; looked in ")
     for place in (image_root / facts["missing_source"], image_root / "train_0" / facts["missing_source"],
                   image_root / "train_1" / facts["missing_source"]):
         assert str(place) in missing["error"]
@@ -139,8 +139,8 @@ def test_output_root_and_missing_split_file(corpus, tmp_path):
     assert fine and all(r["target_uri"].startswith(str(elsewhere.resolve())) for r in fine)
     # a configured output_root is the only place looked in
     rows = run(root, tmp_path / "w1", facts, output_root=tmp_path / "empty")
-    assert all("output image not found; tried: " + str((tmp_path / "empty").resolve()) in r["error"]
-               for r in rows if r["target_uri"] is None and "output_image" in (r["error"] or ""))
+    lost = [r for r in rows if r["target_uri"] is None and "output_image" in (r["error"] or "")]
+    assert lost and all("; looked in " + str((tmp_path / "empty").resolve()) in r["error"] for r in lost)
     (root / "nb" / "jsonl" / "preference.jsonl").unlink()
     (row,) = run(root, tmp_path / "w2", facts, splits=["preference"])
     assert row["error"] == "missing jsonl/preference.jsonl (split 'preference')"

@@ -91,8 +91,8 @@ def test_concatenated_tar_repeated_names_are_new_samples(corpus, tmp_path):
     assert by_name_last(first["target_uri"]) == read_member(second["target_uri"])  # what a name gets
     assert dict(second["native_scores"]) == {"score_7b_0": 10.0, "score_7b_1": 9.0}
     raw = json.loads(second["raw_record"])
-    assert raw["occurrence"] == 1 and raw["json"]["task"] == "subject_deletion"
-    assert set(raw["members"]) == {"1.0.jpg", "2.jpg", "json", "txt"}
+    assert raw["_occurrence"] == 1 and raw["task"] == "subject_deletion"  # the JSON's fields, then ours
+    assert set(raw["_members"]) == {"1.0.jpg", "2.jpg", "json", "txt"}
     # members past the first end-of-archive marker were found
     assert any(x["target_uri"] and "#000000003.2.jpg@" in x["target_uri"] for x in rows)
 
@@ -117,7 +117,7 @@ def test_instructions_placeholders_translations_and_text_mask(corpus, tmp_path):
     root, _ = corpus
     rows = run(root, tmp_path / "w")
     none = next(r for r in rows if r["subset"].startswith("qwen") and r["category_raw"] == "color_change")
-    assert none["instruction"] is None and none["error"] == "empty instruction ('None')"
+    assert none["instruction"] is None and none["error"] == "empty instruction: 'None' is a placeholder"
     qwen_bg = next(r for r in rows if r["subset"].startswith("qwen") and r["category_raw"] == "background_change")
     # instruction_ori describes the source image: never an alternative instruction
     assert qwen_bg["instruction"] == "把背景换成雪山" and qwen_bg["alt_instructions"] is None
@@ -127,13 +127,13 @@ def test_instructions_placeholders_translations_and_text_mask(corpus, tmp_path):
     text = next(r for r in rows if r["subset"] == "textflux")
     mask_uri = json.loads(text["extra"])["text_mask_uri"]
     assert "#000000000.1.1.jpg@" in mask_uri and read_member(mask_uri) == image_bytes(128, 96, 92)
-    assert json.loads(text["raw_record"])["members"].keys() == {"1.0.jpg", "1.1.jpg", "2.jpg", "json", "txt"}
+    assert json.loads(text["raw_record"])["_members"].keys() == {"1.0.jpg", "1.1.jpg", "2.jpg", "json", "txt"}
 
 
 def test_demo_error_rows(corpus, tmp_path):
     root, _ = corpus
     errors = {r["error"]: r for r in run(root, tmp_path / "w") if r["error"]}
-    assert set(errors) == {"missing edited member (.2.jpg)", "empty instruction", "empty instruction ('None')",
+    assert set(errors) == {"missing edited member (.2.jpg)", "empty instruction", "empty instruction: 'None' is a placeholder",
                            "corrupt json member 000000002.json: Expecting value: line 1 column 42 (char 41)",
                            "excluded: task 'portrait' is subject-driven generation, not an edit "
                            "(datasets.x2edit.exclude_tasks)",
@@ -141,7 +141,7 @@ def test_demo_error_rows(corpus, tmp_path):
                            "(datasets.x2edit.exclude_tasks)"}
     missing = errors["missing edited member (.2.jpg)"]
     assert missing["target_uri"] is None and missing["source_uri"] and missing["category"] == "color"
-    assert all(json.loads(r["raw_record"])["tar"] for r in errors.values())
+    assert all(json.loads(r["raw_record"])["_tar"] for r in errors.values())
 
 
 def test_ids_stable_and_parts_byte_identical(corpus, tmp_path):

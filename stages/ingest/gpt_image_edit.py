@@ -13,8 +13,8 @@ annotations from two places, both read:
   relative to the task folder (``metadata``'s parent) or, failing that, ``image_dir`` or the root.
 
 Image paths are tolerated in several spellings: each candidate place is tried in order (the one
-that worked last first) and the first existing file wins; when none exists the row is an error
-that lists every place tried. ``subset`` is the task folder's first part (``hqedit``,
+that worked last first) and the first existing file wins; when none exists the row's error is
+``not found: input '<path>'; looked in <every place tried>``. ``subset`` is the task folder's first part (``hqedit``,
 ``omniedit``, ``ultraedit``); ``category_raw`` is the input's folder under ``image_dir``;
 ``category`` comes from the metadata ``task``, else the task folders, else the file name, by
 keywords (``complex-edit`` is ``freeform``). ``extra`` keeps ``task``, ``task_folder``,
@@ -110,6 +110,9 @@ class GPTImageEditAdapter(Adapter):
     name = "gpt_image_edit"
     modality = "image"
     task = "edit"
+    # record fields read, both sources (curate inspect lists the others)
+    fields_used = ("image", "images", "conversations", "input", "output", "instruction", "task",
+                   "instruction_type", "input_description", "dataset_source", "id")
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -215,7 +218,7 @@ class GPTImageEditAdapter(Adapter):
                 found, tried = None, []
                 problems.append(f"{role} image: {e}")
             if found is None and tried:
-                problems.append(f"{role} image {value!r} not found; tried: {', '.join(tried)}")
+                problems.append(f"not found: {role} {value!r}; looked in {', '.join(tried)}")
             values["source_uri" if role == "input" else "target_uri"] = str(found) if found else None
             rels.append(self._rel(found) if found else None)
         task_path = rels[0] or (where or "")

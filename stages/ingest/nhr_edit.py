@@ -81,6 +81,10 @@ class NHREditAdapter(Adapter):
     name = "nhr_edit"
     modality = "image"
     task = "edit"
+    # record fields read (curate inspect lists the others)
+    fields_used = ("sample_id", "source_file_name", "edited_file_name", "edit_instruction",
+                   "augmented_instructions", "category", "kind", "style", "img_width", "img_height",
+                   *SOURCE_PATH_COLUMNS, *EDITED_PATH_COLUMNS, "*score*")
 
     # ------------------------------------------------------------------ units
     def _parquet_files(self, root: Path) -> list[Path]:

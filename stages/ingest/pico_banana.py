@@ -39,7 +39,7 @@ from stages.ingest.image_edit_common import (
     posix_rel,
     text_list,
 )
-from stages.ingest.pico_sources import ImageLocator, url_file_name, url_image_ids  # noqa: F401 (re-export)
+from stages.ingest.pico_sources import ImageLocator, NotFound, url_file_name, url_image_ids  # noqa: F401 (re-export)
 
 # The file names a split is published under (the multi-turn file is spelled both ways; Apple's
 # CDN serves them under nb/jsonl/).
@@ -62,6 +62,10 @@ class PicoBananaAdapter(Adapter):
     name = "pico_banana"
     modality = "image"
     task = "edit"
+    # record fields read (curate inspect lists the others)
+    fields_used = ("open_image_input_url", "local_input_image", "text", "output_image", "edit_type",
+                   "summarized_text", "rejected_images", "files", "metadata_edit_turn_prompts",
+                   "metadata_edit_turn_types", "edit_types", "*score*")
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -142,11 +146,11 @@ class PicoBananaAdapter(Adapter):
         try:
             values["source_uri"] = self._source(rec, rec.get("open_image_input_url"))
         except (PathEscapeError, ValueError) as e:
-            problems.append(f"source: {e}")
+            problems.append(str(e) if isinstance(e, NotFound) else f"source: {e}")
         try:
             values["target_uri"] = self._output(output)
         except (PathEscapeError, ValueError) as e:
-            problems.append(f"output_image: {e}")
+            problems.append(str(e) if isinstance(e, NotFound) else f"output_image: {e}")
         if values["instruction"] is None:
             problems.append("empty text (instruction)")
         if problems:
@@ -189,7 +193,7 @@ class PicoBananaAdapter(Adapter):
                 try:
                     values["source_uri"] = self._source(rec, by_id.get(ORIGINAL_ID))
                 except (PathEscapeError, ValueError) as e:
-                    problems.append(f"source: {e}")
+                    problems.append(str(e) if isinstance(e, NotFound) else f"source: {e}")
             elif previous is not None:
                 values["source_uri"] = previous
             else:

@@ -11,7 +11,8 @@ the URL instead. Edited images (``output_image``, multi-turn ``url``) are relati
 folder of Apple's CDN download (``images/positive-edit/1.png``).
 
 Every candidate place is tried in order and the first existing file wins; when none exists the
-caller gets ``NotFound`` listing every place tried, which becomes the row's error.
+caller gets ``NotFound``: ``not found: <field> '<value>'; looked in <every place tried>``, the
+row's error.
 """
 from __future__ import annotations
 
@@ -77,12 +78,12 @@ class ImageLocator:
         return self._subdirs
 
     @staticmethod
-    def _first(candidates: list[Path], what: str) -> str:
+    def _first(candidates: list[Path], field: str, value: str) -> str:
         seen = list(dict.fromkeys(candidates))
         for p in seen:
             if p.is_file():
                 return str(p)
-        raise NotFound(f"{what} not found; tried: {', '.join(map(str, seen))}")
+        raise NotFound(f"not found: {field} {value!r}; looked in {', '.join(map(str, seen))}")
 
     def source(self, local: str | None, url: str | None, image_id: str | None, csv_configured: bool) -> str:
         """The source photo: ``local_input_image`` (absolute, or under each base), else the URL's
@@ -111,12 +112,13 @@ class ImageLocator:
         if url and not image_id and not local:
             hint = (" (URL not in openimages_csv)" if csv_configured else
                     " (set datasets.pico_banana.openimages_csv to map Open Images URLs to <ImageID>.jpg)")
+        field, value = ("local_input_image", local) if local else ("open_image_input_url", url or "")
         try:
-            return self._first(candidates, "source image")
+            return self._first(candidates, field, value)
         except NotFound as e:
             raise NotFound(f"{e}{hint}") from None
 
     def output(self, rel: str | None) -> str:
         if rel is None:
             raise ValueError("missing output image path")
-        return self._first([resolve_under(base, rel) for base in self.output_bases], "output image")
+        return self._first([resolve_under(base, rel) for base in self.output_bases], "output_image", rel)

@@ -121,6 +121,9 @@ class X2EditAdapter(Adapter):
     name = "x2edit"
     modality = "image"
     task = "edit"
+    # JSON fields read (curate inspect lists the others, e.g. caption_*, instruction_ori)
+    fields_used = ("instruction", *ALT_INSTRUCTION_KEYS, "task", "model", "label", "instruction_type",
+                   "width", "height", "*score*")
 
     def units(self) -> list[Unit]:
         tars = sorted(p for p in self.root.glob(self.cfg.tar_glob) if p.is_file())
@@ -188,10 +191,12 @@ class X2EditAdapter(Adapter):
         edited = next((members[s] for s in EDITED_SUFFIXES if s in members), None)
         mask = members.get(TEXT_MASK_SUFFIX)
         natural = (rel, key) if occurrence == 0 else (rel, key, occurrence)
-        audit: dict[str, Any] = {"tar": rel, "key": key,
-                                 "members": {s: m.offset for s, m in sorted(members.items())}}
+        # The JSON's own fields at the top (what `curate inspect` compares with fields_used), ours
+        # under "_" names: where the sample is, and its members' header offsets.
+        where: dict[str, Any] = {"_tar": rel, "_key": key,
+                                 "_members": {s: m.offset for s, m in sorted(members.items())}}
         if occurrence:
-            audit["occurrence"] = occurrence  # the n-th repeat of this key in a concatenated tar
+            where["_occurrence"] = occurrence  # the n-th repeat of this key in a concatenated tar
         problems = []
         rec: dict[str, Any] | None = None
         if "json" in members:
@@ -205,12 +210,13 @@ class X2EditAdapter(Adapter):
         if edited is None:
             problems.append("missing edited member (.2.jpg)")
         rec = rec or {}
-        audit["json"] = rec
+        audit = {**rec, **where}
         task = label_text(rec.get("task"))
         canonical = canonical_task(task)
         instruction = instruction_text(rec.get("instruction"))
         if rec and instruction is None:
-            problems.append("empty instruction" + (f" ({rec['instruction']!r})" if clean_text(rec.get("instruction")) else ""))
+            placeholder = clean_text(rec.get("instruction"))
+            problems.append("empty instruction" + (f": {placeholder!r} is a placeholder" if placeholder else ""))
         alts = list(dict.fromkeys(t for k in ALT_INSTRUCTION_KEYS
                                   if (t := instruction_text(rec.get(k))) and t != instruction))
         uri = lambda m: tar_uri(tar_path, member_ref(m.name, m.offset)) if m is not None else None  # noqa: E731
