@@ -93,7 +93,9 @@ _ZH_KEYWORDS: tuple[tuple[str, str], ...] = (
     ("色调|光照|打光|滤镜|天气|季节", "tone_transform"),
     ("颜色|色彩|上色", "color_change"),
     ("材质|材料|纹理", "material_change"),
-    ("动作|姿势|表情", "action_change"),
+    ("表情|换装|服装|衣服|发型|妆|修图|美颜", "portrait_retouch"),
+    ("动作|姿势|姿态", "action_change"),
+    ("修复|去噪|增强|清晰|去雾", "tone_transform"),
     ("视角|相机|镜头|旋转|缩放", "camera_movement"),
     ("推理", "reasoning"),
 )
