@@ -168,3 +168,24 @@ def test_first_human_turn():
     assert first_human_turn(conv) == "Add a hat"
     assert first_human_turn([{"from": "human", "value": "<image>\n"}]) is None
     assert first_human_turn("not a list") is None
+
+
+def test_metadata_as_a_dict_of_records_and_jsonl(tmp_path):
+    """The dataset's metadata may be a dict keyed by id, or JSON Lines under a .json name; paths
+    relative to the task folder, gpt-edit/ or the root are all found."""
+    root = tmp_path / "gpt"
+    meta = root / "gpt-edit" / "omniedit" / "metadata"
+    meta.mkdir(parents=True)
+    for rel in ("omniedit/input/1.png", "omniedit/output/1.png", "omniedit/input/2.png", "omniedit/output/2.png"):
+        write_image(root / "gpt-edit" / rel, 32, 32)
+    rec = {"task": "removal", "instruction": "Remove the lamp", "instruction_type": "original"}
+    (meta / "a.json").write_text(json.dumps({"1": {**rec, "id": "1", "input": "input/1.png", "output": "output/1.png"}}))
+    (meta / "b.json").write_text(json.dumps({**rec, "id": "2", "input": "omniedit/input/2.png",
+                                             "output": "gpt-edit/omniedit/output/2.png"}) + "\n"
+                                 + json.dumps({**rec, "id": "3", "input": "input/3.png", "output": "output/3.png"}) + "\n")
+    rows = run(root, tmp_path / "w")
+    by_id = {json.loads(r["extra"])["id"]: r for r in rows}
+    assert by_id["1"]["error"] is None and by_id["2"]["error"] is None
+    assert by_id["2"]["source_uri"] == str((root / "gpt-edit" / "omniedit" / "input" / "2.png").resolve())
+    assert by_id["1"]["category"] == "remove" and by_id["1"]["subset"] == "omniedit"
+    assert by_id["3"]["error"].startswith("not found: input 'input/3.png'; looked in ")

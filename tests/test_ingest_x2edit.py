@@ -227,3 +227,15 @@ def test_offset_uri_survives_and_detects_a_changed_tar(corpus, tmp_path):
         locate(f"tar://{path}#{member}@{offset + 512}")
     assert e.value.kind == "missing" and "at offset" in e.value.message
     assert locate(f"tar://{path}#{member}").getvalue() == by_name_last(uri)  # plain names still work
+
+
+def test_instruction_as_a_list_and_user_exclusions(tmp_path):
+    root = tmp_path / "x2"
+    members = (demo._sample("000000000", 1, json.dumps({"instruction": ["Make it rain"], "task": "天气变化"}).encode())
+               + demo._sample("000000001", 3, json.dumps({"instruction": "无", "task": "tone_transform"}).encode()))
+    path = root / "X2Edit_data" / "bagel" / "000" / "00000.tar"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(demo.tar_bytes(members))
+    rows = {r["category_raw"]: r for r in run(root, tmp_path / "w")}
+    assert rows["天气变化"]["instruction"] == "Make it rain" and rows["天气变化"]["category"] == "tone"
+    assert rows["tone_transform"]["error"] == "empty instruction: '无' is a placeholder"

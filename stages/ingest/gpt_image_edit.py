@@ -70,7 +70,8 @@ def _first_char(path: Path) -> str:
 
 def json_file_records(path: Path) -> Iterator[tuple[int, Any, str | None]]:
     """``(index, record, error)`` for each record of an annotation file: a JSON list (streamed
-    element by element), a JSON Lines file (line by line), or a dict wrapping one list."""
+    element by element), a JSON Lines file (line by line), a dict wrapping one list, or a dict of
+    records keyed by id."""
     first = _first_char(path)
     if first == "[":
         for i, rec in enumerate(iter_json_array(path)):
@@ -90,9 +91,12 @@ def json_file_records(path: Path) -> Iterator[tuple[int, Any, str | None]]:
         records = [doc]
     else:
         lists = [v for v in doc.values() if isinstance(v, list)]
-        if len(lists) != 1:
+        if len(lists) == 1:
+            records = lists[0]
+        elif doc and all(isinstance(v, dict) for v in doc.values()):
+            records = list(doc.values())  # {<id>: record, ...}
+        else:
             raise ValueError("expected a JSON list of records")
-        records = lists[0]
     for i, rec in enumerate(records):
         yield i, rec, None
 

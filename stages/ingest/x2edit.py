@@ -213,9 +213,12 @@ class X2EditAdapter(Adapter):
         audit = {**rec, **where}
         task = label_text(rec.get("task"))
         canonical = canonical_task(task)
-        instruction = instruction_text(rec.get("instruction"))
+        given = rec.get("instruction")
+        if isinstance(given, list):  # a few generators wrote a one-element list
+            given = next((x for x in given if clean_text(x)), None)
+        instruction = instruction_text(given)
         if rec and instruction is None:
-            placeholder = clean_text(rec.get("instruction"))
+            placeholder = clean_text(given)
             problems.append("empty instruction" + (f": {placeholder!r} is a placeholder" if placeholder else ""))
         alts = list(dict.fromkeys(t for k in ALT_INSTRUCTION_KEYS
                                   if (t := instruction_text(rec.get(k))) and t != instruction))
