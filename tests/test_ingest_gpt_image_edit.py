@@ -189,3 +189,13 @@ def test_metadata_as_a_dict_of_records_and_jsonl(tmp_path):
     assert by_id["2"]["source_uri"] == str((root / "gpt-edit" / "omniedit" / "input" / "2.png").resolve())
     assert by_id["1"]["category"] == "remove" and by_id["1"]["subset"] == "omniedit"
     assert by_id["3"]["error"].startswith("not found: input 'input/3.png'; looked in ")
+
+
+def test_root_pointed_at_gpt_edit_itself(corpus, tmp_path):
+    """A user who points root at gpt-edit/ (annotations elsewhere) gets the same rows."""
+    root, facts = corpus
+    rows = run(root / "gpt-edit", tmp_path / "w", **facts["cfg"])
+    fine = [r for r in rows if not r["error"]]
+    assert len(fine) == len(facts["categories"])
+    assert {r["subset"] for r in fine} == {"hqedit", "omniedit", "ultraedit"}
+    assert all(Path(r["source_uri"]).is_file() for r in fine)

@@ -239,3 +239,9 @@ def test_instruction_as_a_list_and_user_exclusions(tmp_path):
     rows = {r["category_raw"]: r for r in run(root, tmp_path / "w")}
     assert rows["天气变化"]["instruction"] == "Make it rain" and rows["天气变化"]["category"] == "tone"
     assert rows["tone_transform"]["error"] == "empty instruction: '无' is a placeholder"
+
+
+def test_root_pointed_at_x2edit_data_itself(corpus, tmp_path):
+    root, facts = corpus
+    rows = run(root / "X2Edit_data", tmp_path / "w")
+    assert len(rows) == facts["rows"] and {r["subset"] for r in rows} >= {"step1x", "gpt4o", "textflux"}

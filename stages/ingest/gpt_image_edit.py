@@ -46,6 +46,7 @@ IMAGE_TOKEN = "<image>"
 HUMAN_ROLES = ("human", "user")
 # Task folders whose name says nothing to the keyword rules.
 FOLDER_CATEGORIES = {"complex-edit": "freeform", "complex_edit": "freeform"}
+SUBSETS = ("hqedit", "omniedit", "ultraedit")  # gpt-edit/'s source-dataset folders
 
 
 def first_human_turn(conversations: Any) -> str | None:
@@ -121,15 +122,19 @@ class GPTImageEditAdapter(Adapter):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.ann_root = Path(cfg.annotations_root).expanduser().resolve() if cfg.annotations_root else self.root
-        self.image_dir = self.root / cfg.image_dir
+        image_dir = self.root / cfg.image_dir
+        if not image_dir.is_dir() and any((self.root / s).is_dir() for s in SUBSETS):
+            image_dir = self.root  # the root is gpt-edit/ itself: the source folders directly
+        self.image_dir = image_dir
         self._last_hit: dict[str, int] = {}  # candidate index that resolved last, per unit kind
 
     def units(self) -> list[Unit]:
         units = [Unit(self.name, unit_key(self.ann_root, p, "training"), str(p), {"kind": "training"})
                  for p in sorted(self.ann_root.glob(self.cfg.json_glob)) if p.is_file()]
         if self.cfg.metadata_glob:
+            glob = self.cfg.metadata_glob if self.image_dir != self.root else "**/metadata/*.json"
             units += [Unit(self.name, unit_key(self.root, p, "metadata"), str(p), {"kind": "metadata"})
-                      for p in sorted(self.root.glob(self.cfg.metadata_glob)) if p.is_file()]
+                      for p in sorted(self.root.glob(glob)) if p.is_file()]
         if not units:
             return [Unit(self.name, unit_key(self.root, self.root, "no-json"), str(self.root), {"missing": True})]
         return units

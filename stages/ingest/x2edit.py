@@ -52,6 +52,7 @@ SOURCE_SUFFIXES = ("1.0.jpg", "1.jpg", "1.0.jpeg", "1.jpeg", "1.0.png", "1.png",
 EDITED_SUFFIXES = ("2.jpg", "2.jpeg", "2.png", "2.webp")
 MAX_JSON_BYTES = 16 << 20  # a metadata member larger than this is not metadata
 
+DEFAULT_GLOB = "X2Edit_data/**/*.tar"
 TEXT_MASK_SUFFIX = "1.1.jpg"  # textflux: the text-foreground mask
 ALT_INSTRUCTION_KEYS = ("instruction_en", "instruction_zh")  # translations; not instruction_ori
 
@@ -127,6 +128,10 @@ class X2EditAdapter(Adapter):
 
     def units(self) -> list[Unit]:
         tars = sorted(p for p in self.root.glob(self.cfg.tar_glob) if p.is_file())
+        if not tars and self.cfg.tar_glob == DEFAULT_GLOB:
+            # the root is X2Edit_data/ itself (or a generator folder): its tars, wherever they are
+            tars = sorted(p for p in self.root.glob("**/*.tar") if p.is_file()
+                          and not any(part.startswith(".") for part in p.relative_to(self.root).parts))
         if not tars:
             return [Unit(self.name, unit_key(self.root, self.root, "no-tars"), str(self.root), {"missing": True})]
         return [Unit(self.name, unit_key(self.root, p), str(p)) for p in tars]
