@@ -22,6 +22,8 @@ from pipeline import status
 from pipeline.config import Config, ConfigError
 from pipeline.progress import Progress, console, out, render_table
 from pipeline.ray_runtime import init_ray, map_units
+from pipeline.report.timings import StageClock
+from pipeline.report import write_report_quietly
 
 STAGE_ORDER = ["ingest", "probe", "vlm-filter", "filter", "encode", "shard"]
 
@@ -401,9 +403,11 @@ def run(cfg: Config, stage: str = "all", workdir: Path | None = None, limit: int
     console.print(f"run: {', '.join(stages)} in {workdir} on {where}")
     reports = []
     for name in stages:
-        report = STAGES[name](cfg, workdir, limit, overwrite)
+        with StageClock(workdir, name, cfg, overwrite, remote=where.startswith("Ray cluster at")) as clock:
+            report = clock.report = STAGES[name](cfg, workdir, limit, overwrite)
         print_report(report)
         reports.append(report)
+    write_report_quietly(workdir, cfg)
     return reports
 
 
