@@ -23,7 +23,6 @@ from pipeline.config import Config, ConfigError
 from pipeline.progress import Progress, console, out, render_table
 from pipeline.ray_runtime import init_ray, map_units
 from pipeline.report.timings import StageClock
-from pipeline.report import write_report_quietly
 
 STAGE_ORDER = ["ingest", "probe", "vlm-filter", "filter", "encode", "shard"]
 
@@ -407,7 +406,6 @@ def run(cfg: Config, stage: str = "all", workdir: Path | None = None, limit: int
             report = clock.report = STAGES[name](cfg, workdir, limit, overwrite)
         print_report(report)
         reports.append(report)
-    write_report_quietly(workdir, cfg)
     return reports
 
 
