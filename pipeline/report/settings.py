@@ -5,7 +5,7 @@ each number comes from; "estimate" means the dataset's name or card gives only a
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,7 +27,7 @@ class ReportConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # Samples per dataset that the cost model prices (datasets left out are not priced).
-    corpus: dict[str, int] = Field(default_factory=lambda: {k: v[0] for k, v in CORPUS_SOURCES.items()})
+    corpus: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: {k: v[0] for k, v in CORPUS_SOURCES.items()})
     # The cluster is sized to finish every stage of the whole corpus in this many hours.
     finish_in_hours: float = Field(168.0, gt=0, description="hours the whole corpus should take")
     # Share of an allocated core / GPU that does useful work (scheduling gaps, stragglers, I/O waits).
