@@ -90,3 +90,9 @@ def test_report_section_validates():
     assert cfg.report.finish_in_hours == 24 and cfg.report.corpus["koala"] == 36_060_536
     with pytest.raises(ConfigError, match="report.utilisation"):
         load_config(None, ["report.utilisation=0"])
+
+
+def test_a_remote_cluster_is_priced_at_allocated_cores():
+    rec = {**_rec("probe", 10, 1), "cpu_scope": "driver only (remote Ray cluster)"}
+    (c,) = cost.stage_costs({"probe": [rec]}, {"probe": (100, 100)}, None)
+    assert c.cpu_s == 40 and "allocated" in c.note  # wall 10 s x 4 CPUs, not the driver's 1 s

@@ -115,7 +115,9 @@ def _judge(con) -> tuple[dict, list]:
     pngs = [("statuses", plots.bars("judge status", [s for s, _ in health["status"]], [n for _, n in health["status"]], "samples")),
             ("attempts per sample", plots.bars("HTTP attempts", [str(a) for a, _ in health["attempts"]],
                                                [n for _, n in health["attempts"]], "samples")),
-            ("latency (last attempt)", plots.histogram("latency of the last attempt", health["latency"], "seconds"))]
+            ("latency (last attempt)", plots.histogram("latency of the last attempt", health["latency"], "seconds")),
+            ("prompt tokens per request", plots.histogram("prompt tokens", health["prompt_tokens"], "tokens")),
+            ("output tokens per request", plots.histogram("output tokens", health["output_tokens"], "tokens"))]
     return health, [(t, _b64(p)) for t, p in pngs]
 
 

@@ -63,11 +63,13 @@ def stage_costs(runs: dict[str, list[dict]], rows: dict[str, tuple[int, int]], j
         ran_on_gpu = gpu > 0
         if stage in GPU_STAGES and not ran_on_gpu and not device.startswith("external"):
             note = "GPU stage that ran on CPU: CPU rate only, no GPU-hours extrapolated"
+        cpu, alloc = sum(r["cpu_s"] for r in recs), sum(r["wall_s"] * r["cpus"] for r in recs)
         if recs[-1].get("cpu_scope", "").startswith("driver"):
-            note = (note + "; " if note else "") + "CPU seconds of the driver only (remote cluster)"
+            # The workers of a remote cluster are not visible: price what was allocated instead.
+            note = (note + "; " if note else "") + "remote cluster: priced at allocated core-s (workers' CPU not visible)"
+            cpu = alloc
         n_rows, n_samples = rows.get(stage, (0, 0))
-        out.append(StageCost(stage, len(recs), wall, sum(r["cpu_s"] for r in recs),
-                             sum(r["wall_s"] * r["cpus"] for r in recs), gpu, n_rows, n_samples, device,
+        out.append(StageCost(stage, len(recs), wall, cpu, alloc, gpu, n_rows, n_samples, device,
                              stage in GPU_STAGES, ran_on_gpu, note))
     return out
 

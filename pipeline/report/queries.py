@@ -133,8 +133,10 @@ def judge_health(con) -> dict:
         "FROM scores WHERE prompt_tokens IS NOT NULL").fetchone()
     lat = con.execute("SELECT quantile_cont(latency_s, 0.5), quantile_cont(latency_s, 0.95), max(latency_s) "
                       "FROM scores WHERE latency_s IS NOT NULL").fetchone()
+    tokens_each = con.execute("SELECT prompt_tokens, output_tokens FROM scores WHERE prompt_tokens IS NOT NULL").fetchall()
     models = con.execute("SELECT model, backend, count(*) FROM scores GROUP BY 1, 2 ORDER BY 3 DESC").fetchall()
     return {"status": status, "attempts": attempts, "latency": latency, "latency_q": lat, "tokens": tokens,
+            "prompt_tokens": [r[0] for r in tokens_each], "output_tokens": [r[1] for r in tokens_each if r[1] is not None],
             "models": models}
 
 
