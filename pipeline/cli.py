@@ -54,6 +54,9 @@ def run(
         runner.run(cfg, stage, workdir, limit, ray_address, overwrite)
     except ConfigError as e:
         _fail(str(e))
+    from pipeline.report import write_report_quietly
+
+    write_report_quietly(workdir or cfg.run.workdir)
 
 
 class Format(str, Enum):
@@ -179,6 +182,9 @@ def demo(
     out.print(render_table(f"{res.num_rows} samples kept as error rows (nothing is dropped)", res.column_names,
                            [list(r.values()) for r in res.to_pylist()]))
     _demo_shards(workdir)
+    from pipeline.report import write_report_quietly
+
+    write_report_quietly(workdir)
     out.print(f"demo run is in {workdir}; try: curate query --workdir {workdir} "
               "\"SELECT dataset, count(*) FROM samples GROUP BY 1\" --format csv")
 
@@ -257,6 +263,11 @@ def _demo_run(config: Path, overrides: list[str], workdir: Path, corpus: Path) -
                      max_model_len=4096, max_num_seqs=4) as url:
         judged = load_config(config, [*overrides, f"judge.urls=[{url}]", f"judge.model={name}", *DEMO_JUDGE])
         runner.run(judged, "all", workdir)
+
+
+from pipeline.report.cli import report  # noqa: E402  (`curate report`, defined beside the report code)
+
+app.command()(report)
 
 
 @app.command()

@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.report.settings import ReportConfig  # the `report` section, defined beside its user
+
 
 class ConfigError(ValueError):
     """A config problem, phrased for the user: field name, what is wrong, what to do."""
@@ -426,6 +428,7 @@ class Config(_Strict):
     encode: EncodeConfig = EncodeConfig()
     pretext: PretextConfig = PretextConfig()
     shard: ShardConfig = ShardConfig()
+    report: ReportConfig = ReportConfig()  # `curate report` (pipeline/report/settings.py)
 
     @model_validator(mode="after")
     def _roots_exist(self) -> "Config":

@@ -22,6 +22,7 @@ from pipeline import status
 from pipeline.config import Config, ConfigError
 from pipeline.progress import Progress, console, out, render_table
 from pipeline.ray_runtime import init_ray, map_units
+from pipeline.report.timings import StageClock
 
 STAGE_ORDER = ["ingest", "probe", "vlm-filter", "filter", "encode", "shard"]
 
@@ -401,7 +402,8 @@ def run(cfg: Config, stage: str = "all", workdir: Path | None = None, limit: int
     console.print(f"run: {', '.join(stages)} in {workdir} on {where}")
     reports = []
     for name in stages:
-        report = STAGES[name](cfg, workdir, limit, overwrite)
+        with StageClock(workdir, name, cfg, overwrite, remote=where.startswith("Ray cluster at")) as clock:
+            report = clock.report = STAGES[name](cfg, workdir, limit, overwrite)
         print_report(report)
         reports.append(report)
     return reports
