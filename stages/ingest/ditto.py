@@ -12,6 +12,11 @@ Published layout (see DATASETS.md):
 
 There is no category column: the category is the first folder of ``edited_path``.
 
+Source captions (``source_video_captions/*.json``, lists of ``{path, caption}``) spell the path
+*without* the ``source/`` folder (``0000/<hash>.mp4``, as third-party loaders that read the real
+files show: ltx-trainer ``preprocess_ditto_subset.py`` keys them by the hash stem). They are keyed
+here by that path and by the hash, so ``source/0000/<hash>.mp4`` finds its caption either way.
+
 Metadata paths are taken to start at the category folder (``global_style1/<hash>_1.mp4``), but a
 ``videos/`` prefix or an absolute prefix from the authors' machine is tolerated: the path is
 anchored at its first known category folder. Each path is then looked for in four places
@@ -150,7 +155,10 @@ class DittoAdapter(Adapter):
     def _caption_for(self, source: str) -> str | None:
         if self._captions is None:
             self._captions = self._load_captions()
-        return self._captions.get(canonical_path(source)) if self._captions else None
+        if not self._captions:
+            return None
+        rel = caption_key(source)
+        return self._captions.get(rel) or self._captions.get(hash_key(rel))
 
     def _load_captions(self) -> dict[str, str]:
         captions: dict[str, str] = {}
@@ -163,5 +171,19 @@ class DittoAdapter(Adapter):
                 continue
             for rec in records:
                 if isinstance(rec, dict) and clean_text(rec.get("path")) and clean_text(rec.get("caption")):
-                    captions[canonical_path(rec["path"])] = clean_text(rec["caption"])
+                    rel, caption = caption_key(rec["path"]), clean_text(rec["caption"])
+                    captions[rel] = caption
+                    captions.setdefault(hash_key(rel), caption)
         return captions
+
+
+def caption_key(path: str) -> str:
+    """A source path as the captions files spell it: relative to ``videos/source/``
+    (``source/0000/x.mp4``, ``videos/source/source/0000/x.mp4`` and ``0000/x.mp4`` -> ``0000/x.mp4``)."""
+    rel = canonical_path(path)
+    return rel[len("source/"):] if rel.startswith("source/") else rel
+
+
+def hash_key(rel: str) -> str:
+    """``#<hash>``: the source file's stem, shared by its edited files (``<hash>_<n>.mp4``)."""
+    return "#" + re.sub(r"_\d+$", "", Path(rel).stem)

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from stages.ingest.base import PathEscapeError, resolve_under
+from stages.ingest.base import PathEscapeError, SymlinkEscapeError, resolve_under
 
 
 def clean_text(value: Any) -> str | None:
@@ -74,7 +74,8 @@ def numeric_scores(record: dict[str, Any], skip: Iterable[str] = ()) -> dict[str
 
 
 def candidate_paths(root: Path, variants: Sequence[str], written: str | None = None) -> list[Path | None]:
-    """Each variant resolved under ``root``; None where it escapes. Raises if all escape.
+    """Each variant resolved under ``root``; None where it escapes. Raises if all escape, or if
+    one is a symlink leading out of the root (that file exists: it is what the metadata means).
 
     ``written`` is the path as the metadata spells it, for the error message.
     """
@@ -82,6 +83,8 @@ def candidate_paths(root: Path, variants: Sequence[str], written: str | None = N
     for rel in variants:
         try:
             out.append(resolve_under(root, rel))
+        except SymlinkEscapeError:
+            raise
         except PathEscapeError:
             out.append(None)
     if all(p is None for p in out):
