@@ -92,6 +92,15 @@ def candidate_paths(root: Path, variants: Sequence[str], written: str | None = N
     return out
 
 
+class NotFoundError(ValueError):
+    """A metadata path found in none of the places a layout allows; the message lists them, so
+    a user sees at once which layout was expected (``curate inspect`` shows two per dataset)."""
+
+    def __init__(self, what: str, written: str, tried: Sequence[str]):
+        self.what, self.written, self.tried = what, written, list(tried)
+        super().__init__(f"not found: {what} {written!r}; looked in: {', '.join(self.tried)}")
+
+
 class LayoutProbe:
     """Picks which of several on-disk variants of a path exists, remembering the last winner.
 
