@@ -149,18 +149,20 @@ def test_edge_records(tmp_path):
     """Layouts the demo does not cover: no videos/ folder, absolute prefixes, odd records."""
     root = tmp_path / "ditto"
     copy_clip(real_pairs()[0].edited, root / "global_style1" / "global_style1" / "h_1.mp4")
+    copy_clip(real_pairs()[0].source, root / "videos/source/h.mp4")
     records = [
         {"source_path": "/mnt/authors/Ditto-1M/videos/source/h.mp4", "instruction": "  Make it a sketch. ",
          "edited_path": "global_style1/h_1.mp4", "clip_score": "0.75"},
         "not a record",
         {"source_path": "source/h.mp4", "instruction": "x", "edited_path": "/etc/passwd"},
         {"source_path": "source/h.mp4", "instruction": "", "edited_path": "weird/h_2.mp4"},
+        {"source_path": "source/h.mp4", "instruction": "x", "edited_path": "global_style2/0001/h_2.mp4"},
     ]
     (root / "training_metadata").mkdir()
     (root / "training_metadata" / "m.json").write_text(json.dumps({"data": records}))
     (root / "training_metadata" / "not_a_list.json").write_text(json.dumps("nope"))
     out = ingest(DittoConfig(root=root), tmp_path / "w")
-    assert len(out) == 5
+    assert len(out) == 6
     first = out[make_sample_id("ditto", "global_style1/h_1.mp4")]
     assert first["error"] is None and first["instruction"] == "Make it a sketch."
     # the nested-extraction variant at the root (no videos/ folder) is found
@@ -169,8 +171,12 @@ def test_edge_records(tmp_path):
     assert first["source_uri"] == str((root / "videos/source/h.mp4").resolve())
     assert dict(first["native_scores"]) == {"clip_score": 0.75}
     errors = sorted(r["error"] for r in out.values() if r["error"])
+    r = root.resolve()
+    tried = ", ".join(f"{r}/{p}global_style2/0001/h_2.mp4" for p in
+                      ("videos/", "videos/global_style2/", "", "global_style2/"))
     assert errors == [
         "missing or empty field: instruction",
+        f"not found: edited_path 'global_style2/0001/h_2.mp4'; looked in: {tried}",
         "path escapes the dataset root: '/etc/passwd'",
         "record is not a JSON object",
         "unreadable not_a_list.json: ValueError: expected a JSON list of records, got str",

@@ -20,8 +20,8 @@ here by that path and by the hash, so ``source/0000/<hash>.mp4`` finds its capti
 Metadata paths are taken to start at the category folder (``global_style1/<hash>_1.mp4``), but a
 ``videos/`` prefix or an absolute prefix from the authors' machine is tolerated: the path is
 anchored at its first known category folder. Each path is then looked for in four places
-(``videos/`` or the root, plain or nested) and the first that exists wins; if none exists the plain
-``videos/`` spelling is kept and the probe stage reports the file missing.
+(``videos/`` or the root, plain or nested) and the first that exists wins; if none exists the row is
+an error that lists the places looked in.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from typing import Any, Iterator
 
 from stages.ingest.base import Adapter, PathEscapeError, Unit, to_json, unit_key
 from stages.ingest.video_pairs import (
-    LayoutProbe, candidate_paths, clean_text, first_present, json_records, norm_rel, numeric_scores,
+    LayoutProbe, NotFoundError, candidate_paths, clean_text, json_records, norm_rel, numeric_scores,
 )
 
 FIELDS = ("source_path", "instruction", "edited_path")
@@ -124,8 +124,8 @@ class DittoAdapter(Adapter):
         if missing:
             return self.row(key, error=f"missing or empty field: {', '.join(missing)}", **common)
         try:
-            source_uri = self._resolve(source, probes)
-            target_uri = self._resolve(edited, probes)
+            source_uri = self._resolve(source, probes, "source_path")
+            target_uri = self._resolve(edited, probes, "edited_path")
         except (PathEscapeError, ValueError) as e:
             return self.row(key, error=str(e), **common)
         return self.row(
@@ -138,10 +138,13 @@ class DittoAdapter(Adapter):
             **common,
         )
 
-    def _resolve(self, path: str, probes: dict[str, LayoutProbe]) -> Path:
+    def _resolve(self, path: str, probes: dict[str, LayoutProbe], what: str) -> Path:
         rel = canonical_path(path)
         if rel.startswith("/"):  # absolute, and no known folder in it: judged as written
-            return first_present(candidate_paths(self.root, [rel], path))
+            [only] = candidate_paths(self.root, [rel], path)
+            if only.is_file():
+                return only
+            raise NotFoundError(what, path, [str(only)])
         parts = rel.split("/")
         folder = parts[0]
         variants = [f"videos/{rel}", rel]
@@ -149,7 +152,9 @@ class DittoAdapter(Adapter):
             variants = [f"videos/{rel}", f"videos/{folder}/{rel}", rel, f"{folder}/{rel}"]
         candidates = candidate_paths(self.root, variants, path)
         hit = probes.setdefault(folder, LayoutProbe()).pick(candidates)
-        return hit or first_present(candidates)
+        if hit is None:
+            raise NotFoundError(what, path, [str(c) for c in candidates if c is not None])
+        return hit
 
     # -- optional source captions: source_video_captions/*.json lists of {path, caption}
     def _caption_for(self, source: str) -> str | None:

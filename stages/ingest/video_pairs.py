@@ -123,6 +123,3 @@ class LayoutProbe:
         return None
 
 
-def first_present(candidates: Sequence[Path | None]) -> Path:
-    """The preferred spelling when no variant exists yet (the probe stage reports it missing)."""
-    return next(p for p in candidates if p is not None)
