@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import json
 import os
-import tarfile
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterator
 
-from stages.ingest.base import Adapter, PathEscapeError, Unit, resolve_under, to_json, unit_key
+from stages.ingest.base import Adapter, PathEscapeError, Unit, to_json, unit_key
 from stages.ingest.video_pairs import (
-    LayoutProbe, NotFoundError, candidate_paths, clean_text, json_records, norm_rel, numeric_scores,
+    LayoutProbe, NotFoundError, TarShards, candidate_paths, clean_text, json_records, norm_rel, numeric_scores,
 )
 
 SOURCE, TARGET, INSTRUCTION = "src_video", "tar_video", "instruction_final_refine"
@@ -49,55 +47,6 @@ def canonical_path(path: str, task: str) -> str:
     if rel.startswith(("/", f"{task}/")) or ".." in rel.split("/"):
         return rel
     return f"{task}/{rel}"
-
-
-class TarShards:
-    """Members of the tar shards of some folders, listed on first use, by path and by file name.
-
-    Published members are bare names (``<name>.mp4``), so a video is found by its file name; a
-    member whose path matches the record's (``src_videos/x.mp4``) is preferred when there is one.
-    """
-
-    def __init__(self, root: Path, folders: list[Path], role: str = ""):
-        self.root, self.folders, self.role = root, folders, role
-        self._by_name: dict[str, tuple[Path, str]] | None = None
-        self._by_base: dict[str, list[tuple[Path, str]]] = defaultdict(list)
-
-    def shards(self) -> list[Path]:
-        out = []
-        for folder in self.folders:
-            for shard in sorted(folder.glob("*.tar")) if folder.is_dir() else []:
-                # a shard is read only if it lies in the root (a symlink out of it is not followed)
-                try:
-                    out.append(resolve_under(self.root, os.path.relpath(shard, self.root)))
-                except PathEscapeError:
-                    continue
-        return out
-
-    def _list(self) -> None:
-        self._by_name = {}
-        for shard in self.shards():
-            with tarfile.open(shard, ignore_zeros=True) as tf:  # headers only, seeking over the data
-                for member in tf:
-                    if member.isfile():
-                        where = (shard, member.name)
-                        self._by_name.setdefault(norm_rel(member.name), where)
-                        self._by_base[Path(member.name).name].append(where)
-
-    def find(self, rel: str) -> str | None:
-        if self._by_name is None:
-            self._list()
-        parts = norm_rel(rel).split("/")
-        hit = next((self._by_name[t] for t in ("/".join(parts), "/".join(parts[-2:])) if t in self._by_name), None)
-        if hit is None:
-            same_name = list(dict.fromkeys(self._by_base.get(parts[-1], [])))
-            # shards of both roles in one folder (task folder): `_src_` / `_tar_` in the name decides
-            of_role = [w for w in same_name if self.role and f"_{self.role}_" in w[0].name] or same_name
-            hit = of_role[0] if len(of_role) == 1 else None
-        return f"tar://{hit[0]}#{hit[1]}" if hit else None
-
-    def describe(self) -> str:
-        return " or ".join(f"{os.path.relpath(f, self.root)}/*.tar" for f in self.folders)
 
 
 class ReCoAdapter(Adapter):
