@@ -79,6 +79,8 @@ def canonical_path(path: str) -> str:
 
 class DittoAdapter(Adapter):
     name = "ditto"
+    # record fields read (curate inspect lists the others); *score* fields become native_scores
+    fields_used = (*FIELDS, *DIFFSYNTH_COLUMNS.values(), "*score*")
 
     def __init__(self, cfg):
         super().__init__(cfg)

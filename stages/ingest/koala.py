@@ -202,6 +202,8 @@ def _natural_sort_key(path: Path) -> list:
 
 class KoalaAdapter(Adapter):
     name = "koala"
+    # CSV columns read (curate inspect lists the others); url gives the YouTube id
+    fields_used = ("videoID", "url", "timestamp", "caption", *SCORE_COLUMNS)
     modality = "video"
     task = "t2v"
 

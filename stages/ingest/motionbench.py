@@ -28,6 +28,7 @@ VIDEO_FIELDS = ("video_path", "video", "path")  # likewise
 
 class MotionBenchAdapter(Adapter):
     name = "motionbench"
+    fields_used = (*VIDEO_FIELDS, *CAPTION_FIELDS)  # record fields read (curate inspect lists the others)
     modality = "video"
     task = "t2v"
 

@@ -98,6 +98,8 @@ def _pick(record: dict[str, Any], names: tuple[str, ...]) -> Any:
 
 class OpenVEAdapter(Adapter):
     name = "openve"
+    # record fields read (curate inspect lists the others); *score* fields become native_scores
+    fields_used = (*EDITED_COLUMNS, *SOURCE_COLUMNS, *PROMPT_COLUMNS, *ROW_CATEGORY_COLUMNS, "*score*")
 
     def units(self) -> list[Unit]:
         files = sorted(p for p in self.root.glob(self.cfg.csv_glob) if p.is_file())

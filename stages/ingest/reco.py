@@ -51,6 +51,9 @@ def canonical_path(path: str, task: str) -> str:
 
 class ReCoAdapter(Adapter):
     name = "reco"
+    # record fields read (curate inspect lists the others): drafts of the instruction become
+    # alt_instructions, *score* fields native_scores
+    fields_used = (SOURCE, TARGET, "*instruction*", "caption", "*score*")
 
     def units(self) -> list[Unit]:
         units = []
