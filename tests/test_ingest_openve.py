@@ -84,6 +84,13 @@ def test_video_root_setting_and_skip_frames(corpus, tmp_path):
     ok = out[make_sample_id("openve", "global_style/e.mp4")]
     assert ok["target_uri"] == str((elsewhere / "global_style/e.mp4").resolve()) and ok["category"] == "style"
     assert ok["skip_frames"] == 0
+    # a prefix from the authors' machine is dropped up to videos/
+    (meta / "csv_files/global_style.csv").write_text("video;original_video;prompt\n"
+                                                     "/mnt/x/Lewandofski-OpenVE-3M/videos/global_style/e.mp4;"
+                                                     "OpenVE-3M/videos/global_style/s.mp4;Paint.\n")
+    [prefixed] = ingest(OpenVEConfig(root=meta, video_root=elsewhere), tmp_path / "w2").values()
+    assert prefixed["error"] is None and prefixed["target_uri"] == ok["target_uri"]
+    assert prefixed["source_uri"] == str((elsewhere / "global_style/s.mp4").resolve())
     missing = out[make_sample_id("openve", "global_style/x.mp4")]
     assert missing["error"] == (f"not found: video 'global_style/x.mp4'; looked in: "
                                 f"{(elsewhere / 'global_style/x.mp4').resolve()}")

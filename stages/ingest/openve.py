@@ -228,12 +228,23 @@ class _Bases:
 
     def find(self, rel: str, column: str) -> str:
         rel = norm_rel(rel)
-        order = [self._last] + [i for i in range(len(self.bases)) if i != self._last]
+        parts = rel.split("/")
+        # A prefix from the authors' machine (".../OpenVE-3M/videos/<rest>"): <rest> in the first base.
+        rest = None
+        if "videos" in parts[:-1] and ".." not in parts:
+            rest = "/".join(parts[len(parts) - parts[::-1].index("videos"):])
         tried = []
-        for i in order:
-            path = resolve_under(self.bases[i], rel)
+        if not (rel.startswith("/") and rest):  # an absolute path without videos/ is judged as written
+            order = [self._last] + [i for i in range(len(self.bases)) if i != self._last]
+            for i in order:
+                path = resolve_under(self.bases[i], rel)
+                if path.is_file():
+                    self._last = i
+                    return str(path)
+                tried.append(str(path))
+        if rest:
+            path = resolve_under(self.bases[0], rest)
             if path.is_file():
-                self._last = i
                 return str(path)
             tried.append(str(path))
         raise NotFoundError(column, rel, tried)
