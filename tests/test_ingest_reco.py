@@ -177,3 +177,20 @@ def test_demo_build_is_idempotent(tmp_path):
     demo.build(other)
     shard = "remove/src_videos/remove_src_video_00.tar"
     assert (other / shard).read_bytes() == (tmp_path / shard).read_bytes()
+
+
+def test_masks_in_tar_shards(tmp_path):
+    root = tmp_path / "reco"
+    pair = real_pairs()[0]
+    for folder, clip in (("add/src_videos", pair.source), ("add/tar_videos", pair.edited)):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "v.mp4").write_bytes(clip.read_bytes())
+    (root / "video_masks").mkdir()
+    for task in ("add", "remove"):  # both tasks' mask shards hold a v.mp4: the task in the name decides
+        with tarfile.open(root / "video_masks" / f"{task}_mask_00.tar", "w") as tf:
+            tf.add(pair.source, arcname="v.mp4")
+    (root / "add/add_data_configs.json").write_text(json.dumps([
+        {"src_video": "add/src_videos/v.mp4", "tar_video": "add/tar_videos/v.mp4", "instruction_final_refine": "Add."}]))
+    [row] = ingest(ReCoConfig(root=root, tasks=["add"]), tmp_path / "w").values()
+    assert row["error"] is None
+    assert json.loads(row["extra"]) == {"mask_uri": f"tar://{(root / 'video_masks/add_mask_00.tar').resolve()}#v.mp4"}

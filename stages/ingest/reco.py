@@ -14,7 +14,8 @@ and only if some video of that folder is not found extracted. A video found nowh
 row listing where it was looked for.
 
 Masks (``video_masks/{task}/<tar_video name>``, as the official loader's ``mask_video_folder``),
-when present, extracted or in a tar shard of that folder, go to ``extra.mask_uri``.
+when present, extracted or in a tar shard of that folder or of ``video_masks/`` (a shard named for
+its task wins a name found in several), go to ``extra.mask_uri``.
 
 The official loader skips instructions containing "error" or "none": that is the filter stage's
 ``rejected_instruction`` rule (filter.reject_instruction_words), so those rows are kept here,
@@ -76,7 +77,7 @@ class ReCoAdapter(Adapter):
         # published: shards inside the video folders; older downloads had them in the task folder
         shards = {SOURCE: TarShards(self.root, [task_dir / FOLDER[SOURCE], task_dir], "src"),
                   TARGET: TarShards(self.root, [task_dir / FOLDER[TARGET], task_dir], "tar"),
-                  "mask": TarShards(self.root, [mask_dir])}
+                  "mask": TarShards(self.root, [mask_dir, mask_dir.parent], task)}
         probes = {SOURCE: LayoutProbe(), TARGET: LayoutProbe(), "mask": LayoutProbe()}
         for i, rec in enumerate(records):
             yield self._row(rec, task, (where, i), shards, probes)

@@ -167,7 +167,7 @@ class TarShards:
         if hit is None:
             same_name = list(dict.fromkeys(self._by_base.get(parts[-1], [])))
             # shards of both roles in one folder (task folder): `_src_` / `_tar_` in the name decides
-            of_role = [w for w in same_name if self.role and f"_{self.role}_" in w[0].name] or same_name
+            of_role = [w for w in same_name if self.role and f"_{self.role}_" in f"_{w[0].name}"] or same_name
             hit = of_role[0] if len(of_role) == 1 else None
         return f"tar://{hit[0]}#{hit[1]}" if hit else None
 
