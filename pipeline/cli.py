@@ -59,6 +59,28 @@ def run(
     write_report_quietly(workdir or cfg.run.workdir)
 
 
+@app.command()
+def inspect(
+    config: Path = typer.Option(..., "--config", "-c", help="run config (YAML) naming the dataset roots"),
+    dataset: Optional[str] = typer.Option(None, help="only this dataset (default: every enabled one)"),
+    n: int = typer.Option(200, "--n", min=1, help="records read from the start of each input file"),
+    set_: List[str] = typer.Option([], "--set", help="override a config field"),
+) -> None:
+    """Right after a download: how the adapters read the first N records of each root (counts,
+    categories, where paths resolved, examples of failures, ignored fields). Writes nothing;
+    exits 1 when a root resolves nothing."""
+    from stages.ingest.inspect import format_report, inspect_config
+
+    try:
+        reports = inspect_config(load_config(config, set_), dataset, n)
+    except (ConfigError, ValueError) as e:
+        _fail(str(e))
+    for report in reports:
+        typer.echo(format_report(report, n) + "\n")
+    if any(r.resolves_nothing for r in reports):
+        raise typer.Exit(1)
+
+
 class Format(str, Enum):
     table = "table"
     csv = "csv"

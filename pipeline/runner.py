@@ -151,7 +151,8 @@ def mark_duplicates(workdir: Path) -> int:
 
 
 # ---------------------------------------------------------------- probe
-PROBE_COLUMNS = ["sample_id", "dataset", "modality", "source_uri", "target_uri", "clip_start_s", "clip_end_s", "error"]
+PROBE_COLUMNS = ["sample_id", "dataset", "modality", "source_uri", "target_uri", "clip_start_s", "clip_end_s",
+                 "skip_frames", "error"]
 
 
 def _dataset_roots(cfg: Config) -> dict[str, list[str]]:
@@ -169,7 +170,9 @@ def _probe_unit_fn(decode_check: str, roots: dict[str, list[str]]) -> Callable[[
 
         from stages.probe import probe_table
 
-        table = pq.read_table(item["part"], columns=PROBE_COLUMNS).slice(item["offset"], item["length"])
+        present = pq.read_schema(item["part"]).names  # parts written before skip_frames lack it
+        table = pq.read_table(item["part"], columns=[c for c in PROBE_COLUMNS if c in present])
+        table = table.slice(item["offset"], item["length"])
         if item["drop"]:  # rows the samples view drops (repeated ids) are not probed twice
             drop = set(item["drop"])
             keep = [i for i in range(table.num_rows) if i not in drop]

@@ -418,6 +418,20 @@ def _window_frames(info: MediaInfo, start: float | None, end: float | None,
     return int(np.count_nonzero((times >= start - 1e-6) & (times < end - 1e-6)))
 
 
+def _used_frames(info: MediaInfo, row: dict, tolerance_s: float) -> int:
+    """Frames the later stages use: inside the clip window, after the dataset's skip_frames."""
+    from stages.skip_frames import skipped_window
+
+    skip = row.get("skip_frames") or 0
+    if skip and info.frames is not None and info.frames <= skip:
+        raise ProbeError("window_out_of_range", f"{info.frames} frames, all inside the {skip} skipped "
+                                                f"leading frames (the dataset's skip_frames)")
+    start, end = skipped_window(row.get("clip_start_s"), row.get("clip_end_s"), skip, info.fps)
+    if skip and row.get("clip_start_s") is None and row.get("clip_end_s") is None:
+        return info.frames - skip  # no window: every frame after the skipped ones
+    return _window_frames(info, start, end, tolerance_s)
+
+
 class _ProbeCache:
     """Last few results by (uri, modality, roots): Koala clips are windows of one long video,
     listed one after another, so its file is opened once per batch, not once per clip. The roots
@@ -472,8 +486,8 @@ def _probe_row(row: dict, decode_check: str, roots: list[str] | None, cache: _Pr
                 out[f"{role}_{name}"] = getattr(info, name)
     if target is not None:
         try:
-            out["window_frames"] = target.frames if modality == "image" else _window_frames(
-                target, row.get("clip_start_s"), row.get("clip_end_s"), tolerance_s)
+            out["window_frames"] = target.frames if modality == "image" else _used_frames(
+                target, row, tolerance_s)
         except ProbeError as e:
             errors.append((e.kind, f"target: {e.kind}: {e.message}"))
     if errors:
@@ -497,6 +511,7 @@ def probe_table(samples: pa.Table, decode_check: str = "decord",
     cache = _ProbeCache()
     names = ["sample_id", "dataset", "modality", "source_uri", "target_uri",
              "clip_start_s", "clip_end_s", "error"]
+    names += [c for c in ("skip_frames",) if c in samples.column_names]  # older samples parts lack it
     rows = []
     for row in samples.select(names).to_pylist():
         if row["error"] is not None:

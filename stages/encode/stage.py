@@ -36,7 +36,7 @@ PART_ROW_GROUP = 4  # rows per row group of an encoded part: the shard writer re
 
 PLAN_COLUMNS = (
     "s.sample_id, s.dataset, s.modality, s.task, s.source_uri, s.target_uri, s.instruction, s.caption, "
-    "s.clip_start_s, s.clip_end_s, p.source_fps, p.source_frames, p.target_fps, p.target_frames, "
+    "s.clip_start_s, s.clip_end_s, s.skip_frames, p.source_fps, p.source_frames, p.target_fps, p.target_frames, "
     "p.target_width, p.target_height"
 )
 
@@ -56,7 +56,8 @@ def _bucket_case(buckets: list[tuple[int, int]]) -> str:
 def plan_sql(cfg: Config, dataset: str) -> str:
     enc = cfg.encode
     fit = (f"floor((least((p.target_frames - 1) / p.target_fps, coalesce(s.clip_end_s, 1e18)) "
-           f"- greatest(0, coalesce(s.clip_start_s, 0))) * {float(enc.fps)!r} + 1e-9) + 1")
+           f"- greatest(0, coalesce(s.clip_start_s, 0)) - coalesce(s.skip_frames, 0) / p.target_fps) "
+           f"* {float(enc.fps)!r} + 1e-9) + 1")
     frames = f"least({enc.num_frames}, 4 * floor(({fit} - 1) / 4) + 1)"
     return (
         f"SELECT * EXCLUDE (la, plan_frames) FROM ("

@@ -41,7 +41,7 @@ from stages.judge.requests import InputError, build_request, qwen_vision_process
 from stages.judge.schema import ALL_METRICS, SCORED_STATUSES, empty_score_row, expected_column, scores_schema
 
 SAMPLE_COLUMNS = ("sample_id", "dataset", "modality", "task", "source_uri", "target_uri", "instruction",
-                  "caption", "clip_start_s", "clip_end_s", "error")
+                  "caption", "clip_start_s", "clip_end_s", "skip_frames", "error")
 RETRY_HTTP = {408, 429}  # and every 5xx
 MAX_TEXT = 4000  # raw_text / error kept per row (an answer is ~100 chars; a runaway one is cut)
 
