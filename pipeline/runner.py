@@ -329,10 +329,10 @@ def _check_judge_servers(urls: list[str], timeout_s: float = 5.0) -> None:
 # ---------------------------------------------------------------- filter
 def run_filter(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) -> StageReport:
     """Thresholds and categories over the stored scores: cheap, so always recomputed whole."""
-    from filters.explain import selected_catalog
+    from filters.explain import no_scores_message, selected_catalog
 
-    if not list_parts(workdir, "scores"):
-        raise ConfigError(f"{workdir}: no scores yet; run `curate run --stage vlm-filter` first")
+    if no_scores_message(workdir):
+        raise ConfigError(no_scores_message(workdir))
     t0 = time.time()
     selected = selected_catalog(catalog.connect(workdir), cfg.filter)
     shutil.rmtree(table_dir(workdir, "selected"), ignore_errors=True)
