@@ -183,6 +183,6 @@ def test_judge_without_a_server_fails_fast_naming_the_field(demo_run):
         port = s.getsockname()[1]
     cfg = cfg.model_copy(deep=True)
     cfg.judge.urls = [f"http://127.0.0.1:{port}/v1"]
-    with pytest.raises(ConfigError, match=r"judge\.urls: no judge server answers"):
+    with pytest.raises(ConfigError, match=r"judge\.urls: nothing answers at"):
         runner.run(cfg, "vlm-filter", workdir)
     assert not (workdir / "tables" / "scores").exists()
