@@ -12,7 +12,8 @@ Faults (``fault_rate`` of the requests, chosen with a seeded RNG): ``http500``, 
 (with ``Retry-After``), ``timeout`` (answers after ``hang_s``), ``drop`` (closes the connection
 without answering), ``malformed`` (truncated JSON), ``out_of_range`` (a score of 11), ``empty``
 (``choices: []``), ``garbage`` (a body that is not JSON); and on demand ``http400`` (a request
-the server refuses, which a client must not retry).
+the server refuses, which a client must not retry). ``GET /v1/models`` lists ``models`` (default:
+judge.model's default), which the judge's pre-flight checks.
 
     python -m stages.judge.fake_server --port 8000 --latency 0.05   # prints the URL, serves until killed
 """
