@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from filters.rules import SECTION_OF_KIND, Rule, failures, rules_for, sample_kinds, select_table
+from manifests.io import list_parts
 from stages.judge.schema import ALL_METRICS, SCORES
 
 EXPLAIN = pa.schema([
@@ -203,3 +204,11 @@ def format_explain(table: pa.Table) -> list[list]:
 
 __all__ = ["explain", "explain_catalog", "selected_catalog", "joined_sql", "rejected_by_sql", "format_explain",
            "SECTION_OF_KIND", "TOTAL"]
+
+
+def no_scores_message(workdir) -> str | None:
+    """Why the filter cannot run on ``workdir`` (no scores table yet), or None. ``curate filter`` and
+    ``curate run --stage filter`` both say this instead of a table where every row is unscored."""
+    if list_parts(workdir, "scores"):
+        return None
+    return f"{workdir}: no scores yet; run `curate run --stage vlm-filter` first"

@@ -145,7 +145,7 @@ def filter_(
     """Yields of the filter rules per dataset over the stored scores, without writing anything.
 
     Tune thresholds here, then `curate run --stage filter` writes the `selected` table."""
-    from filters.explain import explain_catalog, format_explain
+    from filters.explain import explain_catalog, format_explain, no_scores_message
     from manifests import catalog
 
     try:
@@ -155,6 +155,8 @@ def filter_(
     workdir = workdir or cfg.run.workdir
     if not (workdir / "tables").exists():
         _fail(f"{workdir} holds no run (no tables/); pass --workdir")
+    if no_scores_message(workdir):
+        _fail(no_scores_message(workdir))
     table = explain_catalog(catalog.connect(workdir), cfg.filter)
     out.print(render_table("filter yields (nothing written)",
                            ["dataset", "rule", "checked", "failed", "rejected", "remaining", "yield %"],

@@ -206,6 +206,8 @@ class JudgeConfig(_Strict):
     max_attempts: int = Field(6, ge=1)
     backoff_base_s: float = Field(1.0, ge=0)
     backoff_max_s: float = Field(60.0, ge=0)
+    # A 429/503 Retry-After up to this is waited as asked; a longer one is not waited (ordinary backoff instead).
+    retry_after_max_s: float = Field(60.0, ge=0, description="longest Retry-After waited")
     retry_malformed: bool = True  # re-ask when the answer cannot be parsed (faulty replica, cut output)
     build_workers: int = Field(2, ge=1, description="threads decoding frames and encoding JPEGs")
     rows_per_task: int = Field(256, ge=1, description="samples scored by one Ray task / actor call")

@@ -255,14 +255,16 @@ def judge_todo(item: dict):
 def finish_judge_unit(item: dict, scores) -> dict:
     """Write a judge unit's scores part (merged into the old part on a re-run); its summary row."""
     from stages.judge.client import merge_rescored
+    from stages.judge.preflight import unit_outcome
     from stages.judge.schema import SCORED_STATUSES
 
     out = Path(item["out"])
+    outcome = unit_outcome(scores)  # this run's rows only, before the merge
     if out.exists():
         scores = merge_rescored(pq.read_table(out), scores)
     write_part(out, scores)
     return {"dataset": item["dataset"], "rows": scores.num_rows,
-            "failed": sum(s not in SCORED_STATUSES for s in scores["status"].to_pylist())}
+            "failed": sum(s not in SCORED_STATUSES for s in scores["status"].to_pylist()), **outcome}
 
 
 def _judge_unit_fn(judge_json: str, prompts, roots: dict[str, list[str]]) -> Callable[[dict], dict]:
@@ -282,7 +284,9 @@ def run_judge(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) ->
 
     prompts = load_prompts(cfg.judge)
     if cfg.judge.backend == "openai":
-        _check_judge_servers(cfg.judge.urls)
+        from stages.judge.preflight import check_servers
+
+        check_servers(cfg.judge)  # every URL serves judge.model: fail now, naming the field
     elif cfg.judge.backend == "vllm":
         from stages.judge.vllm_backend import check_vllm_setup
 
@@ -297,46 +301,33 @@ def run_judge(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) ->
                   f"({', '.join(cfg.judge.urls) if cfg.judge.backend == 'openai' else 'in-process'}); "
                   f"{len(units)} units, {len(units) - len(pending)} already done or deferred")
     t0 = time.time()
+    from stages.judge.preflight import JudgeOutcome
+
+    outcome = JudgeOutcome()
     with Progress("vlm-filter", len(pending)) as progress:
         if cfg.judge.backend == "vllm":  # vLLM replicas as Ray Data actors (stages/judge/vllm_backend.py)
             from stages.judge.vllm_backend import score_units_with_vllm
 
             for row in score_units_with_vllm(pending, cfg.judge, prompts, _dataset_roots(cfg)):
                 progress.advance(row)
+                outcome.add(row)
         else:
             fn = _judge_unit_fn(cfg.judge.model_dump_json(), prompts, _dataset_roots(cfg))
-            for _ in map_units(fn, pending, progress, max_concurrency=cfg.judge.parallel_units):
-                pass
+            for row in map_units(fn, pending, progress, max_concurrency=cfg.judge.parallel_units):
+                outcome.add(row)
+    outcome.check()  # every request failed at the server: exit non-zero with the commonest error
     rows = status.judge_counts(catalog.connect(workdir))
     return StageReport("vlm-filter", len(units), len(pending), time.time() - t0, rows,
                        ["dataset", "judged", "scored", "failed"])
 
 
-def _check_judge_servers(urls: list[str], timeout_s: float = 5.0) -> None:
-    """Fail at once, naming the field, when no judge server answers (rather than retrying every sample)."""
-    import urllib.error
-    import urllib.request
-
-    for url in urls:
-        try:
-            with urllib.request.urlopen(url.rstrip("/") + "/models", timeout=timeout_s):
-                return
-        except urllib.error.HTTPError:
-            return  # it answered (e.g. 401 without a key): the client will report per-row errors
-        except (urllib.error.URLError, OSError):
-            continue
-    raise ConfigError(
-        f"judge.urls: no judge server answers at {', '.join(urls)}. Start one (README: `vllm serve "
-        f"Qwen/Qwen2.5-VL-72B-Instruct ...`) and set judge.urls, or choose judge.backend: hf.")
-
-
 # ---------------------------------------------------------------- filter
 def run_filter(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) -> StageReport:
     """Thresholds and categories over the stored scores: cheap, so always recomputed whole."""
-    from filters.explain import selected_catalog
+    from filters.explain import no_scores_message, selected_catalog
 
-    if not list_parts(workdir, "scores"):
-        raise ConfigError(f"{workdir}: no scores yet; run `curate run --stage vlm-filter` first")
+    if no_scores_message(workdir):
+        raise ConfigError(no_scores_message(workdir))
     t0 = time.time()
     selected = selected_catalog(catalog.connect(workdir), cfg.filter)
     shutil.rmtree(table_dir(workdir, "selected"), ignore_errors=True)
