@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from manifests import catalog
+from manifests import catalog, repeats
 from stages.judge.schema import SCORED_STATUSES
 
 _SCORED = "(" + ", ".join(f"'{x}'" for x in SCORED_STATUSES) + ")"
@@ -46,6 +46,10 @@ def stage_status(workdir: Path) -> list[list]:
     pending_units = len(set(units) - done_units)
     rows.append(["ingest", ok, failed, f"{pending_units} units" if pending_units else 0,
                  f"{len(units) - pending_units}/{len(units)} units done"])
+    n_repeats = repeats.count(workdir)
+    if "samples" in present:
+        rows.append(["repeats", n_repeats, 0, 0, "rows repeating an earlier sample id, dropped from "
+                     "samples (query the `repeats` view)"])
     if "samples" in present:
         done, pfail, pending = (sum(r[i] for r in probe_counts(con)) for i in (2, 3, 4))
         rows.append(["probe", done, pfail, pending, ""])
