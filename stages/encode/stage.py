@@ -1,15 +1,16 @@
 """`curate run --stage encode`: the Ray adapter around ``stages.encode.decode`` and ``core``.
 
-1. Plan (driver, DuckDB): the kept samples joined with their samples and probes rows, per dataset,
-   ordered by the bucket and frame count their probe predicts, then by id, written to
-   ``state/encoded/plan/dataset=<ds>/plan-NNNNN.parquet`` with one row group per unit
-   (``encode.samples_per_unit`` samples). Ordering by bucket fills the encoder's batches with
-   clips of one shape. The plan is a pure function of the selection and the config.
+1. Plan (driver, DuckDB): the kept samples not encoded yet joined with their samples and probes
+   rows, per dataset, ordered by the bucket and frame count their probe predicts, then by id,
+   written to ``state/encoded/plan/dataset=<ds>/plan-NNNNN.parquet`` with one row group per unit
+   (``encode.samples_per_unit`` samples). Ordering by bucket keeps a unit's clips at one shape.
+   The plan is a pure function of the selection, the encoded table and the config.
 2. Decode (Ray Data ``map``, CPU tasks, ``encode.decode_workers`` at once): read a unit's row group,
    decode, cut and resize its samples; the frames travel on as one safetensors buffer + JSON.
 3. Encode (Ray Data ``map_batches`` over a callable class: ``encode.encoder_actors`` actors, each
    loading the models once, ``encode.num_gpus`` GPUs each, fractions allowed): encode the unit and
-   write ``tables/encoded/dataset=<ds>/part-<unit>.parquet`` atomically; return a summary row.
+   write ``tables/encoded/dataset=<ds>/part-<digest of its samples>.parquet`` atomically; return a
+   summary row.
    Decoding runs ahead in its own tasks, so the GPU does not wait on it.
 
 Incremental: the plan holds only the kept samples without an ``encoded`` row yet, and a part is
