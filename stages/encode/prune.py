@@ -52,7 +52,7 @@ def prune(workdir: Path, dry_run: bool = False) -> PruneReport:
     stale = stale_by_part(workdir)
     if not stale:
         return report
-    kept = catalog.connect(workdir).execute("SELECT sample_id FROM selected WHERE kept").to_arrow_table()
+    kept = catalog.connect(workdir).sql("SELECT sample_id FROM selected WHERE kept").to_arrow_table()
     kept_ids = kept["sample_id"].combine_chunks()
     for part, (n, nbytes) in stale.items():
         report.keys += n
