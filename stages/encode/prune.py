@@ -10,6 +10,8 @@ part are rewritten, with the same bytes, by the next `curate run --stage shard`.
 """
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,14 @@ class PruneReport:
     parts_rewritten: list[str] = field(default_factory=list)
 
 
+def _tensor_bytes(tensor_meta: str | None) -> int:
+    """A row's tensor bytes from its ``tensor_meta`` (the blobs themselves are never read here)."""
+    from stages.shard.layout import DTYPE_BYTES
+
+    meta = json.loads(tensor_meta) if tensor_meta else {}
+    return sum(math.prod(m["shape"]) * DTYPE_BYTES.get(m["dtype"], 4) for m in meta.values())
+
+
 def stale_by_part(workdir: Path) -> dict[Path, tuple[int, int]]:
     """{encoded part: (rows whose sample is not kept, their tensor bytes)}, parts with any only."""
     workdir = Path(workdir).absolute()
@@ -38,11 +48,13 @@ def stale_by_part(workdir: Path) -> dict[Path, tuple[int, int]]:
         raise ConfigError(f"{workdir}: no selected table; run `curate run --stage filter` first")
     if "encoded" not in catalog.views(con):
         return {}
-    rows = con.execute(
-        f"SELECT e.filename, count(*), coalesce(sum(octet_length(e.tensors)), 0) "
-        f"FROM {catalog._read(workdir, TABLE, ', filename=true')} e "
-        f"WHERE e.sample_id NOT IN (SELECT sample_id FROM selected WHERE kept) GROUP BY 1 ORDER BY 1").fetchall()
-    return {Path(f): (int(n), int(b)) for f, n, b in rows}
+    out: dict[Path, tuple[int, int]] = {}
+    for f, meta in con.execute(
+            f"SELECT e.filename, e.tensor_meta FROM {catalog._read(workdir, TABLE, ', filename=true')} e "
+            f"WHERE e.sample_id NOT IN (SELECT sample_id FROM selected WHERE kept) ORDER BY 1").fetchall():
+        n, b = out.get(Path(f), (0, 0))
+        out[Path(f)] = (n + 1, b + _tensor_bytes(meta))
+    return out
 
 
 def prune(workdir: Path, dry_run: bool = False) -> PruneReport:
