@@ -1,6 +1,7 @@
 """`curate prune` over hand-made encoded parts (no Ray): the rows of samples no longer kept go, a
 part holding only such rows is deleted, one holding some is rewritten under the name of the
-samples it keeps, the kept rows are untouched, and --dry-run changes nothing."""
+samples it keeps, the kept rows are untouched, and --dry-run changes nothing; an older workdir's
+fingerprint forgets the selection."""
 from __future__ import annotations
 
 import pyarrow as pa
@@ -49,3 +50,18 @@ def test_prune_deletes_and_rewrites_only_what_is_no_longer_kept(tmp_path):
         if (tmp_path / unchanged).exists():
             assert part_digests(tmp_path, "encoded")[unchanged] == digest
     assert stale_by_part(tmp_path) == {} and prune(tmp_path).keys == 0
+
+
+def test_an_older_workdir_forgets_the_selection_in_its_fingerprint(tmp_path):
+    """Workdirs encoded before re-curation was incremental fingerprinted the selection and the unit
+    size; those keys are dropped, the settings that matter are kept (and still compared)."""
+    import json
+
+    from stages.encode.stage import _forget_selection, state_dir
+
+    path = state_dir(tmp_path, "encoded") / "_fingerprint-all.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"encode": {"fps": 16.0}, "seed": 0, "samples_per_unit": 4,
+                                "selection": {"kept": 3, "digest": "1"}}))
+    _forget_selection(tmp_path)
+    assert json.loads(path.read_text()) == {"encode": {"fps": 16.0}, "seed": 0}
