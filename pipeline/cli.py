@@ -175,6 +175,25 @@ def status(workdir: Path = typer.Option(DEFAULT_DEMO_WORKDIR, help="run director
 
 
 @app.command()
+def prune(
+    workdir: Path = typer.Option(DEFAULT_DEMO_WORKDIR, help="run directory"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="only report what would be removed"),
+) -> None:
+    """Remove the encodings of samples the selection no longer keeps (after a re-threshold)."""
+    from stages.encode.prune import prune as prune_encoded
+
+    if not (workdir / "tables").exists():
+        _fail(f"{workdir} holds no run (no tables/); pass --workdir")
+    try:
+        r = prune_encoded(workdir, dry_run)
+    except ConfigError as e:
+        _fail(str(e))
+    verb = "would remove" if dry_run else "removed"
+    out.print(f"prune: {verb} {r.keys} keys of samples no longer kept ({r.bytes / 1e6:.1f} MB of tensors): "
+              f"{len(r.parts_deleted)} parts deleted, {len(r.parts_rewritten)} rewritten")
+
+
+@app.command()
 def demo(
     workdir: Path = typer.Option(DEFAULT_DEMO_WORKDIR, help="where the demo corpus and run go"),
     config: Path = typer.Option(Path("configs/demo.yaml"), help="demo config"),

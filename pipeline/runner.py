@@ -132,22 +132,9 @@ def run_ingest(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) -
 
 def mark_duplicates(workdir: Path) -> int:
     """Record repeated sample ids (all but the first occurrence) so the samples view drops them."""
-    import duckdb
+    from manifests import repeats  # keyed by part names relative to the workdir (issue 14)
 
-    dup_dir = table_dir(workdir, catalog.DUPLICATES)
-    shutil.rmtree(dup_dir, ignore_errors=True)
-    if not list_parts(workdir, "samples"):
-        return 0
-    con = duckdb.connect()
-    src = catalog._read(workdir, "samples", ", filename=true, file_row_number=true")
-    dups = con.sql(
-        f"SELECT sample_id, filename, file_row_number FROM (SELECT sample_id, filename, file_row_number, "
-        f"row_number() OVER (PARTITION BY sample_id ORDER BY filename, file_row_number) AS k FROM {src}) "
-        f"WHERE k > 1 ORDER BY filename, file_row_number"
-    ).to_arrow_table()
-    if dups.num_rows:
-        write_part(dup_dir / "part-00000.parquet", dups)
-    return dups.num_rows
+    return repeats.mark(workdir)
 
 
 # ---------------------------------------------------------------- probe
@@ -188,15 +175,14 @@ def _probe_unit_fn(decode_check: str, roots: dict[str, list[str]]) -> Callable[[
 def probe_units(workdir: Path, rows_per_task: int) -> list[dict]:
     """One unit per slice of ``rows_per_task`` rows of each samples part (stable names); ``drop``
     lists the slice's rows that repeat an earlier sample id (read once here, not in every task)."""
-    repeated: dict[Path, list[int]] = {}
-    for part in list_parts(workdir, catalog.DUPLICATES):
-        for r in pq.read_table(part, columns=["filename", "file_row_number"]).to_pylist():
-            repeated.setdefault(Path(r["filename"]), []).append(r["file_row_number"])
+    from manifests import repeats
+
+    repeated = repeats.rows_by_part(workdir)  # by part name relative to tables/samples (issue 14)
     units = []
     for part in list_parts(workdir, "samples"):
         n = pq.ParquetFile(part).metadata.num_rows
         dataset = part.parent.name.split("=", 1)[-1]
-        rows = repeated.get(part, [])
+        rows = repeated.get(repeats.part_name(part), [])
         for offset in range(0, n, rows_per_task):
             length = min(rows_per_task, n - offset)
             out = table_dir(workdir, "probes") / part.parent.name / f"{part.stem}-r{offset:09d}.parquet"
@@ -388,7 +374,9 @@ def resolve_stages(stage: str) -> list[str]:
 
 def run(cfg: Config, stage: str = "all", workdir: Path | None = None, limit: int | None = None,
         ray_address: str | None = None, overwrite: bool = False) -> list[StageReport]:
-    workdir = Path(workdir or cfg.run.workdir)
+    # Absolute: Ray workers do not share the driver's cwd (issue 14: nothing may depend on how the
+    # workdir is spelled; the tables name parts relative to it, see manifests/repeats.py).
+    workdir = Path(workdir or cfg.run.workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     stages = resolve_stages(stage)
     (workdir / "config.json").write_text(cfg.model_dump_json(indent=2))
