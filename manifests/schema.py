@@ -33,6 +33,8 @@ CATEGORIES = (
     "camera",
     "creative",
     "freeform",
+    "reasoning",  # edits that need world knowledge ("show the car's interior"; X2Edit reasoning)
+    "subject_driven",  # generation from a subject image, not an edit of it (X2Edit portrait ...)
     "motion",  # raw clips for the motion pretext tasks
     "other",
 )

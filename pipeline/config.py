@@ -106,25 +106,46 @@ class MotionBenchConfig(DatasetConfig):
 class NHREditConfig(DatasetConfig):
     license: str = "Apache-2.0"
     layout: Literal["auto", "jsonl", "parquet"] = "auto"
+    # The separate Hugging Face repository iitolstykh/NHR-Edit-part2, if downloaded (same layouts).
+    part2_root: Path | None = None
 
 
 class GPTImageEditConfig(DatasetConfig):
     license: str = "CC-BY-4.0"
+    # training_json/ is published in the model repo UCSC-VLAA/gpt-image-edit-training: where it
+    # was downloaded (json_glob is relative to it); None = the dataset root.
+    annotations_root: Path | None = None
     json_glob: str = "training_json/*.json"
     image_dir: str = "gpt-edit"
+    # Image root of each training JSON (file stem -> folder under image_dir): the official data.txt.
+    image_roots: dict[str, str] = {
+        "hqedit_gpt_edit": "hqedit/edit", "hqedit_gpt_generate": "hqedit/generate",
+        "omniedit_gpt": "omniedit", "omniedit_gpt_rewrite": "omniedit",
+        "complexedit_gpt": "omniedit/complex-edit", "ultraedit_gpt": "ultraedit",
+    }
+    # The dataset's own per-task metadata (relative to root); "" reads training_json only.
+    metadata_glob: str = "gpt-edit/**/metadata/*.json"
 
 
 class X2EditConfig(DatasetConfig):
     license: str = "Apache-2.0"
     tar_glob: str = "X2Edit_data/**/*.tar"
+    # Tasks kept as "excluded:" rows (never probed/judged): the subject-driven generation tasks,
+    # whose source is a separate subject image. Matched after normalising case and separators.
+    exclude_tasks: list[str] = ["portrait", "portrait_editing", "personalized_generation"]
 
 
 class PicoBananaConfig(DatasetConfig):
     license: str = "CC-BY-NC-ND-4.0"
     splits: list[Literal["sft", "preference", "multi-turn"]] = ["sft"]
-    # Open Images source files the user downloaded: looked up by the URL's file name here.
+    # Open Images source files the user downloaded (e.g. train_0/<ImageID>.jpg, or files named
+    # after their URLs).
     image_root: Path
-    # Edited images: output_image paths are relative to this directory (default: root).
+    # Open Images' train-images-boxable-with-rotation.csv: maps a record's URL to <ImageID>.jpg.
+    openimages_csv: Path | None = None
+    # The directory map_openimage_url_to_local.py ran in (its local_input_image is relative to it).
+    local_input_base: Path | None = None
+    # Edited images: output_image paths are relative to this directory (default: root/nb, root).
     output_root: Path | None = None
 
 
@@ -471,7 +492,8 @@ class Config(_Strict):
     def _roots_exist(self) -> "Config":
         problems = []
         for name, ds in self.datasets.enabled().items():
-            for field in ("root", "video_root", "image_root", "output_root"):
+            for field in ("root", "video_root", "image_root", "output_root", "annotations_root",
+                          "openimages_csv", "local_input_base", "part2_root"):
                 path = getattr(ds, field, None)
                 if path is not None and not Path(path).expanduser().exists():
                     problems.append(

@@ -77,3 +77,23 @@ def test_failure_kinds_group_messages():
     assert failure_kind("not found: video 'a.mp4'; looked in: x") == "not found (video)"
     assert failure_kind("path escapes the dataset root: '../x'") == "path escapes the dataset root"
     assert failure_kind("missing caption") == "missing caption"
+
+
+IMAGE_SETS = ["nhr_edit", "gpt_image_edit", "x2edit", "pico_banana"]
+
+
+def test_demo_image_sets_resolve_their_media(demo_corpus, tmp_path):
+    """X2Edit members addressed by header offset, GPT-Image-Edit's separate annotations, Pico's
+    Open Images mapping and NHR-Edit's part-2 parquet all count as resolved."""
+    cfg = load_config(demo_config_file(demo_corpus, tmp_path))
+    reports = {r.name: r for r in inspect_config(cfg)}
+    for name in IMAGE_SETS:
+        r = reports[name]
+        assert r.records > 0 and r.paths_resolved == r.paths_checked > 0 and not r.resolves_nothing, name
+    x2 = reports["x2edit"]
+    assert x2.where["X2Edit_data/gpt4o/000/00000.tar"] == 6  # 3 fine samples, 2 of them sharing names
+    assert x2.categories["subject_driven"] == 2 and x2.failure_counts["excluded"] == 2
+    assert x2.ignored_fields() == ["instruction_ori"]  # the source-image description, not read
+    assert reports["nhr_edit"].where["NHR-Edit-part2/data/train-00000-of-00001.parquet"] == 4
+    assert reports["pico_banana"].where["openimages/train_1/"] == 1
+    assert reports["gpt_image_edit"].failure_counts["not found (input)"] == 1

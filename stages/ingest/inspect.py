@@ -28,6 +28,7 @@ import pyarrow as pa
 from stages.ingest import get_adapter
 from stages.ingest.base import Adapter, Unit
 from stages.ingest.core import _guarded, _limit_rows
+from stages.tar_members import split_ref
 
 EXAMPLES = 2  # examples kept per kind of failure
 
@@ -115,8 +116,8 @@ class _Checker:
                 shown = os.path.relpath(container, self.root) if container.startswith(str(self.root)) else container
                 if not os.path.isfile(container):
                     return False, shown
-                if scheme == "tar://":
-                    return inner in self._tar(container), shown
+                if scheme == "tar://":  # "<member>@<header offset>" names a member too
+                    return split_ref(inner)[0] in self._tar(container) or inner in self._tar(container), shown
                 return True, shown
         if "://" in uri:
             return False, uri.split("://", 1)[0] + "://"
