@@ -56,14 +56,14 @@ def resolve_wan_dir(path: str | Path) -> Path:
 
 def cast_weights(module: nn.Module, dtype: torch.dtype) -> None:
     """Weights to ``dtype`` except those Wan keeps in fp32 (time embedder, modulation tables,
-    norms), as diffusers' ``from_pretrained(torch_dtype=...)`` does. Parameters only:
+    norms; those are made fp32 if stored otherwise), as diffusers' ``from_pretrained(torch_dtype=...)``
+    does. Parameters only:
     ``module.to(dtype)`` would also round the fp32 RoPE tables (buffers)."""
     from diffusers import WanTransformer3DModel
 
     keep = set(WanTransformer3DModel._keep_in_fp32_modules)
     for name, p in module.named_parameters():
-        if not keep.intersection(name.split(".")):
-            p.data = p.data.to(dtype)
+        p.data = p.data.to(torch.float32 if keep.intersection(name.split(".")) else dtype)
 
 
 @dataclass
