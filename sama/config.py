@@ -197,11 +197,18 @@ class TrainLoopConfig(_Strict):
     max_bad_steps: int = Field(20, ge=1)
     cpu_threads: int | None = Field(None, ge=1)  # torch intra-op threads; null: torch's default
     # Start from another run's weights (Stage 1 from Stage 0): a checkpoint directory, its EMA or
-    # raw weights (a run's out_dir means its latest checkpoint). Only the weights: optimiser, data
+    # raw weights (a run's out_dir means its latest checkpoint), or the released SAMA .safetensors
+    # (official key names, laid over model.base_path; use model.preset official). Only the weights: optimiser, data
     # position and step start afresh. A resume
     # (checkpoint.resume) takes precedence once this run has a checkpoint of its own.
     init_from: Path | None = None
     init_weights: Literal["ema", "model"] = "ema"
+    # full: every rank builds and loads the whole model (fp32) before wrapping. sharded (FSDP2, for
+    # 14B): build on the meta device, shard, then stream each weight from model.base_path (and an
+    # official init_from .safetensors) into the local shards; no rank holds the model (sama.load).
+    load: Literal["full", "sharded"] = "full"
+    # FSDP2 with precision bf16 on GPU: MixedPrecisionPolicy(param bf16, reduce fp32) on the shards.
+    fsdp_mixed_precision: bool = True
 
 
 class CheckpointConfig(_Strict):

@@ -29,6 +29,9 @@ def _device(generator: torch.Generator | None, fallback: torch.device | str = "c
 def sample_sigmas(batch: int, flow_cfg: FlowConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     """One training sigma per sample [B] (float32, on the generator's device), shifted."""
     dev = _device(generator)
+    if flow_cfg.timestep_sampling == "grid":  # DiffSynth: one of its 1000 shifted training sigmas
+        grid = official_sigmas(flow_cfg.num_train_timesteps, flow_cfg.shift)[:-1].to(dev)
+        return grid[torch.randint(0, grid.numel(), (batch,), generator=generator, device=dev)]
     if flow_cfg.timestep_sampling == "uniform":
         s = torch.rand(batch, generator=generator, device=dev)
     else:
@@ -79,7 +82,11 @@ def training_loss(model, batch: dict, flow_cfg: FlowConfig,
     source = batch.get("source")
     v_pred, sem_pred = model(x_t, sigma * flow_cfg.num_train_timesteps, batch["text"], batch["text_mask"],
                              source.float() if source is not None else None, sem_t)
-    l_fm = F.mse_loss(v_pred.float(), v_target)
+    if flow_cfg.loss_weighting == "diffsynth":
+        per_sample = F.mse_loss(v_pred.float(), v_target, reduction="none").flatten(1).mean(1)
+        l_fm = (per_sample * diffsynth_weight(sigma, flow_cfg)).mean()
+    else:
+        l_fm = F.mse_loss(v_pred.float(), v_target)
     if sem_pred is not None:
         l_sem = F.l1_loss(sem_pred.float(), sem_goal)
         loss = l_fm + flow_cfg.lambda_sem * l_sem
@@ -111,6 +118,13 @@ def diffsynth_training_weights(shift: float, num_train_timesteps: int = 1000) ->
     y = torch.exp(-2 * ((t - num_train_timesteps / 2) / num_train_timesteps) ** 2)
     y = y - y.min()
     return t, y * (num_train_timesteps / y.sum())
+
+
+def diffsynth_weight(sigma: torch.Tensor, flow_cfg: FlowConfig) -> torch.Tensor:
+    """DiffSynth's training weight of each sample: that of the grid timestep nearest sigma * T."""
+    grid, weights = diffsynth_training_weights(flow_cfg.shift, flow_cfg.num_train_timesteps)
+    t = (sigma.float() * flow_cfg.num_train_timesteps).cpu()
+    return weights[(grid[None] - t[:, None]).abs().argmin(1)].to(sigma.device)
 
 
 @torch.no_grad()

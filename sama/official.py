@@ -252,6 +252,20 @@ def load_official(weights: str | Path, base: str | Path, **model_fields):
     return model
 
 
+def official_state(path: str | Path, model) -> dict[str, torch.Tensor]:
+    """The official file's tensors under our names, checked against ``model`` (unknown and
+    mis-shaped keys named); for laying the SAMA file over a model that already holds its base."""
+    tensors = LazyTensors([Path(path).expanduser()])
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    unknown = [k for k in tensors.where if our_name(k) not in expected]
+    misshaped = [f"{k} {tensors.shape(k)} (model {expected[our_name(k)]})" for k in tensors.where
+                 if k not in unknown and tensors.shape(k) != expected[our_name(k)]]
+    if unknown or misshaped:
+        raise ValueError(f"train.init_from: {path}: unknown keys {unknown[:8]}, mis-shaped keys {misshaped[:8]}; "
+                         "is model.preset official and model.base_path the Wan2.1 base it was trained on?")
+    return {our_name(k): tensors[k] for k in tensors.where}
+
+
 def _fresh_rope(wan):
     """Wan's RoPE module rebuilt on CPU (the meta-device build left its tables empty)."""
     from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
