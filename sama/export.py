@@ -46,17 +46,21 @@ def resolve_checkpoint(path: str | Path) -> tuple[str, Path]:
 
 
 def import_official(weights: str | Path, base: str | Path, out: str | Path, overwrite: bool = False) -> Path:
-    """``sama import``: the released SAMA file over its Wan2.1 base, written as an export (whole or
-    absent: built beside ``out``, renamed)."""
+    """``sama import``: the released SAMA file over its Wan2.1 base, written as an export."""
+    return _write_export(lambda: _load_official(weights, base), out, overwrite)
+
+
+def _write_export(load, out: str | Path, overwrite: bool) -> Path:
+    """Write ``load()``'s (model, info) as an export to ``out`` (whole or absent: built beside it,
+    renamed); the existence check runs before anything is loaded."""
     out = Path(out).expanduser()
     if out.exists() and not overwrite:
         raise FileExistsError(f"--out {out} exists; choose another directory or pass --overwrite")
-    model, info = _load_official(weights, base)
+    model, info = load()
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     with torch.no_grad():
-        model.save_exported(tmp, extra_meta={k: (v.model_dump(mode="json") if k == "flow" else v)
-                                             for k, v in info.items()})
+        model.save_exported(tmp, extra_meta={**info, "flow": info["flow"].model_dump(mode="json")})
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
@@ -119,17 +123,4 @@ def load_trained(path: str | Path, weights: str = "ema",
 
 def export(checkpoint: str | Path, out: str | Path, weights: str = "ema", overwrite: bool = False) -> Path:
     """Write an export of ``checkpoint`` to ``out`` (whole or absent: built beside it, renamed)."""
-    out = Path(out).expanduser()
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"--out {out} exists; choose another directory or pass --overwrite")
-    model, info = load_trained(checkpoint, weights)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    with torch.no_grad():
-        model.save_exported(tmp, extra_meta={
-            "flow": info["flow"].model_dump(mode="json"), "semantic": info["semantic"],
-            "source": info["source"], "step": info["step"], "weights": info["weights"]})
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return out
+    return _write_export(lambda: load_trained(checkpoint, weights), out, overwrite)
