@@ -28,12 +28,14 @@ class LoadStats:
     local_bytes: int  # this rank's parameter shards (fp32)
     peak_bytes: int  # most bytes of weights held at once while loading (shards + one full tensor)
     tensors_read: int
+    cuda_peak_bytes: int | None = None  # torch.cuda.max_memory_allocated over the load (GPU only)
 
     def line(self, rank: int) -> str:
         mb = 1 << 20
+        cuda = f", CUDA allocator peak {self.cuda_peak_bytes / mb:.2f} MB" if self.cuda_peak_bytes is not None else ""
         return (f"rank {rank}: weights {self.local_bytes / mb:.2f} MB resident, peak {self.peak_bytes / mb:.2f} MB "
                 f"while loading, full model {self.full_bytes / mb:.2f} MB fp32 "
-                f"({self.peak_bytes / self.full_bytes:.1%} of it)")
+                f"({self.peak_bytes / self.full_bytes:.1%} of it){cuda}")
 
 
 def _sources(cfg: TrainerConfig):
@@ -81,6 +83,9 @@ def build_sharded(cfg: TrainerConfig, mesh, mp_policy=None) -> tuple[nn.Module, 
                           f"unknown {unknown[:8]}")
     full_bytes = sum(p.numel() * 4 for p in expected.values())
 
+    on_cuda = mesh.device_type == "cuda"
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats()
     model = model.to("meta")
     shard_model(model, mesh, mp_policy)
     model.to_empty(device=mesh.device_type)
@@ -104,7 +109,8 @@ def build_sharded(cfg: TrainerConfig, mesh, mp_policy=None) -> tuple[nn.Module, 
                 full = distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=None).to_local()
             _local(param).copy_(full)
             del full
-    return model, LoadStats(full_bytes, local_bytes, peak, n_read)
+    cuda_peak = torch.cuda.max_memory_allocated() if on_cuda else None
+    return model, LoadStats(full_bytes, local_bytes, peak, n_read, cuda_peak)
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:

@@ -217,3 +217,24 @@ def test_official_schedule_and_diffsynth_weights():
     assert w.min().item() == 0.0 and t[0].item() == 1000.0
     # the bump peaks where the (shifted) timestep is near 500
     assert abs(t[w.argmax()].item() - 500) < 5
+
+
+def test_bf16_timestep_rounding_feeds_what_the_released_pipeline_feeds():
+    """--round-timesteps-bf16: the model sees 1000, 936, 832, 624 for the 4-step schedule (the
+    fixture's sample_timesteps_bf16); the Euler steps keep the exact sigmas."""
+    from sama.flow import euler_sample
+
+    seen = []
+
+    class Zero(torch.nn.Module):  # velocity 0: x stays the noise, only the timesteps matter
+        def forward(self, x, t, *rest):
+            seen.append(t.item())
+            return torch.zeros_like(x), None
+
+    text, mask = torch.zeros(1, 4, 8), torch.ones(1, 4, dtype=torch.bool)
+    for rounded in (True, False):
+        seen.clear()
+        euler_sample(Zero(), text, mask, (1, 16, 1, 2, 2), steps=4, sigmas=official_sigmas(4, 5.0),
+                     round_timesteps_bf16=rounded)
+        expected = [1000.0, 936.0, 832.0, 624.0] if rounded else [1000.0, 937.5, 833.3333, 625.0]
+        assert seen == pytest.approx(expected, abs=1e-3)
