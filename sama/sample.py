@@ -234,7 +234,7 @@ def sample(checkpoint: str | Path, source: str | Path, instruction: str, out: st
         dtype = "bfloat16" if dev.type == "cuda" else "float32"
     if dtype not in ("float32", "bfloat16"):
         raise ValueError(f"--dtype {dtype}: use auto, float32 or bfloat16")
-    model, info = load_trained(checkpoint, weights, base=base)
+    model, info = load_trained(checkpoint, weights, base=base, torch_dtype=getattr(torch, dtype))
     cast_weights(model, getattr(torch, dtype))  # bf16 halves a 14B model's memory
     model.to(dev)
     cfg, flow = model.cfg, info["flow"]
