@@ -52,7 +52,10 @@ def _sources(cfg: TrainerConfig):
         if name is not None:
             readers[name] = (base, key)
     init = cfg.train.init_from
-    if init is not None and Path(init).suffix == ".safetensors":
+    if init is not None and Path(init).suffix != ".safetensors":
+        raise ConfigError(f"train.init_from: {init}: train.load sharded streams only .safetensors files "
+                          "(the released SAMA weights); for a sama checkpoint use train.load: full")
+    if init is not None:
         sama = LazyTensors([Path(init).expanduser()])
         unknown = [k for k in sama.where if our_name(k) is None]
         if unknown:

@@ -238,3 +238,21 @@ def test_bf16_timestep_rounding_feeds_what_the_released_pipeline_feeds():
                      round_timesteps_bf16=rounded)
         expected = [1000.0, 936.0, 832.0, 624.0] if rounded else [1000.0, 937.5, 833.3333, 625.0]
         assert seen == pytest.approx(expected, abs=1e-3)
+
+
+def test_sharded_load_refuses_what_it_cannot_stream(tmp_path):
+    from sama.config import ConfigError
+    from sama.load import _sources
+
+    cfg = TrainerConfig.model_validate({
+        "model": {"tiny": tiny_model_config()}, "train": {"load": "sharded"},
+        "data": {"workdir": "w", "streams": {"a": {"purpose": "stage1", "modality": "video", "variants": ["edit"]}}}})
+    with pytest.raises(ConfigError, match="model.base_path"):
+        _sources(cfg)
+    from sama.tiny import build_tiny_checkpoint
+
+    base = build_tiny_checkpoint(tmp_path / "wan")
+    cfg = cfg.model_copy(update={"model": ModelConfig(base_path=str(base)),
+                                 "train": cfg.train.model_copy(update={"init_from": tmp_path / "run"})})
+    with pytest.raises(ConfigError, match="streams only .safetensors"):
+        _sources(cfg)
