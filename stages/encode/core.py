@@ -33,15 +33,17 @@ class _Key:
     error: str | None = None
 
 
-def _text(sample: dict, variant: str, pretext_cfg) -> tuple[str | None, str | None]:
+def _text(sample: dict, variant: str, pretext_cfg, prefix: str = "") -> tuple[str | None, str | None]:
     from stages.pretext import task_text
 
-    if variant == "edit":
-        return sample.get("instruction"), None
+    if variant == "edit":  # encode.instruction_prefix ("[Video edit] " for the official SAMA weights)
+        instruction = sample.get("instruction")
+        return (prefix + instruction if instruction is not None else None), None
     return task_text(variant, sample.get("caption"), pretext_cfg)
 
 
-def prepare(samples: list[DecodedSample], pretext_cfg, seed: int) -> tuple[list[_Key], dict[tuple, np.ndarray]]:
+def prepare(samples: list[DecodedSample], pretext_cfg, seed: int,
+            prefix: str = "") -> tuple[list[_Key], dict[tuple, np.ndarray]]:
     """Keys and the distinct clips (by id) they need; cube/tube sources are made here."""
     from stages.pretext import PretextError, perturb_source, pretext_rng
 
@@ -49,7 +51,7 @@ def prepare(samples: list[DecodedSample], pretext_cfg, seed: int) -> tuple[list[
     for s in samples:
         sid = s.sample["sample_id"]
         for spec in s.keys:
-            instruction, token = _text(s.sample, spec.variant, pretext_cfg)
+            instruction, token = _text(s.sample, spec.variant, pretext_cfg, prefix)
             k = _Key(s, spec, instruction, token, error=spec.error)
             if k.error is None:
                 k.target_id = (sid, spec.target)
@@ -72,11 +74,11 @@ def prepare(samples: list[DecodedSample], pretext_cfg, seed: int) -> tuple[list[
 
 
 def _encode(samples: list[DecodedSample], encoders, cfg, pretext_cfg, seed: int) -> list[dict]:
-    keys, clips = prepare(samples, pretext_cfg, seed)
+    keys, clips = prepare(samples, pretext_cfg, seed, cfg.instruction_prefix)
     ids = sorted({i for k in keys if k.error is None for i in (k.target_id, k.source_id) if i is not None})
     latents = dict(zip(ids, encoders.vae_latents([clips[i] for i in ids])))
     targets = sorted({k.target_id for k in keys if k.error is None})
-    anchors = {t: anchor_indices(len(clips[t]), cfg.anchor_frames) for t in targets}
+    anchors = {t: anchor_indices(len(clips[t]), cfg.anchor_frames, cfg.anchor) for t in targets}
     frames = [clips[t][a] for t in targets for a in anchors[t]]
     tokens = encoders.semantic_tokens(frames) if frames else None
     semantic, pos = {}, 0
@@ -124,7 +126,7 @@ def make_row(k: _Key, cfg, models: dict, tensors: dict | None, anchors: list[int
 def _failed_rows(sample: DecodedSample, error: str, cfg, models: dict, pretext_cfg) -> list[dict]:
     rows = []
     for spec in sample.keys:
-        instruction, token = _text(sample.sample, spec.variant, pretext_cfg)
+        instruction, token = _text(sample.sample, spec.variant, pretext_cfg, cfg.instruction_prefix)
         rows.append(make_row(_Key(sample, spec, instruction, token, error=spec.error or error), cfg, models,
                              None, None))
     return rows

@@ -184,9 +184,14 @@ def _open(uri: str | None, role: str, roots: list[str] | None) -> str | io.Bytes
 
 
 # ------------------------------------------------------------------ frame plans
-def anchor_indices(num_frames: int, n: int) -> list[int]:
-    """``n`` anchor frames spread uniformly: the centres of ``n`` equal segments of the clip
-    (the middle frame for n = 1; frame 0 of an image)."""
+def anchor_indices(num_frames: int, n: int, mode: str = "uniform") -> list[int]:
+    """``n`` anchor frames. uniform: the centres of ``n`` equal segments of the clip (the middle
+    frame for n = 1; frame 0 of an image). middle: the middle frame (n = 1). first: frame 0 and,
+    for n > 1, evenly spaced frames up to the last (the official SAMA code's first frame)."""
+    if mode == "first":
+        return [0] if n == 1 else [round(i * (num_frames - 1) / (n - 1)) for i in range(n)]
+    if mode == "middle":
+        return [num_frames // 2]
     return [min(num_frames - 1, (2 * i + 1) * num_frames // (2 * n)) for i in range(n)]
 
 
@@ -220,7 +225,10 @@ def decode_sample(row: dict, cfg, pretext_cfg, seed: int, backend: str = "decord
         if row.get("modality") == "image":
             _decode_image_pair(row, cfg, out, roots)
         elif raw:
-            _decode_raw_clip(row, cfg, pretext_cfg, variants, out, backend, roots)
+            from stages.pretext import speed_factor_for
+
+            _decode_raw_clip(row, cfg, pretext_cfg, variants, out, backend, roots,
+                             speed_factor_for(pretext_cfg, seed, row["sample_id"]))
         else:
             _decode_video_pair(row, cfg, out, backend, roots)
     except DecodeError as e:
@@ -291,7 +299,7 @@ def _decode_video_pair(row: dict, cfg, out: DecodedSample, backend: str, roots) 
 
 
 def _decode_raw_clip(row: dict, cfg, pretext_cfg, variants: list[str], out: DecodedSample,
-                     backend: str, roots) -> None:
+                     backend: str, roots, factor: float) -> None:
     from stages.pretext import speed_plan, speed_record
 
     video = _video(row, "target", backend, roots)
@@ -304,7 +312,7 @@ def _decode_raw_clip(row: dict, cfg, pretext_cfg, variants: list[str], out: Deco
     wanted = list(t_idx)
     speed = None
     if "speed" in variants:
-        st, ss = speed_plan(video.frames, video.fps, cfg.fps, cfg.num_frames, pretext_cfg.speed_factor,
+        st, ss = speed_plan(video.frames, video.fps, cfg.fps, cfg.num_frames, factor,
                             policy=cfg.frame_policy, **win)
         if len(st) >= cfg.min_frames:
             speed = (st, ss)
@@ -321,8 +329,8 @@ def _decode_raw_clip(row: dict, cfg, pretext_cfg, variants: list[str], out: Deco
             spec.source, spec.source_indices, spec.perturb = "target", t_idx, True
         elif v == "speed":
             if speed is None:
-                fit_s = frames_that_fit(video.frames, video.fps, cfg.fps, pretext_cfg.speed_factor, **win)
-                spec.error = str(_too_short(fit_s, cfg, f"clip played {pretext_cfg.speed_factor:g}x faster"))
+                fit_s = frames_that_fit(video.frames, video.fps, cfg.fps, factor, **win)
+                spec.error = str(_too_short(fit_s, cfg, f"clip played {factor:g}x faster"))
             else:
                 st, ss = speed
                 if st != t_idx:  # a shorter target (the clip is too short for a full fast source)
@@ -330,5 +338,5 @@ def _decode_raw_clip(row: dict, cfg, pretext_cfg, variants: list[str], out: Deco
                     spec.target = "speed_target"
                 out.clips["speed_source"] = fit_to_bucket(take(ss), out.bucket)
                 spec.target_indices, spec.source, spec.source_indices = st, "speed_source", ss
-                spec.pretext = speed_record(pretext_cfg.speed_factor, st, ss)
+                spec.pretext = speed_record(factor, st, ss)
         out.keys.append(spec)
