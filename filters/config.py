@@ -30,6 +30,10 @@ class FilterConfig(Strict):
         "ditto": ["style"],
         "openve": ["local_change", "background", "style", "subtitles"],
     }
+    # Per dataset, words that reject an instruction containing them (case-insensitive), as the
+    # dataset's own loader does: rule rejected_instruction. ReCo-Data's official loader skips
+    # instructions containing "error" or "none".
+    reject_instruction_words: dict[str, list[str]] = {"reco": ["error", "none"]}
     # Compare thresholds with the judge's integer, or with its probability-weighted expected
     # score (falls back to the integer where the server returned no logprobs).
     score_field: Literal["score", "expected"] = "score"

@@ -8,7 +8,8 @@ import shutil
 from manifests import catalog
 from manifests.io import table_dir, write_part
 from pipeline.stage import Context, Phase, Resources, Stage, Unit
-from filters.explain import selected_catalog
+from filters.explain import no_scores_message, selected_catalog
+from pipeline.config_base import ConfigError
 
 
 def select(ctx: Context) -> dict:
@@ -17,6 +18,12 @@ def select(ctx: Context) -> dict:
     shutil.rmtree(table_dir(ctx.workdir, "selected"), ignore_errors=True)
     write_part(table_dir(ctx.workdir, "selected") / "part-00000.parquet", selected)
     return {"dataset": "all", "rows": selected.num_rows, "failed": 0}
+
+
+def check(ctx: Context) -> None:
+    message = no_scores_message(ctx.workdir)  # the words `curate filter` uses too
+    if message:
+        raise ConfigError(message)
 
 
 def summary(ctx: Context) -> tuple[list[str], list[list]]:
@@ -39,6 +46,6 @@ STAGE = Stage(
     is_done=lambda ctx, unit: False,
     limit_by_rows=False,
     phases=lambda ctx: [Phase("select", select, Resources(cpus=0))],  # on the driver (execute)
-    execute=execute, summary=summary,
+    check=check, execute=execute, summary=summary,
     describe=lambda ctx, units, pending: "filter: thresholds and categories over the stored scores",
 )

@@ -10,26 +10,18 @@ from pathlib import Path
 
 import duckdb
 
-from manifests.io import list_parts, table_dir
+from manifests import repeats
+from manifests.io import list_parts
+from manifests.io import read_parquet_sql as _read
 from manifests.tables import TABLES, VIEW_TABLES
 
-DUPLICATES = "duplicates"
+DUPLICATES = repeats.TABLE  # (part, file_row_number) of repeated sample ids, see manifests/repeats.py
 
 READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
 
 
 class ReadOnlyError(ValueError):
     pass
-
-
-def _glob(workdir: Path, table: str) -> str:
-    return str(table_dir(workdir, table) / "**" / "*.parquet")
-
-
-def _read(workdir: Path, table: str, extra: str = "") -> str:
-    return (
-        f"read_parquet('{_glob(workdir, table)}', union_by_name=true, hive_partitioning=false{extra})"
-    )
 
 
 def connect(workdir: str | os.PathLike, threads: int | None = None) -> duckdb.DuckDBPyConnection:
@@ -40,14 +32,9 @@ def connect(workdir: str | os.PathLike, threads: int | None = None) -> duckdb.Du
         con.execute(f"SET threads = {int(threads)}")
     present = [t for t in VIEW_TABLES if list_parts(workdir, t)]
     for table in present:
-        if table == "samples" and list_parts(workdir, DUPLICATES):
-            # A sample listed twice by the dataset keeps its first occurrence.
-            con.execute(
-                f"CREATE VIEW samples AS SELECT * EXCLUDE (filename, file_row_number) FROM "
-                f"{_read(workdir, 'samples', ', filename=true, file_row_number=true')} s "
-                f"WHERE NOT EXISTS (SELECT 1 FROM {_read(workdir, DUPLICATES)} d "
-                f"WHERE d.filename = s.filename AND d.file_row_number = s.file_row_number)"
-            )
+        if table == "samples":
+            # A sample listed twice by the dataset keeps its first occurrence; `repeats` shows the rest.
+            repeats.create_views(con, workdir)
         else:
             excluded = TABLES[table].view_exclude
             exclude = f" EXCLUDE ({excluded})" if excluded else ""

@@ -89,3 +89,15 @@ def clean_temporaries(workdir: str | os.PathLike, table: str) -> int:
             p.unlink(missing_ok=True)
             n += 1
     return n
+
+
+def parquet_glob(workdir: Path, table: str) -> str:
+    """Every part of a table, for DuckDB's read_parquet."""
+    return str(table_dir(workdir, table) / "**" / "*.parquet")
+
+
+def read_parquet_sql(workdir: Path, table: str, extra: str = "") -> str:
+    """SQL reading a whole table (columns unified by name; ``extra``: more read_parquet options)."""
+    return (
+        f"read_parquet('{parquet_glob(workdir, table)}', union_by_name=true, hive_partitioning=false{extra})"
+    )

@@ -20,7 +20,7 @@ class Table:
     # "module:ATTRIBUTE" of its Arrow schema (the module that builds its rows owns it); scores
     # adds two columns per custom metric (stages.judge.schema.scores_schema).
     schema: str
-    partition: str | None = "dataset"  # hive partition column of its parts (None: one folder)
+    partition: str | None = "dataset"  # parts in one folder per value of this column (None: one folder)
     view: bool = True  # a catalog view of its own
     view_exclude: str | None = None  # columns the view leaves out (DuckDB then never reads them)
     # What it adds to the joined ``samples_full`` view: (alias, select list); None: not joined.

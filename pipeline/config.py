@@ -34,6 +34,8 @@ __all__ = [
     "RunConfig", "ShardConfig", "ThresholdRule", "VIDEO_METRICS", "X2EditConfig", "load_config", "parse_overrides",
 ]
 
+from pipeline.report.settings import ReportConfig  # the `report` section, defined beside its user
+
 
 class RunConfig(Strict):
     workdir: Path = Path("runs/default")
@@ -56,6 +58,7 @@ class Config(Strict):
     encode: EncodeConfig = EncodeConfig()
     pretext: PretextConfig = PretextConfig()
     shard: ShardConfig = ShardConfig()
+    report: ReportConfig = ReportConfig()  # `curate report` (pipeline/report/settings.py)
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:

@@ -8,6 +8,7 @@ from pipeline.config import Config, ConfigError
 from pipeline.progress import console
 from pipeline.ray_runtime import init_ray
 from pipeline.registry import STAGE_ORDER, STAGES
+from pipeline.report.timings import StageClock
 from pipeline.stage import StageReport, print_report, run_stage
 
 
@@ -25,7 +26,9 @@ def resolve_stages(stage: str) -> list[str]:
 
 def run(cfg: Config, stage: str = "all", workdir: Path | None = None, limit: int | None = None,
         ray_address: str | None = None, overwrite: bool = False) -> list[StageReport]:
-    workdir = Path(workdir or cfg.run.workdir)
+    # Absolute: Ray workers do not share the driver's cwd (issue 14: nothing may depend on how the
+    # workdir is spelled; the tables name parts relative to it, see manifests/repeats.py).
+    workdir = Path(workdir or cfg.run.workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     stages = resolve_stages(stage)
     (workdir / "config.json").write_text(cfg.model_dump_json(indent=2))
@@ -33,7 +36,8 @@ def run(cfg: Config, stage: str = "all", workdir: Path | None = None, limit: int
     console.print(f"run: {', '.join(stages)} in {workdir} on {where}")
     reports = []
     for name in stages:
-        report = run_stage(STAGES[name], cfg, workdir, limit, overwrite)
+        with StageClock(workdir, name, cfg, overwrite, remote=where.startswith("Ray cluster at")) as clock:
+            report = clock.report = run_stage(STAGES[name], cfg, workdir, limit, overwrite)
         print_report(report)
         reports.append(report)
     return reports

@@ -49,43 +49,109 @@ def train(
         _fail(str(e))
 
 
+_SAMPLE_DEFAULTS = {"steps": 50, "guidance_scale": 5.0, "negative_prompt": "", "seed": 0, "frames": 81,
+                    "prompt_prefix": "", "native_fps": False, "tiled": False, "official_schedule": False}
+
+
 @app.command()
 def sample(
-    checkpoint: Path = typer.Option(..., help="an export dir, a training checkpoint, or a run's out_dir (latest)"),
+    checkpoint: Path = typer.Option(..., help="an export dir, a training checkpoint, a run's out_dir (latest), "
+                                              "or the released SAMA .safetensors (with --base)"),
     source: Path = typer.Option(..., help="the video (or image) to edit"),
     instruction: str = typer.Option(..., help="the edit instruction"),
     out: Path = typer.Option(..., help="the H.264 mp4 to write"),
     vae: Path = typer.Option(..., help="diffusers AutoencoderKLWan dir (e.g. Wan2.1-T2V-14B-Diffusers/vae)"),
     text_encoder: Path = typer.Option(..., help="UMT5EncoderModel dir (e.g. .../text_encoder)"),
     tokenizer: Optional[Path] = typer.Option(None, help="umT5 tokenizer dir; default: the text encoder's"),
-    steps: int = typer.Option(50, min=1, help="Euler steps"),
-    guidance: float = typer.Option(5.0, help="classifier-free guidance scale (1: off)"),
-    negative_prompt: str = typer.Option("", help="the guidance's negative prompt"),
+    base: Optional[Path] = typer.Option(None, help="the Wan2.1-T2V base (diffusers or original layout) the "
+                                                   "released SAMA file is loaded over"),
+    preset: str = typer.Option("none", help="none | official: the released inference's prompt prefix "
+                                            "'[Video edit] ', negative '[Video edit]', first 49 native-fps "
+                                            "frames padded to 4n+1, CFG 5, 50 steps, shift 5, seed 1, tiled "
+                                            "decode, its sigma schedule (options given explicitly win)"),
+    steps: Optional[int] = typer.Option(None, min=1, help="Euler steps [50]"),
+    guidance: Optional[float] = typer.Option(None, help="classifier-free guidance scale (1: off) [5.0]"),
+    negative_prompt: Optional[str] = typer.Option(None, help="the guidance's negative prompt ['']"),
+    prompt_prefix: Optional[str] = typer.Option(None, help="prepended to the instruction ['']"),
     shift: Optional[float] = typer.Option(None, help="timestep shift; default: the training flow.shift"),
-    seed: int = typer.Option(0),
-    frames: int = typer.Option(81, help="at most this many frames (4n+1), resampled to --fps"),
+    seed: Optional[int] = typer.Option(None, help="[0]"),
+    frames: Optional[int] = typer.Option(None, help="at most this many frames (4n+1), resampled to --fps [81]"),
     fps: float = typer.Option(16.0, help="frame rate the source is resampled to (Wan2.1: 16)"),
+    native_fps: Optional[bool] = typer.Option(None, "--native-fps/--resample-fps",
+                                              help="read frames at the source's own rate, pad to 4n+1"),
+    tiled: Optional[bool] = typer.Option(None, "--tiled/--no-tiled", help="tiled VAE decode (full-size video)"),
+    round_timesteps_bf16: bool = typer.Option(False, help="feed bf16-rounded timesteps, as the released "
+                                                          "bf16 pipeline does"),
     area: int = typer.Option(832 * 480, help="bucket area in pixels (480p class)"),
     side_multiple: int = typer.Option(32, help="bucket sides are multiples of this"),
     weights: str = typer.Option("ema", help="ema | model (training checkpoints)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     dtype: str = typer.Option("auto", help="transformer weights: auto (bfloat16 on GPU) | float32 | bfloat16"),
 ) -> None:
-    """Edit a video with a trained model (EMA weights) and write H.264."""
+    """Edit a video with a trained model (EMA weights) or the released SAMA weights; write H.264."""
+    from sama.sample import OFFICIAL_SAMPLING
     from sama.sample import sample as run_sample
 
     if weights not in ("ema", "model"):
         _fail(f"--weights {weights}: use ema or model")
+    if preset not in ("none", "official"):
+        _fail(f"--preset {preset}: use none or official")
+    given = {"steps": steps, "guidance_scale": guidance, "negative_prompt": negative_prompt, "seed": seed,
+             "frames": frames, "prompt_prefix": prompt_prefix, "native_fps": native_fps, "tiled": tiled,
+             "shift": shift}
+    chosen = {**_SAMPLE_DEFAULTS, **(OFFICIAL_SAMPLING if preset == "official" else {}),
+              **{k: v for k, v in given.items() if v is not None}}
     try:
         info = run_sample(checkpoint, source, instruction, out, vae=vae, text_encoder=text_encoder,
-                          tokenizer=tokenizer, steps=steps, guidance_scale=guidance,
-                          negative_prompt=negative_prompt, shift=shift, seed=seed, frames=frames, fps=fps,
-                          area=area, side_multiple=side_multiple, weights=weights, device=device,
-                          dtype=dtype)
+                          tokenizer=tokenizer, fps=fps, area=area, side_multiple=side_multiple, weights=weights,
+                          device=device, dtype=dtype, base=base, round_timesteps_bf16=round_timesteps_bf16,
+                          **chosen)
     except (FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
         _fail(str(e))
     typer.echo(f"wrote {info['out']}: {info['frames']} frames at {info['bucket']}, {info['steps']} steps, "
                f"{info['weights']} weights of {info['checkpoint']}")
+
+
+@app.command(name="import")
+def import_(
+    weights: Path = typer.Option(..., help="the released SAMA .safetensors (official key names)"),
+    base: Path = typer.Option(..., help="Wan2.1-T2V base: a diffusers WanTransformer3DModel dir or the original "
+                                        "layout (config.json + diffusion_pytorch_model-*.safetensors)"),
+    out: Path = typer.Option(..., help="the export directory to write"),
+    overwrite: bool = typer.Option(False, help="replace --out if it exists"),
+) -> None:
+    """Convert the released SAMA weights over their base into an export (model.preset official)."""
+    from sama.export import import_official
+
+    try:
+        path = import_official(weights, base, out, overwrite=overwrite)
+    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
+        _fail(str(e))
+    typer.echo(f"imported {weights} over {base} to {path}")
+
+
+@app.command()
+def parity(
+    fixture: Path = typer.Option(..., help="a fixture dir: model.safetensors (official keys), config.json, "
+                                           "cases.safetensors (e.g. ../shared/sama_parity)"),
+    forward_tol: float = typer.Option(1e-4, help="max abs error allowed on forward outputs"),
+    sampling_tol: float = typer.Option(5e-4, help="max abs error allowed on the sampling run"),
+) -> None:
+    """Our model (loaded through `sama import`'s path) against official-code outputs; exit 1 above tolerance."""
+    import torch
+
+    from sama.parity import run
+
+    torch.use_deterministic_algorithms(True)
+    try:
+        report = run(fixture, forward_tol, sampling_tol)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        _fail(str(e))
+    for name, err, tol in report["checks"]:
+        typer.echo(f"{name:34s} max abs err {err:.3e}  tol {tol:.0e}  {'ok' if err <= tol else 'FAIL'}")
+    typer.echo("parity: ok" if report["ok"] else "parity: FAILED")
+    if not report["ok"]:
+        raise typer.Exit(1)
 
 
 @app.command()

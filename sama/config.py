@@ -19,6 +19,18 @@ from pipeline.config_base import Strict as _Strict
 
 
 # ---------------------------------------------------------------- model / flow (sama.model, sama.flow)
+# model.preset official (ModelConfig): what the released SAMA code computes (used by sama.official too)
+OFFICIAL_MODEL = {
+    "semantic_rope": "zero", "semantic_mlp_affine": True, "semantic_mlp_act": "gelu",
+    "semantic_mlp_hidden": 1024, "semantic_head_affine": True, "semantic_dim": 1152,
+    "semantic_grid": 8, "semantic_global_tokens": 1, "anchor_frames": 1, "type_embedding": True,
+    "semantic_head": True, "text_len": 512, "timestep_embedding_fp64": True,
+}
+# ... and the training conventions it implies (flow.*; TrainerConfig)
+OFFICIAL_FLOW = {"sem_target": "velocity", "loss_weighting": "diffsynth", "timestep_sampling": "grid",
+                 "shift": 5.0}
+
+
 class ModelConfig(_Strict):
     # A local diffusers-format WanTransformer3DModel directory (the `transformer/` folder of
     # Wan2.1-T2V-14B-Diffusers, or the model folder itself). null: build a randomly initialised
@@ -37,15 +49,33 @@ class ModelConfig(_Strict):
     # identity: semantic tokens are not rotated (paper). shared: the pooled tokens take the spatial
     # RoPE of the target patch at the centre of the cell they pooled (time axis unrotated);
     # global tokens stay unrotated.
-    semantic_rope: Literal["identity", "shared"] = "identity"
+    # zero: cos = sin = 0 rows, so semantic queries/keys are 0 in every block (the official code).
+    semantic_rope: Literal["identity", "shared", "zero"] = "identity"
     # Build the semantic head (last block's semantic slice -> semantic_dim); off = no L_sem.
     semantic_head: bool = True
     # Hidden width of the semantic projection MLP; null = the transformer's width.
     semantic_mlp_hidden: int | None = None
+    # The semantic MLP's input LayerNorm with a learned affine, and its activation (official SAMA:
+    # affine, exact-erf GELU, hidden 1024); the semantic head's LayerNorm with a learned affine.
+    semantic_mlp_affine: bool = False
+    semantic_mlp_act: Literal["gelu_tanh", "gelu"] = "gelu_tanh"
+    semantic_head_affine: bool = False
+    # The timestep sinusoid in float64 (the official code) or float32 (diffusers).
+    timestep_embedding_fp64: bool = False
     # Wan pads the umT5 embeddings with zeros to 512 tokens and never masks cross-attention; we do
     # the same so the pretrained text path sees what it was trained on.
     text_len: int = Field(512, ge=1)
     gradient_checkpointing: bool = False
+    # official: the released SAMA code's architecture (OFFICIAL_MODEL above) for every field
+    # of it not given explicitly; sama (default): each field's own default.
+    preset: Literal["sama", "official"] = "sama"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") == "official":
+            data = {**OFFICIAL_MODEL, **data}
+        return data
 
     @model_validator(mode="after")
     def _source(self) -> "ModelConfig":
@@ -66,7 +96,8 @@ class ModelConfig(_Strict):
 class FlowConfig(_Strict):
     # Wan's timestep shift: sigma' = shift*s / (1 + (shift-1)*s); about 5 at 480p.
     shift: float = Field(5.0, gt=0)
-    timestep_sampling: Literal["uniform", "logit_normal"] = "uniform"
+    # grid: uniform over DiffSynth's 1000 shifted training timesteps (the official trainer).
+    timestep_sampling: Literal["uniform", "logit_normal", "grid"] = "uniform"
     logit_mean: float = 0.0  # logit_normal: s = sigmoid(N(logit_mean, logit_std))
     logit_std: float = Field(1.0, gt=0)
     num_train_timesteps: int = Field(1000, ge=1)  # the model's timestep = sigma * this
@@ -77,6 +108,9 @@ class FlowConfig(_Strict):
     #     unit Gaussian noise; noised and predicted in that space.
     #   velocity: noise - tokens, the flow-matching target applied to the semantic tokens.
     sem_target: Literal["clean_tokens", "normalized_tokens", "velocity"] = "clean_tokens"
+    # none: plain MSE. diffsynth: DiffSynth-Studio's FlowMatchScheduler training weight (a Gaussian
+    # bump in the timestep, mean 1 over its 1000-step grid) on L_FM, as the official code trains.
+    loss_weighting: Literal["none", "diffsynth"] = "none"
 
 
 # ---------------------------------------------------------------- training loop (sama.data, sama.train)
@@ -166,11 +200,18 @@ class TrainLoopConfig(_Strict):
     max_bad_steps: int = Field(20, ge=1)
     cpu_threads: int | None = Field(None, ge=1)  # torch intra-op threads; null: torch's default
     # Start from another run's weights (Stage 1 from Stage 0): a checkpoint directory, its EMA or
-    # raw weights (a run's out_dir means its latest checkpoint). Only the weights: optimiser, data
+    # raw weights (a run's out_dir means its latest checkpoint), or the released SAMA .safetensors
+    # (official key names, laid over model.base_path; use model.preset official). Only the weights: optimiser, data
     # position and step start afresh. A resume
     # (checkpoint.resume) takes precedence once this run has a checkpoint of its own.
     init_from: Path | None = None
     init_weights: Literal["ema", "model"] = "ema"
+    # full: every rank builds and loads the whole model (fp32) before wrapping. sharded (FSDP2, for
+    # 14B): build on the meta device, shard, then stream each weight from model.base_path (and an
+    # official init_from .safetensors) into the local shards; no rank holds the model (sama.load).
+    load: Literal["full", "sharded"] = "full"
+    # FSDP2 with precision bf16 on GPU: MixedPrecisionPolicy(param bf16, reduce fp32) on the shards.
+    fsdp_mixed_precision: bool = True
 
 
 class CheckpointConfig(_Strict):
@@ -189,6 +230,15 @@ class TrainerConfig(_Strict):
     ema: EMAConfig = EMAConfig()
     train: TrainLoopConfig = TrainLoopConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        """model.preset official also sets the official training conventions (flow.*) not given."""
+        if isinstance(data, dict) and isinstance(data.get("model"), dict) \
+                and data["model"].get("preset") == "official" and isinstance(data.get("flow", {}), dict):
+            data = {**data, "flow": {**OFFICIAL_FLOW, **data.get("flow", {})}}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainerConfig":

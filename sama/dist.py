@@ -59,7 +59,34 @@ def resolve_parallel(mode: str, env: Env) -> str:
     return mode
 
 
-def parallelize(model: nn.Module, mode: str, env: Env, find_unused: bool = False) -> nn.Module:
+def mesh_for(env: Env):
+    from torch.distributed.device_mesh import init_device_mesh
+
+    return init_device_mesh(env.device.type, (env.world,))
+
+
+def mixed_precision(enabled: bool):
+    """FSDP2's bf16 policy (bf16 parameters in forward/backward, fp32 gradient reduction), or None."""
+    if not enabled:
+        return None
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+
+
+def shard_model(model: nn.Module, mesh, mp_policy=None) -> nn.Module:
+    """``fully_shard`` every transformer block, then the whole model (in place)."""
+    from torch.distributed.fsdp import fully_shard
+
+    kwargs = {"mp_policy": mp_policy} if mp_policy is not None else {}
+    for block in model.blocks:
+        fully_shard(block, mesh=mesh, **kwargs)
+    fully_shard(model, mesh=mesh, **kwargs)
+    return model
+
+
+def parallelize(model: nn.Module, mode: str, env: Env, find_unused: bool = False, mp_policy=None,
+                already_sharded: bool = False) -> nn.Module:
     """The module to call in the loop (``model`` itself for none and FSDP2, a DDP wrapper for ddp).
     FSDP2 reshapes ``model`` in place: its parameters become sharded DTensors."""
     if mode == "none":
@@ -70,14 +97,7 @@ def parallelize(model: nn.Module, mode: str, env: Env, find_unused: bool = False
         ids = [env.device] if env.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
     if mode == "fsdp":
-        from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import fully_shard
-
-        mesh = init_device_mesh(env.device.type, (env.world,))
-        for block in model.blocks:
-            fully_shard(block, mesh=mesh)
-        fully_shard(model, mesh=mesh)
-        return model
+        return model if already_sharded else shard_model(model, mesh_for(env), mp_policy)
     raise ValueError(f"train.parallel: unknown mode {mode!r}")
 
 

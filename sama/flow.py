@@ -29,6 +29,9 @@ def _device(generator: torch.Generator | None, fallback: torch.device | str = "c
 def sample_sigmas(batch: int, flow_cfg: FlowConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     """One training sigma per sample [B] (float32, on the generator's device), shifted."""
     dev = _device(generator)
+    if flow_cfg.timestep_sampling == "grid":  # DiffSynth: one of its 1000 shifted training sigmas
+        grid = official_sigmas(flow_cfg.num_train_timesteps, flow_cfg.shift)[:-1].to(dev)
+        return grid[torch.randint(0, grid.numel(), (batch,), generator=generator, device=dev)]
     if flow_cfg.timestep_sampling == "uniform":
         s = torch.rand(batch, generator=generator, device=dev)
     else:
@@ -79,7 +82,11 @@ def training_loss(model, batch: dict, flow_cfg: FlowConfig,
     source = batch.get("source")
     v_pred, sem_pred = model(x_t, sigma * flow_cfg.num_train_timesteps, batch["text"], batch["text_mask"],
                              source.float() if source is not None else None, sem_t)
-    l_fm = F.mse_loss(v_pred.float(), v_target)
+    if flow_cfg.loss_weighting == "diffsynth":
+        per_sample = F.mse_loss(v_pred.float(), v_target, reduction="none").flatten(1).mean(1)
+        l_fm = (per_sample * diffsynth_weight(sigma, flow_cfg)).mean()
+    else:
+        l_fm = F.mse_loss(v_pred.float(), v_target)
     if sem_pred is not None:
         l_sem = F.l1_loss(sem_pred.float(), sem_goal)
         loss = l_fm + flow_cfg.lambda_sem * l_sem
@@ -94,6 +101,32 @@ def sampling_sigmas(steps: int, shift: float) -> torch.Tensor:
     return shift_sigmas(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64), shift)
 
 
+def official_sigmas(steps: int, shift: float) -> torch.Tensor:
+    """steps + 1 sigmas as the official sampler computes them (DiffSynth ``FlowMatchScheduler``
+    with sigma_min 0 and extra_one_step: ``linspace(1, 0, steps + 1)[:-1]`` shifted, all in
+    float32), then the final 0 its ``step`` uses after the last step."""
+    s = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float32)[:-1]
+    s = shift * s / (1 + (shift - 1) * s)
+    return torch.cat([s, torch.zeros(1)])
+
+
+def diffsynth_training_weights(shift: float, num_train_timesteps: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """(timesteps, weights) of DiffSynth's training grid: ``set_timesteps(1000, training=True)`` of
+    the Wan scheduler (shifted sigmas * 1000) and its weight exp(-2((t - 500)/1000)^2), shifted to
+    a minimum of 0 and scaled to a mean of 1 over the grid."""
+    t = official_sigmas(num_train_timesteps, shift)[:-1] * num_train_timesteps
+    y = torch.exp(-2 * ((t - num_train_timesteps / 2) / num_train_timesteps) ** 2)
+    y = y - y.min()
+    return t, y * (num_train_timesteps / y.sum())
+
+
+def diffsynth_weight(sigma: torch.Tensor, flow_cfg: FlowConfig) -> torch.Tensor:
+    """DiffSynth's training weight of each sample: that of the grid timestep nearest sigma * T."""
+    grid, weights = diffsynth_training_weights(flow_cfg.shift, flow_cfg.num_train_timesteps)
+    t = (sigma.float() * flow_cfg.num_train_timesteps).cpu()
+    return weights[(grid[None] - t[:, None]).abs().argmin(1)].to(sigma.device)
+
+
 @torch.no_grad()
 def euler_sample(model, text: torch.Tensor, text_mask: torch.Tensor, latent_shape: tuple[int, ...], *,
                  source: torch.Tensor | None = None, num_semantic_tokens: int = 0,
@@ -101,28 +134,43 @@ def euler_sample(model, text: torch.Tensor, text_mask: torch.Tensor, latent_shap
                  generator: torch.Generator | None = None, sem_target: str = "clean_tokens",
                  num_train_timesteps: int = 1000, guidance_scale: float = 1.0,
                  negative_text: torch.Tensor | None = None, negative_mask: torch.Tensor | None = None,
-                 callback=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 callback=None, sigmas: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+                 semantic_noise: torch.Tensor | None = None,
+                 round_timesteps_bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Integrate the flow from noise to data with Euler steps over the target (and semantic) tokens.
 
     ``latent_shape`` [B, 16, T, h, w]. The semantic tokens start as noise and follow the velocity
     implied by the head (for clean/normalized targets ``(x_t - x0_pred) / sigma``). With
     ``guidance_scale`` > 1, classifier-free guidance against ``negative_text`` (Wan's sampler uses
-    5.0 and a negative prompt). Returns (latents, semantic tokens or None), float32.
+    5.0 and a negative prompt). ``sigmas`` (steps + 1, ending at 0) replaces the default schedule
+    (``official_sigmas`` is the official one); ``noise`` / ``semantic_noise`` replace the initial
+    draws; ``round_timesteps_bf16`` feeds the model bf16-rounded timesteps as the released bf16
+    pipeline does (the Euler steps keep the exact sigmas). Returns (latents, semantic tokens or
+    None), float32.
     """
     device = text.device
-    x = torch.randn(latent_shape, generator=generator, device=_device(generator, device)).to(device)
+    if noise is None:
+        noise = torch.randn(latent_shape, generator=generator, device=_device(generator, device))
+    x = noise.float().to(device)
     sem = None
     if num_semantic_tokens:
-        if semantic_dim is None:
-            raise ValueError("euler_sample: semantic_dim is needed with num_semantic_tokens")
-        sem = torch.randn((latent_shape[0], num_semantic_tokens, semantic_dim), generator=generator,
-                          device=_device(generator, device)).to(device)
+        if semantic_noise is None:
+            if semantic_dim is None:
+                raise ValueError("euler_sample: semantic_dim is needed with num_semantic_tokens")
+            semantic_noise = torch.randn((latent_shape[0], num_semantic_tokens, semantic_dim),
+                                         generator=generator, device=_device(generator, device))
+        sem = semantic_noise.float().to(device)
     if guidance_scale != 1.0 and negative_text is None:
         raise ValueError("euler_sample: guidance_scale != 1 needs negative_text / negative_mask")
-    sigmas = sampling_sigmas(steps, shift).tolist()
+    sigmas = (sampling_sigmas(steps, shift) if sigmas is None else sigmas).tolist()
+    if len(sigmas) != steps + 1:
+        raise ValueError(f"euler_sample: {len(sigmas)} sigmas for {steps} steps (need steps + 1)")
     for i in range(steps):
         s, s_next = sigmas[i], sigmas[i + 1]
-        t = torch.full((latent_shape[0],), s * num_train_timesteps, device=device, dtype=torch.float32)
+        # sigma * 1000 in float32, as the official scheduler's timesteps are
+        t = torch.full((latent_shape[0],), s, device=device, dtype=torch.float32) * num_train_timesteps
+        if round_timesteps_bf16:
+            t = t.bfloat16().float()
         v, sem_pred = model(x, t, text, text_mask, source, sem)
         if guidance_scale != 1.0:
             v_neg, sem_neg = model(x, t, negative_text, negative_mask, source, sem)

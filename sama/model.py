@@ -56,14 +56,14 @@ def resolve_wan_dir(path: str | Path) -> Path:
 
 def cast_weights(module: nn.Module, dtype: torch.dtype) -> None:
     """Weights to ``dtype`` except those Wan keeps in fp32 (time embedder, modulation tables,
-    norms), as diffusers' ``from_pretrained(torch_dtype=...)`` does. Parameters only:
+    norms; those are made fp32 if stored otherwise), as diffusers' ``from_pretrained(torch_dtype=...)``
+    does. Parameters only:
     ``module.to(dtype)`` would also round the fp32 RoPE tables (buffers)."""
     from diffusers import WanTransformer3DModel
 
     keep = set(WanTransformer3DModel._keep_in_fp32_modules)
     for name, p in module.named_parameters():
-        if not keep.intersection(name.split(".")):
-            p.data = p.data.to(dtype)
+        p.data = p.data.to(torch.float32 if keep.intersection(name.split(".")) else dtype)
 
 
 @dataclass
@@ -91,16 +91,17 @@ class SamaTransformer(nn.Module):
         sd = cfg.semantic_dim
         # SigLIP -> model width. The input LayerNorm puts SigLIP's large, outlier-heavy features on
         # a common scale (as Wan's own image embedder does for CLIP tokens).
+        # (official SAMA: affine LayerNorm, hidden 1024, exact GELU; model.preset official)
         self.semantic_embed = nn.Sequential(
-            nn.LayerNorm(sd, eps=1e-6, elementwise_affine=False),
+            nn.LayerNorm(sd, eps=1e-6, elementwise_affine=cfg.semantic_mlp_affine),
             nn.Linear(sd, hidden),
-            nn.GELU(approximate="tanh"),
+            nn.GELU(approximate="tanh" if cfg.semantic_mlp_act == "gelu_tanh" else "none"),
             nn.Linear(hidden, inner),
         )
         # Zero at step 0: a target-only sequence is then exactly the pretrained Wan.
         self.type_embedding = nn.Parameter(torch.zeros(3, inner)) if cfg.type_embedding else None
         self.semantic_head = nn.Sequential(
-            nn.LayerNorm(inner, eps=1e-6, elementwise_affine=False),
+            nn.LayerNorm(inner, eps=1e-6, elementwise_affine=cfg.semantic_head_affine),
             nn.Linear(inner, sd),
         ) if cfg.semantic_head else None
         self.gradient_checkpointing = cfg.gradient_checkpointing
@@ -207,6 +208,10 @@ class SamaTransformer(nn.Module):
         sin = torch.zeros_like(cos)
         if self.cfg.semantic_rope == "identity":
             return cos, sin
+        if self.cfg.semantic_rope == "zero":
+            # the official code's complex-zero frequency rows: the semantic queries and keys become
+            # exactly 0 in every block (uniform attention from and to them)
+            return torch.zeros_like(cos), sin
         g, n_global = self.cfg.semantic_grid, self.cfg.semantic_global_tokens
         per_anchor = g * g + n_global
         if num_tokens % per_anchor:
@@ -282,6 +287,22 @@ class SamaTransformer(nn.Module):
             return text[:, :n]
         return F.pad(text, (0, 0, 0, n - text.shape[1]))
 
+    def condition(self, timestep: torch.Tensor, text: torch.Tensor):
+        """(temb, timestep_proj, context) from Wan's condition embedder; with
+        ``timestep_embedding_fp64`` the sinusoid is computed in float64 first (the official code:
+        at t ~ 1000 the fastest frequency turns float32 rounding of t*freq into ~1e-4 errors)."""
+        ce = self.wan.condition_embedder
+        if not self.cfg.timestep_embedding_fp64:
+            temb, proj, context, _ = ce(timestep, text)
+            return temb, proj, context
+        half = ce.timesteps_proj.num_channels // 2
+        freqs = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=timestep.device) / half)
+        angles = torch.outer(timestep.double(), freqs)
+        sinusoid = torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+        sinusoid = sinusoid.to(next(ce.time_embedder.parameters()).dtype)
+        temb = ce.time_embedder(sinusoid).type_as(text)
+        return temb, ce.time_proj(ce.act_fn(temb)), ce.text_embedder(text)
+
     # ------------------------------------------------------------ forward
     def forward(self, noisy_target: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor,
                 text_mask: torch.Tensor, source: torch.Tensor | None = None,
@@ -290,7 +311,7 @@ class SamaTransformer(nn.Module):
         (None without semantic tokens or head). ``timestep`` is sigma * 1000, one per sample."""
         wan = self.wan
         seq = self.assemble(noisy_target, source, semantic_noisy)
-        temb, timestep_proj, context, _ = wan.condition_embedder(timestep, self.pad_text(text, text_mask))
+        temb, timestep_proj, context = self.condition(timestep, self.pad_text(text, text_mask))
         timestep_proj = timestep_proj.unflatten(1, (6, -1))  # [B, 6, D]: one modulation per sample
 
         hidden = seq.hidden

@@ -89,6 +89,29 @@ def read_source(path: str | Path, fps: float, max_frames: int) -> tuple[np.ndarr
         raise ValueError(f"--source {path}: no decodable video frames ({e})") from None
 
 
+def pad_4n1(frames: np.ndarray) -> np.ndarray:
+    """Repeat the last frame up to the next 4n+1 count (the official inference's padding)."""
+    extra = (1 - len(frames)) % 4
+    return np.concatenate([frames, np.repeat(frames[-1:], extra, axis=0)]) if extra else frames
+
+
+def read_source_native(path: str | Path, max_frames: int) -> tuple[np.ndarray, float | None]:
+    """The official reading: the first ``max_frames`` frames at the native rate, padded to 4n+1
+    with the last frame; the output keeps the native fps."""
+    path = Path(path)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return read_source(path, 1.0, 1)
+    from stages.media.locate import MediaError
+    from stages.media.read import Video
+
+    try:
+        video = Video(str(path), "pyav")
+        frames = video.read(list(range(min(video.frames, max_frames))))
+    except MediaError as e:
+        raise ValueError(f"--source {path}: no decodable video frames ({e})") from None
+    return pad_4n1(frames), video.fps or None
+
+
 def write_h264(frames: np.ndarray, path: str | Path, fps: float, crf: int = 18) -> Path:
     """uint8 [T, H, W, 3] -> H.264 mp4 (libx264, yuv420p), written to a temporary name and renamed."""
     import av
@@ -170,30 +193,44 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+# sama sample --preset official: infer_sh/run_sama.sh of the released code (with --prompt-prefix)
+OFFICIAL_SAMPLING = {"prompt_prefix": "[Video edit] ", "negative_prompt": "[Video edit]", "frames": 49,
+                     "native_fps": True, "steps": 50, "guidance_scale": 5.0, "shift": 5.0, "seed": 1,
+                     "tiled": True, "official_schedule": True}
+
+
 def sample(checkpoint: str | Path, source: str | Path, instruction: str, out: str | Path, *,
            vae: str | Path, text_encoder: str | Path, tokenizer: str | Path | None = None,
            steps: int = 50, guidance_scale: float = 5.0, negative_prompt: str = "",
            shift: float | None = None, seed: int = 0, frames: int = 81, fps: float = 16.0,
            area: int = 832 * 480, side_multiple: int = 32, min_aspect: float = 0.5, max_aspect: float = 2.0,
-           weights: str = "ema", device: str = "auto", dtype: str = "auto", progress=None) -> dict:
-    """Edit ``source`` by ``instruction``; write ``out`` (mp4). Returns what was done (dict)."""
+           weights: str = "ema", device: str = "auto", dtype: str = "auto", progress=None,
+           base: str | Path | None = None, prompt_prefix: str = "", native_fps: bool = False,
+           tiled: bool = False, official_schedule: bool = False, round_timesteps_bf16: bool = False) -> dict:
+    """Edit ``source`` by ``instruction``; write ``out`` (mp4). Returns what was done (dict).
+
+    ``base``: the Wan2.1 base when ``checkpoint`` is the released SAMA file. ``native_fps``: read
+    the first ``frames`` frames at the source's rate, padded to 4n+1 (the official reading).
+    ``tiled``: tiled VAE decode (full-size video in bounded memory). ``official_schedule``: the
+    official sampler's float32 sigmas. ``round_timesteps_bf16``: timesteps rounded as the released
+    bf16 pipeline feeds them."""
     from sama.export import load_trained
-    from sama.flow import euler_sample
+    from sama.flow import euler_sample, official_sigmas
     from sama.model import cast_weights
 
-    if frames < 1 or (frames - 1) % 4:
+    if not native_fps and (frames < 1 or (frames - 1) % 4):
         raise ValueError(f"--frames {frames}: must be of the form 4n+1 (e.g. 81, 49)")
     dev = resolve_device(device)
     if dtype == "auto":
         dtype = "bfloat16" if dev.type == "cuda" else "float32"
     if dtype not in ("float32", "bfloat16"):
         raise ValueError(f"--dtype {dtype}: use auto, float32 or bfloat16")
-    model, info = load_trained(checkpoint, weights)
+    model, info = load_trained(checkpoint, weights, base=base, torch_dtype=getattr(torch, dtype))
     cast_weights(model, getattr(torch, dtype))  # bf16 halves a 14B model's memory
     model.to(dev)
     cfg, flow = model.cfg, info["flow"]
 
-    pixels, out_fps = read_source(source, fps, frames)
+    pixels, out_fps = read_source_native(source, frames) if native_fps else read_source(source, fps, frames)
     if len(pixels) == 0:
         raise ValueError(f"--source {source}: too short for one frame at {fps:g} fps")
     bucket = nearest_bucket(pixels.shape[2], pixels.shape[1],
@@ -201,9 +238,12 @@ def sample(checkpoint: str | Path, source: str | Path, instruction: str, out: st
     pixels = fit_to_bucket(pixels, bucket)
 
     codec = Vae.load(vae, dev)
+    if tiled:
+        codec.model.enable_tiling()
     source_latents = codec.encode(pixels)
-    (text, mask), (neg, neg_mask) = encode_texts([instruction, negative_prompt], text_encoder, tokenizer,
-                                                 cfg.text_len, dev)
+    (text, mask), (neg, neg_mask) = encode_texts([prompt_prefix + instruction, negative_prompt], text_encoder,
+                                                 tokenizer, cfg.text_len, dev)
+    shift = flow.shift if shift is None else shift
 
     use_semantic = info["semantic"] and model.semantic_head is not None
     generator = torch.Generator(device=dev).manual_seed(seed)
@@ -212,9 +252,11 @@ def sample(checkpoint: str | Path, source: str | Path, instruction: str, out: st
         latents, _ = euler_sample(
             model, text, mask, tuple(source_latents.shape), source=source_latents,
             num_semantic_tokens=cfg.semantic_tokens if use_semantic else 0, semantic_dim=cfg.semantic_dim,
-            steps=steps, shift=flow.shift if shift is None else shift, generator=generator,
+            steps=steps, shift=shift, generator=generator,
             sem_target=flow.sem_target, num_train_timesteps=flow.num_train_timesteps,
-            guidance_scale=guidance_scale, negative_text=neg, negative_mask=neg_mask, callback=progress)
+            guidance_scale=guidance_scale, negative_text=neg, negative_mask=neg_mask, callback=progress,
+            sigmas=official_sigmas(steps, shift) if official_schedule else None,
+            round_timesteps_bf16=round_timesteps_bf16)
     video = codec.decode(latents)
     write_h264(video, out, out_fps or fps)
     return {"out": str(out), "frames": int(video.shape[0]), "bucket": f"{bucket[0]}x{bucket[1]}",

@@ -120,6 +120,25 @@ class RunLog:
             self.writer.close()
 
 
+def _init_weights(model: SamaTransformer, cfg: TrainerConfig) -> None:
+    """train.init_from into the freshly built model: a sama checkpoint's weights, or the released
+    SAMA .safetensors (official names) laid over the base the model was built from."""
+    init = Path(cfg.train.init_from)
+    if init.suffix == ".safetensors":
+        from sama.official import official_state
+
+        try:
+            weights = official_state(init, model)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    else:
+        weights = checkpoint.load_weights(init, cfg.train.init_weights)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected or (init.suffix != ".safetensors" and [k for k in missing if k in dict(model.named_parameters())]):
+        raise ConfigError(f"train.init_from: {init} does not fit this model "
+                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
 def train(cfg: TrainerConfig) -> dict:
     """Run (or resume) training to ``train.max_steps``; returns the summary (also summary.json)."""
     threads = torch.get_num_threads()
@@ -140,22 +159,29 @@ def _train(cfg: TrainerConfig, env: dist.Env) -> dict:
     accum = cfg.optim.grad_accum
 
     # ---- model, wrapped for DDP/FSDP2; EMA after wrapping so it shares the sharding
-    torch.manual_seed(cfg.train.seed)  # new modules start identical on every rank (FSDP2 needs it)
-    model = SamaTransformer.from_config(cfg.model)
     resume_from = checkpoint.find_resume(out_dir, cfg.checkpoint.resume)
     if resume_from is not None:  # later checkpoints of an abandoned continuation must not outrank ours
         checkpoint.discard_after(out_dir, resume_from, env)
-    if cfg.train.init_from is not None and resume_from is None:
-        weights = checkpoint.load_weights(cfg.train.init_from, cfg.train.init_weights)
-        missing, unexpected = model.load_state_dict(weights, strict=False)
-        if unexpected or [k for k in missing if k in dict(model.named_parameters())]:
-            raise ConfigError(f"train.init_from: {cfg.train.init_from} does not fit this model "
-                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    model = model.to(device)
+    parallel = dist.resolve_parallel(cfg.train.parallel, env)
+    mp_policy = dist.mixed_precision(use_bf16 and parallel == "fsdp" and cfg.train.fsdp_mixed_precision)
+    load_stats = None
+    if cfg.train.load == "sharded":
+        if parallel != "fsdp":
+            raise ConfigError(f"train.load: sharded needs train.parallel fsdp (got {parallel}); run under "
+                              "torchrun with more than one process, or use train.load: full")
+        from sama.load import build_sharded
+
+        model, load_stats = build_sharded(cfg, dist.mesh_for(env), mp_policy)
+    else:
+        torch.manual_seed(cfg.train.seed)  # new modules start identical on every rank (FSDP2 needs it)
+        model = SamaTransformer.from_config(cfg.model)
+        if cfg.train.init_from is not None and resume_from is None:
+            _init_weights(model, cfg)
+        model = model.to(device)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
-    parallel = dist.resolve_parallel(cfg.train.parallel, env)
-    wrapped = dist.parallelize(model, parallel, env, find_unused=not cfg.data.semantic)
+    wrapped = dist.parallelize(model, parallel, env, find_unused=not cfg.data.semantic, mp_policy=mp_policy,
+                               already_sharded=load_stats is not None)
     ema = EMA(model, cfg.ema.decay) if cfg.ema.enabled else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
                                   eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay)
@@ -183,6 +209,8 @@ def _train(cfg: TrainerConfig, env: dist.Env) -> dict:
     log.print(f"sama train: {n_params:,} parameters | {env.world} process(es), parallel {parallel}, "
               f"{device.type}{', bf16 autocast' if use_bf16 else ''} | grad_accum {accum} | steps "
               f"{step} -> {cfg.train.max_steps}" + (f" | resumed from {resume_from}" if resume_from else ""))
+    if load_stats is not None:  # every rank reports its own weight memory
+        print(f"sama train: {load_stats.line(env.rank)}", flush=True)
     for name, info in dataset.describe().items():
         log.print(f"  stream {name}: {info['purpose']}/{info['modality']} {info['variants']} weight "
                   f"{info['weight']} batch {cfg.data.batch_size[info['modality']]}, {info['shards']} shards")

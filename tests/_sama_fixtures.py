@@ -173,3 +173,73 @@ def pipeline_shards(workdir: Path, corpus: Path, scratch: Path, datasets=PIPELIN
                            "shard.target_bytes=100000"])
         runner.run(cfg, "all", workdir)
     return workdir
+
+
+# ---------------------------------------------------------------- official-format parity fixtures
+def write_official_fixture(directory: str | Path, *, dim: int = 72, heads: int = 3, layers: int = 3,
+                           ffn: int = 96, text_dim: int = 24, freq_dim: int = 16, siglip: int = 40,
+                           hidden: int = 56, text_len: int = 20, latent=(1, 16, 2, 6, 8), n_sem: int = 17,
+                           steps: int = 3, seed: int = 0) -> Path:
+    """A fixture in the format of ../shared/sama_parity, made by OUR model (random weights saved
+    under the official names via the inverse key map) and OUR sampler: it checks that the import
+    and parity paths handle other sizes, not that we match the official code (the shared one does)."""
+    from safetensors.torch import save_file
+
+    from sama.config import ModelConfig
+    from sama.flow import euler_sample, official_sigmas
+    from sama.model import SamaTransformer
+    from sama.official import official_name
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    wan_model = {"dim": dim, "in_dim": 16, "ffn_dim": ffn, "out_dim": 16, "text_dim": text_dim,
+                 "freq_dim": freq_dim, "eps": 1e-6, "patch_size": [1, 2, 2], "num_heads": heads,
+                 "num_layers": layers, "has_image_input": False}
+    from sama.official import diffusers_config
+
+    cfg = ModelConfig(preset="official", tiny=diffusers_config(wan_model), semantic_dim=siglip,
+                      semantic_mlp_hidden=hidden, text_len=text_len, semantic_grid=int((n_sem - 1) ** 0.5))
+    gen = torch.Generator().manual_seed(seed)
+    model = SamaTransformer.from_config(cfg).eval()
+    with torch.no_grad():  # every parameter random (zero-initialised ones too), as the shared fixture
+        for name, p in sorted(model.named_parameters()):
+            scale = 0.05 if name.endswith("bias") else (1 / p.shape[-1] ** 0.5 if p.ndim > 1 else 0.1)
+            p.copy_((1.0 if p.ndim == 1 and not name.endswith("bias") else 0.0)
+                    + scale * torch.randn(p.shape, generator=gen))
+    save_file({official_name(k): v.contiguous() for k, v in model.state_dict().items()},
+              directory / "model.safetensors")
+    (directory / "config.json").write_text(json.dumps(
+        {"wan_model": wan_model, "siglip_feat_mlp": {"in_dim": siglip, "hidden_dim": hidden, "out_dim": dim},
+         "pipeline": {"text_len": text_len}}, indent=2))
+
+    def context(valid: int) -> torch.Tensor:
+        c = torch.randn(1, text_len, text_dim, generator=gen)
+        c[:, valid:] = 0
+        return c
+
+    ones = torch.ones(1, text_len, dtype=torch.bool)
+    cases = {}
+    with torch.no_grad():
+        for k, t in enumerate((500.0, 937.5)):
+            c = {"source_latents": torch.randn(latent, generator=gen), "target_latents": torch.randn(latent, generator=gen),
+                 "sem_latents": torch.randn(1, n_sem, siglip, generator=gen), "context": context(5),
+                 "timestep": torch.tensor([t])}
+            c["sem_tokens_in"] = model.semantic_embed(c["sem_latents"])
+            c["pred_target"], c["pred_sem"] = model(c["target_latents"], c["timestep"], c["context"], ones,
+                                                    c["source_latents"], c["sem_latents"])
+            cases.update({f"case{k}_{n}": v for n, v in c.items()})
+        s = {"source_latents": torch.randn(latent, generator=gen), "context_pos": context(7),
+             "context_neg": context(2), "noise_latents": torch.randn(latent, generator=gen),
+             "noise_sem": torch.randn(1, n_sem, siglip, generator=gen)}
+        sigmas = official_sigmas(steps, 5.0)
+        x, sem = euler_sample(model, s["context_pos"], ones, latent, source=s["source_latents"],
+                              num_semantic_tokens=n_sem, steps=steps, sigmas=sigmas, guidance_scale=5.0,
+                              negative_text=s["context_neg"], negative_mask=ones, noise=s["noise_latents"],
+                              semantic_noise=s["noise_sem"], sem_target="velocity")
+    cases.update({f"sample_{n}": v for n, v in s.items()})
+    cases.update(sample_sigmas=sigmas[:-1], sample_timesteps=sigmas[:-1] * 1000, sample_final_latents=x,
+                 sample_final_sem_latents=sem)
+    meta = {"sampling": {"steps": steps, "cfg_scale": 5.0, "shift": 5.0}}
+    save_file({k: v.contiguous().float() for k, v in cases.items()}, directory / "cases.safetensors",
+              metadata={"json": json.dumps(meta)})
+    return directory

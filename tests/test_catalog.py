@@ -66,7 +66,7 @@ def test_query_returns_arrow(tmp_path):
 
 
 def test_duplicates_keep_first(tmp_path):
-    from stages.ingest.duplicates import mark_duplicates
+    from manifests.repeats import mark as mark_duplicates
 
     _samples(tmp_path, "ditto", 3, part="a-00000")
     _samples(tmp_path, "ditto", 2, part="b-00000")  # ids 0 and 1 again
@@ -77,7 +77,7 @@ def test_duplicates_keep_first(tmp_path):
 
 def test_probe_units_skip_repeated_rows(tmp_path):
     """The repeats the samples view drops are handed to the probe units that hold them, per slice."""
-    from stages.ingest.duplicates import mark_duplicates
+    from manifests.repeats import mark as mark_duplicates
     from stages.probe.stage import probe_units
 
     _samples(tmp_path, "ditto", 3, part="a-00000")

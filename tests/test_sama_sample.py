@@ -204,3 +204,26 @@ def test_cast_weights_keeps_wans_fp32_modules():
     assert dtypes["wan.blocks.0.scale_shift_table"] == torch.float32
     assert dtypes["wan.condition_embedder.time_embedder.linear_1.weight"] == torch.float32
     assert model.wan.rope.freqs_cos.dtype == torch.float32  # a buffer: untouched
+
+
+def test_sample_preset_official_from_the_released_file(encoders, tmp_path):
+    """--preset official straight from an official-format SAMA file over its base: the first 49
+    native-fps frames (12 here) padded to 4n+1 with the last, output at the source's fps."""
+    from _sama_fixtures import write_official_fixture
+
+    fixture = write_official_fixture(tmp_path / "official", dim=64, heads=2, layers=2, ffn=128, text_dim=32,
+                                     freq_dim=32, siglip=32, hidden=48, text_len=24, n_sem=65, steps=1)
+    source = write_video(tmp_path / "src.mp4", frames=12, fps=8)
+    out = tmp_path / "edit.mp4"
+    args = ["sample", "--preset", "official", "--checkpoint", str(fixture / "model.safetensors"), "--base",
+            str(fixture), "--source", str(source), "--instruction", "Make it snow.", "--out", str(out),
+            "--vae", str(encoders["vae_path"]), "--text-encoder", str(encoders["text_encoder_path"]),
+            "--steps", "2", "--area", "2048", "--device", "cpu", "--round-timesteps-bf16"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    codec, rate, frames = read_video(out)
+    assert codec == "h264" and rate == 8 and len(frames) == 13
+    assert "official weights of" in result.output
+    # without --base the released file cannot be placed
+    no_base = CliRunner().invoke(app, [a for a in args if a not in ("--base", str(fixture))])
+    assert no_base.exit_code == 2 and "give --base" in no_base.output

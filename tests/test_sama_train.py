@@ -281,3 +281,48 @@ def test_shards_that_do_not_fit_the_model_name_the_field(shard_workdir, tmp_path
     with pytest.raises(ConfigError, match="model.semantic_dim: 64, the shards' SigLIP tokens are 32 wide"):
         train(_cfg(shard_workdir, tmp_path / "run", **{"model.semantic_dim": 64, "data.num_workers": 0,
                                                         "train.max_steps": 1}))
+
+
+@pytest.mark.slow
+def test_sharded_loading_under_two_gloo_processes(shard_workdir, tmp_path):
+    """train.load sharded (meta-device build, each weight streamed into the FSDP2 shards, the
+    released-format SAMA file laid over the base) gives the losses of one process loading the
+    whole model; each rank reports its weight memory against the full model's."""
+    from safetensors.torch import save_file
+
+    from sama.model import SamaTransformer
+    from sama.official import official_name
+    from sama.tiny import build_tiny_checkpoint, tiny_sama_model_config
+
+    base = build_tiny_checkpoint(tmp_path / "wan", seed=5)
+    torch.manual_seed(7)
+    donor = SamaTransformer.from_config(tiny_sama_model_config(base))
+    with torch.no_grad():
+        donor.type_embedding.normal_()  # not the zeros a fresh model starts with
+    sama_file = tmp_path / "sama.safetensors"
+    save_file({official_name(k): v.contiguous() for k, v in donor.extra_state_dict().items()}
+              | {"blocks.1.ffn.2.bias": torch.full((32,), 0.25)}, sama_file)
+    common = {"model.tiny": "null", "model.base_path": str(base), "train.init_from": str(sama_file),
+              "train.max_steps": 3, "checkpoint.every": 3}
+    single = tmp_path / "single"
+    train(_cfg(shard_workdir, single, **common, **{"optim.grad_accum": 2, "data.num_workers": 2}))
+    loaded = checkpoint.load_weights(checkpoint.find_resume(single, "auto"), "model")
+    assert loaded["wan.blocks.1.ffn.net.2.bias"].sub(0.25).abs().max() < 0.01  # the overlay took (lr 1e-3)
+
+    multi = tmp_path / "multi"
+    sets = _overrides(shard_workdir, multi, **common, **{"train.parallel": "fsdp", "train.load": "sharded",
+                                                          "data.num_workers": 1})
+    res = _torchrun(["-c", str(TINY0), *[x for s in sets for x in ("--set", s)]], multi)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    a, b = _metrics(single), _metrics(multi)
+    assert a[0]["loss"] == pytest.approx(b[0]["loss"], rel=1e-6)
+    for ma, mb in zip(a, b):
+        assert ma["loss"] == pytest.approx(mb["loss"], rel=1e-5, abs=1e-7)
+    reports = [ln for ln in res.stdout.splitlines() if "MB resident" in ln]
+    assert len(reports) == 2, res.stdout[-2000:]
+    for ln in reports:  # "rank r: weights X MB resident, peak Y MB while loading, full model Z MB fp32"
+        import re
+
+        resident, peak, full = (float(x) for x in re.findall(r"([\d.]+) MB", ln))
+        assert resident < 0.6 * full and peak < 0.75 * full, ln
+        print(ln)

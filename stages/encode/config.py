@@ -29,6 +29,10 @@ class EncodeConfig(Strict):
     vae_spatial_stride: int = 8
     latent_channels: int = 16
     anchor_frames: int = Field(1, ge=1)  # N anchor frames per target, uniformly spaced
+    # uniform: segment centres (the middle frame for 1); middle; first (the official SAMA code).
+    anchor: Literal["uniform", "middle", "first"] = "uniform"
+    # Prepended to edit instructions before umT5 ("[Video edit] " to fine-tune the released SAMA).
+    instruction_prefix: str = ""
     siglip_pool_grid: int = Field(8, ge=1)  # 8x8 = 64 local tokens per anchor
 
     # -- models: local directories (required when the stage runs)

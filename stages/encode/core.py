@@ -3,8 +3,8 @@
 ``encode_samples`` perturbs the pretext sources (seeded per sample and variant), runs each
 distinct clip through the VAE once (a raw clip's target is shared by all its variants), the anchor
 frames of each distinct target through SigLIP and each key's instruction through umT5, and packs
-every key's tensors into a safetensors blob. When a batch fails (a bad sample, out of memory), its
-samples are encoded again one at a time, so only the sample at fault becomes an error row.
+every key's tensors into a safetensors blob. Samples are encoded one at a time (see
+``encode_samples``), so only a sample at fault (bad frames, out of memory) becomes an error row.
 """
 from __future__ import annotations
 
@@ -33,15 +33,17 @@ class _Key:
     error: str | None = None
 
 
-def _text(sample: dict, variant: str, pretext_cfg) -> tuple[str | None, str | None]:
+def _text(sample: dict, variant: str, pretext_cfg, prefix: str = "") -> tuple[str | None, str | None]:
     from stages.pretext import task_text
 
-    if variant == "edit":
-        return sample.get("instruction"), None
+    if variant == "edit":  # encode.instruction_prefix ("[Video edit] " for the official SAMA weights)
+        instruction = sample.get("instruction")
+        return (prefix + instruction if instruction is not None else None), None
     return task_text(variant, sample.get("caption"), pretext_cfg)
 
 
-def prepare(samples: list[DecodedSample], pretext_cfg, seed: int) -> tuple[list[_Key], dict[tuple, np.ndarray]]:
+def prepare(samples: list[DecodedSample], pretext_cfg, seed: int,
+            prefix: str = "") -> tuple[list[_Key], dict[tuple, np.ndarray]]:
     """Keys and the distinct clips (by id) they need; cube/tube sources are made here."""
     from stages.pretext import PretextError, perturb_source, pretext_rng
 
@@ -49,7 +51,7 @@ def prepare(samples: list[DecodedSample], pretext_cfg, seed: int) -> tuple[list[
     for s in samples:
         sid = s.sample["sample_id"]
         for spec in s.keys:
-            instruction, token = _text(s.sample, spec.variant, pretext_cfg)
+            instruction, token = _text(s.sample, spec.variant, pretext_cfg, prefix)
             k = _Key(s, spec, instruction, token, error=spec.error)
             if k.error is None:
                 k.target_id = (sid, spec.target)
@@ -72,11 +74,11 @@ def prepare(samples: list[DecodedSample], pretext_cfg, seed: int) -> tuple[list[
 
 
 def _encode(samples: list[DecodedSample], encoders, cfg, pretext_cfg, seed: int) -> list[dict]:
-    keys, clips = prepare(samples, pretext_cfg, seed)
+    keys, clips = prepare(samples, pretext_cfg, seed, cfg.instruction_prefix)
     ids = sorted({i for k in keys if k.error is None for i in (k.target_id, k.source_id) if i is not None})
     latents = dict(zip(ids, encoders.vae_latents([clips[i] for i in ids])))
     targets = sorted({k.target_id for k in keys if k.error is None})
-    anchors = {t: anchor_indices(len(clips[t]), cfg.anchor_frames) for t in targets}
+    anchors = {t: anchor_indices(len(clips[t]), cfg.anchor_frames, cfg.anchor) for t in targets}
     frames = [clips[t][a] for t in targets for a in anchors[t]]
     tokens = encoders.semantic_tokens(frames) if frames else None
     semantic, pos = {}, 0
@@ -124,7 +126,7 @@ def make_row(k: _Key, cfg, models: dict, tensors: dict | None, anchors: list[int
 def _failed_rows(sample: DecodedSample, error: str, cfg, models: dict, pretext_cfg) -> list[dict]:
     rows = []
     for spec in sample.keys:
-        instruction, token = _text(sample.sample, spec.variant, pretext_cfg)
+        instruction, token = _text(sample.sample, spec.variant, pretext_cfg, cfg.instruction_prefix)
         rows.append(make_row(_Key(sample, spec, instruction, token, error=spec.error or error), cfg, models,
                              None, None))
     return rows
@@ -133,19 +135,23 @@ def _failed_rows(sample: DecodedSample, error: str, cfg, models: dict, pretext_c
 def encode_samples(samples: list[DecodedSample], encoders, cfg, pretext_cfg, seed: int) -> list[dict]:
     """``encoded`` rows of ``samples`` (one per key, in sample then variant order); never raises.
 
+    Each sample goes through the encoders on its own (its clips, anchor frames and texts batched
+    together, never with another sample's): batched kernels round differently with other batch
+    mates, so this makes a key's bytes a function of its sample and the settings alone. A
+    re-curation that encodes only the newly kept samples, in units of their own, thus writes the
+    bytes a fresh run would (stages/encode/stage.py), and a failing sample fails alone.
+
     ``encoders``: an ``Encoders`` (or anything with its methods and ``models``); ``cfg``:
     EncodeConfig; ``pretext_cfg``: PretextConfig; ``seed``: run.seed.
     """
-    try:
-        return _encode(samples, encoders, cfg, pretext_cfg, seed)
-    except Exception as e:
-        if _device_failure(e):
-            raise
-        if len(samples) == 1:
-            return _failed_rows(samples[0], _encoder_error(e), cfg, encoders.models, pretext_cfg)
     rows = []
-    for s in samples:  # a batch failed: encode one sample at a time to isolate the one at fault
-        rows += encode_samples([s], encoders, cfg, pretext_cfg, seed)
+    for s in samples:
+        try:
+            rows += _encode([s], encoders, cfg, pretext_cfg, seed)
+        except Exception as e:
+            if _device_failure(e):
+                raise
+            rows += _failed_rows(s, _encoder_error(e), cfg, encoders.models, pretext_cfg)
     return rows
 
 

@@ -31,6 +31,7 @@ from stages.encode.frames import frame_count, frames_that_fit, largest_4n1, plan
 from stages.media.locate import MediaError, locate
 from stages.media.locate import short_error as _short
 from stages.media.read import Video, read_image
+from stages.media.skip_frames import skipped_window
 
 
 # A media problem of one sample; ``kind`` goes into the error row.
@@ -93,9 +94,14 @@ def _open(uri: str | None, role: str, roots: list[str] | None) -> str | io.Bytes
 
 
 # ------------------------------------------------------------------ frame plans
-def anchor_indices(num_frames: int, n: int) -> list[int]:
-    """``n`` anchor frames spread uniformly: the centres of ``n`` equal segments of the clip
-    (the middle frame for n = 1; frame 0 of an image)."""
+def anchor_indices(num_frames: int, n: int, mode: str = "uniform") -> list[int]:
+    """``n`` anchor frames. uniform: the centres of ``n`` equal segments of the clip (the middle
+    frame for n = 1; frame 0 of an image). middle: the middle frame (n = 1). first: frame 0 and,
+    for n > 1, evenly spaced frames up to the last (the official SAMA code's first frame)."""
+    if mode == "first":
+        return [0] if n == 1 else [round(i * (num_frames - 1) / (n - 1)) for i in range(n)]
+    if mode == "middle":
+        return [num_frames // 2]
     return [min(num_frames - 1, (2 * i + 1) * num_frames // (2 * n)) for i in range(n)]
 
 
@@ -129,7 +135,10 @@ def decode_sample(row: dict, cfg, pretext_cfg, seed: int, backend: str = "decord
         if row.get("modality") == "image":
             _decode_image_pair(row, cfg, out, roots)
         elif raw:
-            _decode_raw_clip(row, cfg, pretext_cfg, variants, out, backend, roots)
+            from stages.pretext import speed_factor_for
+
+            _decode_raw_clip(row, cfg, pretext_cfg, variants, out, backend, roots,
+                             speed_factor_for(pretext_cfg, seed, row["sample_id"]))
         else:
             _decode_video_pair(row, cfg, out, backend, roots)
     except DecodeError as e:
@@ -156,8 +165,13 @@ def _decode_image_pair(row: dict, cfg, out: DecodedSample, roots) -> None:
     out.keys = [spec]
 
 
-def _window(row: dict) -> dict:
-    return {"start_s": row.get("clip_start_s"), "end_s": row.get("clip_end_s")}
+def _window(row: dict, video: "Video | None" = None) -> dict:
+    """The part of ``video`` used: the clip window, after the dataset's skip_frames leading frames
+    (stages/media/skip_frames.py; the fps is the video's own, source and target may differ)."""
+    start, end = row.get("clip_start_s"), row.get("clip_end_s")
+    if video is not None:
+        start, end = skipped_window(start, end, row.get("skip_frames"), video.fps)
+    return {"start_s": start, "end_s": end}
 
 
 def _video(row: dict, role: str, backend: str, roots) -> Video:
@@ -173,10 +187,10 @@ def _video(row: dict, role: str, backend: str, roots) -> Video:
 def _decode_video_pair(row: dict, cfg, out: DecodedSample, backend: str, roots) -> None:
     target = _video(row, "target", backend, roots)
     source = _video(row, "source", backend, roots) if row.get("source_uri") is not None else None
-    win = _window(row)
+    win = _window(row, target)
     fit = frames_that_fit(target.frames, target.fps, cfg.fps, **win)
     if source is not None:
-        fit = min(fit, frames_that_fit(source.frames, source.fps, cfg.fps, **win))
+        fit = min(fit, frames_that_fit(source.frames, source.fps, cfg.fps, **_window(row, source)))
     n = _count(fit, cfg)
     if n == 0:
         raise _too_short(fit, cfg)
@@ -186,18 +200,18 @@ def _decode_video_pair(row: dict, cfg, out: DecodedSample, backend: str, roots) 
     out.clips["target"] = fit_to_bucket(frames, out.bucket)
     spec = KeySpec("edit", target="target", target_indices=t_idx)
     if source is not None:
-        s_idx = plan_indices(source.frames, source.fps, cfg.fps, n, count=n, **win)
+        s_idx = plan_indices(source.frames, source.fps, cfg.fps, n, count=n, **_window(row, source))
         out.clips["source"] = fit_to_bucket(source.read(s_idx), out.bucket)
         spec.source, spec.source_indices = "source", s_idx
     out.keys = [spec]
 
 
 def _decode_raw_clip(row: dict, cfg, pretext_cfg, variants: list[str], out: DecodedSample,
-                     backend: str, roots) -> None:
+                     backend: str, roots, factor: float) -> None:
     from stages.pretext import speed_plan, speed_record
 
     video = _video(row, "target", backend, roots)
-    win = _window(row)
+    win = _window(row, video)
     fit = frames_that_fit(video.frames, video.fps, cfg.fps, **win)
     n = _count(fit, cfg)
     if n == 0:
@@ -206,7 +220,7 @@ def _decode_raw_clip(row: dict, cfg, pretext_cfg, variants: list[str], out: Deco
     wanted = list(t_idx)
     speed = None
     if "speed" in variants:
-        st, ss = speed_plan(video.frames, video.fps, cfg.fps, cfg.num_frames, pretext_cfg.speed_factor,
+        st, ss = speed_plan(video.frames, video.fps, cfg.fps, cfg.num_frames, factor,
                             policy=cfg.frame_policy, **win)
         if len(st) >= cfg.min_frames:
             speed = (st, ss)
@@ -223,8 +237,8 @@ def _decode_raw_clip(row: dict, cfg, pretext_cfg, variants: list[str], out: Deco
             spec.source, spec.source_indices, spec.perturb = "target", t_idx, True
         elif v == "speed":
             if speed is None:
-                fit_s = frames_that_fit(video.frames, video.fps, cfg.fps, pretext_cfg.speed_factor, **win)
-                spec.error = str(_too_short(fit_s, cfg, f"clip played {pretext_cfg.speed_factor:g}x faster"))
+                fit_s = frames_that_fit(video.frames, video.fps, cfg.fps, factor, **win)
+                spec.error = str(_too_short(fit_s, cfg, f"clip played {factor:g}x faster"))
             else:
                 st, ss = speed
                 if st != t_idx:  # a shorter target (the clip is too short for a full fast source)
@@ -232,5 +246,5 @@ def _decode_raw_clip(row: dict, cfg, pretext_cfg, variants: list[str], out: Deco
                     spec.target = "speed_target"
                 out.clips["speed_source"] = fit_to_bucket(take(ss), out.bucket)
                 spec.target_indices, spec.source, spec.source_indices = st, "speed_source", ss
-                spec.pretext = speed_record(pretext_cfg.speed_factor, st, ss)
+                spec.pretext = speed_record(factor, st, ss)
         out.keys.append(spec)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.config import ConfigError
+from pipeline.config_base import ConfigError
 
 TINY_MARKER = "TINY_MODEL.json"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from manifests import catalog
+from manifests import catalog, repeats
 from manifests.io import atomic_write_json
 from pipeline.config_base import ConfigError
 from pipeline.progress import console
@@ -17,7 +17,6 @@ from pipeline.stage import Context, Phase, Stage, Unit, state_dir
 from stages.ingest import get_adapter
 from stages.ingest import base
 from stages.ingest.core import done_marker, ingest_unit
-from stages.ingest.duplicates import mark_duplicates
 
 
 def _ingest_unit_fn(cfg_json: str, workdir: str, limit: int | None):
@@ -59,7 +58,7 @@ def phases(ctx: Context) -> list[Phase]:
 
 
 def finish(ctx: Context, units: list[Unit]) -> None:
-    n_dup = mark_duplicates(ctx.workdir)
+    n_dup = repeats.mark(ctx.workdir)  # keyed by part names relative to the workdir (issue 14)
     if n_dup:
         console.print(f"ingest: {n_dup} repeated sample ids in the published metadata; the samples view keeps the first")
 

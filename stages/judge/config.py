@@ -52,6 +52,8 @@ class JudgeConfig(Strict):
     max_attempts: int = Field(6, ge=1)
     backoff_base_s: float = Field(1.0, ge=0)
     backoff_max_s: float = Field(60.0, ge=0)
+    # A 429/503 Retry-After up to this is waited as asked; a longer one is not waited (ordinary backoff instead).
+    retry_after_max_s: float = Field(60.0, ge=0, description="longest Retry-After waited")
     retry_malformed: bool = True  # re-ask when the answer cannot be parsed (faulty replica, cut output)
     build_workers: int = Field(2, ge=1, description="threads decoding frames and encoding JPEGs")
     rescore: Literal["none", "failed"] = "none"  # a re-run re-scores nothing, or the rows not ok/repaired

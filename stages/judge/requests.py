@@ -28,6 +28,7 @@ from stages.judge.prompts import MEDIA_SLOTS, Prompt
 from stages.judge.schema import sample_kind
 from stages.media.locate import MediaError, locate
 from stages.media.read import Video, open_image
+from stages.media.skip_frames import skipped_window
 
 FRAME_FACTOR = 2  # qwen-vl-utils: frame counts are even (Qwen2.5-VL merges 2 frames per step)
 SPATIAL_MERGE_SIZE = 2
@@ -136,8 +137,10 @@ def video_ele(cfg, start_s: float | None = None, end_s: float | None = None) -> 
 
 
 def plan_video(total_frames: int, video_fps: float, height: int, width: int, cfg,
-               start_s: float | None = None, end_s: float | None = None) -> FramePlan:
-    """Which frames, at which size: qwen-vl-utils' fetch_video arithmetic."""
+               start_s: float | None = None, end_s: float | None = None, skip_frames: int = 0) -> FramePlan:
+    """Which frames, at which size: qwen-vl-utils' fetch_video arithmetic, over the video after its
+    first ``skip_frames`` frames (a dataset setting: OpenVE-3M's first 4 are not training data)."""
+    start_s, end_s = skipped_window(start_s, end_s, skip_frames, video_fps)
     ele = video_ele(cfg, start_s, end_s)
     first, last, n_in_range = frame_range(ele, total_frames, video_fps)
     nframes = smart_nframes(ele, n_in_range, video_fps)
@@ -166,14 +169,14 @@ def _open(uri: str, roots: list[str] | None):
 
 
 def read_video_frames(uri: str, cfg, start_s: float | None = None, end_s: float | None = None,
-                      roots: list[str] | None = None) -> tuple[list[np.ndarray], FramePlan]:
+                      roots: list[str] | None = None, skip_frames: int | None = 0) -> tuple[list[np.ndarray], FramePlan]:
     """The frames to send (RGB arrays at file resolution) and the plan that chose them, read by
     ``stages.media.read.Video`` (judge.video_reader; decord falls back to PyAV)."""
     src = _open(uri, roots)
     try:
         video = Video(src, cfg.video_reader)
         h, w = video.size()
-        plan = plan_video(video.frames, video.fps, h, w, cfg, start_s, end_s)
+        plan = plan_video(video.frames, video.fps, h, w, cfg, start_s, end_s, skip_frames or 0)
         return list(video.read(plan.indices)), plan
     except Exception as e:  # MediaError; decord raises RuntimeError/DECORDError; PyAV FFmpegError
         raise InputError(f"cannot decode video: {type(e).__name__}: "
@@ -276,7 +279,8 @@ def media_parts(row: dict, kind: str, cfg, roots: list[str] | None = None) -> di
             else:
                 # A window (Koala-36M) applies to the clip it was cut from: the target of a t2v row.
                 window = (row.get("clip_start_s"), row.get("clip_end_s")) if slot != "source_video" else (None, None)
-                frames, plan = read_video_frames(uri, cfg, *window, roots=roots)
+                frames, plan = read_video_frames(uri, cfg, *window, roots=roots,
+                                                 skip_frames=row.get("skip_frames") or 0)
                 parts[slot] = {"type": "video_url",
                                "video_url": {"url": video_data_uri(frames, plan, cfg.jpeg_quality)}}
         except InputError as e:

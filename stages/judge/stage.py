@@ -10,18 +10,16 @@ that did not score).
 from __future__ import annotations
 
 import functools
-import urllib.error
-import urllib.request
 from typing import Callable, Iterator
 
 from manifests import catalog
 from pipeline import status
-from pipeline.config_base import ConfigError
 from pipeline.progress import Progress
 from pipeline.stage import Context, Phase, Resources, Stage, Unit, run_phases
 from stages.judge import vllm_backend
 from stages.judge.client import score_table, scoring_fingerprint
 from stages.judge.config import JudgeConfig
+from stages.judge.preflight import JudgeOutcome, check_servers
 from stages.judge.prompts import load_prompts
 from stages.judge.units import finish_judge_unit, judge_todo, judge_units
 from stages.media.locate import dataset_roots
@@ -35,26 +33,11 @@ def _judge_unit_fn(judge_json: str, prompts, roots: dict[str, list[str]]) -> Cal
     return run
 
 
-def check_judge_servers(urls: list[str], timeout_s: float = 5.0) -> None:
-    """Fail at once, naming the field, when no judge server answers (rather than retrying every sample)."""
-    for url in urls:
-        try:
-            with urllib.request.urlopen(url.rstrip("/") + "/models", timeout=timeout_s):
-                return
-        except urllib.error.HTTPError:
-            return  # it answered (e.g. 401 without a key): the client will report per-row errors
-        except (urllib.error.URLError, OSError):
-            continue
-    raise ConfigError(
-        f"judge.urls: no judge server answers at {', '.join(urls)}. Start one (README: `vllm serve "
-        f"Qwen/Qwen2.5-VL-72B-Instruct ...`) and set judge.urls, or choose judge.backend: hf.")
-
-
 def check(ctx: Context) -> None:
     judge = ctx.cfg.judge
     load_prompts(judge)
     if judge.backend == "openai":
-        check_judge_servers(judge.urls)
+        check_servers(judge)  # every URL serves judge.model: fail now, naming the field
     elif judge.backend == "vllm":
         vllm_backend.check_vllm_setup(judge)  # an interpreter with vLLM, enough GPUs: fail now, naming the field
 
@@ -74,14 +57,19 @@ def phases(ctx: Context) -> list[Phase]:
 
 def execute(ctx: Context, pending: list[Unit], progress: Progress) -> Iterator[dict]:
     judge = ctx.cfg.judge
+    outcome = JudgeOutcome()
     if judge.backend == "vllm":  # vLLM replicas as Ray Data actors, rows regrouped per unit here
         rows = vllm_backend.score_units_with_vllm([u.item() for u in pending], judge, load_prompts(judge),
                                                   dataset_roots(ctx.cfg))
         for row in rows:
             progress.advance(row)
+            outcome.add(row)
             yield row
     else:
-        yield from run_phases(phases(ctx), pending, progress)
+        for row in run_phases(phases(ctx), pending, progress):
+            outcome.add(row)
+            yield row
+    outcome.check()  # every request failed at the server: exit non-zero with the commonest error
 
 
 def describe(ctx: Context, units: list[Unit], pending: list[Unit]) -> str:

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from manifests.io import table_dir, write_part
 from pipeline.stage import Unit
 from stages.judge.client import merge_rescored, needs_rescore
+from stages.judge.preflight import unit_outcome
 from stages.judge.schema import SCORED_STATUSES
 from stages.probe.stage import probe_units
 
@@ -45,8 +46,9 @@ def judge_todo(item: dict) -> pa.Table:
 def finish_judge_unit(item: dict, scores: pa.Table) -> dict:
     """Write a judge unit's scores part (merged into the old part on a re-run); its summary row."""
     out = Path(item["out"])
+    outcome = unit_outcome(scores)  # this run's rows only, before the merge
     if out.exists():
         scores = merge_rescored(pq.read_table(out), scores)
     write_part(out, scores)
     return {"dataset": item["dataset"], "rows": scores.num_rows,
-            "failed": sum(s not in SCORED_STATUSES for s in scores["status"].to_pylist())}
+            "failed": sum(s not in SCORED_STATUSES for s in scores["status"].to_pylist()), **outcome}

@@ -12,14 +12,14 @@ import io
 import os
 import re
 import stat
-import tarfile
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any, Iterator
 
 import pyarrow as pa
+
+from stages.media.tar_members import locate_member
 
 # What the `error_kind` column can hold.
 ERROR_KINDS = (
@@ -84,48 +84,11 @@ def _check_file(path: str, roots: list[str] | None) -> int:
     return st.st_size
 
 
-@dataclass(frozen=True)
-class _TarIndex:
-    members: dict[str, tuple[int, int]]  # name -> (data offset, size)
-    complete: bool  # False when the tar ended (or broke) before its end-of-archive marker
-
-
-@lru_cache(maxsize=16)
-def _tar_index(path: str, mtime_ns: int, size: int) -> _TarIndex:
-    """Member offsets of a tar, read once per shard (a shard holds thousands of members)."""
-    members: dict[str, tuple[int, int]] = {}
-    complete = True
-    try:
-        # ignore_zeros: some published tars are several tars concatenated.
-        with tarfile.open(path, "r:", ignore_zeros=True) as tf:
-            while True:
-                try:
-                    m = tf.next()
-                except (tarfile.ReadError, EOFError):
-                    complete = False
-                    break
-                if m is None:
-                    break
-                if m.isfile():
-                    # Concatenated tars repeat names: the last one wins, as with
-                    # TarFile.getmember and GNU tar, which is what ingest (x2edit) points at.
-                    members[m.name] = (m.offset_data, m.size)
-    except tarfile.ReadError as e:
-        raise MediaError("corrupt", f"not a readable tar: {path}: {e}") from None
-    return _TarIndex(members, complete)
-
-
 def _read_tar_member(path: str, member: str, roots: list[str] | None) -> bytes:
-    size = _check_file(path, roots)
-    index = _tar_index(path, os.stat(path).st_mtime_ns, size)
-    for name in (member, f"./{member}", member[2:] if member.startswith("./") else None):
-        if name in index.members:
-            offset, length = index.members[name]
-            break
-    else:
-        if not index.complete:
-            raise MediaError("truncated", f"tar {path} ends before member {member!r}")
-        raise MediaError("missing", f"no member {member!r} in {path}")
+    """A tar member's bytes; ``member`` is a name or ``<name>@<header offset>`` (see
+    stages.media.tar_members: concatenated tars repeat names, an offset names one member)."""
+    _check_file(path, roots)
+    offset, length = locate_member(path, member, MediaError)
     if length == 0:
         raise MediaError("zero_byte", f"empty tar member {member!r} in {path}")
     with open(path, "rb") as f:

@@ -29,12 +29,12 @@ import numpy as np
 
 from stages.pretext.cube import PretextError, apply_cube, cube_inpainting, mask_from_boxes
 from stages.pretext.mix import VARIANTS, active_variants, draw_variants, pretext_rng, seeded_rng
-from stages.pretext.speed import speed_plan, speed_record
+from stages.pretext.speed import speed_factor_for, speed_plan, speed_record
 from stages.pretext.tube import apply_tube, tube_shuffle
 
 __all__ = [
     "VARIANTS", "PretextError", "active_variants", "apply_record", "draw_variants", "mask_from_boxes",
-    "perturb_source", "pretext_rng", "seeded_rng", "speed_plan", "speed_record", "task_text",
+    "perturb_source", "pretext_rng", "seeded_rng", "speed_factor_for", "speed_plan", "speed_record", "task_text",
 ]
 
 

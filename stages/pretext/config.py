@@ -1,7 +1,7 @@
 """The ``pretext:`` section: Motion Alignment variants of raw clips."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -28,6 +28,8 @@ class PretextConfig(Strict):
     # zero: black; grey: 128; mean: the source clip's per-channel mean.
     cube_fill: Literal["zero", "grey", "mean"] = "zero"
     speed_factor: float = Field(2.0, gt=1)
+    # One drawn per sample (seeded) instead of speed_factor; < 1 slows the source down.
+    speed_factors: list[float] | None = None
     tube_grid: tuple[int, int, int] = (2, 2, 2)  # (t, h, w); the public SAMA code uses (4, 4, 4)
     task_tokens: dict[str, str] = {
         "cube": "[Complete the missing regions in the video.]",
@@ -35,8 +37,23 @@ class PretextConfig(Strict):
         "tube": "[Restore the shuffled video to its original order.]",
     }
 
+    # paper: the defaults above. public: the released SAMA code's variants (temporal_block cube,
+    # 0.5x / 2x speed, 4x4x4 tubes) for the fields not given explicitly.
+    preset: Literal["paper", "public"] = "paper"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") == "public":
+            data = {"cube_layout": "temporal_block", "speed_factors": [0.5, 2.0], "tube_grid": (4, 4, 4), **data}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> "PretextConfig":
+        if self.speed_factors is not None and (not self.speed_factors
+                                               or any(f <= 0 or f == 1 for f in self.speed_factors)):
+            raise ValueError(f"pretext.speed_factors: {self.speed_factors} must be a non-empty list of "
+                             "factors > 0 and != 1 (public SAMA code: [0.5, 2.0])")
         active = [v for v, w in self.weights.items() if w > 0]
         if any(w < 0 for w in self.weights.values()) or not active:
             raise ValueError("pretext.weights: weights must be >= 0 with at least one > 0 "

@@ -28,6 +28,18 @@ def speed_plan(n_native: int, native_fps: float, fps: float, max_frames: int, fa
     return target, source
 
 
+def speed_factor_for(cfg, seed: int, sample_id: str) -> float:
+    """The factor of one sample's speed variant: ``cfg.speed_factor``, or one of
+    ``cfg.speed_factors`` drawn from (run seed, sample id) when given (the public SAMA code: 0.5x
+    and 2x, i.e. a slowed or a sped-up source)."""
+    if not getattr(cfg, "speed_factors", None):
+        return float(cfg.speed_factor)
+    from stages.pretext.mix import seeded_rng
+
+    factors = list(cfg.speed_factors)
+    return float(factors[int(seeded_rng(seed, sample_id, "pretext:speed_factor").integers(len(factors)))])
+
+
 def speed_record(factor: float, target_indices: list[int], source_indices: list[int]) -> dict:
     """The pretext record of a speed sample (the frames are chosen at decode, not in pixels)."""
     return {"op": "speed", "factor": float(factor), "target_indices": [int(i) for i in target_indices],

@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import io
 import os
-import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import IO
 
 import numpy as np
 import pyarrow as pa
 
 from manifests.schema import PROBES, SCHEMA_VERSION
+from stages.media.iso_index import cut_iso_file, video_index_problem
 from stages.media.locate import ERROR_KINDS, MediaError, binary, locate  # noqa: F401  (ERROR_KINDS: re-exported)
 from stages.media.locate import short_error as _short
 from stages.media.read import decord_first_frame, open_image
+from stages.media.skip_frames import skipped_window
 
 # A media problem (kind: one of ERROR_KINDS; info: the MediaInfo measured before it).
 ProbeError = MediaError
@@ -51,35 +51,6 @@ class MediaInfo:
 
 
 # ------------------------------------------------------------------ video
-def _cut_iso_file(f: IO[bytes]) -> str | None:
-    """Why an MP4/MOV that FFmpeg refused looks cut short, or None when it does not.
-
-    Walks the top-level boxes: a box running past the end of the file, or a complete file with no
-    ``moov`` (the index, written last by default), means the file was truncated."""
-    f.seek(0, os.SEEK_END)
-    size = f.tell()
-    pos, kinds = 0, []
-    while pos + 8 <= size:
-        f.seek(pos)
-        head = f.read(16)
-        box, kind = int.from_bytes(head[:4], "big"), head[4:8]
-        if not re.fullmatch(rb"[A-Za-z0-9 \xa9]{4}", kind) or (pos == 0 and kind != b"ftyp"):
-            return None  # not an ISO-BMFF box: plain garbage, not a cut file
-        if box == 1:
-            box = int.from_bytes(head[8:16], "big")
-        elif box == 0:
-            box = size - pos  # "to the end of the file"
-        if box < 8:
-            return None
-        kinds.append(kind.decode("latin-1"))
-        pos += box
-    if pos > size:
-        return f"box '{kinds[-1]}' runs {pos - size} bytes past the end of the file"
-    if kinds and "moov" not in kinds:
-        return "no 'moov' box (the index is missing)"
-    return None
-
-
 def probe_video(src: str | io.BytesIO, decode_check: str = "decord") -> MediaInfo:
     import av
 
@@ -88,14 +59,15 @@ def probe_video(src: str | io.BytesIO, decode_check: str = "decord") -> MediaInf
         container = av.open(src, metadata_errors="replace")
     except (av.error.FFmpegError, UnicodeDecodeError) as e:
         with binary(src) as f:
-            cut = _cut_iso_file(f)
+            cut = cut_iso_file(f)
         if cut:
             raise ProbeError("truncated", cut) from None
         raise ProbeError("corrupt", f"cannot open: {_short(e)}") from None
 
     with container:
-        if not container.streams.video:
-            raise ProbeError("no_video_stream", f"streams: {[s.type for s in container.streams]}")
+        video = container.streams.video
+        if not video or video[0].codec_context is None or video[0].codec_context.codec is None:
+            _raise_missing_video(src, container)
         stream = container.streams.video[0]
         ctx = stream.codec_context
         info.codec = getattr(ctx.codec, "canonical_name", None) or ctx.name
@@ -153,6 +125,23 @@ def probe_video(src: str | io.BytesIO, decode_check: str = "decord") -> MediaInf
         except Exception as e:  # decord raises RuntimeError, DECORDError, AssertionError
             raise ProbeError("undecodable", f"decord: {_short(e)}", info) from None
     return info
+
+
+def _raise_missing_video(src: str | io.BytesIO, container) -> None:
+    """No usable video stream: ``corrupt`` when the file's index is damaged (FFmpeg skips a garbled
+    ``moov`` and shows no streams), ``no_video_stream`` only for a file that really has none,
+    ``undecodable`` for a video track in a codec FFmpeg does not know."""
+    streams = [s.type for s in container.streams]
+    exposed = bool(container.streams.video)
+    with binary(src) as f:
+        problem = video_index_problem(f, exposed)
+    if problem:
+        raise ProbeError("corrupt", problem)
+    if exposed:
+        raise ProbeError("undecodable", "the video stream's codec is unknown to FFmpeg")
+    if not streams:
+        raise ProbeError("corrupt", "the container holds no streams at all")
+    raise ProbeError("no_video_stream", f"streams: {streams}")
 
 
 # ------------------------------------------------------------------ images
@@ -213,6 +202,18 @@ def _window_frames(info: MediaInfo, start: float | None, end: float | None,
     return int(np.count_nonzero((times >= start - 1e-6) & (times < end - 1e-6)))
 
 
+def _used_frames(info: MediaInfo, row: dict, tolerance_s: float) -> int:
+    """Frames the later stages use: inside the clip window, after the dataset's skip_frames."""
+    skip = row.get("skip_frames") or 0
+    if skip and info.frames is not None and info.frames <= skip:
+        raise ProbeError("window_out_of_range", f"{info.frames} frames, all inside the {skip} skipped "
+                                                f"leading frames (the dataset's skip_frames)")
+    start, end = skipped_window(row.get("clip_start_s"), row.get("clip_end_s"), skip, info.fps)
+    if skip and row.get("clip_start_s") is None and row.get("clip_end_s") is None:
+        return info.frames - skip  # no window: every frame after the skipped ones
+    return _window_frames(info, start, end, tolerance_s)
+
+
 class _ProbeCache:
     """Last few results by (uri, modality, roots): Koala clips are windows of one long video,
     listed one after another, so its file is opened once per batch, not once per clip. The roots
@@ -267,8 +268,8 @@ def _probe_row(row: dict, decode_check: str, roots: list[str] | None, cache: _Pr
                 out[f"{role}_{name}"] = getattr(info, name)
     if target is not None:
         try:
-            out["window_frames"] = target.frames if modality == "image" else _window_frames(
-                target, row.get("clip_start_s"), row.get("clip_end_s"), tolerance_s)
+            out["window_frames"] = target.frames if modality == "image" else _used_frames(
+                target, row, tolerance_s)
         except ProbeError as e:
             errors.append((e.kind, f"target: {e.kind}: {e.message}"))
     if errors:
@@ -292,6 +293,7 @@ def probe_table(samples: pa.Table, decode_check: str = "decord",
     cache = _ProbeCache()
     names = ["sample_id", "dataset", "modality", "source_uri", "target_uri",
              "clip_start_s", "clip_end_s", "error"]
+    names += [c for c in ("skip_frames",) if c in samples.column_names]  # older samples parts lack it
     rows = []
     for row in samples.select(names).to_pylist():
         if row["error"] is not None:

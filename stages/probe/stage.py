@@ -9,19 +9,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from manifests import catalog
+from manifests import catalog, repeats
 from manifests.io import list_parts, table_dir, write_part
 from pipeline import status
 from pipeline.stage import Phase, Stage, Unit
 from stages.media.locate import dataset_roots
 from stages.probe.core import probe_table
 
-PROBE_COLUMNS = ["sample_id", "dataset", "modality", "source_uri", "target_uri", "clip_start_s", "clip_end_s", "error"]
+PROBE_COLUMNS = ["sample_id", "dataset", "modality", "source_uri", "target_uri", "clip_start_s", "clip_end_s",
+                 "skip_frames", "error"]
 
 
 def _probe_unit_fn(decode_check: str, roots: dict[str, list[str]]) -> Callable[[dict], dict]:
     def run(item: dict) -> dict:
-        table = pq.read_table(item["part"], columns=PROBE_COLUMNS).slice(item["offset"], item["length"])
+        present = pq.read_schema(item["part"]).names  # parts written before skip_frames lack it
+        table = pq.read_table(item["part"], columns=[c for c in PROBE_COLUMNS if c in present])
+        table = table.slice(item["offset"], item["length"])
         if item["drop"]:  # rows the samples view drops (repeated ids) are not probed twice
             drop = set(item["drop"])
             keep = [i for i in range(table.num_rows) if i not in drop]
@@ -37,15 +40,12 @@ def _probe_unit_fn(decode_check: str, roots: dict[str, list[str]]) -> Callable[[
 def probe_units(workdir: Path, rows_per_task: int) -> list[Unit]:
     """One unit per slice of ``rows_per_task`` rows of each samples part (stable names); ``drop``
     lists the slice's rows that repeat an earlier sample id (read once here, not in every task)."""
-    repeated: dict[Path, list[int]] = {}
-    for part in list_parts(workdir, catalog.DUPLICATES):
-        for r in pq.read_table(part, columns=["filename", "file_row_number"]).to_pylist():
-            repeated.setdefault(Path(r["filename"]), []).append(r["file_row_number"])
+    repeated = repeats.rows_by_part(workdir)  # by part name relative to tables/samples (issue 14)
     units = []
     for part in list_parts(workdir, "samples"):
         n = pq.ParquetFile(part).metadata.num_rows
         dataset = part.parent.name.split("=", 1)[-1]
-        rows = repeated.get(part, [])
+        rows = repeated.get(repeats.part_name(part), [])
         for offset in range(0, n, rows_per_task):
             length = min(rows_per_task, n - offset)
             out = table_dir(workdir, "probes") / part.parent.name / f"{part.stem}-r{offset:09d}.parquet"

@@ -117,6 +117,9 @@ def summary(ctx: Context) -> tuple[list[str], list[list]]:
 
 def finish(ctx: Context, units: list[Unit]) -> None:
     write_index(ctx.workdir, plan_path(ctx.workdir), [u.params for u in units])
+    if not units:  # an empty selection: empty shard tables, no tars (issue 14), exit 0
+        console.print("shard: no kept sample has an encoded key (the selection is empty); the shards and "
+                      "shard_keys tables are empty and no tar remains")
 
 
 STAGE = Stage(
