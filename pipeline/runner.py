@@ -394,8 +394,8 @@ def resolve_stages(stage: str) -> list[str]:
 def run(cfg: Config, stage: str = "all", workdir: Path | None = None, limit: int | None = None,
         ray_address: str | None = None, overwrite: bool = False) -> list[StageReport]:
     workdir = Path(workdir or cfg.run.workdir)
+    stages = resolve_stages(stage)  # before anything is written: a bad --stage leaves no workdir
     workdir.mkdir(parents=True, exist_ok=True)
-    stages = resolve_stages(stage)
     (workdir / "config.json").write_text(cfg.model_dump_json(indent=2))
     where = init_ray(ray_address or cfg.ray.address, cfg.ray.num_cpus)
     console.print(f"run: {', '.join(stages)} in {workdir} on {where}")

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from manifests import catalog
-from manifests.io import list_parts, table_dir, write_part
+from manifests.io import dataset_dir, dataset_of, list_parts, table_dir, write_part
 from pipeline.config import Config, ConfigError
 from pipeline.progress import Progress, console
 from pipeline.runner import StageReport, _dataset_roots, _whole_units, begin_stage, state_dir
@@ -131,7 +131,7 @@ def _units_of(workdir: Path, dataset: str) -> list[dict]:
     for path in sorted((plan_dir(workdir) / f"dataset={dataset}").glob("plan-*.parquet")):
         meta = pq.ParquetFile(path).metadata
         for rg in range(meta.num_row_groups):
-            out = table_dir(workdir, TABLE) / f"dataset={dataset}" / f"part-{n:08d}.parquet"
+            out = dataset_dir(workdir, TABLE, dataset) / f"part-{n:08d}.parquet"
             units.append({"dataset": dataset, "unit": f"{dataset}/{n:08d}", "plan": str(path), "row_group": rg,
                           "length": meta.row_group(rg).num_rows, "out": str(out)})
             n += 1
@@ -296,7 +296,7 @@ def summary(workdir: Path) -> list[list]:
 
 def read_unit_rows(workdir: Path, dataset: str | None = None) -> pa.Table | None:
     """All encoded rows (tensors included) — for tests and small runs only."""
-    parts = [p for p in list_parts(workdir, TABLE) if dataset is None or p.parent.name == f"dataset={dataset}"]
+    parts = [p for p in list_parts(workdir, TABLE) if dataset is None or dataset_of(p) == dataset]
     if not parts:
         return None
     return pa.concat_tables([pq.read_table(p) for p in parts])
