@@ -150,9 +150,12 @@ def test_shards_read_back_with_plain_webdataset(shard_workdir):
     ds = wds.WebDataset(url, shardshuffle=False).decode(wds.handle_extension("safetensors", safetensors.torch.load))
     for sample in ds:
         members = sample["json"]["members"]
+        assert set(members) == {"target.safetensors", "source.safetensors", "semantic.safetensors",
+                                "text.safetensors"}  # every key the same members
         for name, spec in members.items():
             assert list(sample[name][spec["tensor"]].shape) == spec["shape"]
-        assert ("source.safetensors" in members) == (sample["json"]["variant"] != "none")
+        source = sample["source.safetensors"]["source_latents"]
+        assert sample["json"]["has_source"] == (sample["json"]["variant"] != "none") == (source.numel() > 0)
 
 
 def test_missing_stream_data_names_the_field(shard_workdir):
