@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from pipeline.cli_boundary import STAGE_METAVAR, ErrorBoundary, complete_stages, parse_stages, version_option
+from pipeline.cli_boundary import STAGE_METAVAR, CurateErrorBoundary, complete_stages, parse_stages, version_option
 from pipeline.config import load_config
 from pipeline.progress import console, out, render_table
 
@@ -18,7 +18,7 @@ app = typer.Typer(
     help="SAMA data curation: ingest, probe, judge, filter, encode and shard video/image editing data.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    cls=ErrorBoundary,  # user errors of every command: one line, exit 2 (pipeline/cli_boundary.py)
+    cls=CurateErrorBoundary,  # user errors of every command: one line, exit 2 (pipeline/cli_boundary.py)
 )
 
 DEFAULT_DEMO_WORKDIR = Path("runs/demo")

@@ -200,3 +200,13 @@ def test_config_without_any_weighted_stream_fails():
         load_trainer_config(path, ["data.streams.edit.weight=0"])
     with pytest.raises(ConfigError, match="data: required field is missing"):
         load_trainer_config(None, ["model.tiny={patch_size: [1, 2, 2]}"])
+
+
+def test_has_source_reads_new_and_older_shard_json():
+    from sama.data import has_source
+
+    empty = {"tensor": "source_latents", "dtype": "bfloat16", "shape": [16, 0, 2, 2]}
+    assert has_source({"has_source": False, "members": {"source.safetensors": empty}}) is False
+    assert has_source({"has_source": True, "members": {"source.safetensors": {**empty, "shape": [16, 1, 2, 2]}}})
+    assert has_source({"members": {"target.safetensors": {}}}) is False  # older shards: no member at all
+    assert has_source({"members": {"target.safetensors": {}, "source.safetensors": {}}}) is True
