@@ -130,9 +130,8 @@ def split_blob(blob: bytes, members: dict) -> dict[str, bytes]:
     Checks every tensor against the JSON ``members`` (names, dtypes, shapes): a mismatch is an
     encode bug and must not reach the trainer.
     """
-    from safetensors.torch import load, save
-
     import torch
+    from safetensors.torch import load, save
 
     tensors = load(blob)
     want = {m["tensor"]: (suffix, m) for suffix, m in members.items()}
