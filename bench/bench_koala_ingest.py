@@ -45,7 +45,7 @@ def phase(name: str, csv: Path, block_mb: int, rows_per_part: int) -> dict:
     from stages.ingest.csv_blocks import CsvBlocks
     from stages.ingest.koala import KoalaAdapter
 
-    cfg = KoalaConfig(root=csv.parent, video_root=csv.parent, read_block_mb=block_mb)
+    cfg = KoalaConfig(root=csv.parent, video_root=csv.parent, download="youtube", read_block_mb=block_mb)
     adapter = KoalaAdapter(cfg)
     (unit,) = adapter.units()
     baseline = peak_rss_mb()

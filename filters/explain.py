@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from filters.rules import SECTION_OF_KIND, Rule, failures, rules_for, sample_kinds, select_table
+from manifests.io import list_parts
 from stages.judge.schema import ALL_METRICS, SCORES
 
 EXPLAIN = pa.schema([
@@ -88,7 +89,7 @@ KIND_SQL = ("coalesce(judge_kind, CASE WHEN modality = 'image' THEN 'image_edit'
 
 
 def applies_sql(rule: Rule) -> str:
-    if rule.what == "category":
+    if rule.what in ("category", "instruction"):
         return f"coalesce(dataset = {_lit(rule.dataset)}, false)"
     if rule.what == "threshold":
         return f"coalesce({KIND_SQL} = {_lit(rule.kind)}, false)"
@@ -103,6 +104,9 @@ def fails_sql(rule: Rule, field: str, columns: set[str]) -> str:
     if rule.what == "category":
         allowed = ", ".join(_lit(c) for c in rule.allowed) or "NULL"
         return f"({applies_sql(rule)} AND NOT coalesce(category IN ({allowed}), false))"
+    if rule.what == "instruction":
+        words = " OR ".join(f"contains(lower(coalesce(instruction, '')), {_lit(w)})" for w in rule.allowed)
+        return f"({applies_sql(rule)} AND ({words or 'false'}))"
     if rule.what == "judge_status":
         allowed = ", ".join(_lit(s) for s in rule.allowed) or "NULL"
         return f"NOT coalesce(judge_status IN ({allowed}), false)"
@@ -125,7 +129,8 @@ def rejected_by_sql(cfg, columns: list[str]) -> str:
 def joined_sql(views: list[str], score_columns: list[str] | None = None) -> str:
     """One row per sample of a run's catalog: the columns the filter rules read."""
     metrics = [c for c in (score_columns or []) if c not in SCORE_META_COLUMNS]
-    cols = ["s.sample_id", "s.dataset", "s.modality", "s.task", "s.source_uri", "s.category", "s.error AS sample_error"]
+    cols = ["s.sample_id", "s.dataset", "s.modality", "s.task", "s.source_uri", "s.category", "s.instruction",
+            "s.error AS sample_error"]
     joins = []
     if "probes" in views:
         cols.append("p.error_kind AS probe_error_kind")
@@ -199,3 +204,11 @@ def format_explain(table: pa.Table) -> list[list]:
 
 __all__ = ["explain", "explain_catalog", "selected_catalog", "joined_sql", "rejected_by_sql", "format_explain",
            "SECTION_OF_KIND", "TOTAL"]
+
+
+def no_scores_message(workdir) -> str | None:
+    """Why the filter cannot run on ``workdir`` (no scores table yet), or None. ``curate filter`` and
+    ``curate run --stage filter`` both say this instead of a table where every row is unscored."""
+    if list_parts(workdir, "scores"):
+        return None
+    return f"{workdir}: no scores yet; run `curate run --stage vlm-filter` first"

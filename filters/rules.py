@@ -5,6 +5,9 @@ The rules, in the order that attributes a rejection (``rejected_by`` names the f
 1. ``sample_error``   ingest could not resolve the sample (``sample_error`` not null)
 2. ``probe_error``    the probe found its media broken (``probe_error_kind`` not null)
 3. ``category``       the dataset keeps only some categories (filter.keep_categories)
+3b. ``rejected_instruction``  the dataset's own loader refuses the instruction: it contains one of
+                      filter.reject_instruction_words[dataset], case-insensitive (ReCo-Data's
+                      official loader skips instructions containing "error" or "none")
 4. ``judge_status``   the judge did not score it (no scores row, or a status outside
                       filter.accept_status: malformed, engine_error, timeout, input_error)
 5. thresholds         per kind of sample, one rule per metric: ``image.visual_quality>=9``,
@@ -12,8 +15,8 @@ The rules, in the order that attributes a rejection (``rejected_by`` names the f
                       with the integer score or the expected score (filter.score_field; where a
                       row has no expected score, its integer is used).
 
-Rules 1-2 apply only when their column is present. The input is one row per sample with columns
-``sample_id, dataset, modality, task, source_uri, category, judge_status`` and the metric
+Rules 1-2 and 3b apply only when their column is present. The input is one row per sample with
+columns ``sample_id, dataset, modality, task, source_uri, category, instruction, judge_status`` and the metric
 columns (``visual_quality``, ``visual_quality_expected`` ...); ``filters.explain.JOINED_SQL``
 builds it from a run's catalog.
 """
@@ -47,7 +50,8 @@ class Rule:
     op: str | None = None  # ">=" or ">"
     value: float | None = None
     dataset: str | None = None  # category: the dataset it applies to
-    allowed: tuple[str, ...] = ()  # category: kept categories; judge_status: accepted statuses
+    allowed: tuple[str, ...] = ()  # category: kept categories; judge_status: accepted statuses;
+    # rejected_instruction: the words that reject an instruction
 
 
 def _num(v: float) -> str:
@@ -64,6 +68,11 @@ def rules_for(cfg, columns: list[str] | None = None) -> list[Rule]:
         rules.append(Rule("probe_error", "probe_error"))
     for dataset, keep in sorted(cfg.keep_categories.items()):
         rules.append(Rule("category", "category", dataset=dataset, allowed=tuple(keep)))
+    if columns is None or "instruction" in cols:
+        for dataset, words in sorted(getattr(cfg, "reject_instruction_words", {}).items()):
+            if words:
+                rules.append(Rule("rejected_instruction", "instruction", dataset=dataset,
+                                  allowed=tuple(w.lower() for w in words)))
     rules.append(Rule("judge_status", "judge_status", allowed=tuple(cfg.accept_status)))
     for kind, section in SECTION_OF_KIND.items():
         rule = getattr(cfg, section)
@@ -117,6 +126,14 @@ def failures(table: pa.Table, rule: Rule, field: str, kinds: pa.ChunkedArray | N
         applies = pc.fill_null(pc.equal(_column(table, "dataset"), rule.dataset), False)
         inside = pc.fill_null(pc.is_in(_column(table, "category"), value_set=pa.array(rule.allowed, pa.string())), False)
         return applies, pc.and_(applies, pc.invert(inside))
+    if rule.what == "instruction":
+        applies = pc.fill_null(pc.equal(_column(table, "dataset"), rule.dataset), False)
+        text = pc.utf8_lower(pc.fill_null(_column(table, "instruction"), ""))
+        hit = None
+        for word in rule.allowed:
+            found = pc.match_substring(text, word)
+            hit = found if hit is None else pc.or_(hit, found)
+        return applies, pc.and_(applies, hit)
     if rule.what == "judge_status":
         ok = pc.fill_null(pc.is_in(_column(table, "judge_status"), value_set=pa.array(rule.allowed, pa.string())), False)
         return every, pc.invert(ok)

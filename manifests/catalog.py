@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 
+from manifests import repeats
 from manifests.io import list_parts, table_dir
 
 # Stage tables in pipeline order; later stages append theirs here.
@@ -32,7 +33,7 @@ JOINED_COLUMNS["scores"] = (
 JOINED_COLUMNS["selected"] = "sel.kept, sel.rejected_by"
 _ALIASES = {"probes": "p", "scores": "sc", "selected": "sel"}
 
-DUPLICATES = "duplicates"  # (filename, file_row_number) of repeated sample ids, see pipeline.runner
+DUPLICATES = repeats.TABLE  # (part, file_row_number) of repeated sample ids, see manifests/repeats.py
 
 READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
 
@@ -63,14 +64,9 @@ def connect(workdir: str | os.PathLike, threads: int | None = None) -> duckdb.Du
         con.execute(f"SET threads = {int(threads)}")
     present = [t for t in STAGE_TABLES if list_parts(workdir, t)]
     for table in present:
-        if table == "samples" and list_parts(workdir, DUPLICATES):
-            # A sample listed twice by the dataset keeps its first occurrence.
-            con.execute(
-                f"CREATE VIEW samples AS SELECT * EXCLUDE (filename, file_row_number) FROM "
-                f"{_read(workdir, 'samples', ', filename=true, file_row_number=true')} s "
-                f"WHERE NOT EXISTS (SELECT 1 FROM {_read(workdir, DUPLICATES)} d "
-                f"WHERE d.filename = s.filename AND d.file_row_number = s.file_row_number)"
-            )
+        if table == "samples":
+            # A sample listed twice by the dataset keeps its first occurrence; `repeats` shows the rest.
+            repeats.create_views(con, workdir)
         else:
             exclude = f" EXCLUDE ({VIEW_EXCLUDES[table]})" if table in VIEW_EXCLUDES else ""
             con.execute(f"CREATE VIEW {table} AS SELECT *{exclude} FROM {_read(workdir, table)}")

@@ -33,6 +33,8 @@ CATEGORIES = (
     "camera",
     "creative",
     "freeform",
+    "reasoning",  # edits that need world knowledge ("show the car's interior"; X2Edit reasoning)
+    "subject_driven",  # generation from a subject image, not an edit of it (X2Edit portrait ...)
     "motion",  # raw clips for the motion pretext tasks
     "other",
 )
@@ -57,7 +59,13 @@ SAMPLES = pa.schema(
         # Window of a longer video (Koala-36M): cut at decode time.
         pa.field("clip_start_s", pa.float64()),
         pa.field("clip_end_s", pa.float64()),
+        # Leading frames of source and target that every stage ignores (OpenVE-3M: 4, as SAMA's
+        # own loader drops them); null = 0.
+        pa.field("skip_frames", pa.int32()),
         pa.field("native_scores", pa.map_(pa.string(), pa.float64())),
+        # Useful published fields with no column of their own, as a JSON object (keys per dataset,
+        # see README "Manifest: extra"); query with DuckDB's json_extract_string(extra, '$.key').
+        pa.field("extra", pa.string()),
         pa.field("license", pa.string()),
         pa.field("raw_record", pa.string()),  # original record as JSON, for audit
         pa.field("error", pa.string()),  # why the row could not be resolved; null when fine

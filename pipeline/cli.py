@@ -61,6 +61,31 @@ def run(
 
     cfg = load_config(config, set_)
     runner.run(cfg, stage, workdir, limit, ray_address, overwrite)
+    from pipeline.report import write_report_quietly
+
+    write_report_quietly(workdir or cfg.run.workdir)
+
+
+@app.command()
+def inspect(
+    config: Path = typer.Option(..., "--config", "-c", help="run config (YAML) naming the dataset roots"),
+    dataset: Optional[str] = typer.Option(None, help="only this dataset (default: every enabled one)"),
+    n: int = typer.Option(200, "--n", min=1, help="records read from the start of each input file"),
+    set_: List[str] = typer.Option([], "--set", help="override a config field"),
+) -> None:
+    """Right after a download: how the adapters read the first N records of each root (counts,
+    categories, where paths resolved, examples of failures, ignored fields). Writes nothing;
+    exits 1 when a root resolves nothing."""
+    from stages.ingest.inspect import format_report, inspect_config
+
+    try:
+        reports = inspect_config(load_config(config, set_), dataset, n)
+    except ValueError as e:  # a layout the adapters cannot read, phrased for the user
+        _fail(str(e))
+    for report in reports:
+        typer.echo(format_report(report, n) + "\n")
+    if any(r.resolves_nothing for r in reports):
+        raise typer.Exit(1)
 
 
 class Format(str, Enum):
@@ -122,13 +147,15 @@ def filter_(
     """Yields of the filter rules per dataset over the stored scores, without writing anything.
 
     Tune thresholds here, then `curate run --stage filter` writes the `selected` table."""
-    from filters.explain import explain_catalog, format_explain
+    from filters.explain import explain_catalog, format_explain, no_scores_message
     from manifests import catalog
 
     cfg = load_config(config, set_)
     workdir = workdir or cfg.run.workdir
     if not (workdir / "tables").exists():
         _fail(f"{workdir} holds no run (no tables/); pass --workdir")
+    if no_scores_message(workdir):
+        _fail(no_scores_message(workdir))
     table = explain_catalog(catalog.connect(workdir), cfg.filter)
     out.print(render_table("filter yields (nothing written)",
                            ["dataset", "rule", "checked", "failed", "rejected", "remaining", "yield %"],
@@ -144,6 +171,22 @@ def status(workdir: Path = typer.Option(DEFAULT_DEMO_WORKDIR, help="run director
         _fail(f"{workdir} does not exist; pass --workdir of a run")
     out.print(render_table(f"status of {workdir}", ["stage", "done", "failed", "pending", "note"],
                            stage_status(workdir)))
+
+
+@app.command()
+def prune(
+    workdir: Path = typer.Option(DEFAULT_DEMO_WORKDIR, help="run directory"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="only report what would be removed"),
+) -> None:
+    """Remove the encodings of samples the selection no longer keeps (after a re-threshold)."""
+    from stages.encode.prune import prune as prune_encoded
+
+    if not (workdir / "tables").exists():
+        _fail(f"{workdir} holds no run (no tables/); pass --workdir")
+    r = prune_encoded(workdir, dry_run)
+    verb = "would remove" if dry_run else "removed"
+    out.print(f"prune: {verb} {r.keys} keys of samples no longer kept ({r.bytes / 1e6:.1f} MB of tensors): "
+              f"{len(r.parts_deleted)} parts deleted, {len(r.parts_rewritten)} rewritten")
 
 
 @app.command()
@@ -175,6 +218,9 @@ def demo(
     out.print(render_table(f"{res.num_rows} samples kept as error rows (nothing is dropped)", res.column_names,
                            [list(r.values()) for r in res.to_pylist()]))
     _demo_shards(workdir)
+    from pipeline.report import write_report_quietly
+
+    write_report_quietly(workdir)
     out.print(f"demo run is in {workdir}; try: curate query --workdir {workdir} "
               "\"SELECT dataset, count(*) FROM samples GROUP BY 1\" --format csv")
 
@@ -253,6 +299,11 @@ def _demo_run(config: Path, overrides: list[str], workdir: Path, corpus: Path) -
                      max_model_len=4096, max_num_seqs=4) as url:
         judged = load_config(config, [*overrides, f"judge.urls=[{url}]", f"judge.model={name}", *DEMO_JUDGE])
         runner.run(judged, "all", workdir)
+
+
+from pipeline.report.cli import report  # noqa: E402  (`curate report`, defined beside the report code)
+
+app.command()(report)
 
 
 @app.command()

@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.report.settings import ReportConfig  # the `report` section, defined beside its user
+
 
 class ConfigError(ValueError):
     """A config problem, phrased for the user: field name, what is wrong, what to do."""
@@ -43,13 +45,21 @@ class DittoConfig(DatasetConfig):
 
 class OpenVEConfig(DatasetConfig):
     license: str = "CC-BY-NC-4.0"
-    csv_glob: str = "**/*.csv"
+    # The per-category CSVs (category = file stem); a root without csv_files/ falls back to any CSV.
+    csv_glob: str = "csv_files/*.csv"
     separator: Literal["auto", ",", ";", "\t"] = "auto"
+    # The folder the CSV paths are relative to (published: OpenVE-3M/videos/); None = root/videos,
+    # then the root itself, then the CSV's folder (see stages/ingest/openve.py).
+    video_root: Path | None = None
+    # Leading frames of both videos that every stage ignores (SAMA's own loader drops 4).
+    skip_frames: int = Field(4, ge=0, description="leading frames dropped from source and target")
 
 
 class ReCoConfig(DatasetConfig):
     license: str = "CC-BY-NC-SA-4.0"
     tasks: list[str] = ["add", "remove", "replace", "style"]
+    # Mask videos, when downloaded: {mask_dir}/{task}/<name>.mp4 (or .tar shards there).
+    mask_dir: str = "video_masks"
 
 
 class KoalaConfig(DatasetConfig):
@@ -58,10 +68,33 @@ class KoalaConfig(DatasetConfig):
     # Where the user downloaded the YouTube videos, and how a clip maps to a file. Fields:
     # {videoID}, {start}, {end} (HH:MM:SS.fff), {start_s}, {end_s} (seconds, 3 decimals).
     video_root: Path
-    video_pattern: str = "{videoID}.mp4"
-    # True when video_pattern names files already cut to the window (then no window is applied).
-    files_are_cut: bool = False
+    # How the videos were downloaded (required, no default): "youtube" = whole YouTube videos named
+    # {youtube_id}.mp4, each clip's window cut at decode; "clips" = pre-cut clips named
+    # {videoID}.mp4 (videoID is per clip: <youtube_id>_<n>), no window applied.
+    download: Literal["youtube", "clips"] | None = None
+    # Override of the file naming. Fields: {videoID}, {youtube_id}, {start}, {end} (HH:MM:SS.fff),
+    # {start_s}, {end_s} (seconds, 3 decimals). None: the download form's naming above.
+    video_pattern: str | None = None
     read_block_mb: int = Field(64, ge=1, description="CSV streaming block size (bounds memory)")
+
+    @model_validator(mode="after")
+    def _download_named(self) -> "KoalaConfig":
+        if self.download is None:
+            raise ValueError(
+                "datasets.koala.download: say how the videos were downloaded: 'youtube' (whole "
+                "YouTube videos {youtube_id}.mp4, window cut at decode) or 'clips' (pre-cut clips "
+                "{videoID}.mp4, no window)")
+        return self
+
+    @property
+    def files_are_cut(self) -> bool:
+        return self.download == "clips"
+
+    @property
+    def resolved_pattern(self) -> str:
+        if self.video_pattern is not None:
+            return self.video_pattern
+        return "{videoID}.mp4" if self.download == "clips" else "{youtube_id}.mp4"
 
 
 class MotionBenchConfig(DatasetConfig):
@@ -73,25 +106,46 @@ class MotionBenchConfig(DatasetConfig):
 class NHREditConfig(DatasetConfig):
     license: str = "Apache-2.0"
     layout: Literal["auto", "jsonl", "parquet"] = "auto"
+    # The separate Hugging Face repository iitolstykh/NHR-Edit-part2, if downloaded (same layouts).
+    part2_root: Path | None = None
 
 
 class GPTImageEditConfig(DatasetConfig):
     license: str = "CC-BY-4.0"
+    # training_json/ is published in the model repo UCSC-VLAA/gpt-image-edit-training: where it
+    # was downloaded (json_glob is relative to it); None = the dataset root.
+    annotations_root: Path | None = None
     json_glob: str = "training_json/*.json"
     image_dir: str = "gpt-edit"
+    # Image root of each training JSON (file stem -> folder under image_dir): the official data.txt.
+    image_roots: dict[str, str] = {
+        "hqedit_gpt_edit": "hqedit/edit", "hqedit_gpt_generate": "hqedit/generate",
+        "omniedit_gpt": "omniedit", "omniedit_gpt_rewrite": "omniedit",
+        "complexedit_gpt": "omniedit/complex-edit", "ultraedit_gpt": "ultraedit",
+    }
+    # The dataset's own per-task metadata (relative to root); "" reads training_json only.
+    metadata_glob: str = "gpt-edit/**/metadata/*.json"
 
 
 class X2EditConfig(DatasetConfig):
     license: str = "Apache-2.0"
     tar_glob: str = "X2Edit_data/**/*.tar"
+    # Tasks kept as "excluded:" rows (never probed/judged): the subject-driven generation tasks,
+    # whose source is a separate subject image. Matched after normalising case and separators.
+    exclude_tasks: list[str] = ["portrait", "portrait_editing", "personalized_generation"]
 
 
 class PicoBananaConfig(DatasetConfig):
     license: str = "CC-BY-NC-ND-4.0"
     splits: list[Literal["sft", "preference", "multi-turn"]] = ["sft"]
-    # Open Images source files the user downloaded: looked up by the URL's file name here.
+    # Open Images source files the user downloaded (e.g. train_0/<ImageID>.jpg, or files named
+    # after their URLs).
     image_root: Path
-    # Edited images: output_image paths are relative to this directory (default: root).
+    # Open Images' train-images-boxable-with-rotation.csv: maps a record's URL to <ImageID>.jpg.
+    openimages_csv: Path | None = None
+    # The directory map_openimage_url_to_local.py ran in (its local_input_image is relative to it).
+    local_input_base: Path | None = None
+    # Edited images: output_image paths are relative to this directory (default: root/nb, root).
     output_root: Path | None = None
 
 
@@ -173,6 +227,8 @@ class JudgeConfig(_Strict):
     max_attempts: int = Field(6, ge=1)
     backoff_base_s: float = Field(1.0, ge=0)
     backoff_max_s: float = Field(60.0, ge=0)
+    # A 429/503 Retry-After up to this is waited as asked; a longer one is not waited (ordinary backoff instead).
+    retry_after_max_s: float = Field(60.0, ge=0, description="longest Retry-After waited")
     retry_malformed: bool = True  # re-ask when the answer cannot be parsed (faulty replica, cut output)
     build_workers: int = Field(2, ge=1, description="threads decoding frames and encoding JPEGs")
     rows_per_task: int = Field(256, ge=1, description="samples scored by one Ray task / actor call")
@@ -274,6 +330,10 @@ class FilterConfig(_Strict):
         "ditto": ["style"],
         "openve": ["local_change", "background", "style", "subtitles"],
     }
+    # Per dataset, words that reject an instruction containing them (case-insensitive), as the
+    # dataset's own loader does: rule rejected_instruction. ReCo-Data's official loader skips
+    # instructions containing "error" or "none".
+    reject_instruction_words: dict[str, list[str]] = {"reco": ["error", "none"]}
     # Compare thresholds with the judge's integer, or with its probability-weighted expected
     # score (falls back to the integer where the server returned no logprobs).
     score_field: Literal["score", "expected"] = "score"
@@ -426,12 +486,14 @@ class Config(_Strict):
     encode: EncodeConfig = EncodeConfig()
     pretext: PretextConfig = PretextConfig()
     shard: ShardConfig = ShardConfig()
+    report: ReportConfig = ReportConfig()  # `curate report` (pipeline/report/settings.py)
 
     @model_validator(mode="after")
     def _roots_exist(self) -> "Config":
         problems = []
         for name, ds in self.datasets.enabled().items():
-            for field in ("root", "video_root", "image_root", "output_root"):
+            for field in ("root", "video_root", "image_root", "output_root", "annotations_root",
+                          "openimages_csv", "local_input_base", "part2_root"):
                 path = getattr(ds, field, None)
                 if path is not None and not Path(path).expanduser().exists():
                     problems.append(

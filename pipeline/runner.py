@@ -22,6 +22,7 @@ from pipeline import status
 from pipeline.config import Config, ConfigError
 from pipeline.progress import Progress, console, out, render_table
 from pipeline.ray_runtime import init_ray, map_units
+from pipeline.report.timings import StageClock
 
 STAGE_ORDER = ["ingest", "probe", "vlm-filter", "filter", "encode", "shard"]
 
@@ -131,26 +132,14 @@ def run_ingest(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) -
 
 def mark_duplicates(workdir: Path) -> int:
     """Record repeated sample ids (all but the first occurrence) so the samples view drops them."""
-    import duckdb
+    from manifests import repeats  # keyed by part names relative to the workdir (issue 14)
 
-    dup_dir = table_dir(workdir, catalog.DUPLICATES)
-    shutil.rmtree(dup_dir, ignore_errors=True)
-    if not list_parts(workdir, "samples"):
-        return 0
-    con = duckdb.connect()
-    src = catalog._read(workdir, "samples", ", filename=true, file_row_number=true")
-    dups = con.sql(
-        f"SELECT sample_id, filename, file_row_number FROM (SELECT sample_id, filename, file_row_number, "
-        f"row_number() OVER (PARTITION BY sample_id ORDER BY filename, file_row_number) AS k FROM {src}) "
-        f"WHERE k > 1 ORDER BY filename, file_row_number"
-    ).to_arrow_table()
-    if dups.num_rows:
-        write_part(dup_dir / "part-00000.parquet", dups)
-    return dups.num_rows
+    return repeats.mark(workdir)
 
 
 # ---------------------------------------------------------------- probe
-PROBE_COLUMNS = ["sample_id", "dataset", "modality", "source_uri", "target_uri", "clip_start_s", "clip_end_s", "error"]
+PROBE_COLUMNS = ["sample_id", "dataset", "modality", "source_uri", "target_uri", "clip_start_s", "clip_end_s",
+                 "skip_frames", "error"]
 
 
 def _dataset_roots(cfg: Config) -> dict[str, list[str]]:
@@ -168,7 +157,9 @@ def _probe_unit_fn(decode_check: str, roots: dict[str, list[str]]) -> Callable[[
 
         from stages.probe import probe_table
 
-        table = pq.read_table(item["part"], columns=PROBE_COLUMNS).slice(item["offset"], item["length"])
+        present = pq.read_schema(item["part"]).names  # parts written before skip_frames lack it
+        table = pq.read_table(item["part"], columns=[c for c in PROBE_COLUMNS if c in present])
+        table = table.slice(item["offset"], item["length"])
         if item["drop"]:  # rows the samples view drops (repeated ids) are not probed twice
             drop = set(item["drop"])
             keep = [i for i in range(table.num_rows) if i not in drop]
@@ -184,15 +175,14 @@ def _probe_unit_fn(decode_check: str, roots: dict[str, list[str]]) -> Callable[[
 def probe_units(workdir: Path, rows_per_task: int) -> list[dict]:
     """One unit per slice of ``rows_per_task`` rows of each samples part (stable names); ``drop``
     lists the slice's rows that repeat an earlier sample id (read once here, not in every task)."""
-    repeated: dict[Path, list[int]] = {}
-    for part in list_parts(workdir, catalog.DUPLICATES):
-        for r in pq.read_table(part, columns=["filename", "file_row_number"]).to_pylist():
-            repeated.setdefault(Path(r["filename"]), []).append(r["file_row_number"])
+    from manifests import repeats
+
+    repeated = repeats.rows_by_part(workdir)  # by part name relative to tables/samples (issue 14)
     units = []
     for part in list_parts(workdir, "samples"):
         n = pq.ParquetFile(part).metadata.num_rows
         dataset = part.parent.name.split("=", 1)[-1]
-        rows = repeated.get(part, [])
+        rows = repeated.get(repeats.part_name(part), [])
         for offset in range(0, n, rows_per_task):
             length = min(rows_per_task, n - offset)
             out = table_dir(workdir, "probes") / part.parent.name / f"{part.stem}-r{offset:09d}.parquet"
@@ -251,14 +241,16 @@ def judge_todo(item: dict):
 def finish_judge_unit(item: dict, scores) -> dict:
     """Write a judge unit's scores part (merged into the old part on a re-run); its summary row."""
     from stages.judge.client import merge_rescored
+    from stages.judge.preflight import unit_outcome
     from stages.judge.schema import SCORED_STATUSES
 
     out = Path(item["out"])
+    outcome = unit_outcome(scores)  # this run's rows only, before the merge
     if out.exists():
         scores = merge_rescored(pq.read_table(out), scores)
     write_part(out, scores)
     return {"dataset": item["dataset"], "rows": scores.num_rows,
-            "failed": sum(s not in SCORED_STATUSES for s in scores["status"].to_pylist())}
+            "failed": sum(s not in SCORED_STATUSES for s in scores["status"].to_pylist()), **outcome}
 
 
 def _judge_unit_fn(judge_json: str, prompts, roots: dict[str, list[str]]) -> Callable[[dict], dict]:
@@ -278,7 +270,9 @@ def run_judge(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) ->
 
     prompts = load_prompts(cfg.judge)
     if cfg.judge.backend == "openai":
-        _check_judge_servers(cfg.judge.urls)
+        from stages.judge.preflight import check_servers
+
+        check_servers(cfg.judge)  # every URL serves judge.model: fail now, naming the field
     elif cfg.judge.backend == "vllm":
         from stages.judge.vllm_backend import check_vllm_setup
 
@@ -293,46 +287,33 @@ def run_judge(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) ->
                   f"({', '.join(cfg.judge.urls) if cfg.judge.backend == 'openai' else 'in-process'}); "
                   f"{len(units)} units, {len(units) - len(pending)} already done or deferred")
     t0 = time.time()
+    from stages.judge.preflight import JudgeOutcome
+
+    outcome = JudgeOutcome()
     with Progress("vlm-filter", len(pending)) as progress:
         if cfg.judge.backend == "vllm":  # vLLM replicas as Ray Data actors (stages/judge/vllm_backend.py)
             from stages.judge.vllm_backend import score_units_with_vllm
 
             for row in score_units_with_vllm(pending, cfg.judge, prompts, _dataset_roots(cfg)):
                 progress.advance(row)
+                outcome.add(row)
         else:
             fn = _judge_unit_fn(cfg.judge.model_dump_json(), prompts, _dataset_roots(cfg))
-            for _ in map_units(fn, pending, progress, max_concurrency=cfg.judge.parallel_units):
-                pass
+            for row in map_units(fn, pending, progress, max_concurrency=cfg.judge.parallel_units):
+                outcome.add(row)
+    outcome.check()  # every request failed at the server: exit non-zero with the commonest error
     rows = status.judge_counts(catalog.connect(workdir))
     return StageReport("vlm-filter", len(units), len(pending), time.time() - t0, rows,
                        ["dataset", "judged", "scored", "failed"])
 
 
-def _check_judge_servers(urls: list[str], timeout_s: float = 5.0) -> None:
-    """Fail at once, naming the field, when no judge server answers (rather than retrying every sample)."""
-    import urllib.error
-    import urllib.request
-
-    for url in urls:
-        try:
-            with urllib.request.urlopen(url.rstrip("/") + "/models", timeout=timeout_s):
-                return
-        except urllib.error.HTTPError:
-            return  # it answered (e.g. 401 without a key): the client will report per-row errors
-        except (urllib.error.URLError, OSError):
-            continue
-    raise ConfigError(
-        f"judge.urls: no judge server answers at {', '.join(urls)}. Start one (README: `vllm serve "
-        f"Qwen/Qwen2.5-VL-72B-Instruct ...`) and set judge.urls, or choose judge.backend: hf.")
-
-
 # ---------------------------------------------------------------- filter
 def run_filter(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) -> StageReport:
     """Thresholds and categories over the stored scores: cheap, so always recomputed whole."""
-    from filters.explain import selected_catalog
+    from filters.explain import no_scores_message, selected_catalog
 
-    if not list_parts(workdir, "scores"):
-        raise ConfigError(f"{workdir}: no scores yet; run `curate run --stage vlm-filter` first")
+    if no_scores_message(workdir):
+        raise ConfigError(no_scores_message(workdir))
     t0 = time.time()
     selected = selected_catalog(catalog.connect(workdir), cfg.filter)
     shutil.rmtree(table_dir(workdir, "selected"), ignore_errors=True)
@@ -393,7 +374,9 @@ def resolve_stages(stage: str) -> list[str]:
 
 def run(cfg: Config, stage: str = "all", workdir: Path | None = None, limit: int | None = None,
         ray_address: str | None = None, overwrite: bool = False) -> list[StageReport]:
-    workdir = Path(workdir or cfg.run.workdir)
+    # Absolute: Ray workers do not share the driver's cwd (issue 14: nothing may depend on how the
+    # workdir is spelled; the tables name parts relative to it, see manifests/repeats.py).
+    workdir = Path(workdir or cfg.run.workdir).absolute()
     stages = resolve_stages(stage)  # before anything is written: a bad --stage leaves no workdir
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(cfg.model_dump_json(indent=2))
@@ -401,7 +384,8 @@ def run(cfg: Config, stage: str = "all", workdir: Path | None = None, limit: int
     console.print(f"run: {', '.join(stages)} in {workdir} on {where}")
     reports = []
     for name in stages:
-        report = STAGES[name](cfg, workdir, limit, overwrite)
+        with StageClock(workdir, name, cfg, overwrite, remote=where.startswith("Ray cluster at")) as clock:
+            report = clock.report = STAGES[name](cfg, workdir, limit, overwrite)
         print_report(report)
         reports.append(report)
     return reports

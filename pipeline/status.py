@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from manifests import catalog
+from manifests import catalog, repeats
 from stages.judge.schema import SCORED_STATUSES
 
 _SCORED = "(" + ", ".join(f"'{x}'" for x in SCORED_STATUSES) + ")"
@@ -46,6 +46,10 @@ def stage_status(workdir: Path) -> list[list]:
     pending_units = len(set(units) - done_units)
     rows.append(["ingest", ok, failed, f"{pending_units} units" if pending_units else 0,
                  f"{len(units) - pending_units}/{len(units)} units done"])
+    n_repeats = repeats.count(workdir)
+    if "samples" in present:
+        rows.append(["repeats", n_repeats, 0, 0, "rows repeating an earlier sample id, dropped from "
+                     "samples (query the `repeats` view)"])
     if "samples" in present:
         done, pfail, pending = (sum(r[i] for r in probe_counts(con)) for i in (2, 3, 4))
         rows.append(["probe", done, pfail, pending, ""])
@@ -58,14 +62,25 @@ def stage_status(workdir: Path) -> list[list]:
                 "SELECT count(*) FILTER (kept), count(*) FILTER (NOT kept) FROM selected").fetchone()
             rows.append(["filter", kept, 0, 0, f"{rejected} rejected by a rule"])
             if "encoded" in present:
-                enc_ok, enc_fail, enc_samples = con.execute(
-                    "SELECT count(*) FILTER (error IS NULL), count(*) FILTER (error IS NOT NULL), "
-                    "count(DISTINCT sample_id) FROM encoded").fetchone()
-                rows.append(["encode", enc_ok, enc_fail, max(0, kept - enc_samples),
-                             "keys (sample x variant); pending = kept samples"])
+                rows.append(encode_row(con, kept))
+                enc_ok = rows[-1][1]
             if "shard_keys" in present:
                 sharded, n_shards = con.execute(
                     "SELECT count(*), count(DISTINCT shard) FROM shard_keys").fetchone()
                 rows.append(["shard", sharded, 0, max(0, (enc_ok if "encoded" in present else 0) - sharded),
                              f"{n_shards} shards; `curate verify` checks them"])
     return rows
+
+
+def encode_row(con, kept: int) -> list:
+    """Keys of kept samples (ok, failed), kept samples not encoded yet, and the keys of samples
+    no longer kept (left out of the shards; `curate prune` removes them)."""
+    ok, failed, done, stale = con.execute(
+        "WITH e AS (SELECT e.sample_id, e.error, coalesce(sel.kept, false) AS kept FROM encoded e "
+        "LEFT JOIN selected sel USING (sample_id)) "
+        "SELECT count(*) FILTER (kept AND error IS NULL), count(*) FILTER (kept AND error IS NOT NULL), "
+        "count(DISTINCT sample_id) FILTER (kept), count(*) FILTER (NOT kept) FROM e").fetchone()
+    note = "keys (sample x variant) of kept samples; pending = kept samples"
+    if stale:
+        note += f"; {stale} keys no longer kept (`curate prune` removes them)"
+    return ["encode", ok, failed, max(0, kept - done), note]

@@ -20,7 +20,6 @@ import io
 import os
 import re
 import stat
-import tarfile
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,6 +30,8 @@ import numpy as np
 import pyarrow as pa
 
 from manifests.schema import PROBES, SCHEMA_VERSION
+from stages.iso_index import cut_iso_file, video_index_problem
+from stages.tar_members import locate_member
 
 DECODE_CHECKS = ("decord", "pyav", "none")
 
@@ -105,48 +106,11 @@ def _check_file(path: str, roots: list[str] | None) -> int:
     return st.st_size
 
 
-@dataclass(frozen=True)
-class _TarIndex:
-    members: dict[str, tuple[int, int]]  # name -> (data offset, size)
-    complete: bool  # False when the tar ended (or broke) before its end-of-archive marker
-
-
-@lru_cache(maxsize=16)
-def _tar_index(path: str, mtime_ns: int, size: int) -> _TarIndex:
-    """Member offsets of a tar, read once per shard (a shard holds thousands of members)."""
-    members: dict[str, tuple[int, int]] = {}
-    complete = True
-    try:
-        # ignore_zeros: some published tars are several tars concatenated.
-        with tarfile.open(path, "r:", ignore_zeros=True) as tf:
-            while True:
-                try:
-                    m = tf.next()
-                except (tarfile.ReadError, EOFError):
-                    complete = False
-                    break
-                if m is None:
-                    break
-                if m.isfile():
-                    # Concatenated tars repeat names: the last one wins, as with
-                    # TarFile.getmember and GNU tar, which is what ingest (x2edit) points at.
-                    members[m.name] = (m.offset_data, m.size)
-    except tarfile.ReadError as e:
-        raise ProbeError("corrupt", f"not a readable tar: {path}: {e}") from None
-    return _TarIndex(members, complete)
-
-
 def _read_tar_member(path: str, member: str, roots: list[str] | None) -> bytes:
-    size = _check_file(path, roots)
-    index = _tar_index(path, os.stat(path).st_mtime_ns, size)
-    for name in (member, f"./{member}", member[2:] if member.startswith("./") else None):
-        if name in index.members:
-            offset, length = index.members[name]
-            break
-    else:
-        if not index.complete:
-            raise ProbeError("truncated", f"tar {path} ends before member {member!r}")
-        raise ProbeError("missing", f"no member {member!r} in {path}")
+    """A tar member's bytes; ``member`` is a name or ``<name>@<header offset>`` (see
+    stages.tar_members: concatenated tars repeat names, an offset names one member)."""
+    _check_file(path, roots)
+    offset, length = locate_member(path, member, ProbeError)
     if length == 0:
         raise ProbeError("zero_byte", f"empty tar member {member!r} in {path}")
     with open(path, "rb") as f:
@@ -234,35 +198,6 @@ def _binary(src: str | io.BytesIO) -> Iterator[IO[bytes]]:
 
 
 # ------------------------------------------------------------------ video
-def _cut_iso_file(f: IO[bytes]) -> str | None:
-    """Why an MP4/MOV that FFmpeg refused looks cut short, or None when it does not.
-
-    Walks the top-level boxes: a box running past the end of the file, or a complete file with no
-    ``moov`` (the index, written last by default), means the file was truncated."""
-    f.seek(0, os.SEEK_END)
-    size = f.tell()
-    pos, kinds = 0, []
-    while pos + 8 <= size:
-        f.seek(pos)
-        head = f.read(16)
-        box, kind = int.from_bytes(head[:4], "big"), head[4:8]
-        if not re.fullmatch(rb"[A-Za-z0-9 \xa9]{4}", kind) or (pos == 0 and kind != b"ftyp"):
-            return None  # not an ISO-BMFF box: plain garbage, not a cut file
-        if box == 1:
-            box = int.from_bytes(head[8:16], "big")
-        elif box == 0:
-            box = size - pos  # "to the end of the file"
-        if box < 8:
-            return None
-        kinds.append(kind.decode("latin-1"))
-        pos += box
-    if pos > size:
-        return f"box '{kinds[-1]}' runs {pos - size} bytes past the end of the file"
-    if kinds and "moov" not in kinds:
-        return "no 'moov' box (the index is missing)"
-    return None
-
-
 def _decord_first_frame(src: str | io.BytesIO) -> None:
     import decord
 
@@ -283,6 +218,23 @@ def _short(e: BaseException) -> str:
     return text[:200]
 
 
+def _raise_missing_video(src: str | io.BytesIO, container) -> None:
+    """No usable video stream: ``corrupt`` when the file's index is damaged (FFmpeg skips a garbled
+    ``moov`` and shows no streams), ``no_video_stream`` only for a file that really has none,
+    ``undecodable`` for a video track in a codec FFmpeg does not know."""
+    streams = [s.type for s in container.streams]
+    exposed = bool(container.streams.video)
+    with _binary(src) as f:
+        problem = video_index_problem(f, exposed)
+    if problem:
+        raise ProbeError("corrupt", problem)
+    if exposed:
+        raise ProbeError("undecodable", "the video stream's codec is unknown to FFmpeg")
+    if not streams:
+        raise ProbeError("corrupt", "the container holds no streams at all")
+    raise ProbeError("no_video_stream", f"streams: {streams}")
+
+
 def probe_video(src: str | io.BytesIO, decode_check: str = "decord") -> MediaInfo:
     import av
 
@@ -291,14 +243,15 @@ def probe_video(src: str | io.BytesIO, decode_check: str = "decord") -> MediaInf
         container = av.open(src, metadata_errors="replace")
     except (av.error.FFmpegError, UnicodeDecodeError) as e:
         with _binary(src) as f:
-            cut = _cut_iso_file(f)
+            cut = cut_iso_file(f)
         if cut:
             raise ProbeError("truncated", cut) from None
         raise ProbeError("corrupt", f"cannot open: {_short(e)}") from None
 
     with container:
-        if not container.streams.video:
-            raise ProbeError("no_video_stream", f"streams: {[s.type for s in container.streams]}")
+        video = container.streams.video
+        if not video or video[0].codec_context is None or video[0].codec_context.codec is None:
+            _raise_missing_video(src, container)
         stream = container.streams.video[0]
         ctx = stream.codec_context
         info.codec = getattr(ctx.codec, "canonical_name", None) or ctx.name
@@ -418,6 +371,20 @@ def _window_frames(info: MediaInfo, start: float | None, end: float | None,
     return int(np.count_nonzero((times >= start - 1e-6) & (times < end - 1e-6)))
 
 
+def _used_frames(info: MediaInfo, row: dict, tolerance_s: float) -> int:
+    """Frames the later stages use: inside the clip window, after the dataset's skip_frames."""
+    from stages.skip_frames import skipped_window
+
+    skip = row.get("skip_frames") or 0
+    if skip and info.frames is not None and info.frames <= skip:
+        raise ProbeError("window_out_of_range", f"{info.frames} frames, all inside the {skip} skipped "
+                                                f"leading frames (the dataset's skip_frames)")
+    start, end = skipped_window(row.get("clip_start_s"), row.get("clip_end_s"), skip, info.fps)
+    if skip and row.get("clip_start_s") is None and row.get("clip_end_s") is None:
+        return info.frames - skip  # no window: every frame after the skipped ones
+    return _window_frames(info, start, end, tolerance_s)
+
+
 class _ProbeCache:
     """Last few results by (uri, modality, roots): Koala clips are windows of one long video,
     listed one after another, so its file is opened once per batch, not once per clip. The roots
@@ -472,8 +439,8 @@ def _probe_row(row: dict, decode_check: str, roots: list[str] | None, cache: _Pr
                 out[f"{role}_{name}"] = getattr(info, name)
     if target is not None:
         try:
-            out["window_frames"] = target.frames if modality == "image" else _window_frames(
-                target, row.get("clip_start_s"), row.get("clip_end_s"), tolerance_s)
+            out["window_frames"] = target.frames if modality == "image" else _used_frames(
+                target, row, tolerance_s)
         except ProbeError as e:
             errors.append((e.kind, f"target: {e.kind}: {e.message}"))
     if errors:
@@ -497,6 +464,7 @@ def probe_table(samples: pa.Table, decode_check: str = "decord",
     cache = _ProbeCache()
     names = ["sample_id", "dataset", "modality", "source_uri", "target_uri",
              "clip_start_s", "clip_end_s", "error"]
+    names += [c for c in ("skip_frames",) if c in samples.column_names]  # older samples parts lack it
     rows = []
     for row in samples.select(names).to_pylist():
         if row["error"] is not None:

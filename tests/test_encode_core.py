@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
@@ -286,9 +287,21 @@ def test_determinism_same_bytes_from_fresh_encoders(tmp_path, tiny_models, encod
     assert records(SEED) == records(SEED) != records(SEED + 1)
 
 
+def test_a_keys_bytes_do_not_depend_on_its_unit_mates(tmp_path, tiny_models, encoders):
+    """A sample encoded with others gives the rows it gives alone: a re-curation that encodes the
+    newly kept samples in units of their own writes what a fresh run writes."""
+    cfg = encode_config(tiny_models, ["pretext.mode=all"])
+    together = encode_table(_decoded(tmp_path, cfg), encoders, cfg.encode, cfg.pretext, SEED)
+    for i in range(len(_decoded(tmp_path, cfg))):
+        alone = encode_table(_decoded(tmp_path, cfg)[i:i + 1], encoders, cfg.encode, cfg.pretext, SEED)
+        sid = alone["sample_id"][0].as_py()
+        mask = pa.array([s == sid for s in together["sample_id"].to_pylist()])
+        assert together.filter(mask).equals(alone), sid
+
+
 def test_a_bad_sample_is_isolated(tmp_path, tiny_models, encoders):
-    """One sample the VAE cannot take (frames with 2 channels): the batch is retried one sample at
-    a time, the bad one becomes an encoder_error row, the others are encoded."""
+    """One sample the VAE cannot take (frames with 2 channels): samples are encoded one at a time,
+    the bad one becomes an encoder_error row, the others are encoded."""
     cfg = encode_config(tiny_models)
     good = _decoded(tmp_path, cfg)[1:]
     bad = DecodedSample({"sample_id": "reco:" + "f" * 16, "dataset": "reco", "modality": "video", "task": "edit",

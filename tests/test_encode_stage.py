@@ -81,13 +81,13 @@ def test_encode_stage_end_to_end(run):
     cols = [c[0] for c in con.execute("DESCRIBE encoded").fetchall()]
     assert "tensors" not in cols and "tensor_meta" in cols and "latent_shape" in cols
     assert con.execute("SELECT count(*) FROM encoded WHERE error IS NULL").fetchone()[0] == len(rows) - broken
-    # the report: per dataset, kept samples, keys, encoded keys, failed keys
+    # the report: per dataset, kept samples, keys, encoded keys, failed keys, keys no longer kept
     by_ds = {r[0]: tuple(r[1:]) for r in report.by_dataset}
     for ds in STAGE_DATASETS:
         n_kept = sum(1 for r in kept if r[1] == ds)
         n_keys = sum(1 for v in expected.values() if v[1] == ds)
         n_bad = sum(1 for v in expected.values() if v[1] == ds and BROKEN_VIDEO in v[2])
-        assert by_ds[ds] == (n_kept, n_keys, n_keys - n_bad, n_bad)
+        assert by_ds[ds] == (n_kept, n_keys, n_keys - n_bad, n_bad, 0)  # 0 keys of samples no longer kept
 
     # resume and determinism: a lost part is redone by a new actor with the same bytes
     before = part_digests(work, "encoded")

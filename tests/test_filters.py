@@ -19,7 +19,7 @@ CLIP = ["caption_alignment", "visual_quality", "motion_consistency"]
 
 JOINED = pa.schema([
     ("sample_id", pa.string()), ("dataset", pa.string()), ("modality", pa.string()), ("task", pa.string()),
-    ("source_uri", pa.string()), ("category", pa.string()), ("sample_error", pa.string()),
+    ("source_uri", pa.string()), ("category", pa.string()), ("instruction", pa.string()), ("sample_error", pa.string()),
     ("probe_error_kind", pa.string()), ("judge_status", pa.string()), ("judge_kind", pa.string()),
     *[f for m in ALL_METRICS for f in (pa.field(m, pa.int16()), pa.field(f"{m}_expected", pa.float64()))],
 ])
@@ -207,7 +207,7 @@ def catalog_for(rows) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.register("j", t)
     con.execute("CREATE VIEW samples AS SELECT sample_id, dataset, modality, task, source_uri, category, "
-                "sample_error AS error FROM j")
+                "instruction, sample_error AS error FROM j")
     con.execute("CREATE VIEW probes AS SELECT sample_id, probe_error_kind AS error_kind FROM j WHERE sample_error IS NULL")
     metric_cols = ", ".join(f'"{m}", "{m}_expected"' for m in ALL_METRICS)
     con.execute(f"CREATE VIEW scores AS SELECT sample_id, judge_status AS status, judge_kind AS kind, {metric_cols} "
@@ -245,6 +245,7 @@ def joined_rows(draw):
             category=draw(st.sampled_from([None, "style", "add", "subtitles", "background"])),
             scores={m: draw(score) for m in metrics}, expected={m: draw(expected_score) for m in metrics},
             sample_error=draw(st.sampled_from([None, None, None, "bad"])),
+            instruction=draw(st.sampled_from([None, "Add a hat.", "None", "ERROR in caption", "nonexistent"])),
         ))
     return rows
 
@@ -262,3 +263,16 @@ def test_joined_sql_without_scores_rejects_everything_as_unscored():
     assert "NULL::VARCHAR AS judge_status" in joined_sql(["samples", "probes"])
     got = selected_catalog(con, FilterConfig()).to_pylist()
     assert [r["rejected_by"] for r in got] == ["judge_status", "judge_status"]
+
+
+def test_reco_loader_rejected_instructions_have_their_own_rule():
+    rows = [video("ok", instruction="Add a hat."), video("err", instruction="Error: caption failed"),
+            video("none", instruction="None"), video("other_ds", dataset="ditto", category="style", instruction="None"),
+            video("bad_first", instruction="none", sample_error="missing")]
+    got = select(rows)
+    assert got == {"ok": None, "err": "rejected_instruction", "none": "rejected_instruction",
+                   "other_ds": None, "bad_first": "sample_error"}
+    assert "rejected_instruction" in rule_names(FilterConfig(), list(JOINED.names))
+    # the words are config: none at all turns the rule off
+    assert select(rows, FilterConfig(reject_instruction_words={}))["err"] is None
+    _same(rows, FilterConfig())

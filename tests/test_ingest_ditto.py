@@ -60,7 +60,7 @@ def test_ids_come_from_the_edited_path(corpus, rows):
     h = facts["hashes"]["style"]
     # Both spellings of an edited path (with and without `videos/`) give the id of the canonical one.
     for folder, n in (("global_style1", 1), ("global_style2", 2)):
-        sid = make_sample_id("ditto", f"{folder}/{h}_{n}.mp4")
+        sid = make_sample_id("ditto", f"{folder}/0000/{h}_{n}.mp4")
         assert rows[sid]["category_raw"] == folder and rows[sid]["category"] == "style"
 
 
@@ -82,21 +82,39 @@ def test_nested_extraction_and_videos_prefix(corpus, rows):
     local = by_edited(rows, "local")
     assert local["category"] == "local_change"
     h = facts["hashes"]["local"]
-    assert local["source_uri"] == str((root / "videos/source/source" / f"{h}.mp4").resolve())
+    assert local["source_uri"] == str((root / "videos/source/source/0001" / f"{h}.mp4").resolve())
+    assert local["target_uri"] == str((root / "videos/local/local/0001" / f"{h}_4.mp4").resolve())
+    assert local["sample_id"] == make_sample_id("ditto", f"local/0001/{h}_4.mp4")  # nesting is not in the id
     style2 = by_edited(rows, "global_style2")  # listed as videos/global_style2/...
-    assert style2["target_uri"].endswith(f"videos/global_style2/{facts['hashes']['style']}_2.mp4")
+    assert style2["target_uri"].endswith(f"videos/global_style2/0000/{facts['hashes']['style']}_2.mp4")
 
 
-def test_caption_from_source_video_captions(rows):
-    assert by_edited(rows, "global_style1")["caption"].startswith("A black swan")
-    assert by_edited(rows, "local")["caption"] is None
+def test_every_pair_gets_its_caption_keyed_without_source(corpus, rows):
+    _, facts = corpus
+    # the captions file spells paths 0000/<hash>.mp4, the metadata source/0000/<hash>.mp4
+    for folder, kind in (("global_style1", "style"), ("global_style2", "style"),
+                         ("global_freeform2", "freeform"), ("local", "local")):
+        assert by_edited(rows, folder)["caption"] == facts["captions"][kind]
+
+
+def test_caption_found_by_hash_when_the_folder_differs(tmp_path):
+    root = tmp_path / "d"
+    copy_clip(real_pairs()[0].edited, root / "videos/global_style1/0003/abc_1.mp4")
+    copy_clip(real_pairs()[0].source, root / "videos/source/0003/abc.mp4")
+    (root / "training_metadata").mkdir(parents=True)
+    (root / "training_metadata/m.json").write_text(json.dumps(
+        [{"source_path": "source/0003/abc.mp4", "instruction": "x", "edited_path": "global_style1/0003/abc_1.mp4"}]))
+    (root / "source_video_captions").mkdir()
+    (root / "source_video_captions/c.json").write_text(json.dumps([{"path": "9999/abc.mp4", "caption": "by hash"}]))
+    [row] = ingest(DittoConfig(root=root), tmp_path / "w").values()
+    assert row["error"] is None and row["caption"] == "by hash"
 
 
 def test_error_rows_keep_reason_and_record(rows):
     errors = {r["error"]: r for r in rows.values() if r["error"] is not None}
     missing = errors["missing or empty field: instruction"]
     assert missing["category_raw"] == "global_freeform1" and missing["category"] == "freeform"
-    assert json.loads(missing["raw_record"])["edited_path"].startswith("global_freeform1/")
+    assert json.loads(missing["raw_record"])["edited_path"].startswith("global_freeform1/0000/")
     escape = next(r for e, r in errors.items() if e.startswith("path escapes the dataset root"))
     assert "../../etc/passwd" in escape["error"] and escape["source_uri"] is None
     assert escape["sample_id"] == make_sample_id("ditto", "../../etc/passwd")
@@ -131,18 +149,20 @@ def test_edge_records(tmp_path):
     """Layouts the demo does not cover: no videos/ folder, absolute prefixes, odd records."""
     root = tmp_path / "ditto"
     copy_clip(real_pairs()[0].edited, root / "global_style1" / "global_style1" / "h_1.mp4")
+    copy_clip(real_pairs()[0].source, root / "videos/source/h.mp4")
     records = [
         {"source_path": "/mnt/authors/Ditto-1M/videos/source/h.mp4", "instruction": "  Make it a sketch. ",
          "edited_path": "global_style1/h_1.mp4", "clip_score": "0.75"},
         "not a record",
         {"source_path": "source/h.mp4", "instruction": "x", "edited_path": "/etc/passwd"},
         {"source_path": "source/h.mp4", "instruction": "", "edited_path": "weird/h_2.mp4"},
+        {"source_path": "source/h.mp4", "instruction": "x", "edited_path": "global_style2/0001/h_2.mp4"},
     ]
     (root / "training_metadata").mkdir()
     (root / "training_metadata" / "m.json").write_text(json.dumps({"data": records}))
     (root / "training_metadata" / "not_a_list.json").write_text(json.dumps("nope"))
     out = ingest(DittoConfig(root=root), tmp_path / "w")
-    assert len(out) == 5
+    assert len(out) == 6
     first = out[make_sample_id("ditto", "global_style1/h_1.mp4")]
     assert first["error"] is None and first["instruction"] == "Make it a sketch."
     # the nested-extraction variant at the root (no videos/ folder) is found
@@ -151,8 +171,12 @@ def test_edge_records(tmp_path):
     assert first["source_uri"] == str((root / "videos/source/h.mp4").resolve())
     assert dict(first["native_scores"]) == {"clip_score": 0.75}
     errors = sorted(r["error"] for r in out.values() if r["error"])
+    r = root.resolve()
+    tried = ", ".join(f"{r}/{p}global_style2/0001/h_2.mp4" for p in
+                      ("videos/", "videos/global_style2/", "", "global_style2/"))
     assert errors == [
         "missing or empty field: instruction",
+        f"not found: edited_path 'global_style2/0001/h_2.mp4'; looked in: {tried}",
         "path escapes the dataset root: '/etc/passwd'",
         "record is not a JSON object",
         "unreadable not_a_list.json: ValueError: expected a JSON list of records, got str",
@@ -165,6 +189,7 @@ def test_edge_records(tmp_path):
     ("global_style1/a_1.mp4", "global_style1/a_1.mp4"),
     ("videos/global_style1/a_1.mp4", "global_style1/a_1.mp4"),
     ("./videos//source/source/a.mp4", "source/a.mp4"),
+    ("videos/source/source/0000/a.mp4", "source/0000/a.mp4"),
     ("/data/Ditto-1M/videos/local/a_3.mp4", "local/a_3.mp4"),
     ("videos/other/a.mp4", "other/a.mp4"),
     ("../../etc/passwd", "../../etc/passwd"),
@@ -188,3 +213,18 @@ def test_demo_build_is_idempotent(tmp_path):
     assert demo.build(tmp_path) == first
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == stamp
     assert sum(p.stat().st_size for p in stamp) < 3_000_000
+
+
+def test_symlink_leaving_the_root_is_a_path_escape(tmp_path):
+    outside = tmp_path / "outside"
+    copy_clip(real_pairs()[0].edited, outside / "x_1.mp4")
+    root = tmp_path / "d"
+    copy_clip(real_pairs()[0].source, root / "videos/source/0000/x.mp4")
+    (root / "videos/global_style1/0000").mkdir(parents=True)
+    (root / "videos/global_style1/0000/x_1.mp4").symlink_to(outside / "x_1.mp4")
+    (root / "training_metadata").mkdir()
+    (root / "training_metadata/m.json").write_text(json.dumps(
+        [{"source_path": "source/0000/x.mp4", "instruction": "x", "edited_path": "global_style1/0000/x_1.mp4"}]))
+    [row] = ingest(DittoConfig(root=root), tmp_path / "w").values()
+    assert row["error"].startswith("path escapes the dataset root through a symlink: 'videos/global_style1/0000/x_1.mp4' -> ")
+    assert row["target_uri"] is None and row["category"] == "style"

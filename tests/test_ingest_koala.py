@@ -55,7 +55,7 @@ def demo_root(tmp_path):
 
 def test_demo_rows_ids_windows_and_errors(demo_root, tmp_path):
     root, info = demo_root
-    cfg = KoalaConfig(root=root, video_root=info["video_root"])
+    cfg = KoalaConfig(root=root, video_root=info["video_root"], download="youtube")
     results, t = ingest(cfg, tmp_path / "w")
     assert [(r.rows, r.errors) for r in results] == [(info["rows"], info["errors"])]
     assert t.schema.equals(SAMPLES, check_metadata=False)
@@ -68,14 +68,16 @@ def test_demo_rows_ids_windows_and_errors(demo_root, tmp_path):
         assert row["category"] == "motion" and row["category"] in CATEGORIES and row["category_raw"] is None
         assert row["source_uri"] is None and row["subset"] == "Koala_36M_1"
         raw = json.loads(row["raw_record"])
-        assert raw["videoID"] == vid and raw["timestamp"] == ts and raw["url"].endswith(vid)
+        assert raw["videoID"] == vid and raw["timestamp"] == ts and raw["url"].endswith(demo.youtube_id(vid))
+        assert json.loads(row["extra"]) == {"youtube_id": demo.youtube_id(vid)}
         assert dict(row["native_scores"]) == dict(zip(demo.COLUMNS[4:], scores))
         if row["error"] is None:
             m = re.match(TIMESTAMP_RE, ts)
             assert row["sample_id"] == make_sample_id("koala", vid, m.group(1), m.group(5))
             assert row["caption"] == row["instruction"] == caption
             target = Path(row["target_uri"])
-            assert target == Path(info["video_root"]).resolve() / f"{vid}.mp4" and target.is_file()
+            # whole YouTube videos: the clip's videoID is <youtube_id>_<n>, the file <youtube_id>.mp4
+            assert target == Path(info["video_root"]).resolve() / f"{demo.youtube_id(vid)}.mp4" and target.is_file()
             with av.open(str(target)) as container:  # the demo windows lie inside the real clips
                 assert 0 <= row["clip_start_s"] < row["clip_end_s"] <= container.duration / 1e6
         else:
@@ -93,7 +95,7 @@ def test_demo_rows_ids_windows_and_errors(demo_root, tmp_path):
 
 def test_reruns_give_the_same_ids_and_bytes(demo_root, tmp_path):
     root, info = demo_root
-    cfg = KoalaConfig(root=root, video_root=info["video_root"])
+    cfg = KoalaConfig(root=root, video_root=info["video_root"], download="youtube")
     _, a = ingest(cfg, tmp_path / "w1")
     _, b = ingest(cfg, tmp_path / "w2")
     assert a["sample_id"].to_pylist() == b["sample_id"].to_pylist()
@@ -124,7 +126,7 @@ def test_cut_files_pattern_and_edge_rows(tmp_path):
     write_csv(root / "Koala_36M_2.csv", rows)
     videos = tmp_path / "cut"
     videos.mkdir()
-    cfg = KoalaConfig(root=root, video_root=videos, files_are_cut=True,
+    cfg = KoalaConfig(root=root, video_root=videos, download="clips",
                       video_pattern="{videoID}/{start_s}-{end_s}_{start}.mp4")
     results, t = ingest(cfg, tmp_path / "w")
     got = t.to_pylist()
@@ -160,7 +162,7 @@ def test_invalid_utf8_costs_only_the_bad_characters(tmp_path):
         f.write(f"v1,u,\"{good}\",caf\xe9 ok\n".encode("latin-1"))  # latin-1 byte, not UTF-8
         f.write(f"v2,u,\"{good}\",fine\n".encode())
         f.write(b"short,row\n")  # reported once, though its block is parsed twice
-    _, t = ingest(KoalaConfig(root=tmp_path, video_root=tmp_path), tmp_path / "w")
+    _, t = ingest(KoalaConfig(root=tmp_path, video_root=tmp_path, download="youtube"), tmp_path / "w")
     assert t["caption"].to_pylist() == ["caf\ufffd ok", "fine", None]
     assert t["error"].to_pylist() == [None, None, "malformed CSV row: 2 fields, expected 4"]
 
@@ -183,7 +185,7 @@ def test_units_are_csvs_in_natural_order(tmp_path):
     for n in (10, 2, 1):
         write_csv(tmp_path / f"Koala_36M_{n}.csv", [[f"vid{n}", "u", "['0:00:00', '0:00:01']", "c", 1, 1, 1, 1]])
     (tmp_path / "notes.csv").write_text("ignored\n")
-    units = KoalaAdapter(KoalaConfig(root=tmp_path, video_root=tmp_path)).units()
+    units = KoalaAdapter(KoalaConfig(root=tmp_path, video_root=tmp_path, download="youtube")).units()
     assert [Path(u.path).name for u in units] == ["Koala_36M_1.csv", "Koala_36M_2.csv", "Koala_36M_10.csv"]
     assert len({u.key for u in units}) == 3
 
@@ -191,7 +193,7 @@ def test_units_are_csvs_in_natural_order(tmp_path):
 def test_header_without_required_columns_is_a_unit_error(tmp_path):
     write_csv(tmp_path / "Koala_36M_1.csv", [["v", "u", "['0:00:00', '0:00:01']"]],
               header=["videoID", "url", "timestamp"])
-    results, t = ingest(KoalaConfig(root=tmp_path, video_root=tmp_path), tmp_path / "w")
+    results, t = ingest(KoalaConfig(root=tmp_path, video_root=tmp_path, download="youtube"), tmp_path / "w")
     assert (results[0].rows, results[0].errors) == (1, 1)
     assert "lacks required columns ['caption']" in t["error"][0].as_py()
 
@@ -200,7 +202,7 @@ def test_header_without_required_columns_is_a_unit_error(tmp_path):
                                      "{start_s:.1f}.mp4"])
 def test_bad_video_pattern_fails_the_unit_loudly(demo_root, tmp_path, pattern):
     root, info = demo_root
-    cfg = KoalaConfig(root=root, video_root=info["video_root"], video_pattern=pattern)
+    cfg = KoalaConfig(root=root, video_root=info["video_root"], download="youtube", video_pattern=pattern)
     results, t = ingest(cfg, tmp_path / "w")
     assert (results[0].rows, results[0].errors) == (1, 1)
     assert "video_pattern" in t["error"][0].as_py()
@@ -214,7 +216,7 @@ def test_streams_in_bounded_blocks(tmp_path):
         f.write("short,row\nshort,row\nx,y,z,w,1,2,3,4,5\n")
     size_mb = path.stat().st_size / 2**20
     assert size_mb > 4
-    cfg = KoalaConfig(root=tmp_path / "k", video_root=tmp_path / "videos", read_block_mb=1)
+    cfg = KoalaConfig(root=tmp_path / "k", video_root=tmp_path / "videos", download="youtube", read_block_mb=1)
     adapter = KoalaAdapter(cfg)
     (unit,) = adapter.units()
     tables = [x for x in adapter.read(unit) if isinstance(x, pa.Table)]
@@ -271,3 +273,55 @@ def test_block_reader_matches_a_whole_file_read(tmp_path, rows, block, bom, crlf
     whole = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(newlines_in_values=True),
                            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in blocks.columns}))
     assert got == whole.to_pylist() and len(got) == len(rows)
+
+
+def test_config_naming_no_download_form_fails_naming_the_field_and_both_choices(tmp_path):
+    from pipeline.config import ConfigError, load_config
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"datasets:\n  koala:\n    root: {tmp_path}\n    video_root: {tmp_path}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg)
+    msg = str(e.value)
+    assert "datasets.koala.download" in msg and "'youtube'" in msg and "'clips'" in msg
+
+
+def test_precut_clips_form_points_at_videoid_files_without_a_window(demo_root, tmp_path):
+    root, info = demo_root
+    cfg = KoalaConfig(root=root, video_root=info["clips_root"], download="clips")
+    _, t = ingest(cfg, tmp_path / "w")
+    rows = [r for r in t.to_pylist() if r["error"] is None]
+    assert len(rows) == info["rows"] - info["errors"]
+    for row in rows:
+        vid = json.loads(row["raw_record"])["videoID"]
+        target = Path(row["target_uri"])
+        assert target == Path(info["clips_root"]).resolve() / f"{vid}.mp4" and target.is_file()
+        assert row["clip_start_s"] is None and row["clip_end_s"] is None
+        with av.open(str(target)) as c:  # the pre-cut clip is about as long as its window
+            m = re.match(TIMESTAMP_RE, json.loads(row["raw_record"])["timestamp"])
+            window = (float(m.group(8)) - float(m.group(4))) + 60 * (int(m.group(7)) - int(m.group(3)))
+            assert abs(c.duration / 1e6 - window) < 0.2
+
+
+def test_youtube_id_from_url_or_from_videoid(tmp_path):
+    root = tmp_path / "k"
+    root.mkdir()
+    ts = "['00:00:01.000', '00:00:02.000']"
+    write_csv(root / "Koala_36M_1.csv", [
+        ["abcdefghijk_12", "https://www.youtube.com/watch?v=ZYXWVUTSRQP&t=3", ts, "url wins", 1, 2, 3, 4],
+        ["a_b-cdefghi_3", "", ts, "no url", 1, 2, 3, 4],
+        ["x_1", "https://youtu.be/A1b2C3d4E5f", ts, "short url", 1, 2, 3, 4],
+        ["plainid", "not a url", ts, "no suffix", 1, 2, 3, 4],
+    ])
+    cfg = KoalaConfig(root=root, video_root=tmp_path, download="youtube")
+    _, t = ingest(cfg, tmp_path / "w")
+    got = {r["caption"]: r for r in t.to_pylist()}
+    want = {"url wins": "ZYXWVUTSRQP", "no url": "a_b-cdefghi", "short url": "A1b2C3d4E5f", "no suffix": "plainid"}
+    for caption, yt in want.items():
+        assert got[caption]["target_uri"] == f"{tmp_path.resolve()}/{yt}.mp4"
+        assert json.loads(got[caption]["extra"])["youtube_id"] == yt
+        assert got[caption]["clip_start_s"] == 1.0 and got[caption]["clip_end_s"] == 2.0
+    # the pattern may name both ids
+    cfg = KoalaConfig(root=root, video_root=tmp_path, download="clips", video_pattern="{youtube_id}/{videoID}.mp4")
+    _, t = ingest(cfg, tmp_path / "w2")
+    assert {r["target_uri"] for r in t.to_pylist()} >= {f"{tmp_path.resolve()}/ZYXWVUTSRQP/abcdefghijk_12.mp4"}

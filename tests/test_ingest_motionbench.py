@@ -10,6 +10,7 @@ from manifests.io import list_parts, read_table
 from manifests.schema import CATEGORIES, SAMPLES, make_sample_id
 from pipeline.config import MotionBenchConfig
 from pipeline.demo import motionbench as demo
+from pipeline.demo.media import CLIPS_DIR, copy_clip
 from stages.ingest.core import ingest_unit
 from stages.ingest.motionbench import MotionBenchAdapter
 
@@ -67,6 +68,8 @@ def test_reruns_give_the_same_ids_and_bytes(demo_root, tmp_path):
 def test_video_path_spellings_and_odd_records(tmp_path):
     split = tmp_path / demo.SPLIT
     (split / "videos").mkdir(parents=True)
+    for name in ("a.mp4", "b.mp4", "c.mp4", "sub/d.mp4"):
+        copy_clip(CLIPS_DIR / "hl01_source.mp4", split / "videos" / name)
     lines = [
         {"video_path": "a.mp4", "motion_caption": "bare name"},
         {"video_path": "videos/b.mp4", "motion_caption": "relative to the split folder"},
@@ -75,6 +78,8 @@ def test_video_path_spellings_and_odd_records(tmp_path):
         {"video_path": "/etc/passwd", "motion_caption": "absolute"},
         {"motion_caption": "no path"},
         ["not", "an", "object"],
+        {"video_path": "e.mp4", "motion_caption": "not downloaded"},
+        {"video": "a.mp4", "caption": "other field names"},
     ]
     (split / "train.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     # the QA split sits beside it and must not be read
@@ -89,6 +94,9 @@ def test_video_path_spellings_and_odd_records(tmp_path):
     assert rows[4]["error"].startswith("path escapes the dataset root")
     assert rows[5]["error"] == "missing video_path"
     assert rows[6]["error"] == "line 7 is not a JSON object"
+    assert rows[7]["error"] == (f"not found: video_path 'e.mp4'; looked in: {videos / 'e.mp4'}, "
+                                f"members of {demo.SPLIT}/videos/*.tar")
+    assert rows[8]["target_uri"] == str(videos / "a.mp4") and rows[8]["caption"] == "other field names"
     assert not any("qa.mp4" in r["raw_record"] for r in rows)
 
 
@@ -96,3 +104,17 @@ def test_missing_jsonl_is_a_unit_error(tmp_path):
     results, t = ingest(MotionBenchConfig(root=tmp_path), tmp_path / "w")
     assert (results[0].rows, results[0].errors) == (1, 1)
     assert "FileNotFoundError" in t["error"][0].as_py()
+
+
+def test_videos_packed_in_tar_shards(tmp_path):
+    import tarfile
+
+    split = tmp_path / demo.SPLIT
+    (split / "videos").mkdir(parents=True)
+    with tarfile.open(split / "videos" / "videos_00.tar", "w") as tf:
+        tf.add(CLIPS_DIR / "hl01_source.mp4", arcname="x.mp4")
+    (split / "train.jsonl").write_text(json.dumps({"video_path": "x.mp4", "motion_caption": "in a shard"}) + "\n")
+    _, t = ingest(MotionBenchConfig(root=tmp_path), tmp_path / "w")
+    [row] = t.to_pylist()
+    assert row["error"] is None
+    assert row["target_uri"] == f"tar://{(split / 'videos' / 'videos_00.tar').resolve()}#x.mp4"

@@ -38,9 +38,9 @@ def jsonl_root(tmp_path) -> tuple[Path, dict]:
 def test_jsonl_layout_rows_categories_and_uris(jsonl_root, tmp_path):
     root, facts = jsonl_root
     rows = run(root, tmp_path / "w")
-    assert len(rows) == facts["rows"] == 7
+    assert len(rows) == facts["rows"] - 3 == 7  # part 1 only: part2_root not configured
     errors = [r for r in rows.values() if r["error"]]
-    assert len(errors) == facts["errors"] == 3
+    assert len(errors) == facts["errors"] - 1 == 3
     for sid, category in facts["categories"].items():
         r = rows[nid(sid)]
         assert r["error"] is None
@@ -126,8 +126,9 @@ def test_same_ids_in_both_layouts_and_layout_choice(tmp_path):
     demo.build_parquet(root)
     auto = NHREditAdapter(NHREditConfig(root=root)).units()
     assert [u.params["layout"] for u in auto] == ["jsonl"]  # auto prefers the jsonl layout
-    forced = NHREditAdapter(NHREditConfig(root=root, layout="parquet")).units()
-    assert [u.params["layout"] for u in forced] == ["parquet"]
+    forced = NHREditAdapter(NHREditConfig(root=root, layout="parquet", part2_root=root / demo.PART2)).units()
+    # part 1's parquet file, and part 2's (read as its own root, not twice)
+    assert [(u.params["layout"], u.params["tag"]) for u in forced] == [("parquet", None), ("parquet", "part2")]
     jl = run(root, tmp_path / "j")
     pqr = run(root, tmp_path / "p", layout="parquet")
     ok = {nid(s) for s in demo.build(root)["ok_ids"]}
@@ -167,3 +168,45 @@ def test_file_name_spellings_and_fallback_key(tmp_path):
     assert fine["sample_id"] == make_sample_id("nhr_edit", "files", "train/images/02/a.jpg", "02/b.jpg")
     bad = next(r for r in rows if r["error"])
     assert bad["error"] == "missing source_file_name"
+
+
+def test_part2_repository_in_the_short_parquet_form(jsonl_root, tmp_path):
+    """NHR-Edit-part2 is its own repository: a second root, here in the parquet form with only
+    ``source_image, edit_instruction, edited_image`` (no sample_id: rows keyed by file and row)."""
+    root, facts = jsonl_root
+    part2 = (root / facts["part2_root"]).resolve()
+    rows = run(root, tmp_path / "w", part2_root=part2)
+    assert len(rows) == facts["rows"] == 10
+    assert sum(bool(r["error"]) for r in rows.values()) == facts["errors"] == 4
+    pq_path = part2 / "data" / "train-00000-of-00001.parquet"
+    second = [r for r in rows.values() if r["source_uri"] and r["source_uri"].startswith("parquet://")]
+    assert len(second) == 3
+    by_row = {int(r["source_uri"].split("#")[1].split("/")[0]): r for r in second}
+    for i, (instruction, _) in enumerate(demo.PART2_FORM):
+        r = by_row[i]
+        assert r["sample_id"] == make_sample_id("nhr_edit", "position", "part2:data/train-00000-of-00001.parquet", i)
+        assert r["source_uri"] == f"parquet://{pq_path}#{i}/source_image"
+        assert r["target_uri"] == f"parquet://{pq_path}#{i}/edited_image"
+        assert r["instruction"] == (instruction or None)
+    assert by_row[2]["error"] == "empty edit_instruction"
+    # the part-1 rows are unchanged by adding the second root
+    assert {nid(s) for s in facts["ok_ids"]} <= set(rows)
+    (tmp_path / "empty").mkdir()
+    missing = run(root, tmp_path / "w2", part2_root=tmp_path / "empty")  # a folder with no NHR layout
+    assert any("(part2_root, layout=auto)" in (r["error"] or "") for r in missing.values())
+
+
+def test_parquet_with_file_names_and_extra(tmp_path):
+    """A parquet export holding the jsonl's file names (strings) instead of bytes."""
+    import pyarrow as pa
+
+    root = tmp_path / "nhrnames"
+    demo.build(root)
+    recs = [json.loads(x) for x in (root / "train" / "metadata.jsonl").read_text().splitlines()[:2]]
+    (root / "train" / "metadata.jsonl").unlink()
+    pq.write_table(pa.Table.from_pylist(recs), root / "names.parquet")
+    rows = run(root, tmp_path / "w")
+    r = rows[nid("nhr-000001")]
+    assert r["source_uri"] == str((root / "train" / "images" / "00" / "image_001_original.jpg").resolve())
+    assert Path(r["target_uri"]).is_file() and r["error"] is None
+    assert json.loads(r["extra"]) == {"kind": "local", "style": "photo", "width": 128, "height": 96}

@@ -49,26 +49,51 @@ def test_counts_and_categories(corpus, rows):
         assert isinstance(json.loads(r["raw_record"]), dict)
 
 
-def test_both_separators_give_the_pairs(corpus, rows):
-    root, _ = corpus
-    local = rows[make_sample_id("openve", "local_change/edited/hl07.mp4")]  # ';'-separated file
-    assert (local["subset"], local["category_raw"], local["category"]) == ("Local_Change", "Local_Change", "local_change")
-    assert local["target_uri"] == str((root / "local_change/edited/hl07.mp4").resolve())
-    assert local["source_uri"] == str((root / "local_change/original/hl07.mp4").resolve())
-    bg = rows[make_sample_id("openve", "background_change/edited/hl01.mp4")]  # ','-separated, quoted commas
-    assert bg["category"] == "background" and bg["instruction"].startswith("Replace the background with")
-    assert "," in bg["instruction"] and bg["error"] is None
+def test_csv_files_pairs_relative_to_videos(corpus, rows):
+    root, facts = corpus
+    local = rows[make_sample_id("openve", "local_change/edited/hl07.mp4")]
+    assert (local["subset"], local["category_raw"], local["category"]) == ("local_change", "local_change", "local_change")
+    assert local["target_uri"] == str((root / "videos/local_change/edited/hl07.mp4").resolve())
+    assert local["source_uri"] == str((root / "videos/local_change/original/hl07.mp4").resolve())
+    assert local["instruction"] and local["skip_frames"] == facts["skip_frames"] == 4
+    bg = rows[make_sample_id("openve", "background_change/edited/hl01.mp4")]  # the separator inside a quoted prompt
+    assert bg["category"] == "background" and bg["instruction"].endswith("; keep the lighting")
+    assert bg["error"] is None
+    add = rows[make_sample_id("openve", "local_add/edited/zs02.mp4")]
+    assert (add["category_raw"], add["category"], add["error"]) == ("local_add", "add", None)
+    assert add["target_uri"] == str((root / "videos/local_add/edited/zs02.mp4").resolve())
     for r in rows.values():
         for uri in (r["source_uri"], r["target_uri"]):
             if uri is not None:
                 assert Path(uri).is_file() and Path(uri).is_relative_to(root.resolve())
 
 
-def test_paths_relative_to_the_csv_folder(corpus, rows):
+def test_video_root_setting_and_skip_frames(corpus, tmp_path):
     root, _ = corpus
-    add = rows[make_sample_id("openve", "edited/zs02.mp4")]
-    assert (add["category_raw"], add["category"], add["error"]) == ("Local_Add_train", "add", None)
-    assert add["target_uri"] == str((root / "local_add/edited/zs02.mp4").resolve())
+    # CSVs in one place, the videos elsewhere (video_root): the CSV paths start there.
+    elsewhere = tmp_path / "disk2"
+    pair = real_pairs()[0]
+    copy_clip(pair.edited, elsewhere / "global_style/e.mp4")
+    copy_clip(pair.source, elsewhere / "global_style/s.mp4")
+    meta = tmp_path / "meta"
+    (meta / "csv_files").mkdir(parents=True)
+    (meta / "csv_files/global_style.csv").write_text("video;original_video;prompt\n"
+                                                     "global_style/e.mp4;global_style/s.mp4;Make it an oil painting.\n"
+                                                     "global_style/x.mp4;global_style/s.mp4;Missing.\n")
+    out = ingest(OpenVEConfig(root=meta, video_root=elsewhere, skip_frames=0), tmp_path / "w")
+    ok = out[make_sample_id("openve", "global_style/e.mp4")]
+    assert ok["target_uri"] == str((elsewhere / "global_style/e.mp4").resolve()) and ok["category"] == "style"
+    assert ok["skip_frames"] == 0
+    # a prefix from the authors' machine is dropped up to videos/
+    (meta / "csv_files/global_style.csv").write_text("video;original_video;prompt\n"
+                                                     "/mnt/x/Lewandofski-OpenVE-3M/videos/global_style/e.mp4;"
+                                                     "OpenVE-3M/videos/global_style/s.mp4;Paint.\n")
+    [prefixed] = ingest(OpenVEConfig(root=meta, video_root=elsewhere), tmp_path / "w2").values()
+    assert prefixed["error"] is None and prefixed["target_uri"] == ok["target_uri"]
+    assert prefixed["source_uri"] == str((elsewhere / "global_style/s.mp4").resolve())
+    missing = out[make_sample_id("openve", "global_style/x.mp4")]
+    assert missing["error"] == (f"not found: video 'global_style/x.mp4'; looked in: "
+                                f"{(elsewhere / 'global_style/x.mp4').resolve()}")
 
 
 def test_bench_rows_have_a_source_and_no_target(corpus, rows):
@@ -81,16 +106,23 @@ def test_bench_rows_have_a_source_and_no_target(corpus, rows):
     assert bad["error"] == "missing or empty field: original_video" and bad["category"] == "creative"
 
 
-def test_error_rows(rows):
+def test_error_rows(corpus, rows):
+    root, _ = corpus
     errors = sorted(r["error"] for r in rows.values() if r["error"])
+    # looked for in videos/, the root, then the CSV's folder
+    tried = ", ".join(str((root / d / "local_change/original/never.mp4").resolve())
+                      for d in ("videos", ".", "csv_files"))
     assert errors == [
         "missing or empty field: original_video",
         "missing or empty field: prompt",
+        f"not found: original_video 'local_change/original/never.mp4'; looked in: {tried}",
         "path escapes the dataset root: '../../../etc/passwd'",
     ]
     empty = next(r for r in rows.values() if r["error"] == "missing or empty field: prompt")
     assert empty["sample_id"] == make_sample_id("openve", "local_change/edited/hl07_b.mp4")
     assert json.loads(empty["raw_record"])["video"] == "local_change/edited/hl07_b.mp4"
+    nf = next(r for r in rows.values() if (r["error"] or "").startswith("not found"))
+    assert nf["category"] == "local_change" and nf["source_uri"] is None
 
 
 def test_rerun_is_stable_and_byte_identical(corpus, tmp_path):
@@ -109,6 +141,8 @@ def test_explicit_separator_and_odd_csvs(tmp_path):
     pair = real_pairs()[0]
     copy_clip(pair.edited, root / "v/e.mp4")
     copy_clip(pair.source, root / "v/s.mp4")
+    copy_clip(pair.edited, root / "v/e3.mp4")
+    # No csv_files/ folder: any CSV under the root is read, paths relative to the root.
     (root / "Camera Multi-Shot Edit.csv").write_text(
         "video;original_video;prompt;quality_score\n"
         "v/e.mp4;v/s.mp4;Cut to a close-up.;4.5\n"

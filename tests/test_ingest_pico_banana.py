@@ -1,8 +1,10 @@
 """Pico-Banana-400K ingest: sft / preference / multi-turn JSON Lines, Open Images sources mapped
-by URL file name, the 35 edit types, error rows, stable ids."""
+through the Open Images CSV (URL -> ImageID), local_input_image, or the URL's file name; edited
+images under nb/; the 35 edit types; error rows listing the places tried; stable ids."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,12 +13,15 @@ from manifests.io import list_parts, read_table
 from manifests.schema import make_sample_id
 from pipeline.config import PicoBananaConfig
 from pipeline.demo import pico_banana as demo
+from pipeline.demo.media import write_image
 from stages.ingest.core import ingest_adapter
 from stages.ingest.pico_banana import PicoBananaAdapter, edit_category, url_file_name
 
 
 def run(root: Path, workdir: Path, facts: dict, **cfg) -> list[dict]:
     cfg.setdefault("image_root", facts["image_root"])
+    if "openimages_csv" in facts:
+        cfg.setdefault("openimages_csv", facts["openimages_csv"])
     adapter = PicoBananaAdapter(PicoBananaConfig(root=root, **cfg))
     ingest_adapter(adapter, workdir)
     return read_table(workdir, "samples").to_pylist()
@@ -32,9 +37,9 @@ def test_sft_default_rows(corpus, tmp_path):
     root, facts = corpus
     rows = run(root, tmp_path / "w", facts)
     assert len(rows) == facts["rows"] == 5
-    assert sum(bool(r["error"]) for r in rows) == facts["errors"] == 2
+    assert sum(bool(r["error"]) for r in rows) == facts["errors"] == 3
     fine = {json.loads(r["raw_record"])["output_image"]: r for r in rows if not r["error"]}
-    assert set(fine) == {"images/positive-edit/1.png", "images/positive-edit/2.png", "images/positive-edit/3.png"}
+    assert set(fine) == {"images/positive-edit/1.png", "images/positive-edit/2.png"}
     image_root = Path(facts["image_root"]).resolve()
     for output, r in fine.items():
         raw = json.loads(r["raw_record"])
@@ -43,15 +48,17 @@ def test_sft_default_rows(corpus, tmp_path):
         assert r["license"] == "CC-BY-NC-ND-4.0"
         assert r["instruction"] == raw["text"] and r["alt_instructions"] == [raw["summarized_text"]]
         assert r["category_raw"] == raw["edit_type"]
-        assert r["target_uri"] == str((root / output).resolve()) and Path(r["target_uri"]).is_file()
-        # the source is the URL's file name under image_root; the URL stays in raw_record
-        assert r["source_uri"] == str(image_root / raw["open_image_input_url"].rsplit("/", 1)[1])
-    assert [fine[f"images/positive-edit/{i}.png"]["category"] for i in (1, 2, 3)] == ["remove", "style", "tone"]
-    # a photo the user did not download: the row is fine, the probe stage reports it missing
-    missing = fine["images/positive-edit/3.png"]
-    assert missing["error"] is None and not Path(missing["source_uri"]).exists()
-    assert Path(missing["source_uri"]).name == facts["missing_source"]
-    assert all(Path(fine[f"images/positive-edit/{i}.png"]["source_uri"]).is_file() for i in (1, 2))
+        # edited images are relative to Apple's nb/ folder
+        assert r["target_uri"] == str((root / "nb" / output).resolve()) and Path(r["target_uri"]).is_file()
+    # the URL maps to an ImageID through the Open Images CSV: <image_root>/train_N/<ImageID>.jpg
+    one = fine["images/positive-edit/1.png"]
+    assert one["source_uri"] == str(image_root / "train_1" / f"{demo.image_id(1)}.jpg")
+    assert json.loads(one["extra"]) == {"image_id": demo.image_id(1)}
+    # local_input_image (Apple's mapping script, run from the corpus root) is used as written
+    two = fine["images/positive-edit/2.png"]
+    assert two["source_uri"] == str(image_root / "train_0" / f"{demo.image_id(2)}.jpg")
+    assert json.loads(two["raw_record"])["local_input_image"].startswith("openimages/train_0/")
+    assert [fine[f"images/positive-edit/{i}.png"]["category"] for i in (1, 2)] == ["remove", "style"]
 
 
 def test_sft_error_rows(corpus, tmp_path):
@@ -62,7 +69,25 @@ def test_sft_error_rows(corpus, tmp_path):
     assert reasons[1].startswith("line 3: malformed JSON")
     empty = next(r for r in errors if r["error"] == "empty text (instruction)")
     assert empty["category"] == "camera" and empty["target_uri"]  # known fields kept
+    # a photo the user did not download: the error lists every place looked in
+    image_root = Path(facts["image_root"]).resolve()
+    missing = next(r for r in errors if "not found" in r["error"])
+    assert missing["error"].startswith(f"not found: open_image_input_url '{demo._url(3)}'; looked in ")
+    for place in (image_root / facts["missing_source"], image_root / "train_0" / facts["missing_source"],
+                  image_root / "train_1" / facts["missing_source"]):
+        assert str(place) in missing["error"]
+    assert missing["category"] == "tone" and missing["target_uri"]
     assert all(r["raw_record"] for r in errors)
+
+
+def test_without_the_csv_the_error_says_how_to_map(corpus, tmp_path):
+    root, facts = corpus
+    rows = run(root, tmp_path / "w", {"image_root": facts["image_root"]})
+    one = next(r for r in rows if r["target_uri"] and r["target_uri"].endswith("positive-edit/1.png"))
+    assert "set datasets.pico_banana.openimages_csv" in one["error"]
+    # local_input_image needs no CSV
+    two = next(r for r in rows if r["target_uri"] and r["target_uri"].endswith("positive-edit/2.png"))
+    assert two["error"] is None
 
 
 def test_all_splits_and_multi_turn_chain(corpus, tmp_path):
@@ -76,11 +101,13 @@ def test_all_splits_and_multi_turn_chain(corpus, tmp_path):
     assert pref["target_uri"].endswith("images/positive-edit/11.png")
     pref_bad = next(r for r in rows if r["split"] == "preference" and r["error"])
     assert pref_bad["error"] == "output_image: missing output image path"
+    # fetched from Flickr directly: not in the CSV, found by the URL's file name
+    assert pref_bad["source_uri"] == str(Path(facts["image_root"]).resolve() / "1012_12a12b_o.jpg")
     turns = {r["sample_id"]: r for r in rows if r["split"] == "multi-turn"}
-    out = (root / "images" / "multi-turn").resolve()
+    out = (root / "nb" / "images" / "multi-turn").resolve()
     t1, t2, t3 = (turns[make_sample_id("pico_banana", "multi-turn", f"images/multi-turn/101_turn{k}.png", k)]
                   for k in (1, 2, 3))
-    assert t1["source_uri"] == str(Path(facts["image_root"]).resolve() / "1021_21a21b_o.jpg")
+    assert t1["source_uri"] == str(Path(facts["image_root"]).resolve() / "train_1" / f"{demo.image_id(21)}.jpg")
     assert t1["target_uri"] == str(out / "101_turn1.png") == t2["source_uri"]  # turn k-1 feeds turn k
     assert t2["target_uri"] == t3["source_uri"] and t3["target_uri"] == str(out / "101_turn3.png")
     assert [t["instruction"] for t in (t1, t2, t3)] == ["Add a vintage film grain", "Replace the sky with a sunset",
@@ -106,10 +133,15 @@ def test_ids_stable_and_parts_byte_identical(corpus, tmp_path):
 def test_output_root_and_missing_split_file(corpus, tmp_path):
     root, facts = corpus
     elsewhere = tmp_path / "outputs"
+    shutil.copytree(root / "nb" / "images", elsewhere / "images")
     rows = run(root, tmp_path / "w", facts, output_root=elsewhere)
     fine = [r for r in rows if not r["error"]]
     assert fine and all(r["target_uri"].startswith(str(elsewhere.resolve())) for r in fine)
-    (root / "jsonl" / "preference.jsonl").unlink()
+    # a configured output_root is the only place looked in
+    rows = run(root, tmp_path / "w1", facts, output_root=tmp_path / "empty")
+    lost = [r for r in rows if r["target_uri"] is None and "output_image" in (r["error"] or "")]
+    assert lost and all("; looked in " + str((tmp_path / "empty").resolve()) in r["error"] for r in lost)
+    (root / "nb" / "jsonl" / "preference.jsonl").unlink()
     (row,) = run(root, tmp_path / "w2", facts, splits=["preference"])
     assert row["error"] == "missing jsonl/preference.jsonl (split 'preference')"
 
@@ -172,11 +204,16 @@ def test_local_input_image_from_the_official_mapping_script(tmp_path):
     image_root.mkdir()
     base = {"open_image_input_url": "https://farm1.staticflickr.com/1/77_x_o.jpg", "text": "Add a hat",
             "edit_type": "Add a new object to the scene", "summarized_text": "Hat."}
+    for name in ("a", "b", "c"):
+        write_image(root / "images" / "positive-edit" / f"{name}.png", 16, 16)
+    for rel in ("train_0/0a1b2c.jpg", "77_x_o.jpg"):
+        write_image(image_root / rel, 16, 16)
+    write_image(tmp_path / "abs.jpg", 16, 16)
     recs = [dict(base, output_image="images/positive-edit/a.png", local_input_image="train_0/0a1b2c.jpg"),
             dict(base, output_image="images/positive-edit/b.png", local_input_image=str(tmp_path / "abs.jpg")),
             dict(base, output_image="images/positive-edit/c.png", local_input_image=None)]
     (root / "jsonl" / "sft.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
-    rows = run(root, tmp_path / "w", {"image_root": image_root})
+    rows = run(root, tmp_path / "w", {"image_root": image_root}, local_input_base=image_root)
     got = {Path(r["target_uri"]).name: r["source_uri"] for r in rows}
     assert got == {"a.png": str(image_root.resolve() / "train_0" / "0a1b2c.jpg"),
                    "b.png": str((tmp_path / "abs.jpg").resolve()),

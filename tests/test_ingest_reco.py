@@ -58,13 +58,29 @@ def test_counts_categories_and_uris(corpus, rows):
             assert r["instruction"] and uri_exists(r["source_uri"]) and uri_exists(r["target_uri"])
 
 
-def test_source_only_in_a_tar_shard(corpus, rows):
+def test_unextracted_shards_inside_the_video_folders(corpus, rows):
     root, facts = corpus
     row = rows[make_sample_id("reco", "remove/tar_videos/zs02_rm_0001.mp4")]
-    tar, member = facts["tar_member"].split("#")
-    assert row["source_uri"] == f"tar://{(root / tar).resolve()}#{member}"
-    assert row["target_uri"] == str((root / "remove/tar_videos/zs02_rm_0001.mp4").resolve())
-    assert row["instruction"].startswith("Remove the little girl")
+    for col, role in (("source_uri", "src_video"), ("target_uri", "tar_video")):
+        tar, member = facts["tar_members"][role].split("#")
+        assert row[col] == f"tar://{(root / tar).resolve()}#{member}"  # bare member name
+    assert row["instruction"].startswith("Remove the little girl") and row["error"] is None
+
+
+def test_mask_recorded_when_present(corpus, rows):
+    root, facts = corpus
+    add = rows[make_sample_id("reco", "add/tar_videos/zs02_0001.mp4")]
+    assert json.loads(add["extra"]) == {"mask_uri": str((root / facts["mask"]).resolve())}
+    assert rows[make_sample_id("reco", "remove/tar_videos/zs02_rm_0001.mp4")]["extra"] is None
+
+
+def test_loader_rejected_instructions_are_kept_for_the_filter(corpus, rows):
+    _, facts = corpus
+    flagged = [r for r in rows.values() if r["error"] is None
+               and any(w in r["instruction"].lower() for w in ("error", "none"))]
+    assert len(flagged) == facts["rejected_instruction"]
+    style = rows[make_sample_id("reco", "style/tar_videos/video1-a_Ukiyo-e_style.mp4")]
+    assert style["instruction"] == "None" and style["category"] == "style"
 
 
 def test_task_relative_paths_share_the_root_relative_id(corpus, rows):
@@ -83,6 +99,9 @@ def test_alt_instructions_and_error_rows(rows):
     escape = rows[make_sample_id("reco", "../../etc/passwd")]
     assert escape["error"] == "path escapes the dataset root: '../../etc/passwd'"
     assert escape["source_uri"] is None and escape["category"] == "replace"
+    nf = rows[make_sample_id("reco", "add/tar_videos/zs02_0003.mp4")]
+    assert nf["error"].startswith("not found: src_video 'add/src_videos/zs02_0003.mp4'; looked in: ")
+    assert "members of add/src_videos/*.tar or add/*.tar" in nf["error"]
 
 
 def test_rerun_is_stable_and_byte_identical(corpus, tmp_path):
@@ -99,13 +118,14 @@ def test_rerun_is_stable_and_byte_identical(corpus, tmp_path):
 def test_tasks_config_selects_units(corpus, tmp_path):
     root, _ = corpus
     out = ingest(ReCoConfig(root=root, tasks=["style", "remove"]), tmp_path)
-    assert sorted(r["category"] for r in out.values()) == ["remove", "style"]
+    assert sorted(r["category"] for r in out.values()) == ["remove", "style", "style"]
 
 
 def test_missing_task_and_odd_records(tmp_path):
     root = tmp_path / "reco"
     pair = real_pairs()[0]
-    # Shards of both kinds hold a member named x.mp4: the src/tar role in the shard name decides.
+    # Older layout: shards in the task folder. Shards of both kinds hold a member named x.mp4:
+    # the src/tar role in the shard name decides.
     (root / "add").mkdir(parents=True)
     for kind, clip in (("src", pair.source), ("tar", pair.edited)):
         with tarfile.open(root / "add" / f"add_{kind}_video_00.tar", "w") as tf:
@@ -126,13 +146,14 @@ def test_missing_task_and_odd_records(tmp_path):
     assert x["source_uri"] == f"tar://{add_dir}/add_src_video_00.tar#./src_videos_flat/x.mp4"
     assert x["target_uri"] == f"tar://{add_dir}/add_tar_video_00.tar#./tar_videos_flat/x.mp4"
     assert dict(x["native_scores"]) == {"clip_score": 0.5}
-    # Found nowhere: the extracted spelling is kept and the probe stage reports it missing.
+    # Found nowhere: an error row saying where it looked.
     y = out[make_sample_id("reco", "add/tar_videos/y.mp4")]
-    assert y["error"] is None and y["target_uri"] == str(add_dir / "tar_videos/y.mp4")
+    assert y["error"] == (f"not found: src_video 'add/src_videos/y.mp4'; looked in: {add_dir}/src_videos/y.mp4, "
+                          f"{add_dir}/add/src_videos/y.mp4, members of add/src_videos/*.tar or add/*.tar")
     errors = sorted(r["error"] for r in out.values() if r["error"])
-    assert errors[0] == "record is not a JSON object"
-    assert errors[1].startswith("unreadable remove_data_configs.json: FileNotFoundError")
-    assert errors[2].startswith("unreadable style_data_configs.json: JSONDecodeError")
+    assert errors[1] == "record is not a JSON object"
+    assert errors[2].startswith("unreadable remove_data_configs.json: FileNotFoundError")
+    assert errors[3].startswith("unreadable style_data_configs.json: JSONDecodeError")
 
 
 @pytest.mark.parametrize("path,task,canonical", [
@@ -154,5 +175,22 @@ def test_demo_build_is_idempotent(tmp_path):
     # The shard is deterministic: built again elsewhere, it has the same bytes.
     other = tmp_path.parent / "again"
     demo.build(other)
-    shard = "remove/remove_src_video_00.tar"
+    shard = "remove/src_videos/remove_src_video_00.tar"
     assert (other / shard).read_bytes() == (tmp_path / shard).read_bytes()
+
+
+def test_masks_in_tar_shards(tmp_path):
+    root = tmp_path / "reco"
+    pair = real_pairs()[0]
+    for folder, clip in (("add/src_videos", pair.source), ("add/tar_videos", pair.edited)):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "v.mp4").write_bytes(clip.read_bytes())
+    (root / "video_masks").mkdir()
+    for task in ("add", "remove"):  # both tasks' mask shards hold a v.mp4: the task in the name decides
+        with tarfile.open(root / "video_masks" / f"{task}_mask_00.tar", "w") as tf:
+            tf.add(pair.source, arcname="v.mp4")
+    (root / "add/add_data_configs.json").write_text(json.dumps([
+        {"src_video": "add/src_videos/v.mp4", "tar_video": "add/tar_videos/v.mp4", "instruction_final_refine": "Add."}]))
+    [row] = ingest(ReCoConfig(root=root, tasks=["add"]), tmp_path / "w").values()
+    assert row["error"] is None
+    assert json.loads(row["extra"]) == {"mask_uri": f"tar://{(root / 'video_masks/add_mask_00.tar').resolve()}#v.mp4"}

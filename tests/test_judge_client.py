@@ -17,8 +17,8 @@ from PIL import Image
 
 from manifests.schema import SAMPLES, empty_sample
 from pipeline.config import JudgeConfig
-from stages.judge.client import (JudgeBatchScorer, merge_rescored, needs_rescore, retry_after_seconds, score_table,
-                                 scoring_fingerprint)
+from stages.judge.client import (JudgeBatchScorer, merge_rescored, needs_rescore, retry_after_seconds, retry_delay,
+                                 score_table, scoring_fingerprint)
 from stages.judge.fake_server import DEFAULT_FAULTS, FakeJudgeServer, expected_of
 from stages.judge.schema import SCORES, STATUSES
 
@@ -109,6 +109,35 @@ def test_retry_after_is_honoured(tmp_path):
     assert len(by_request) == 3
     for times in by_request.values():
         assert times[1] - times[0] >= 0.95
+
+
+def test_retry_after_beyond_its_cap_is_not_waited(tmp_path):
+    """Retry-After: 30 with judge.retry_after_max_s 2: the client does not sleep 30 s (nor 2) but
+    retries on the ordinary back-off (backoff_max_s 0.05); within the cap it waits as asked."""
+    samples = image_pairs(tmp_path, 2)
+    with FakeJudgeServer(faults=("http429",), fault_every_first=2, retry_after="30") as server:
+        t0 = time.monotonic()
+        out = score_table(samples, cfg_for(server, retry_after_max_s=2))
+        took = time.monotonic() - t0
+    assert out.column("status").to_pylist() == ["ok"] * 2 and out.column("attempts").to_pylist() == [3] * 2
+    assert took < 2  # two back-offs of <= 0.05 s per row, not 2 x 30 s
+    with FakeJudgeServer(faults=("http429",), fault_every_first=1, retry_after="1.5") as server:
+        out = score_table(samples, cfg_for(server, retry_after_max_s=1.5))
+        arrivals = list(server.stats.arrivals)
+    assert out.column("status").to_pylist() == ["ok"] * 2
+    first = {}
+    for t, digest in arrivals:
+        first.setdefault(digest, []).append(t)
+    assert all(times[1] - times[0] >= 1.45 for times in first.values())  # at the cap: waited as asked
+
+
+def test_retry_delay_rule():
+    import random
+
+    cfg = JudgeConfig(backoff_base_s=1.0, backoff_max_s=0.5, retry_after_max_s=10)
+    rng = random.Random(0)
+    assert retry_delay(10.0, 1, cfg, rng) == 10.0 and retry_delay(0.0, 1, cfg, rng) == 0.0
+    assert all(0 <= retry_delay(after, n, cfg, rng) <= 0.5 for after in (10.01, 3600.0, None) for n in range(1, 9))
 
 
 def test_retry_after_forms():

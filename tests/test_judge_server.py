@@ -205,6 +205,26 @@ def test_local_mp4_within_allowed_media_path(vllm_server, media_dir):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.timeout(420)  # includes the session fixture's server start-up (~40 s idle, minutes on a busy machine)
+def test_preflight_against_real_vllm(vllm_server):
+    """The judge pre-flight on the real server: judge.model as served passes; another name, or
+    the URL without /v1, stops with what the server serves / the URL that works."""
+    from pipeline.config import ConfigError, JudgeConfig
+    from stages.judge.preflight import check_servers
+
+    check_servers(JudgeConfig(urls=[vllm_server.base_url], model=MODEL_NAME))
+    check_servers(JudgeConfig(urls=[vllm_server.base_url + "/chat/completions"], model=MODEL_NAME))
+    with pytest.raises(ConfigError) as err:
+        check_servers(JudgeConfig(urls=[vllm_server.base_url], model="Qwen/Qwen2.5-VL-72B-Instruct"))
+    assert str(err.value) == (f"judge.model: 'Qwen/Qwen2.5-VL-72B-Instruct' is not served by "
+                              f"{vllm_server.base_url}; it serves ['{MODEL_NAME}']")
+    bare = vllm_server.base_url.removesuffix("/v1")
+    with pytest.raises(ConfigError) as err:
+        check_servers(JudgeConfig(urls=[bare], model=MODEL_NAME))
+    assert str(err.value) == (f"judge.urls: {bare} does not answer the OpenAI routes (GET {bare}/models: "
+                              f"HTTP 404); it does at {bare}/v1: use that")
+
+
 def test_json_schema_is_enforced(vllm_server):
     """Even sampled at temperature 1 from random weights, every answer is valid JSON of the schema."""
     schema = score_schema()

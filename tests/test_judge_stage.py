@@ -77,3 +77,24 @@ def test_filter_explain_cli_writes_nothing(ray_session, demo_corpus, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "filter yields" in res.stdout and "visual_quality" in res.stdout
     assert part_digests(work, "selected") == before
+
+
+def test_a_run_whose_every_request_fails_exits_non_zero(ray_session, demo_corpus, tmp_path):
+    """A server that answers every request with HTTP 500: the run keeps a row per sample but fails
+    (JudgeRunFailed, a ConfigError: `curate run` exits 2) with the commonest error, and the filter
+    does not run on a table of failures."""
+    from stages.judge.preflight import JudgeRunFailed
+
+    with FakeJudgeServer(fault_rate=1.0, faults=("http500",)) as broken:
+        cfg = _cfg(demo_corpus, tmp_path, broken.url, ["judge.max_attempts=2"])
+        work = tmp_path / "work"
+        with pytest.raises(JudgeRunFailed, match=r"^vlm-filter: all (\d+) judged rows are engine_error; "
+                                                 r"the commonest \(\1 rows\): 'HTTP 500: "):
+            runner.run(cfg, JUDGE_STAGES, work)
+    con = catalog.connect(work)
+    probed_ok = con.execute("SELECT count(*) FROM probes WHERE error IS NULL").fetchone()[0]
+    n, failed, unscorable = con.execute(
+        "SELECT count(*), count(*) FILTER (status = 'engine_error'), count(*) FILTER (status = 'input_error') "
+        "FROM scores").fetchone()
+    assert n == probed_ok and failed == n - unscorable and unscorable == 1  # nothing lost
+    assert not (work / "tables" / "selected").exists()

@@ -10,7 +10,7 @@ from pipeline.config import ConfigError, PretextConfig, load_config
 from stages.encode.frames import plan_indices
 from stages.pretext import (VARIANTS, PretextError, apply_record, draw_variants, mask_from_boxes,
                             perturb_source, pretext_rng, speed_plan, task_text)
-from stages.pretext.cube import cube_extent
+from stages.pretext.cube import cube_extent, place_boxes
 from stages.pretext.tube import apply_tube
 
 CFG = PretextConfig()
@@ -66,7 +66,7 @@ def test_cube_masked_fraction_matches_ratio(seed, t, h, w, ratio, size):
     zero = np.all(out == 0, axis=-1)
     achieved = zero.mean()
     ct, ch, cw = cube_extent(cfg, (t, h, w))
-    assert ratio <= achieved < ratio + ct * ch * cw / (t * h * w) + 1e-9  # overshoot < one cube
+    assert ratio <= achieved < ratio + ct * ch / (t * h * w) + 1e-9  # overshoot < one column of a cube
     assert rec["mask_ratio"] == pytest.approx(achieved, abs=1e-6)
     assert np.array_equal(zero, mask_from_boxes(rec["boxes"], (t, h, w)))
     assert np.array_equal(out[~zero], frames[~zero])  # the rest is untouched
@@ -88,12 +88,41 @@ def test_cube_ratio_over_many_seeded_samples_and_fills():
     assert rec["fill_value"] == [int(v) for v in np.rint(frames.reshape(-1, 3).mean(0))]
 
 
+def test_cube_coverage_is_flat_over_frames_rows_and_columns():
+    """Every frame, row and column is masked equally often (origins over [-(c-1), D-1], clipped).
+
+    Bound: each draw's masked fraction of one frame/row/column lies in [0, 1], so by Hoeffding the
+    mean of N = 3000 independent draws strays from its expectation by more than eps = 0.045 with
+    probability <= 2 exp(-2 N eps^2) = 1.1e-5 per position, ~1e-3 over all 13 + 32 + 48 positions.
+    Origins over [0, D-c] (the old placement) cover the first/last frame ~11% and the first/last
+    row ~3% against ~37% in the middle: far outside the bound.
+    """
+    shape, n = (13, 32, 48), 3000
+    per_axis = [np.zeros(d) for d in shape]
+    ratios = []
+    for sid in _ids(n):
+        boxes, masked = place_boxes(CFG, shape, pretext_rng(0, sid, "cube"))
+        mask = mask_from_boxes(boxes, shape)
+        ratios.append(masked / mask.size)
+        for axis, acc in enumerate(per_axis):
+            acc += mask.mean(axis=tuple(a for a in range(3) if a != axis))
+    mean_ratio = float(np.mean(ratios))
+    assert 0.30 <= min(ratios) and max(ratios) < 0.31  # every clip is 30% (+ < 1%)
+    for acc in per_axis:
+        coverage = acc / n
+        assert np.abs(coverage - mean_ratio).max() < 0.045, coverage.round(3)
+
+
 def test_cube_sizes_in_pixels_and_temporal_block_never_touches_frame0():
     frames = _clip(1, (13, 32, 32))
     cfg = PretextConfig(cube_size=(3, 8, 100), cube_size_unit="pixels")
     _, rec = perturb_source("cube", frames, cfg, pretext_rng(0, "a", "cube"))
     assert rec["cube_size"] == [3, 8, 32]  # clipped to the clip
-    assert all([b[1] - b[0], b[3] - b[2], b[5] - b[4]] == [3, 8, 32] for b in rec["boxes"])
+    for i, (t0, t1, h0, h1, w0, w1) in enumerate(rec["boxes"]):
+        for lo, hi, size, dim in ((t0, t1, 3, 13), (h0, h1, 8, 32), (w0, w1, 32, 32)):
+            assert 0 <= lo < hi <= dim and hi - lo <= size
+            last_width = i == len(rec["boxes"]) - 1 and size == 32  # the last box is narrowed
+            assert hi - lo == size or lo == 0 or hi == dim or last_width  # else only an edge cuts
     block = PretextConfig(cube_layout="temporal_block")
     for sid in _ids(100):
         out, rec = perturb_source("cube", frames, block, pretext_rng(0, sid, "cube"))

@@ -326,3 +326,40 @@ def test_audio_only_file_has_no_video_stream(tmp_path):
         c.mux(s.encode())
     got = probe_table(samples_table([sample("audio", path)])).to_pylist()
     assert got[0]["error_kind"] == "no_video_stream"
+    assert got[0]["error"] == "target: no_video_stream: streams: ['audio']"  # its index is intact
+
+
+def _garbled_moov(src: Path, dst: Path, how: str) -> Path:
+    """A copy of the H.264 mp4 ``src`` whose index is damaged ``how``; the media data is intact."""
+    data = bytearray(src.read_bytes())
+    moov = data.index(b"moov") - 4
+    end = moov + int.from_bytes(data[moov:moov + 4], "big")
+    noise = np.random.default_rng(7).integers(0, 256, len(data), dtype=np.uint8).tobytes()
+    if how == "payload":  # everything after moov's own header
+        data[moov + 8:end] = noise[:end - moov - 8]
+    elif how == "trak_type":  # the track box renamed: the index lists no track
+        t = data.index(b"trak", moov)
+        data[t:t + 4] = b"xxxx"
+    elif how == "stsd":  # the sample description (the codec) overwritten
+        t = data.index(b"stsd", moov) - 4
+        data[t:t + 64] = noise[:64]
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+@pytest.mark.parametrize("how,shows", [("payload", []), ("trak_type", []), ("stsd", ["video"])])
+def test_a_garbled_moov_is_corrupt_not_no_video_stream(tmp_path, how, shows):
+    """FFmpeg opens an mp4 whose index is garbled (it skips what it cannot parse) and shows no
+    streams, or a video stream without a codec: that file is corrupt, its video is not absent."""
+    src = media.synthetic_video(tmp_path / "ok.mp4", codec="libx264")
+    bad = _garbled_moov(src, tmp_path / f"{how}.mp4", how)
+    with av.open(str(bad)) as c:  # the container parses ...
+        assert [s.type for s in c.streams] == shows
+    tar = tmp_path / "shard.tar"
+    add_member(tar, "bad.mp4", bad.read_bytes())
+    got = probe_table(samples_table([sample("file", bad), sample("member", f"tar://{tar}#bad.mp4")])).to_pylist()
+    for row in got:  # ... but its index is damaged: corrupt, from a file or from a tar member
+        assert row["error_kind"] == "corrupt", row
+        assert "'moov' index" in row["error"], row
+    assert probe_media(str(src), "video", "pyav").frames == 17  # the intact original is fine
+

@@ -117,6 +117,20 @@ def test_cli_query_status_and_read_only(demo_run):
     assert res.returncode == 0 and "ingest" in res.stdout and "probe" in res.stdout
 
 
+def test_filter_before_any_scores_says_so(demo_run):
+    """`curate filter` and `run --stage filter` on a run without scores: "no scores yet", exit 2,
+    not a yield table in which every sample is rejected as unscored."""
+    _, workdir, _ = demo_run
+    assert not (workdir / "tables" / "scores").exists()
+    config = workdir.parent / "demo.yaml"  # the fixture's config file
+    for args in (["filter"], ["run", "--stage", "filter"]):
+        res = subprocess.run([curate_bin(), *args, "--config", str(config), "--workdir", str(workdir)],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2, (args, res.stdout, res.stderr)
+        assert "no scores yet; run `curate run --stage vlm-filter` first" in res.stderr, args
+        assert "yield" not in res.stdout, args
+
+
 def test_status_counts(demo_run):
     from pipeline.status import stage_status
 
@@ -169,6 +183,6 @@ def test_judge_without_a_server_fails_fast_naming_the_field(demo_run):
         port = s.getsockname()[1]
     cfg = cfg.model_copy(deep=True)
     cfg.judge.urls = [f"http://127.0.0.1:{port}/v1"]
-    with pytest.raises(ConfigError, match=r"judge\.urls: no judge server answers"):
+    with pytest.raises(ConfigError, match=r"judge\.urls: nothing answers at"):
         runner.run(cfg, "vlm-filter", workdir)
     assert not (workdir / "tables" / "scores").exists()

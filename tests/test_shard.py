@@ -120,8 +120,8 @@ def test_members_json_and_tensors_follow_the_contract(run_dir):
                                      {"metric": "visual_quality", "score": 9, "expected": 8.75}]
             assert doc["lineage"]["judge"] == {"status": "ok", "model": "judge-x", "prompt_hash": "abcd1234abcd1234",
                                                "prompt_file": "clip_v1.txt"}
-            for side in ("manifest", "encoded"):
-                assert (work / doc["lineage"][side]["part"]).exists()
+            assert (work / doc["lineage"]["manifest"]["part"]).exists()
+            assert doc["lineage"]["encoded"] == {"table": "encoded", "key": key}
             assert doc["latent_shape"] == [16, (doc["num_frames"] - 1) // 4 + 1, int(doc["bucket"].split("x")[1]) // 8,
                                            int(doc["bucket"].split("x")[0]) // 8]
             for suffix, spec in doc["members"].items():

@@ -1,19 +1,25 @@
 """Koala-36M demo: one ``Koala_36M_1.csv`` in the published columns, windows of three local
-"YouTube" videos (bundled real clips copied to ``videos/<videoID>.mp4``), plus broken rows.
+"YouTube" videos, plus broken rows, in both forms people download:
 
-The bundled clips last 1.0-2.0 s, so the windows are sub-second slices inside them.
+* whole YouTube videos, ``videos/<youtube_id>.mp4`` (bundled real clips copied), windows cut at
+  decode (``download: youtube``);
+* pre-cut clips, ``clips/<videoID>.mp4`` (each window decoded from the whole video and written
+  again as H.264), no window (``download: clips``).
+
+As published, ``videoID`` names one clip (``<youtube_id>_<n>``) and ``url`` is the YouTube watch
+URL of the whole video. The bundled clips last 1.0-2.0 s, so the windows are sub-second slices.
 """
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
-from pipeline.demo.media import CLIPS_DIR, copy_clip
+from pipeline.demo.media import CLIPS_DIR, copy_clip, write_video
 
 COLUMNS = ["videoID", "url", "timestamp", "caption", "clarity_score", "aesthetic_score",
            "motion_score", "video_training_suitability_score"]
 
-# videoID -> bundled clip (durations: hl02 1.63 s, hl07 1.85 s, zs02 2.04 s)
+# YouTube id -> bundled clip (durations: hl02 1.63 s, hl07 1.85 s, zs02 2.04 s)
 VIDEOS = {
     "hL02filmRol": "hl02_source.mp4",
     "hL07walkGrp": "hl07_source.mp4",
@@ -27,38 +33,67 @@ def _ts(start: str, end: str) -> str:
 
 # (videoID, timestamp, caption, scores); the last three rows are deliberately broken.
 ROWS = [
-    ("hL02filmRol", _ts("00:00:00.200", "00:00:01.400"),
+    ("hL02filmRol_0", _ts("00:00:00.200", "00:00:01.400"),
      "Close-up of a woman's hands slowly unrolling a strip of old film under soft warm light.",
      (0.91, 5.2, 0.35, 0.88)),
-    ("hL02filmRol", _ts("00:00:00.500", "00:00:01.500"),
+    ("hL02filmRol_1", _ts("00:00:00.500", "00:00:01.500"),
      "The camera holds still while fingers trace the edge of a film strip, the reel turning gently.",
      (0.89, 5.0, 0.41, 0.86)),
-    ("hL07walkGrp", _ts("00:00:00.000", "00:00:01.200"),
+    ("hL07walkGrp_0", _ts("00:00:00.000", "00:00:01.200"),
      "A group of people walks along a street, their clothes swaying as they move toward the camera.",
      (0.84, 4.8, 0.62, 0.81)),
-    ("hL07walkGrp", _ts("00:00:00.600", "00:00:01.800"),
+    ("hL07walkGrp_1", _ts("00:00:00.600", "00:00:01.800"),
      "People continue walking past storefronts; one turns their head to the left.",
      (0.83, 4.7, 0.58, 0.80)),
-    ("zS02boyPlay", _ts("00:00:00.100", "00:00:01.900"),
+    ("zS02boyPlay_0", _ts("00:00:00.100", "00:00:01.900"),
      "A young boy plays outdoors, moving his arms while the camera pans slightly to the right.",
      (0.87, 5.4, 0.55, 0.85)),
     # broken: the timestamp is not a pair of HH:MM:SS.fff times
-    ("zS02boyPlay", "[00:00:00.1 to 00:00:01.0]",
+    ("zS02boyPlay_1", "[00:00:00.1 to 00:00:01.0]",
      "A boy stands in a yard.", (0.80, 4.5, 0.40, 0.70)),
     # broken: end <= start
-    ("hL07walkGrp", _ts("00:00:01.500", "00:00:00.500"),
+    ("hL07walkGrp_2", _ts("00:00:01.500", "00:00:00.500"),
      "People walking backwards in time.", (0.82, 4.6, 0.50, 0.79)),
     # broken: no caption
-    ("hL02filmRol", _ts("00:00:00.100", "00:00:00.900"), "", (0.90, 5.1, 0.30, 0.87)),
+    ("hL02filmRol_2", _ts("00:00:00.100", "00:00:00.900"), "", (0.90, 5.1, 0.30, 0.87)),
 ]
 ERRORS = 3
 
 
+def youtube_id(video_id: str) -> str:
+    return video_id.rsplit("_", 1)[0]
+
+
+def _seconds(hms: str) -> float:
+    h, m, s = hms.split(":")
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def cut_clip(src: Path, dst: Path, start: float, end: float) -> Path:
+    """The frames of ``src`` shown in [start, end) s, written as a new H.264 file (a pre-cut clip)."""
+    import av
+    import numpy as np
+
+    if dst.exists():
+        return dst
+    with av.open(str(src)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or 24)
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)
+                  if f.time is not None and start - 1e-6 <= f.time < end - 1e-6]
+    tmp = dst.with_name(dst.stem + ".tmp.mp4")
+    write_video(tmp, np.stack(frames), fps=fps)
+    return tmp.replace(dst)
+
+
 def build(root: Path) -> dict:
     root = Path(root)
-    videos = root / "videos"
-    for video_id, clip in VIDEOS.items():
-        copy_clip(CLIPS_DIR / clip, videos / f"{video_id}.mp4")
+    videos, clips = root / "videos", root / "clips"
+    for yt, clip in VIDEOS.items():
+        copy_clip(CLIPS_DIR / clip, videos / f"{yt}.mp4")
+    for video_id, ts, caption, _ in ROWS[:-ERRORS]:
+        start, end = (_seconds(t.strip(" '")) for t in ts.strip("[]").split(","))
+        cut_clip(videos / f"{youtube_id(video_id)}.mp4", clips / f"{video_id}.mp4", start, end)
     path = root / "Koala_36M_1.csv"
     if not path.exists():
         root.mkdir(parents=True, exist_ok=True)
@@ -67,10 +102,13 @@ def build(root: Path) -> dict:
             w = csv.writer(f)
             w.writerow(COLUMNS)
             for video_id, ts, caption, scores in ROWS:
-                w.writerow([video_id, f"https://www.youtube.com/watch?v={video_id}", ts, caption, *scores])
+                w.writerow([video_id, f"https://www.youtube.com/watch?v={youtube_id(video_id)}", ts,
+                            caption, *scores])
         tmp.replace(path)
-    # KoalaConfig.video_root is required: the caller sets it from here.
-    return {"rows": len(ROWS), "errors": ERRORS, "video_root": str(videos), "csv": str(path)}
+    # KoalaConfig.video_root is required: the caller sets it from here (video_root with
+    # download: youtube, clips_root with download: clips).
+    return {"rows": len(ROWS), "errors": ERRORS, "video_root": str(videos), "clips_root": str(clips),
+            "csv": str(path)}
 
 
 # ---------------------------------------------------------------- synthetic scale data

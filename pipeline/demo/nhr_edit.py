@@ -3,6 +3,8 @@
 Broken on purpose: an empty instruction, a malformed JSON line and a file name escaping the
 root. ``build_parquet`` writes the other published layout (images embedded in parquet), used by
 the tests rather than the demo so that the demo config (``layout: auto``) sees one layout.
+``NHR-Edit-part2/`` (the demo's ``part2_root``) is the separate part-2 repository in the short
+parquet form ``source_image, edit_instruction, edited_image`` (one row has no instruction).
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ _RECORDS = [
     ("nhr-000006", "../../../../etc/passwd", "01/image_006_edited_0.jpg",
      "Turn the car blue", [], "Color change", "local", "photo", 64, 64),
 ]
+PART2 = "NHR-Edit-part2"  # the separate part-2 repository, downloaded next to part 1
 MALFORMED_LINE = '{"sample_id": "nhr-000007", "edit_instruction": "unterminated'
 
 
@@ -63,9 +66,11 @@ def build(root: Path) -> dict:
         lines += [json.dumps(_record(r)) for r in _RECORDS[4:]]
         meta.parent.mkdir(parents=True, exist_ok=True)
         meta.write_text("\n".join(lines) + "\n")
+    part2 = build_parquet_form(root / PART2)
     return {
-        "rows": len(_RECORDS) + 1,
-        "errors": 3,
+        "rows": len(_RECORDS) + 1 + part2["rows"],
+        "errors": 3 + part2["errors"],
+        "part2_root": PART2,
         "ok_ids": [r[0] for r in _RECORDS[:4]],
         "categories": {"nhr-000001": "remove", "nhr-000002": "add", "nhr-000003": "style",
                        "nhr-000004": "other"},
@@ -96,3 +101,25 @@ def build_parquet(root: Path, rows_per_group: int = 2, binary_images: bool = Fal
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, path, row_group_size=rows_per_group)
     return {"path": path, "rows": len(records), "errors": 1, "ok_ids": [r[0] for r in good]}
+
+
+PART2_FORM = [("Replace the lamp with a candle", 0), ("Make the sky stormy", 1), ("", 2)]  # "" broken
+
+
+def build_parquet_form(root: Path) -> dict:
+    """The short parquet form: ``data/train-00000-of-00001.parquet`` with exactly the columns
+    ``source_image, edit_instruction, edited_image`` (images as ``{bytes, path}`` structs)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(root) / "data" / "train-00000-of-00001.parquet"
+    if not path.exists():
+        image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+        src = [{"bytes": image_bytes(80, 64, 50 + 2 * i), "path": None} for _, i in PART2_FORM]
+        edt = [{"bytes": image_bytes(80, 64, 51 + 2 * i), "path": None} for _, i in PART2_FORM]
+        table = pa.table({"source_image": pa.array(src, image_type),
+                          "edit_instruction": [t for t, _ in PART2_FORM],
+                          "edited_image": pa.array(edt, image_type)})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+    return {"path": path, "rows": len(PART2_FORM), "errors": 1}

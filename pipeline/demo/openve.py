@@ -1,13 +1,14 @@
-"""OpenVE-3M demo layout: per-category CSVs (``;`` and ``,`` separated) + real clips.
+"""OpenVE-3M demo layout, as published: ``csv_files/<category>.csv`` (``video;original_video;prompt``,
+``;``-separated), paths relative to ``videos/``, real clips.
 
-What it exercises (default config, ``**/*.csv``):
+What it exercises (default config):
 
-* ``metadata/Local_Change.csv``, ``;``-separated: one good pair, one row with an empty prompt and
-  one whose edited path escapes the root;
-* ``metadata/background_change.csv``, ``,``-separated, a prompt with commas (quoted);
-* ``local_add/Local_Add_train.csv``: paths relative to the CSV's own folder;
-* ``benchmark_videos.csv`` (OpenVE-Bench): one source-only benchmark row (split ``bench``) and one
-  without ``original_video``.
+* ``csv_files/local_change.csv``: one good pair, one row with an empty prompt, one whose edited
+  path escapes the root, one whose videos are not downloaded (an error row listing where it looked);
+* ``csv_files/background_change.csv``: a prompt holding the separator (quoted);
+* ``csv_files/local_add.csv``: one pair;
+* ``benchmark_videos.csv`` (OpenVE-Bench, ``,``-separated): one source-only benchmark row (split
+  ``bench``) and one without ``original_video``.
 """
 from __future__ import annotations
 
@@ -34,27 +35,29 @@ def build(root: Path) -> dict:
     pairs = {p.id: p for p in real_pairs()}
     local, background, add, bench = (pairs[i] for i in ("hl07", "hl01", "zs02", "hl02"))
     header = ["video", "original_video", "prompt"]
+    videos = root / "videos"
 
-    copy_clip(local.source, root / "local_change/original/hl07.mp4")
-    copy_clip(local.edited, root / "local_change/edited/hl07.mp4")
-    _write_csv(root / "metadata/Local_Change.csv", header, [
+    copy_clip(local.source, videos / "local_change/original/hl07.mp4")
+    copy_clip(local.edited, videos / "local_change/edited/hl07.mp4")
+    _write_csv(root / "csv_files/local_change.csv", header, [
         ["local_change/edited/hl07.mp4", "local_change/original/hl07.mp4", local.instruction],
         ["local_change/edited/hl07_b.mp4", "local_change/original/hl07.mp4", "  "],  # broken: empty prompt
         ["../../../etc/passwd", "local_change/original/hl07.mp4", "Escape."],  # broken: escapes root
+        ["local_change/edited/never.mp4", "local_change/original/never.mp4", "Not downloaded."],  # broken
     ], sep=";")
 
-    copy_clip(background.source, root / "background_change/original/hl01.mp4")
-    copy_clip(background.edited, root / "background_change/edited/hl01.mp4")
-    _write_csv(root / "metadata/background_change.csv", header, [
-        ["background_change/edited/hl01.mp4", "background_change/original/hl01.mp4", background.instruction],
-    ], sep=",")
+    copy_clip(background.source, videos / "background_change/original/hl01.mp4")
+    copy_clip(background.edited, videos / "background_change/edited/hl01.mp4")
+    _write_csv(root / "csv_files/background_change.csv", header, [
+        ["background_change/edited/hl01.mp4", "background_change/original/hl01.mp4",
+         background.instruction + "; keep the lighting"],
+    ], sep=";")
 
-    # Paths relative to the CSV's folder rather than to the dataset root.
-    copy_clip(add.source, root / "local_add/original/zs02.mp4")
-    copy_clip(add.edited, root / "local_add/edited/zs02.mp4")
-    _write_csv(root / "local_add/Local_Add_train.csv", header, [
-        ["edited/zs02.mp4", "original/zs02.mp4", add.instruction],
-    ], sep=",")
+    copy_clip(add.source, videos / "local_add/original/zs02.mp4")
+    copy_clip(add.edited, videos / "local_add/edited/zs02.mp4")
+    _write_csv(root / "csv_files/local_add.csv", header, [
+        ["local_add/edited/zs02.mp4", "local_add/original/zs02.mp4", add.instruction],
+    ], sep=";")
 
     copy_clip(bench.source, root / "bench/subtitle_edit/hl02.mp4")
     _write_csv(root / "benchmark_videos.csv", ["edited_type", "prompt", "original_video"], [
@@ -63,10 +66,11 @@ def build(root: Path) -> dict:
     ], sep=",")
 
     return {
-        "rows": 7,
-        "errors": 3,
+        "rows": 8,
+        "errors": 4,
         "units": 4,
         "train_pairs": 3,
         "bench_rows": 2,
-        "categories": {"local_change": 3, "background": 1, "add": 1, "subtitles": 1, "creative": 1},
+        "skip_frames": 4,
+        "categories": {"local_change": 4, "background": 1, "add": 1, "subtitles": 1, "creative": 1},
     }

@@ -1,10 +1,15 @@
-"""Pico-Banana-400K demo corpus: ``jsonl/{sft,preference,multi-turn}.jsonl``, edited images under
-``images/``, and the Open Images sources the user would download, under ``openimages/`` (the
-``image_root``), named after their URLs.
+"""Pico-Banana-400K demo corpus, as Apple's CDN download and the README's source-image steps leave it:
 
-Broken on purpose (sft, the default split): a malformed JSON line and an empty instruction; one
-source photo is deliberately not "downloaded" (a fine row: the probe stage reports it missing).
-Preference has a record without ``output_image``; multi-turn a record whose last turn has no image.
+* ``nb/jsonl/{sft,preference,multi-turn}.jsonl`` and the edited images under ``nb/images/``;
+* ``openimages/`` (the ``image_root``): Open Images' ``train_0/`` and ``train_1/`` folders of
+  ``<ImageID>.jpg`` and ``train-images-boxable-with-rotation.csv`` (the ``openimages_csv``)
+  mapping ``OriginalURL`` to ``ImageID``; one photo fetched from Flickr directly, named after
+  its URL; one sft record carrying ``local_input_image`` as Apple's mapping script writes it
+  (relative to the directory it ran in: the corpus root).
+
+Broken on purpose (sft, the default split): a malformed JSON line, an empty instruction, and a
+source photo that was never downloaded (its error row lists the places tried). Preference has a
+record without ``output_image``; multi-turn a record whose last turn has no image.
 """
 from __future__ import annotations
 
@@ -61,6 +66,17 @@ MULTI_TURN = [
      "metadata_edit_turn_prompts": ["Remove the fence", "Make it snow"]},
 ]
 MISSING_SOURCES = {3}  # URL indices whose photo is not downloaded
+FLICKR_NAMED = {12}  # fetched from the URL directly: named after it, not in the CSV
+CSV_HEADER = ("ImageID,Subset,OriginalURL,OriginalLandingURL,License,AuthorProfileURL,Author,Title,"
+              "OriginalSize,OriginalMD5,Thumbnail300KURL,Rotation")
+
+
+def image_id(i: int) -> str:
+    return f"{i:04x}e2205e460318"  # Open Images ids are 16 hex digits
+
+
+def _folder(i: int) -> str:
+    return f"train_{i % 2}"
 
 
 def _images(records: list[dict]) -> list[str]:
@@ -79,22 +95,35 @@ def _write_jsonl(path: Path, lines: list[str]) -> None:
 
 def build(root: Path) -> dict:
     root = Path(root)
+    nb = root / "nb"
     image_root = root / "openimages"
     for seed, rel in enumerate(_images(SFT + PREFERENCE + MULTI_TURN)):
-        write_image(root / rel, 112, 80, seed=seed)
-    for i in (1, 2, 4, 11, 12, 21, 22):
-        if i not in MISSING_SOURCES:
+        write_image(nb / rel, 112, 80, seed=seed)
+    csv_lines = [CSV_HEADER]
+    for i in (1, 2, 3, 4, 11, 12, 21, 22):
+        if i in FLICKR_NAMED:
             write_image(image_root / _url(i).rsplit("/", 1)[1], 112, 80, seed=100 + i)
-    image_root.mkdir(parents=True, exist_ok=True)
-    sft_lines = [json.dumps(r, ensure_ascii=False) for r in SFT[:2]] + [SFT_MALFORMED]
-    sft_lines += [json.dumps(r, ensure_ascii=False) for r in SFT[2:]]
-    _write_jsonl(root / "jsonl" / "sft.jsonl", sft_lines)
-    _write_jsonl(root / "jsonl" / "preference.jsonl", [json.dumps(r) for r in PREFERENCE])
-    _write_jsonl(root / "jsonl" / "multi-turn.jsonl", [json.dumps(r) for r in MULTI_TURN])
+            continue
+        csv_lines.append(f"{image_id(i)},train,{_url(i)},https://www.flickr.com/photos/x/{i},"
+                         f"https://creativecommons.org/licenses/by/2.0/,,,photo {i},1000,md5{i},,0.0")
+        if i not in MISSING_SOURCES:
+            write_image(image_root / _folder(i) / f"{image_id(i)}.jpg", 112, 80, seed=100 + i)
+    csv_path = image_root / "train-images-boxable-with-rotation.csv"
+    if not csv_path.exists():
+        csv_path.write_text("\n".join(csv_lines) + "\n")
+    sft = [dict(r) for r in SFT]
+    # what map_openimage_url_to_local.py writes, run from the corpus root
+    sft[1]["local_input_image"] = f"openimages/{_folder(2)}/{image_id(2)}.jpg"
+    sft_lines = [json.dumps(r, ensure_ascii=False) for r in sft[:2]] + [SFT_MALFORMED]
+    sft_lines += [json.dumps(r, ensure_ascii=False) for r in sft[2:]]
+    _write_jsonl(nb / "jsonl" / "sft.jsonl", sft_lines)
+    _write_jsonl(nb / "jsonl" / "preference.jsonl", [json.dumps(r) for r in PREFERENCE])
+    _write_jsonl(nb / "jsonl" / "multi-turn.jsonl", [json.dumps(r) for r in MULTI_TURN])
     return {
         "rows": len(SFT) + 1,  # the default config reads sft only
-        "errors": 2,
+        "errors": 3,
         "image_root": str(image_root),
-        "splits": {"sft": [5, 2], "preference": [2, 1], "multi-turn": [5, 1]},  # [rows, errors]
-        "missing_source": _url(3).rsplit("/", 1)[1],
+        "openimages_csv": str(csv_path),
+        "splits": {"sft": [5, 3], "preference": [2, 1], "multi-turn": [5, 1]},  # [rows, errors]
+        "missing_source": f"{image_id(3)}.jpg",
     }

@@ -2,11 +2,17 @@
 
 What it exercises (default config, all four tasks):
 
-* ``add``: an extracted pair, and a record without ``instruction_final_refine``;
-* ``remove``: the source videos only inside the tar shard ``remove/remove_src_video_00.tar``
-  (member ``src_videos/<name>``), the target extracted; the pair is a real add pair reversed;
-* ``replace``: paths relative to the task folder, and a record escaping the dataset root;
-* ``style``: small generated clips (no real style pair is bundled).
+* ``add``: an extracted pair with its mask (``video_masks/add/<name>``), a record without
+  ``instruction_final_refine``, and one whose videos are not downloaded (an error row listing
+  where it looked);
+* ``remove``: not extracted, as shipped: ``remove/src_videos/remove_src_video_00.tar`` and
+  ``remove/tar_videos/remove_tar_video_00.tar`` with bare member names (the pair is a real add
+  pair reversed);
+* ``replace``: paths relative to the task folder, a record escaping the dataset root, and one
+  whose instruction holds "error" (kept at ingest, rejected by the filter rule
+  ``rejected_instruction``, as the official loader skips it);
+* ``style``: small generated clips, the target named like the published ones
+  (``video1-a_Van_Gogh_style.mp4``), and a record whose instruction is "None" (rejected likewise).
 """
 from __future__ import annotations
 
@@ -46,17 +52,21 @@ def build(root: Path) -> dict:
 
     copy_clip(add.source, root / "add/src_videos/zs02_0001.mp4")
     copy_clip(add.edited, root / "add/tar_videos/zs02_0001.mp4")
+    synthetic_video(root / "video_masks/add/zs02_0001.mp4", n=9, width=64, height=64, seed=5)
     _write_json(root / "add/add_data_configs.json", [
         {"src_video": "add/src_videos/zs02_0001.mp4", "tar_video": "add/tar_videos/zs02_0001.mp4",
          "instruction": "Add a girl.", "instruction_final_refine": add.instruction},
         # broken: no instruction_final_refine
         {"src_video": "add/src_videos/zs02_0002.mp4", "tar_video": "add/tar_videos/zs02_0002.mp4",
          "instruction": "Add a dog."},
+        # broken: neither extracted nor in a shard
+        {"src_video": "add/src_videos/zs02_0003.mp4", "tar_video": "add/tar_videos/zs02_0003.mp4",
+         "instruction_final_refine": "Add a red kite in the sky."},
     ])
 
-    # Removal = the add pair reversed; its source exists only inside the tar shard.
-    _write_tar(root / "remove/remove_src_video_00.tar", {"src_videos/zs02_rm_0001.mp4": add.edited})
-    copy_clip(add.source, root / "remove/tar_videos/zs02_rm_0001.mp4")
+    # Removal = the add pair reversed; both videos only inside the shipped tar shards.
+    _write_tar(root / "remove/src_videos/remove_src_video_00.tar", {"zs02_rm_0001.mp4": add.edited})
+    _write_tar(root / "remove/tar_videos/remove_tar_video_00.tar", {"zs02_rm_0001.mp4": add.source})
     _write_json(root / "remove/remove_data_configs.json", [
         {"src_video": "remove/src_videos/zs02_rm_0001.mp4", "tar_video": "remove/tar_videos/zs02_rm_0001.mp4",
          "instruction_final_refine": "Remove the little girl with long brown hair beside the boy."},
@@ -64,25 +74,36 @@ def build(root: Path) -> dict:
 
     copy_clip(replace.source, root / "replace/src_videos/hl10_0001.mp4")
     copy_clip(replace.edited, root / "replace/tar_videos/hl10_0001.mp4")
+    copy_clip(replace.edited, root / "replace/tar_videos/hl10_0002.mp4")
     _write_json(root / "replace/replace_data_configs.json", [
         {"src_video": "src_videos/hl10_0001.mp4", "tar_video": "tar_videos/hl10_0001.mp4",
          "instruction_final_refine": replace.instruction},
         # broken: escapes the dataset root
         {"src_video": "replace/src_videos/hl10_0001.mp4", "tar_video": "../../etc/passwd",
          "instruction_final_refine": "Escape."},
+        # rejected by the filter (the official loader skips it): the instruction holds "error"
+        {"src_video": "replace/src_videos/hl10_0001.mp4", "tar_video": "replace/tar_videos/hl10_0002.mp4",
+         "instruction_final_refine": "Error: the caption model failed on this clip."},
     ])
 
-    synthetic_video(root / "style/src_videos/synth_0001.mp4", n=17, width=320, height=192, seed=3)
-    synthetic_video(root / "style/tar_videos/synth_0001.mp4", n=17, width=320, height=192, seed=4)
+    synthetic_video(root / "style/src_videos/video1.mp4", n=17, width=320, height=192, seed=3)
+    synthetic_video(root / "style/tar_videos/video1-a_Van_Gogh_style.mp4", n=17, width=320, height=192, seed=4)
+    synthetic_video(root / "style/tar_videos/video1-a_Ukiyo-e_style.mp4", n=17, width=320, height=192, seed=6)
     _write_json(root / "style/style_data_configs.json", [
-        {"src_video": "style/src_videos/synth_0001.mp4", "tar_video": "style/tar_videos/synth_0001.mp4",
-         "instruction_final_refine": "Render the video in a flat pastel cartoon style."},
+        {"src_video": "style/src_videos/video1.mp4", "tar_video": "style/tar_videos/video1-a_Van_Gogh_style.mp4",
+         "instruction_final_refine": "Render the video in the style of Van Gogh."},
+        # rejected by the filter: the instruction is "None"
+        {"src_video": "style/src_videos/video1.mp4", "tar_video": "style/tar_videos/video1-a_Ukiyo-e_style.mp4",
+         "instruction_final_refine": "None"},
     ])
 
     return {
-        "rows": 6,
-        "errors": 2,
+        "rows": 9,
+        "errors": 3,
         "units": 4,
-        "categories": {"add": 2, "remove": 1, "replace": 2, "style": 1},
-        "tar_member": "remove/remove_src_video_00.tar#src_videos/zs02_rm_0001.mp4",
+        "rejected_instruction": 2,
+        "categories": {"add": 3, "remove": 1, "replace": 3, "style": 2},
+        "tar_members": {"src_video": "remove/src_videos/remove_src_video_00.tar#zs02_rm_0001.mp4",
+                        "tar_video": "remove/tar_videos/remove_tar_video_00.tar#zs02_rm_0001.mp4"},
+        "mask": "video_masks/add/zs02_0001.mp4",
     }

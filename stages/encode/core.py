@@ -3,8 +3,8 @@
 ``encode_samples`` perturbs the pretext sources (seeded per sample and variant), runs each
 distinct clip through the VAE once (a raw clip's target is shared by all its variants), the anchor
 frames of each distinct target through SigLIP and each key's instruction through umT5, and packs
-every key's tensors into a safetensors blob. When a batch fails (a bad sample, out of memory), its
-samples are encoded again one at a time, so only the sample at fault becomes an error row.
+every key's tensors into a safetensors blob. Samples are encoded one at a time (see
+``encode_samples``), so only a sample at fault (bad frames, out of memory) becomes an error row.
 """
 from __future__ import annotations
 
@@ -133,19 +133,23 @@ def _failed_rows(sample: DecodedSample, error: str, cfg, models: dict, pretext_c
 def encode_samples(samples: list[DecodedSample], encoders, cfg, pretext_cfg, seed: int) -> list[dict]:
     """``encoded`` rows of ``samples`` (one per key, in sample then variant order); never raises.
 
+    Each sample goes through the encoders on its own (its clips, anchor frames and texts batched
+    together, never with another sample's): batched kernels round differently with other batch
+    mates, so this makes a key's bytes a function of its sample and the settings alone. A
+    re-curation that encodes only the newly kept samples, in units of their own, thus writes the
+    bytes a fresh run would (stages/encode/stage.py), and a failing sample fails alone.
+
     ``encoders``: an ``Encoders`` (or anything with its methods and ``models``); ``cfg``:
     EncodeConfig; ``pretext_cfg``: PretextConfig; ``seed``: run.seed.
     """
-    try:
-        return _encode(samples, encoders, cfg, pretext_cfg, seed)
-    except Exception as e:
-        if _device_failure(e):
-            raise
-        if len(samples) == 1:
-            return _failed_rows(samples[0], _encoder_error(e), cfg, encoders.models, pretext_cfg)
     rows = []
-    for s in samples:  # a batch failed: encode one sample at a time to isolate the one at fault
-        rows += encode_samples([s], encoders, cfg, pretext_cfg, seed)
+    for s in samples:
+        try:
+            rows += _encode([s], encoders, cfg, pretext_cfg, seed)
+        except Exception as e:
+            if _device_failure(e):
+                raise
+            rows += _failed_rows(s, _encoder_error(e), cfg, encoders.models, pretext_cfg)
     return rows
 
 

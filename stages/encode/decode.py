@@ -247,8 +247,15 @@ def _decode_image_pair(row: dict, cfg, out: DecodedSample, roots) -> None:
     out.keys = [spec]
 
 
-def _window(row: dict) -> dict:
-    return {"start_s": row.get("clip_start_s"), "end_s": row.get("clip_end_s")}
+def _window(row: dict, video: "Video | None" = None) -> dict:
+    """The part of ``video`` used: the clip window, after the dataset's skip_frames leading frames
+    (stages/skip_frames.py; the fps is the video's own, source and target may differ)."""
+    from stages.skip_frames import skipped_window
+
+    start, end = row.get("clip_start_s"), row.get("clip_end_s")
+    if video is not None:
+        start, end = skipped_window(start, end, row.get("skip_frames"), video.fps)
+    return {"start_s": start, "end_s": end}
 
 
 def _video(row: dict, role: str, backend: str, roots) -> Video:
@@ -264,10 +271,10 @@ def _video(row: dict, role: str, backend: str, roots) -> Video:
 def _decode_video_pair(row: dict, cfg, out: DecodedSample, backend: str, roots) -> None:
     target = _video(row, "target", backend, roots)
     source = _video(row, "source", backend, roots) if row.get("source_uri") is not None else None
-    win = _window(row)
+    win = _window(row, target)
     fit = frames_that_fit(target.frames, target.fps, cfg.fps, **win)
     if source is not None:
-        fit = min(fit, frames_that_fit(source.frames, source.fps, cfg.fps, **win))
+        fit = min(fit, frames_that_fit(source.frames, source.fps, cfg.fps, **_window(row, source)))
     n = _count(fit, cfg)
     if n == 0:
         raise _too_short(fit, cfg)
@@ -277,7 +284,7 @@ def _decode_video_pair(row: dict, cfg, out: DecodedSample, backend: str, roots) 
     out.clips["target"] = fit_to_bucket(frames, out.bucket)
     spec = KeySpec("edit", target="target", target_indices=t_idx)
     if source is not None:
-        s_idx = plan_indices(source.frames, source.fps, cfg.fps, n, count=n, **win)
+        s_idx = plan_indices(source.frames, source.fps, cfg.fps, n, count=n, **_window(row, source))
         out.clips["source"] = fit_to_bucket(source.read(s_idx), out.bucket)
         spec.source, spec.source_indices = "source", s_idx
     out.keys = [spec]
@@ -288,7 +295,7 @@ def _decode_raw_clip(row: dict, cfg, pretext_cfg, variants: list[str], out: Deco
     from stages.pretext import speed_plan, speed_record
 
     video = _video(row, "target", backend, roots)
-    win = _window(row)
+    win = _window(row, video)
     fit = frames_that_fit(video.frames, video.fps, cfg.fps, **win)
     n = _count(fit, cfg)
     if n == 0:

@@ -1,19 +1,26 @@
 """`curate run --stage encode`: the Ray adapter around ``stages.encode.decode`` and ``core``.
 
-1. Plan (driver, DuckDB): the kept samples joined with their samples and probes rows, per dataset,
-   ordered by the bucket and frame count their probe predicts, then by id, written to
-   ``state/encoded/plan/dataset=<ds>/plan-NNNNN.parquet`` with one row group per unit
-   (``encode.samples_per_unit`` samples). Ordering by bucket fills the encoder's batches with
-   clips of one shape. The plan is a pure function of the selection and the config.
+1. Plan (driver, DuckDB): the kept samples not encoded yet joined with their samples and probes
+   rows, per dataset, ordered by the bucket and frame count their probe predicts, then by id,
+   written to ``state/encoded/plan/dataset=<ds>/plan-NNNNN.parquet`` with one row group per unit
+   (``encode.samples_per_unit`` samples). Ordering by bucket keeps a unit's clips at one shape.
+   The plan is a pure function of the selection, the encoded table and the config.
 2. Decode (Ray Data ``map``, CPU tasks, ``encode.decode_workers`` at once): read a unit's row group,
    decode, cut and resize its samples; the frames travel on as one safetensors buffer + JSON.
 3. Encode (Ray Data ``map_batches`` over a callable class: ``encode.encoder_actors`` actors, each
    loading the models once, ``encode.num_gpus`` GPUs each, fractions allowed): encode the unit and
-   write ``tables/encoded/dataset=<ds>/part-<unit>.parquet`` atomically; return a summary row.
+   write ``tables/encoded/<ds>/part-<digest of its samples>.parquet`` atomically; return a
+   summary row.
    Decoding runs ahead in its own tasks, so the GPU does not wait on it.
 
-Resume: a unit whose part exists is skipped. The fingerprint (encode and pretext settings, run
-seed, model directories, decoder, and a digest of the selection) refuses to mix runs.
+Incremental: the plan holds only the kept samples without an ``encoded`` row yet, and a part is
+named by a digest of the samples it holds (``part-<16 hex>``). So a resumed run redoes exactly the
+missing parts, and a changed selection (a re-thresholded ``filter``) encodes only the newly kept
+samples, in parts of their own; the keys still kept keep their encodings, and those no longer kept
+stay on disk, are left out of the shards, reported, and removed by ``curate prune``
+(``stages/encode/prune.py``). A key's bytes do not depend on its unit mates (``core``), so the
+shards then equal a fresh run's. The fingerprint (encode and pretext settings, run seed, model
+directories, decoder) still refuses to mix encodings made with other settings.
 """
 from __future__ import annotations
 
@@ -36,7 +43,7 @@ PART_ROW_GROUP = 4  # rows per row group of an encoded part: the shard writer re
 
 PLAN_COLUMNS = (
     "s.sample_id, s.dataset, s.modality, s.task, s.source_uri, s.target_uri, s.instruction, s.caption, "
-    "s.clip_start_s, s.clip_end_s, p.source_fps, p.source_frames, p.target_fps, p.target_frames, "
+    "s.clip_start_s, s.clip_end_s, s.skip_frames, p.source_fps, p.source_frames, p.target_fps, p.target_frames, "
     "p.target_width, p.target_height"
 )
 
@@ -53,17 +60,20 @@ def _bucket_case(buckets: list[tuple[int, int]]) -> str:
     return f"CASE WHEN la IS NULL THEN '~' {' '.join(parts)} ELSE '{last[0]}x{last[1]}' END"
 
 
-def plan_sql(cfg: Config, dataset: str) -> str:
+def plan_sql(cfg: Config, dataset: str, skip_encoded: bool = False) -> str:
+    """The plan rows of ``dataset``'s kept samples (``skip_encoded``: those without an encoded row)."""
     enc = cfg.encode
+    todo = " AND s.sample_id NOT IN (SELECT sample_id FROM encoded)" if skip_encoded else ""
     fit = (f"floor((least((p.target_frames - 1) / p.target_fps, coalesce(s.clip_end_s, 1e18)) "
-           f"- greatest(0, coalesce(s.clip_start_s, 0))) * {float(enc.fps)!r} + 1e-9) + 1")
+           f"- greatest(0, coalesce(s.clip_start_s, 0)) - coalesce(s.skip_frames, 0) / p.target_fps) "
+           f"* {float(enc.fps)!r} + 1e-9) + 1")
     frames = f"least({enc.num_frames}, 4 * floor(({fit} - 1) / 4) + 1)"
     return (
         f"SELECT * EXCLUDE (la, plan_frames) FROM ("
         f"SELECT {PLAN_COLUMNS}, ln(p.target_width / p.target_height) AS la, "
         f"CASE WHEN s.modality = 'image' THEN 1 ELSE coalesce({frames}, 0) END AS plan_frames "
         f"FROM selected sel JOIN samples s USING (sample_id) LEFT JOIN probes p USING (sample_id) "
-        f"WHERE sel.kept AND s.dataset = '{dataset}') "
+        f"WHERE sel.kept AND s.dataset = '{dataset}'{todo}) "
         f"ORDER BY {_bucket_case(enc.bucket_list())}, plan_frames DESC, sample_id"
     )
 
@@ -72,26 +82,23 @@ def plan_dir(workdir: Path) -> Path:
     return state_dir(workdir, TABLE) / "plan"
 
 
-def selection_digest(con) -> dict:
-    """Count and an order-free digest of the kept sample ids (a changed selection changes it)."""
-    n, digest = con.execute("SELECT count(*), bit_xor(md5_number(sample_id)) FROM selected WHERE kept").fetchone()
-    return {"kept": int(n), "digest": str(digest)}
-
-
 def write_plan(cfg: Config, workdir: Path) -> list[dict]:
-    """Write the plan files (replacing old ones) and return the units, in plan order."""
+    """Write the plan files (replacing old ones) of the kept samples not encoded yet and return
+    the units, in plan order. Planning a subset of whole units in plan order gives those same
+    units (all but a dataset's last are full), so a resume rewrites the missing parts as they were."""
     import shutil
 
     con = catalog.connect(workdir)
+    skip = "encoded" in catalog.views(con)
     datasets = [r[0] for r in con.execute(
         "SELECT DISTINCT s.dataset FROM selected sel JOIN samples s USING (sample_id) WHERE sel.kept "
-        "ORDER BY 1").fetchall()]
+        + ("AND s.sample_id NOT IN (SELECT sample_id FROM encoded) " if skip else "") + "ORDER BY 1").fetchall()]
     root = plan_dir(workdir)
     shutil.rmtree(root, ignore_errors=True)
     per = cfg.encode.samples_per_unit
     units = []
     for ds in datasets:
-        reader = con.sql(plan_sql(cfg, ds)).to_arrow_reader(per * 256)
+        reader = con.sql(plan_sql(cfg, ds, skip)).to_arrow_reader(per * 256)
         writer, file_no, in_file, pending = None, 0, 0, []
 
         def flush(table: pa.Table, final: bool = False):
@@ -126,15 +133,22 @@ def write_plan(cfg: Config, workdir: Path) -> list[dict]:
     return units
 
 
+def part_name(sample_ids: list[str]) -> str:
+    """A part's name from the samples it holds (in order): the same samples, the same name."""
+    import hashlib
+
+    return f"part-{hashlib.sha256(chr(10).join(sample_ids).encode()).hexdigest()[:16]}"
+
+
 def _units_of(workdir: Path, dataset: str) -> list[dict]:
-    units, n = [], 0
+    units = []
     for path in sorted((plan_dir(workdir) / f"dataset={dataset}").glob("plan-*.parquet")):
-        meta = pq.ParquetFile(path).metadata
-        for rg in range(meta.num_row_groups):
-            out = dataset_dir(workdir, TABLE, dataset) / f"part-{n:08d}.parquet"
-            units.append({"dataset": dataset, "unit": f"{dataset}/{n:08d}", "plan": str(path), "row_group": rg,
-                          "length": meta.row_group(rg).num_rows, "out": str(out)})
-            n += 1
+        pf = pq.ParquetFile(path)
+        for rg in range(pf.metadata.num_row_groups):
+            name = part_name(pf.read_row_group(rg, columns=["sample_id"])["sample_id"].to_pylist())
+            out = dataset_dir(workdir, TABLE, dataset) / f"{name}.parquet"
+            units.append({"dataset": dataset, "unit": f"{dataset}/{name}", "plan": str(path), "row_group": rg,
+                          "length": pf.metadata.row_group(rg).num_rows, "out": str(out)})
     return units
 
 
@@ -246,13 +260,30 @@ def fingerprint(cfg: Config, workdir: Path) -> dict:
             "device", "batch_size", "samples_per_unit", "decode_workers", "encoder_actors", "num_gpus",
             "actor_cpus", "vae_slicing"}),
         "compute": {"device": device, "dtype": str(resolve_dtype(cfg.encode.dtype, torch.device(device)))},
-        "samples_per_unit": cfg.encode.samples_per_unit,  # names which samples each part holds
         "pretext": cfg.pretext.model_dump(mode="json"),
         "seed": cfg.run.seed,
         "decoder": cfg.probe.decode_check,
         "models": {k: dir_identity(v) for k, v in sorted(model_dirs(cfg.encode).items())},
-        "selection": selection_digest(catalog.connect(workdir)),
+        # Not the selection (a changed one encodes only what it adds, see the module docstring)
+        # nor samples_per_unit (parts are named by their samples, not by their place in a plan).
     }
+
+
+_NO_LONGER_FINGERPRINTED = ("selection", "samples_per_unit")
+
+
+def _forget_selection(workdir: Path) -> None:
+    """A workdir encoded before re-curation was incremental fingerprinted the selection and the
+    unit size: drop them from its record, so a re-threshold there is not refused either."""
+    import json
+
+    from manifests.io import atomic_write_json
+
+    path = state_dir(workdir, TABLE) / "_fingerprint-all.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if any(k in old for k in _NO_LONGER_FINGERPRINTED):
+            atomic_write_json(path, {k: v for k, v in old.items() if k not in _NO_LONGER_FINGERPRINTED})
 
 
 def run_encode(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) -> StageReport:
@@ -262,35 +293,73 @@ def run_encode(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) -
     model_dirs(cfg.encode)  # a missing model directory fails before any work
     if not list_parts(workdir, "selected"):
         raise ConfigError(f"{workdir}: no selected yet; run `curate run --stage filter` first")
+    _forget_selection(workdir)
     begin_stage(workdir, TABLE, "selected", "filter", fingerprint(cfg, workdir), overwrite)
-    units = write_plan(cfg, workdir)
-    pending = [u for u in units if not Path(u["out"]).exists()]
-    if limit is not None:
-        pending = _whole_units(pending, limit)
-    console.print(f"encode: {len(units)} units of up to {cfg.encode.samples_per_unit} samples, "
-                  f"{len(units) - len(pending)} already done or deferred")
+    units = write_plan(cfg, workdir)  # only the kept samples not encoded yet
+    pending = units if limit is None else _whole_units(units, limit)
+    kept, done = counts(workdir)
+    console.print(f"encode: {kept} kept samples, {done} already encoded, {kept - done} to encode in "
+                  f"{len(units)} units of up to {cfg.encode.samples_per_unit}"
+                  + (f" ({len(units) - len(pending)} deferred by --limit)" if len(pending) < len(units) else ""))
     t0 = time.time()
     with Progress("encode", len(pending)) as progress:
         for _ in run_units(cfg, pending, progress):
             pass
-    return StageReport("encode", len(units), len(pending), time.time() - t0, summary(workdir),
-                       ["dataset", "selected", "keys", "encoded", "failed"])
+    ensure_table(workdir)
+    rows = summary(workdir)
+    if not kept:
+        console.print("encode: the selection is empty (no sample kept by the filter); the encoded table is "
+                      "empty and so will the shards be")
+    stale = sum(r[5] for r in rows)
+    if stale:
+        console.print(f"encode: {stale} keys of samples no longer kept stay on disk and are left out of the "
+                      f"shards; `curate prune --workdir {workdir}` removes them")
+    return StageReport("encode", len(units), len(pending), time.time() - t0, rows,
+                       ["dataset", "selected", "keys", "encoded", "failed", "not kept"])
+
+
+def counts(workdir: Path) -> tuple[int, int]:
+    """(kept samples, kept samples with encoded rows)."""
+    con = catalog.connect(workdir)
+    enc = "encoded" if "encoded" in catalog.views(con) else "(SELECT NULL::VARCHAR AS sample_id WHERE false)"
+    kept, done = con.execute(f"SELECT count(*), count(*) FILTER (sample_id IN (SELECT sample_id FROM {enc})) "
+                             f"FROM selected WHERE kept").fetchone()
+    return int(kept), int(done)
+
+
+EMPTY_PART = "part-empty.parquet"
+
+
+def ensure_table(workdir: Path) -> None:
+    """An empty selection still leaves an ``encoded`` table (one empty part) for the views and the
+    shard stage; the empty part goes once real parts exist."""
+    from stages.encode.schema import ENCODED
+
+    empty = table_dir(workdir, TABLE) / EMPTY_PART
+    others = [p for p in list_parts(workdir, TABLE) if p != empty]
+    if not others and not empty.exists():
+        write_part(empty, ENCODED.empty_table())
+    elif others and empty.exists():
+        empty.unlink()
 
 
 def summary(workdir: Path) -> list[list]:
-    """Per dataset: kept samples, keys written, keys with tensors, error keys."""
+    """Per dataset: kept samples, their keys written, keys with tensors, error keys, and keys of
+    samples no longer kept (on disk, not sharded)."""
     con = catalog.connect(workdir)
     if "encoded" not in catalog.views(con):
-        enc = "(SELECT NULL::VARCHAR AS dataset, NULL::VARCHAR AS error WHERE false)"
+        enc = "(SELECT NULL::VARCHAR AS sample_id, NULL::VARCHAR AS dataset, NULL::VARCHAR AS error WHERE false)"
     else:
         enc = "encoded"
     rows = con.execute(
         f"WITH k AS (SELECT s.dataset, count(*) AS selected FROM selected sel JOIN samples s USING (sample_id) "
         f"WHERE sel.kept GROUP BY 1), "
-        f"e AS (SELECT dataset, count(*) AS keys, count(*) FILTER (error IS NULL) AS ok, "
-        f"count(*) FILTER (error IS NOT NULL) AS failed FROM {enc} GROUP BY 1) "
-        f"SELECT k.dataset, k.selected, coalesce(e.keys, 0), coalesce(e.ok, 0), coalesce(e.failed, 0) "
-        f"FROM k LEFT JOIN e USING (dataset) ORDER BY 1").fetchall()
+        f"e AS (SELECT e.dataset, count(*) FILTER (kept) AS keys, count(*) FILTER (kept AND error IS NULL) AS ok, "
+        f"count(*) FILTER (kept AND error IS NOT NULL) AS failed, count(*) FILTER (NOT kept) AS stale "
+        f"FROM (SELECT e.dataset, e.error, coalesce(sel.kept, false) AS kept FROM {enc} e "
+        f"LEFT JOIN selected sel USING (sample_id)) e GROUP BY 1) "
+        f"SELECT dataset, coalesce(k.selected, 0), coalesce(e.keys, 0), coalesce(e.ok, 0), coalesce(e.failed, 0), "
+        f"coalesce(e.stale, 0) FROM k FULL JOIN e USING (dataset) ORDER BY 1").fetchall()
     return [list(r) for r in rows]
 
 

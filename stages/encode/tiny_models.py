@@ -14,13 +14,15 @@ proven through the loading code a user's real checkpoints take. So we build and
 
 Each directory carries ``TINY_MODEL.json`` (``random_init: true``), which the stage copies into
 every row's ``models`` record so random weights are never mistaken for real ones. Building is
-seeded and takes about a second.
+seeded, the tokenizer put in a canonical order (``_canonical_unigram``), so two builds, in two
+processes or on two machines, write the same bytes; it takes about a second.
 
     python -m stages.encode.tiny_models OUT_DIR
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -82,6 +84,28 @@ def build_siglip(path: Path) -> Path:
     return path
 
 
+SPECIALS = ("<pad>", "</s>", "<unk>")
+SCORE_DECIMALS = 4  # trained log-probabilities kept to this precision (see _canonical_unigram)
+
+
+def _canonical_unigram(trained):
+    """The trained Unigram model rebuilt in a canonical order, so its bytes (and every piece's id)
+    are the same in every process and on every machine.
+
+    The trainer (tokenizers 0.23) sums its EM statistics over Rust hash maps, whose iteration order
+    is seeded per process, and over threads: scores come out different in the last bits (~1e-15)
+    and pieces of equal score in a different order, so 57 of 171 ids moved between two builds.
+    Scores rounded to ``SCORE_DECIMALS`` (far coarser than that noise), then the specials in their
+    fixed order followed by the pieces sorted by (score descending, piece), fix both."""
+    from tokenizers import models
+
+    vocab = json.loads(trained.to_str())["model"]["vocab"]
+    scores = {piece: round(score, SCORE_DECIMALS) for piece, score in vocab}
+    rest = sorted((p for p in scores if p not in SPECIALS), key=lambda p: (-scores[p], p))
+    ordered = [(p, scores[p]) for p in SPECIALS] + [(p, scores[p]) for p in rest]
+    return models.Unigram(ordered, unk_id=SPECIALS.index("<unk>"), byte_fallback=False)
+
+
 def build_tokenizer():
     """A T5TokenizerFast (pad 0, eos 1, unk 2) over a Unigram model trained on ``_CORPUS``."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -91,9 +115,19 @@ def build_tokenizer():
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
-    trainer = trainers.UnigramTrainer(vocab_size=256, special_tokens=["<pad>", "</s>", "<unk>"],
+    trainer = trainers.UnigramTrainer(vocab_size=256, special_tokens=list(SPECIALS),
                                       unk_token="<unk>", show_progress=False)
-    tok.train_from_iterator(list(_CORPUS) * 8, trainer=trainer)
+    # One thread: the EM sums then do not depend on the machine's core count (read per call).
+    parallel = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        tok.train_from_iterator(list(_CORPUS) * 8, trainer=trainer)
+    finally:
+        if parallel is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM")
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = parallel
+    tok.model = _canonical_unigram(tok)
     eos = tok.token_to_id("</s>")
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
                                                        special_tokens=[("</s>", eos)])

@@ -40,17 +40,30 @@ def unit_key(root: Path, path: Path, *extra: Any) -> str:
 
 
 class PathEscapeError(ValueError):
-    pass
+    """A metadata path that leaves the dataset root (the probe stage's ``path_escape``)."""
+
+
+class SymlinkEscapeError(PathEscapeError):
+    """A path inside the root, as written, that a symlink on the way leads out of it."""
+
+
+def _inside(root: Path, path: Path) -> bool:
+    return path == root or root in path.parents
 
 
 def resolve_under(root: Path, rel: str) -> Path:
-    """Resolve a path from metadata against the dataset root, refusing paths that leave it."""
+    """Resolve a path from metadata against the dataset root, refusing paths that leave it,
+    whether by ``..`` / an absolute path, or through a symlink inside the root that points out of
+    it (the same rule as the probe stage's ``path_escape``, applied at ingest)."""
     if rel is None or str(rel).strip() == "":
         raise ValueError("empty path")
     root = Path(root).resolve()
-    candidate = (root / str(rel)).resolve()
-    if candidate != root and root not in candidate.parents:
+    lexical = Path(os.path.normpath(root / str(rel)))
+    if not _inside(root, lexical):
         raise PathEscapeError(f"path escapes the dataset root: {rel!r}")
+    candidate = lexical.resolve()
+    if not _inside(root, candidate):
+        raise SymlinkEscapeError(f"path escapes the dataset root through a symlink: {rel!r} -> {candidate}")
     return candidate
 
 

@@ -12,11 +12,16 @@ Published layout (see DATASETS.md):
 
 There is no category column: the category is the first folder of ``edited_path``.
 
+Source captions (``source_video_captions/*.json``, lists of ``{path, caption}``) spell the path
+*without* the ``source/`` folder (``0000/<hash>.mp4``, as third-party loaders that read the real
+files show: ltx-trainer ``preprocess_ditto_subset.py`` keys them by the hash stem). They are keyed
+here by that path and by the hash, so ``source/0000/<hash>.mp4`` finds its caption either way.
+
 Metadata paths are taken to start at the category folder (``global_style1/<hash>_1.mp4``), but a
 ``videos/`` prefix or an absolute prefix from the authors' machine is tolerated: the path is
 anchored at its first known category folder. Each path is then looked for in four places
-(``videos/`` or the root, plain or nested) and the first that exists wins; if none exists the plain
-``videos/`` spelling is kept and the probe stage reports the file missing.
+(``videos/`` or the root, plain or nested) and the first that exists wins; if none exists the row is
+an error that lists the places looked in.
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ from typing import Any, Iterator
 
 from stages.ingest.base import Adapter, PathEscapeError, Unit, to_json, unit_key
 from stages.ingest.video_pairs import (
-    LayoutProbe, candidate_paths, clean_text, first_present, json_records, norm_rel, numeric_scores,
+    LayoutProbe, NotFoundError, candidate_paths, clean_text, json_records, norm_rel, numeric_scores,
 )
 
 FIELDS = ("source_path", "instruction", "edited_path")
@@ -74,6 +79,8 @@ def canonical_path(path: str) -> str:
 
 class DittoAdapter(Adapter):
     name = "ditto"
+    # record fields read (curate inspect lists the others); *score* fields become native_scores
+    fields_used = (*FIELDS, *DIFFSYNTH_COLUMNS.values(), "*score*")
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -119,8 +126,8 @@ class DittoAdapter(Adapter):
         if missing:
             return self.row(key, error=f"missing or empty field: {', '.join(missing)}", **common)
         try:
-            source_uri = self._resolve(source, probes)
-            target_uri = self._resolve(edited, probes)
+            source_uri = self._resolve(source, probes, "source_path")
+            target_uri = self._resolve(edited, probes, "edited_path")
         except (PathEscapeError, ValueError) as e:
             return self.row(key, error=str(e), **common)
         return self.row(
@@ -133,10 +140,13 @@ class DittoAdapter(Adapter):
             **common,
         )
 
-    def _resolve(self, path: str, probes: dict[str, LayoutProbe]) -> Path:
+    def _resolve(self, path: str, probes: dict[str, LayoutProbe], what: str) -> Path:
         rel = canonical_path(path)
         if rel.startswith("/"):  # absolute, and no known folder in it: judged as written
-            return first_present(candidate_paths(self.root, [rel], path))
+            [only] = candidate_paths(self.root, [rel], path)
+            if only.is_file():
+                return only
+            raise NotFoundError(what, path, [str(only)])
         parts = rel.split("/")
         folder = parts[0]
         variants = [f"videos/{rel}", rel]
@@ -144,13 +154,18 @@ class DittoAdapter(Adapter):
             variants = [f"videos/{rel}", f"videos/{folder}/{rel}", rel, f"{folder}/{rel}"]
         candidates = candidate_paths(self.root, variants, path)
         hit = probes.setdefault(folder, LayoutProbe()).pick(candidates)
-        return hit or first_present(candidates)
+        if hit is None:
+            raise NotFoundError(what, path, [str(c) for c in candidates if c is not None])
+        return hit
 
     # -- optional source captions: source_video_captions/*.json lists of {path, caption}
     def _caption_for(self, source: str) -> str | None:
         if self._captions is None:
             self._captions = self._load_captions()
-        return self._captions.get(canonical_path(source)) if self._captions else None
+        if not self._captions:
+            return None
+        rel = caption_key(source)
+        return self._captions.get(rel) or self._captions.get(hash_key(rel))
 
     def _load_captions(self) -> dict[str, str]:
         captions: dict[str, str] = {}
@@ -163,5 +178,19 @@ class DittoAdapter(Adapter):
                 continue
             for rec in records:
                 if isinstance(rec, dict) and clean_text(rec.get("path")) and clean_text(rec.get("caption")):
-                    captions[canonical_path(rec["path"])] = clean_text(rec["caption"])
+                    rel, caption = caption_key(rec["path"]), clean_text(rec["caption"])
+                    captions[rel] = caption
+                    captions.setdefault(hash_key(rel), caption)
         return captions
+
+
+def caption_key(path: str) -> str:
+    """A source path as the captions files spell it: relative to ``videos/source/``
+    (``source/0000/x.mp4``, ``videos/source/source/0000/x.mp4`` and ``0000/x.mp4`` -> ``0000/x.mp4``)."""
+    rel = canonical_path(path)
+    return rel[len("source/"):] if rel.startswith("source/") else rel
+
+
+def hash_key(rel: str) -> str:
+    """``#<hash>``: the source file's stem, shared by its edited files (``<hash>_<n>.mp4``)."""
+    return "#" + re.sub(r"_\d+$", "", Path(rel).stem)

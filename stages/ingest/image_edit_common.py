@@ -241,3 +241,32 @@ def parquet_uri(path: Path | str, row: int, column: str) -> str:
 def posix_rel(path: Path, root: Path) -> str:
     """``path`` relative to ``root`` with forward slashes (stable natural keys across OSes)."""
     return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+
+
+# ------------------------------------------------------------------ extra
+
+
+def extra_json(**fields: Any) -> str | None:
+    """The ``extra`` column: the non-null fields as one JSON object (sorted keys), None if none.
+    DuckDB reads it with ``json_extract_string(extra, '$.<key>')``."""
+    kept = {k: v for k, v in fields.items() if v is not None and v != [] and v != ""}
+    return json.dumps(kept, ensure_ascii=False, sort_keys=True) if kept else None
+
+
+def int_or_none(value: Any) -> int | None:
+    number = _number(value)
+    return int(number) if number is not None and number == int(number) else None
+
+
+# Instructions that are placeholders for "none" (X2Edit writes "None" and "无" where the
+# generating model gave no instruction): empty, after stripping edge punctuation and case.
+NULL_INSTRUCTIONS = frozenset({"none", "null", "nan", "n/a", "无", "空", "无指令"})
+_EDGE = " \t\r\n.。!！?？,，;；:：、\"'“”‘’()（）"
+
+
+def instruction_text(value: Any) -> str | None:
+    """An instruction, or None when missing, empty or a "None"/"无" placeholder."""
+    text = clean_text(value)
+    if text is None or text.lower().strip(_EDGE) in NULL_INSTRUCTIONS or not text.strip(_EDGE):
+        return None
+    return text

@@ -10,6 +10,11 @@ Scale drives the design (about 36 million rows):
   vectorised; no Python object is created per row (scores become a map column in numpy).
 
 A clip's natural key is (videoID, start, end) with the times as published (``HH:MM:SS.fff``).
+
+``videoID`` names one *clip* (``<youtube_id>_<n>``); the YouTube video it was cut from is the
+``v=`` of ``url``, else ``videoID`` without its last ``_<n>``. ``KoalaConfig.download`` says which
+of the two the user's files are named after: whole videos (``{youtube_id}.mp4``, the window is cut
+at decode) or pre-cut clips (``{videoID}.mp4``, no window).
 """
 from __future__ import annotations
 
@@ -30,7 +35,9 @@ from stages.ingest.csv_blocks import CsvBlocks
 
 REQUIRED_COLUMNS = ("videoID", "timestamp", "caption")
 SCORE_COLUMNS = ("clarity_score", "aesthetic_score", "motion_score", "video_training_suitability_score")
-PATTERN_FIELDS = ("videoID", "start", "end", "start_s", "end_s")
+PATTERN_FIELDS = ("videoID", "youtube_id", "start", "end", "start_s", "end_s")
+# The 11-character YouTube id in the url forms people publish (watch?v=, youtu.be/, shorts/, embed/).
+YOUTUBE_URL_RE = r"(?:[?&]v=|youtu\.be/|/shorts/|/embed/)([A-Za-z0-9_-]{11})"
 
 # "['00:00:05.120', '00:00:12.400']"; tolerant of quote style, spacing and a missing fraction.
 _TIME = r"((\d+):([0-5]\d):([0-5]\d(?:\.\d+)?))"
@@ -58,6 +65,7 @@ def pattern_sql(pattern: str) -> str:
     """
     exprs = {
         "videoID": "vid",
+        "youtube_id": "yt",
         "start": "m.t0",
         "end": "m.t1",
         "start_s": "printf('%.3f', start_s)",
@@ -74,7 +82,7 @@ def pattern_sql(pattern: str) -> str:
                 f"video_pattern {pattern!r}: use only the plain fields {{{'}, {'.join(PATTERN_FIELDS)}}}"
             )
         parts.append(exprs[field])
-    sample = pattern.format(videoID="x", start="0:00:00.000", end="0:00:01.000", start_s="0.000", end_s="1.000")
+    sample = pattern.format(videoID="x", youtube_id="x", start="0:00:00.000", end="0:00:01.000", start_s="0.000", end_s="1.000")
     if os.path.isabs(sample) or os.path.normpath(sample) != sample or sample.startswith(".."):
         raise ValueError(f"video_pattern {pattern!r} must be a clean path relative to video_root")
     return " || ".join(parts) if parts else "''"
@@ -89,7 +97,7 @@ def _seconds_sql(i: int) -> str:
 def block_sql(columns: list[str], cfg, subset: str) -> str:
     """One query turning a block of CSV rows (all text columns) into `samples` rows."""
     video_root = str(Path(cfg.video_root).expanduser().resolve())
-    rel = pattern_sql(cfg.video_pattern)
+    rel = pattern_sql(cfg.resolved_pattern)
     # Scores come out as plain DOUBLE columns; the map is assembled in Arrow (see scores_map),
     # which is several times faster than building MAP values in SQL.
     scores_sql = ", ".join(
@@ -99,12 +107,15 @@ def block_sql(columns: list[str], cfg, subset: str) -> str:
     raw_sql = "json_object(" + ", ".join(f"{_sql_str(c)}, {_sql_ident(c)}" for c in sorted(set(columns))) + ")"
     score_cols = "".join(", " + _sql_ident("score:" + c) for c in SCORE_COLUMNS if c in columns)
     window = "NULL::DOUBLE" if cfg.files_are_cut else None
+    url_sql = (f"regexp_extract(coalesce(\"url\", ''), {_sql_str(YOUTUBE_URL_RE)}, 1)"
+               if "url" in columns else "''")
     return f"""
     WITH parsed AS (
         SELECT
             coalesce("videoID", '') AS vid,
             coalesce("timestamp", '') AS ts,
             "caption" AS cap,
+            {url_sql} AS url_id,
             -- a partial regexp match stops at the first visible character: cheaper than trim()
             coalesce(regexp_matches("caption", '\\S'), false) AS has_cap,
             regexp_extract(coalesce("timestamp", ''), {_sql_str(TIMESTAMP_RE)},
@@ -118,8 +129,12 @@ def block_sql(columns: list[str], cfg, subset: str) -> str:
             CASE WHEN m.t0 <> '' THEN {_seconds_sql(0)} END AS start_s,
             CASE WHEN m.t0 <> '' THEN {_seconds_sql(1)} END AS end_s
         FROM parsed
+    ), ided AS (
+        SELECT *,
+            coalesce(nullif(url_id, ''), nullif(regexp_extract(vid, '^(.+)_[0-9]+$', 1), ''), vid) AS yt
+        FROM timed
     ), pathed AS (
-        SELECT *, {rel} AS rel FROM timed
+        SELECT *, {rel} AS rel FROM ided
     ), checked AS (
         SELECT *,
             CASE
@@ -150,7 +165,9 @@ def block_sql(columns: list[str], cfg, subset: str) -> str:
         'motion' AS category,
         CASE WHEN error IS NULL THEN {window or 'start_s'} END AS clip_start_s,
         CASE WHEN error IS NULL THEN {window or 'end_s'} END AS clip_end_s,
+        NULL::INTEGER AS skip_frames,
         NULL::MAP(VARCHAR, DOUBLE) AS native_scores,
+        json_object('youtube_id', yt) AS extra,
         {_sql_str(cfg.license)} AS license,
         raw_record,
         error,
@@ -185,6 +202,8 @@ def _natural_sort_key(path: Path) -> list:
 
 class KoalaAdapter(Adapter):
     name = "koala"
+    # CSV columns read (curate inspect lists the others); url gives the YouTube id
+    fields_used = ("videoID", "url", "timestamp", "caption", *SCORE_COLUMNS)
     modality = "video"
     task = "t2v"
 

@@ -3,21 +3,32 @@
 
 Only the caption split is training data; the QA split (``video_info.meta.jsonl``) is an
 evaluation set and is deliberately not read. The natural key is ``video_path`` as published.
+
+Confirmed on the Hub (zai-org/MotionBench): ``MotionBenchCaption-train/`` holds ``train.jsonl`` and
+``videos/`` (18.6 GB). The record field names and how ``videos/`` is packed are not confirmed, so
+the adapter is tolerant: a few field spellings (``video_path``/``video``/``path``,
+``motion_caption``/``caption``), three path spellings, and videos either extracted or as members
+of tar shards in the video folder (found by file name). A video found nowhere is an error row that
+lists where it was looked for.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 from stages.ingest.base import Adapter, PathEscapeError, Unit, resolve_under, to_json, unit_key
+from stages.ingest.video_pairs import NotFoundError, TarShards
 
 CAPTION_FIELDS = ("motion_caption", "caption")  # the second only as a tolerated variant
+VIDEO_FIELDS = ("video_path", "video", "path")  # likewise
 
 
 class MotionBenchAdapter(Adapter):
     name = "motionbench"
+    fields_used = (*VIDEO_FIELDS, *CAPTION_FIELDS)  # record fields read (curate inspect lists the others)
     modality = "video"
     task = "t2v"
 
@@ -42,7 +53,18 @@ class MotionBenchAdapter(Adapter):
             return str(video_dir.parent / p)
         return str(video_dir / p)
 
+    def locate(self, video_path: str) -> str:
+        """The extracted file, else a member of a tar shard in the video folder (by file name)."""
+        path = resolve_under(self.root, self.video_rel(video_path))
+        if path.is_file():
+            return str(path)
+        member = self._shards.find(os.path.basename(video_path))
+        if member is not None:
+            return member
+        raise NotFoundError("video_path", video_path, [str(path), f"members of {self._shards.describe()}"])
+
     def read(self, unit: Unit) -> Iterator[dict[str, Any]]:
+        self._shards = TarShards(self.root, [self.root / self.cfg.video_dir])
         path = Path(unit.path)
         with open(path, encoding="utf-8", errors="replace") as f:
             for lineno, line in enumerate(f, 1):
@@ -65,15 +87,15 @@ class MotionBenchAdapter(Adapter):
             return self.error_row(("bad-line", path.name, lineno, digest), reason,
                                   record={"line": lineno, "text": text}, **common)
 
-        video_path = rec.get("video_path")
-        if not isinstance(video_path, str) or not video_path.strip():
+        video_path = next((rec[k] for k in VIDEO_FIELDS if isinstance(rec.get(k), str) and rec[k].strip()), None)
+        if video_path is None:
             return self.error_row(("no-video_path", path.name, lineno), "missing video_path", rec, **common)
         caption = next((rec[k] for k in CAPTION_FIELDS if isinstance(rec.get(k), str) and rec[k].strip()), None)
         if caption is None:
             return self.error_row(video_path, "missing motion_caption", rec, **common)
         try:
-            target = resolve_under(self.root, self.video_rel(video_path))
-        except PathEscapeError as e:
+            target = self.locate(video_path)
+        except (PathEscapeError, NotFoundError) as e:
             return self.error_row(video_path, str(e), rec, caption=caption, **common)
         return self.row(
             video_path,

@@ -1,15 +1,21 @@
 """OpenVE-3M adapter (Hugging Face Lewandofski/OpenVE-3M).
 
-Published layout (see DATASETS.md): per-category CSVs with columns ``video`` (edited),
-``original_video`` (source) and ``prompt``; the separator is ``;`` in one loader, so it is
-detected from the header unless the config fixes it. The file names are unconfirmed, so the
-category is read from the words in the file name (``Local Change.csv``, ``local_change.csv`` and
-``Local_Change_train.csv`` all map to ``local_change``). One unit per CSV; natural key: the edited
-video path.
+Published layout (see DATASETS.md, Corrections): per-category CSVs in ``csv_files/``
+(``background_change.csv``, ``global_style.csv``, ``local_add.csv`` ...), columns
+``video;original_video;prompt`` (``video`` = edited, ``original_video`` = source), ``;``-separated
+(HiDream Kiwi-Edit reads them with ``sep=';'``); the separator is still detected from the header
+unless the config fixes it. The category is the CSV's file stem (``local_add`` -> ``add``); words
+are matched, so ``Local Change.csv`` or ``local_change_train.csv`` work too. One unit per CSV;
+natural key: the edited video path as written.
 
-Paths are taken relative to the dataset root; if the first rows of a CSV only exist relative to
-the CSV's own folder, that folder is used for the whole file (decided once per unit, from a few
-rows, so ingest does not stat every video).
+Paths are relative to ``OpenVE-3M/videos/`` (ThinkV2V's ``OPENVE3M_VIDEO_ROOT``), not to the CSV's
+folder. ``video_root`` names that folder; unset, the candidates are ``<root>/videos``, the root,
+then the CSV's folder. Each path is looked for in the candidates (the folder that held the last
+hit first, so a consistent download costs one stat a path); a path found in none is an error row
+that lists where it was looked for.
+
+Every row records ``skip_frames`` (default 4): SAMA's own loader drops the first 4 frames of both
+OpenVE videos, and every later stage (probe, judge, encode, preview) starts after them.
 
 OpenVE-Bench's ``benchmark_videos.csv`` (``edited_type, prompt, original_video``), when it lies
 under the root, is ingested too, as split ``bench``: a source and an instruction with no target
@@ -21,12 +27,11 @@ from __future__ import annotations
 import csv
 import os
 import re
-from itertools import chain, islice
 from pathlib import Path
 from typing import Any, Iterator
 
 from stages.ingest.base import Adapter, PathEscapeError, Unit, resolve_under, to_json, unit_key
-from stages.ingest.video_pairs import clean_text, norm_rel, numeric_scores
+from stages.ingest.video_pairs import NotFoundError, clean_text, norm_rel, numeric_scores
 
 # Column aliases, first match wins: the published names first.
 EDITED_COLUMNS = ("video", "edited_video", "target_video")
@@ -55,7 +60,8 @@ _CATEGORY_RULES: tuple[tuple[frozenset[str], str], ...] = tuple(
         ("local", "local_change"),
     )
 )
-_PEEK_ROWS = 32  # rows looked at to decide where a CSV's relative paths start
+DEFAULT_CSV_GLOB = "csv_files/*.csv"
+BENCH_CSV = "benchmark_videos.csv"
 
 
 def words_of(name: str) -> set[str]:
@@ -92,10 +98,29 @@ def _pick(record: dict[str, Any], names: tuple[str, ...]) -> Any:
 
 class OpenVEAdapter(Adapter):
     name = "openve"
+    # record fields read (curate inspect lists the others); *score* fields become native_scores
+    fields_used = (*EDITED_COLUMNS, *SOURCE_COLUMNS, *PROMPT_COLUMNS, *ROW_CATEGORY_COLUMNS, "*score*")
 
     def units(self) -> list[Unit]:
         files = sorted(p for p in self.root.glob(self.cfg.csv_glob) if p.is_file())
+        if not files and self.cfg.csv_glob == DEFAULT_CSV_GLOB:
+            # No csv_files/ (CSVs moved or renamed): any CSV outside the video folder.
+            files = sorted(p for p in self.root.glob("**/*.csv")
+                           if p.is_file() and "videos" not in p.relative_to(self.root).parts[:-1])
+        bench = self.root / BENCH_CSV
+        if bench.is_file() and bench not in files:
+            files.append(bench)
         return [Unit(self.name, unit_key(self.root, p), str(p)) for p in files]
+
+    def video_bases(self, csv_dir: Path) -> list[Path]:
+        """Folders a CSV path may be relative to, in the order they are tried."""
+        if self.cfg.video_root is not None:
+            return [Path(self.cfg.video_root).expanduser().resolve()]
+        bases = []
+        for base in (self.root / "videos", self.root, csv_dir.resolve()):
+            if base not in bases:
+                bases.append(base)
+        return bases
 
     def read(self, unit: Unit) -> Iterator[dict[str, Any]]:
         path = Path(unit.path)
@@ -115,9 +140,8 @@ class OpenVEAdapter(Adapter):
                 raise ValueError(f"no edited-video column ({'/'.join(EDITED_COLUMNS)}) "
                                  f"with separator {sep!r}; header: {header}")
             records = self._records(reader, header, columns)
-            peeked = list(islice(records, _PEEK_ROWS))
-            base = self._path_base(path.parent, peeked)
-            for i, (raw, fields) in enumerate(chain(peeked, records)):
+            base = _Bases(self.video_bases(path.parent))
+            for i, (raw, fields) in enumerate(records):
                 if bench:
                     yield self._bench_row(raw, fields, (where, i), path.stem, base)
                 else:
@@ -142,31 +166,6 @@ class OpenVEAdapter(Adapter):
                                       if len(row) != len(header) else None)
             yield raw, fields
 
-    def _path_base(self, csv_dir: Path, peeked: list) -> str:
-        """Root-relative folder the CSV's paths start from: the root, or the CSV's folder."""
-        bases = ["."]
-        if csv_dir.resolve() != self.root:
-            bases.append(os.path.relpath(csv_dir.resolve(), self.root))
-        if len(bases) == 1:
-            return "."
-        for _, fields in peeked:
-            for rel in (clean_text(_pick(fields, EDITED_COLUMNS)), clean_text(_pick(fields, SOURCE_COLUMNS))):
-                if not rel:
-                    continue
-                for base in bases:
-                    try:
-                        if resolve_under(self.root, os.path.join(base, norm_rel(rel))).is_file():
-                            return base
-                    except PathEscapeError:
-                        continue
-        return "."
-
-    def _resolve(self, base: str, rel: str) -> str:
-        try:
-            return str(resolve_under(self.root, os.path.join(base, norm_rel(rel))))
-        except PathEscapeError:
-            raise PathEscapeError(f"path escapes the dataset root: {rel!r}") from None
-
     # -- rows
     def _category(self, stem: str, fields: dict) -> tuple[str, str]:
         category = category_of(stem)
@@ -189,12 +188,12 @@ class OpenVEAdapter(Adapter):
         if missing:
             return self.row(key, error=f"missing or empty field: {', '.join(missing)}", **common)
         try:
-            source_uri, target_uri = self._resolve(base, source), self._resolve(base, edited)
+            source_uri, target_uri = base.find(source, "original_video"), base.find(edited, "video")
         except (PathEscapeError, ValueError) as e:
             return self.row(key, error=str(e), **common)
         return self.row(
             key, source_uri=source_uri, target_uri=target_uri, instruction=prompt,
-            native_scores=numeric_scores(raw), **common,
+            native_scores=numeric_scores(raw), skip_frames=self.cfg.skip_frames, **common,
         )
 
     def _bench_row(self, raw: dict, fields: dict, where: tuple, stem: str, base: str) -> dict[str, Any]:
@@ -211,8 +210,41 @@ class OpenVEAdapter(Adapter):
         if missing:
             return self.row(key, error=f"missing or empty field: {', '.join(missing)}", **common)
         try:
-            source_uri = self._resolve(base, source)
+            source_uri = base.find(source, "original_video")
         except (PathEscapeError, ValueError) as e:
             return self.row(key, error=str(e), **common)
         return self.row(key, source_uri=source_uri, instruction=prompt,
-                        native_scores=numeric_scores(raw), **common)
+                        native_scores=numeric_scores(raw), skip_frames=self.cfg.skip_frames, **common)
+
+
+class _Bases:
+    """Finds a CSV path under the first of several base folders that has it; the folder of the
+    last hit is tried first. A path leaving its base (``..``, a symlink out) is refused as it is
+    met, even if another base would hold it: it says the CSV does not mean that folder."""
+
+    def __init__(self, bases: list[Path]):
+        self.bases = bases
+        self._last = 0
+
+    def find(self, rel: str, column: str) -> str:
+        rel = norm_rel(rel)
+        parts = rel.split("/")
+        # A prefix from the authors' machine (".../OpenVE-3M/videos/<rest>"): <rest> in the first base.
+        rest = None
+        if "videos" in parts[:-1] and ".." not in parts:
+            rest = "/".join(parts[len(parts) - parts[::-1].index("videos"):])
+        tried = []
+        if not (rel.startswith("/") and rest):  # an absolute path without videos/ is judged as written
+            order = [self._last] + [i for i in range(len(self.bases)) if i != self._last]
+            for i in order:
+                path = resolve_under(self.bases[i], rel)
+                if path.is_file():
+                    self._last = i
+                    return str(path)
+                tried.append(str(path))
+        if rest:
+            path = resolve_under(self.bases[0], rest)
+            if path.is_file():
+                return str(path)
+            tried.append(str(path))
+        raise NotFoundError(column, rel, tried)

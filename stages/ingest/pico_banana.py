@@ -3,17 +3,20 @@
 One unit per configured split file (``cfg.splits``, default ``sft``); ``split`` is the file's name.
 
 * sft: ``{open_image_input_url, text, output_image, edit_type, summarized_text}``.
-* preference: the same plus ``rejected_images`` (the failed edits, kept in ``raw_record``); the
-  row's target is the successful ``output_image``.
+* preference: the same plus ``rejected_images`` (the failed edits, in ``extra`` and
+  ``raw_record``); the row's target is the successful ``output_image``.
 * multi-turn: ``{files: [{id: "original_input_image", url}, {id: "edit_turn1", url}, ...,
   {id: "final_image", url}], metadata_edit_turn_prompts: [...]}``: one row per turn, the source
   of turn k being the image of turn k-1 (the original for turn 1).
 
-Source images are Open Images photos the user downloads separately: the source of a record is
-``cfg.image_root / <file name of the URL>`` (or ``local_input_image`` when the record carries the
-path the official mapping script adds). Ingest does not check that the file is there: the probe
-stage reports it missing. The URL stays in ``raw_record``. Edited images (``output_image``, turn
-images) are relative to ``cfg.output_root`` (default: the dataset root).
+Source images are Open Images photos the user downloads separately, found (first existing wins,
+see :mod:`stages.ingest.pico_sources`) through ``local_input_image`` (what Apple's
+``map_openimage_url_to_local.py`` adds, relative to ``local_input_base``), the URL's ImageID from
+Open Images' ``train-images-boxable-with-rotation.csv`` (``openimages_csv``) as
+``<image_root>[/train_*]/<ImageID>.jpg``, or the URL's own file name under ``image_root``. Edited
+images are relative to ``output_root``, else Apple's ``nb/`` folder, else the root. A row whose
+image is nowhere is an error that lists every place tried. The URL stays in ``raw_record``;
+``extra`` has ``image_id``.
 
 The 35 edit types (8 groups) map to the normalised categories by keywords
 (:func:`stages.ingest.image_edit_common.keyword_category`); ``edit_type`` is kept raw.
@@ -22,13 +25,13 @@ Natural keys: ``(split, output_image)``; for multi-turn ``(split, turn image, tu
 from __future__ import annotations
 
 import re
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import unquote, urlparse
 
-from stages.ingest.base import Adapter, PathEscapeError, Unit, resolve_under, to_json, unit_key
+from stages.ingest.base import Adapter, PathEscapeError, Unit, to_json, unit_key
 from stages.ingest.image_edit_common import (
     clean_text,
+    extra_json,
     iter_json_lines,
     keyword_category,
     label_text,
@@ -36,22 +39,19 @@ from stages.ingest.image_edit_common import (
     posix_rel,
     text_list,
 )
+from stages.ingest.pico_sources import ImageLocator, NotFound, url_file_name, url_image_ids  # noqa: F401 (re-export)
 
-# The file names a split is published under (the multi-turn file is spelled both ways).
+# The file names a split is published under (the multi-turn file is spelled both ways; Apple's
+# CDN serves them under nb/jsonl/).
 SPLIT_FILES = {
-    "sft": ("jsonl/sft.jsonl",),
-    "preference": ("jsonl/preference.jsonl",),
-    "multi-turn": ("jsonl/multi-turn.jsonl", "jsonl/multi_turn.jsonl"),
+    "sft": ("jsonl/sft.jsonl", "nb/jsonl/sft.jsonl"),
+    "preference": ("jsonl/preference.jsonl", "nb/jsonl/preference.jsonl"),
+    "multi-turn": ("jsonl/multi-turn.jsonl", "jsonl/multi_turn.jsonl", "nb/jsonl/multi-turn.jsonl",
+                   "nb/jsonl/multi_turn.jsonl"),
 }
 ORIGINAL_ID = "original_input_image"
 FINAL_ID = "final_image"
 TURN_ID = re.compile(r"edit_turn_?(\d+)$")
-
-
-def url_file_name(url: str) -> str | None:
-    """The file name a downloaded copy of ``url`` carries: the last path segment, unquoted."""
-    name = PurePosixPath(unquote(urlparse(url).path)).name
-    return name or None
 
 
 def edit_category(edit_type: str | None) -> str:
@@ -62,11 +62,19 @@ class PicoBananaAdapter(Adapter):
     name = "pico_banana"
     modality = "image"
     task = "edit"
+    # record fields read (curate inspect lists the others)
+    fields_used = ("open_image_input_url", "local_input_image", "text", "output_image", "edit_type",
+                   "summarized_text", "rejected_images", "files", "metadata_edit_turn_prompts",
+                   "metadata_edit_turn_types", "edit_types", "*score*")
 
     def __init__(self, cfg):
         super().__init__(cfg)
         self.image_root = Path(cfg.image_root).expanduser().resolve()
-        self.output_root = Path(cfg.output_root).expanduser().resolve() if cfg.output_root else self.root
+        self.output_root = Path(cfg.output_root).expanduser().resolve() if cfg.output_root else None
+        base = Path(cfg.local_input_base).expanduser().resolve() if cfg.local_input_base else None
+        self.locate = ImageLocator(self.root, self.image_root, self.output_root, base)
+        self.csv = Path(cfg.openimages_csv).expanduser().resolve() if cfg.openimages_csv else None
+        self._image_ids: dict[str, str] = {}  # OriginalURL -> ImageID for the unit being read
 
     def units(self) -> list[Unit]:
         units = []
@@ -78,28 +86,29 @@ class PicoBananaAdapter(Adapter):
 
     # ------------------------------------------------------------------ locations
     def _source(self, rec: dict[str, Any], url: Any) -> str:
-        """Local path of an Open Images source: ``local_input_image`` if given, else the URL's
-        file name under image_root. Raises ValueError when neither is usable."""
-        local = clean_text(rec.get("local_input_image"))
-        if local:
-            # The user's own mapping: an absolute path is taken as is, a relative one is under
-            # image_root (the probe stage still checks it lies under an allowed root).
-            if Path(local).is_absolute():
-                return str(Path(local).resolve())
-            return str(resolve_under(self.image_root, local))
+        """Local path of an Open Images source (see stages.ingest.pico_sources for the places
+        tried). Raises ValueError (NotFound lists the places) or PathEscapeError."""
         url = clean_text(url)
-        if url is None:
-            raise ValueError("missing open_image_input_url")
-        name = url_file_name(url)
-        if name is None:
-            raise ValueError(f"no file name in source URL {url!r}")
-        return str(resolve_under(self.image_root, name))
+        return self.locate.source(clean_text(rec.get("local_input_image")), url,
+                                  self._image_ids.get(url) if url else None, self.csv is not None)
 
     def _output(self, rel: Any) -> str:
-        rel = clean_text(rel)
-        if rel is None:
-            raise ValueError("missing output image path")
-        return str(resolve_under(self.output_root, rel))
+        return self.locate.output(clean_text(rel))
+
+    def _load_image_ids(self, path: Path) -> None:
+        """The CSV's ImageIDs of this split's source URLs (one pass over the JSONL, one over the CSV)."""
+        self._image_ids = {}
+        if self.csv is None:
+            return
+        urls = []
+        for _, _, rec, _ in iter_json_lines(path):
+            if rec is None:
+                continue
+            urls.append(rec.get("open_image_input_url"))
+            files = rec.get("files")
+            if isinstance(files, list):
+                urls += [f.get("url") for f in files if isinstance(f, dict) and f.get("id") == ORIGINAL_ID]
+        self._image_ids = url_image_ids(self.csv, (u.strip() for u in urls if isinstance(u, str)))
 
     # ------------------------------------------------------------------ reading
     def read(self, unit: Unit) -> Iterator[dict[str, Any]]:
@@ -110,6 +119,7 @@ class PicoBananaAdapter(Adapter):
             yield self.error_row((split, "missing-file"), f"missing {rel} (split {split!r})",
                                  record={"path": str(path), "split": split}, split=split)
             return
+        self._load_image_ids(path)
         for lineno, text, rec, err in iter_json_lines(path):
             if rec is None:
                 yield self.error_row((split, "line", lineno), err, record={"line": lineno, "text": text}, split=split)
@@ -129,16 +139,18 @@ class PicoBananaAdapter(Adapter):
             category_raw=edit_type,
             category=edit_category(edit_type),
             native_scores=numeric_scores(rec),
+            extra=extra_json(image_id=self._image_ids.get(clean_text(rec.get("open_image_input_url")) or ""),
+                             rejected_images=text_list(rec.get("rejected_images"))),
         )
         problems = []
         try:
             values["source_uri"] = self._source(rec, rec.get("open_image_input_url"))
         except (PathEscapeError, ValueError) as e:
-            problems.append(f"source: {e}")
+            problems.append(str(e) if isinstance(e, NotFound) else f"source: {e}")
         try:
             values["target_uri"] = self._output(output)
         except (PathEscapeError, ValueError) as e:
-            problems.append(f"output_image: {e}")
+            problems.append(str(e) if isinstance(e, NotFound) else f"output_image: {e}")
         if values["instruction"] is None:
             problems.append("empty text (instruction)")
         if problems:
@@ -181,7 +193,7 @@ class PicoBananaAdapter(Adapter):
                 try:
                     values["source_uri"] = self._source(rec, by_id.get(ORIGINAL_ID))
                 except (PathEscapeError, ValueError) as e:
-                    problems.append(f"source: {e}")
+                    problems.append(str(e) if isinstance(e, NotFound) else f"source: {e}")
             elif previous is not None:
                 values["source_uri"] = previous
             else:

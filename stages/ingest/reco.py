@@ -1,34 +1,43 @@
 """ReCo-Data adapter (Hugging Face HiDream-ai/ReCo-Data).
 
-Published layout (see DATASETS.md): ``{add,remove,replace,style}/`` each with
-``{task}_data_configs.json`` (records ``{src_video, tar_video, instruction_final_refine}``),
-``src_videos/`` and ``tar_videos/``; the videos also ship as tar shards
-``{task}_src_video_NN.tar`` in the task folder. One unit per task config; ``cfg.tasks`` says which
-tasks are read. Category = the task folder. Natural key: the ``tar_video`` path.
+Published layout (see DATASETS.md, Corrections): ``{add,remove,replace,style}/`` each with
+``{task}_data_configs.json`` (records ``{src_video, tar_video, instruction_final_refine}``); the
+official loader joins the record paths to the dataset root (``add/src_videos/x.mp4``). One unit per
+task config; ``cfg.tasks`` says which tasks are read. Category = the task folder. Natural key: the
+``tar_video`` path, relative to the root (a task-relative spelling gives the same id).
 
-Record paths are taken relative to the dataset root (``add/src_videos/x.mp4``); paths relative to
-the task folder (``src_videos/x.mp4``) are accepted too. A video that is not extracted but lies in
-one of the task folder's tar shards is pointed at as ``tar://<abs tar>#<member>``; the shards are
-listed once per unit, and only if some video is not found extracted. A video found nowhere keeps
-its extracted spelling, and the probe stage reports it missing.
+Videos come extracted (``{task}/src_videos/<name>.mp4``) or as the shipped tar shards, which lie
+*inside* the video folders: ``{task}/src_videos/{task}_src_video_NN.tar`` and
+``{task}/tar_videos/{task}_tar_video_NN.tar``, members named bare (``<name>.mp4``). A video that is
+not extracted is pointed at as ``tar://<abs tar>#<member>``; a folder's shards are listed once,
+and only if some video of that folder is not found extracted. A video found nowhere is an error
+row listing where it was looked for.
+
+Masks (``video_masks/{task}/<tar_video name>``, as the official loader's ``mask_video_folder``),
+when present, extracted or in a tar shard of that folder or of ``video_masks/`` (a shard named for
+its task wins a name found in several), go to ``extra.mask_uri``.
+
+The official loader skips instructions containing "error" or "none": that is the filter stage's
+``rejected_instruction`` rule (filter.reject_instruction_words), so those rows are kept here,
+counted and queryable, not dropped.
 """
 from __future__ import annotations
 
 import json
 import os
-import tarfile
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterator
 
 from stages.ingest.base import Adapter, PathEscapeError, Unit, to_json, unit_key
 from stages.ingest.video_pairs import (
-    LayoutProbe, candidate_paths, clean_text, first_present, json_records, norm_rel, numeric_scores,
+    LayoutProbe, NotFoundError, TarShards, candidate_paths, clean_text, json_records, norm_rel, numeric_scores,
 )
 
 SOURCE, TARGET, INSTRUCTION = "src_video", "tar_video", "instruction_final_refine"
 # Task folder -> normalised category (the folder names are already in the vocabulary).
 CATEGORY = {"add": "add", "remove": "remove", "replace": "replace", "style": "style"}
+# The video folder of each role inside a task folder.
+FOLDER = {SOURCE: "src_videos", TARGET: "tar_videos"}
 
 
 def canonical_path(path: str, task: str) -> str:
@@ -41,44 +50,11 @@ def canonical_path(path: str, task: str) -> str:
     return f"{task}/{rel}"
 
 
-class TarShards:
-    """Members of a task folder's tar shards, listed on first use.
-
-    Lookup tries the path as written, then without the task prefix, then its last two parts
-    (``src_videos/x.mp4``), then the bare file name when only one shard of the right kind
-    (``_src_`` / ``_tar_`` in the shard name) has a member of that name.
-    """
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self._by_name: dict[str, tuple[Path, str]] | None = None
-        self._by_base: dict[str, list[tuple[Path, str]]] = defaultdict(list)
-
-    def _list(self) -> None:
-        self._by_name = {}
-        for shard in sorted(self.folder.glob("*.tar")):
-            with tarfile.open(shard) as tf:  # reads headers only, seeking over the data
-                for member in tf:
-                    if member.isfile():
-                        where = (shard.resolve(), member.name)
-                        self._by_name.setdefault(norm_rel(member.name), where)
-                        self._by_base[Path(member.name).name].append(where)
-
-    def find(self, rel: str, task: str, role: str) -> str | None:
-        if self._by_name is None:
-            self._list()
-        parts = norm_rel(rel).split("/")
-        tries = ["/".join(parts), "/".join(parts[1:]) if parts[0] == task else None, "/".join(parts[-2:])]
-        hit = next((self._by_name[t] for t in tries if t and t in self._by_name), None)
-        if hit is None:
-            same_name = self._by_base.get(parts[-1], [])
-            of_role = [w for w in same_name if f"_{role}_" in w[0].name] or same_name
-            hit = of_role[0] if len(of_role) == 1 else None
-        return f"tar://{hit[0]}#{hit[1]}" if hit else None
-
-
 class ReCoAdapter(Adapter):
     name = "reco"
+    # record fields read (curate inspect lists the others): drafts of the instruction become
+    # alt_instructions, *score* fields native_scores
+    fields_used = (SOURCE, TARGET, "*instruction*", "caption", "*score*")
 
     def units(self) -> list[Unit]:
         units = []
@@ -97,13 +73,16 @@ class ReCoAdapter(Adapter):
         path = Path(unit.path)
         where = os.path.relpath(path, self.root)
         records = json_records(json.loads(path.read_bytes()))  # malformed: one unit error row
-        shards = TarShards(self.root / task)
-        probes = {SOURCE: LayoutProbe(), TARGET: LayoutProbe()}
+        task_dir, mask_dir = self.root / task, self.root / self.cfg.mask_dir / task
+        # published: shards inside the video folders; older downloads had them in the task folder
+        shards = {SOURCE: TarShards(self.root, [task_dir / FOLDER[SOURCE], task_dir], "src"),
+                  TARGET: TarShards(self.root, [task_dir / FOLDER[TARGET], task_dir], "tar"),
+                  "mask": TarShards(self.root, [mask_dir, mask_dir.parent], task)}
+        probes = {SOURCE: LayoutProbe(), TARGET: LayoutProbe(), "mask": LayoutProbe()}
         for i, rec in enumerate(records):
             yield self._row(rec, task, (where, i), shards, probes)
 
-    def _row(self, rec: Any, task: str, where: tuple, shards: TarShards,
-             probes: dict[str, LayoutProbe]) -> dict[str, Any]:
+    def _row(self, rec: Any, task: str, where: tuple, shards: dict, probes: dict) -> dict[str, Any]:
         common = dict(subset=task, split="train", category_raw=task,
                       category=CATEGORY.get(task, "other"), raw_record=to_json(rec))
         if not isinstance(rec, dict):
@@ -114,24 +93,41 @@ class ReCoAdapter(Adapter):
         if missing:
             return self.row(key, error=f"missing or empty field: {', '.join(missing)}", **common)
         try:
-            source_uri = self._locate(source, task, "src", shards, probes[SOURCE])
-            target_uri = self._locate(target, task, "tar", shards, probes[TARGET])
+            source_uri = self._locate(source, task, SOURCE, shards[SOURCE], probes[SOURCE])
+            target_uri = self._locate(target, task, TARGET, shards[TARGET], probes[TARGET])
         except (PathEscapeError, ValueError) as e:
             return self.row(key, error=str(e), **common)
+        mask = self._mask(target, task, shards["mask"], probes["mask"])
         return self.row(
             key, source_uri=source_uri, target_uri=target_uri, instruction=instruction,
             alt_instructions=self._alt_instructions(rec, instruction),
             caption=clean_text(rec.get("caption")),
-            native_scores=numeric_scores(rec), **common,
+            native_scores=numeric_scores(rec),
+            extra=json.dumps({"mask_uri": mask}) if mask else None, **common,
         )
 
     def _locate(self, rel: str, task: str, role: str, shards: TarShards, probe: LayoutProbe) -> str:
+        """The extracted file (as written, or relative to the task folder), else the tar member."""
         rel = norm_rel(rel)
-        candidates = candidate_paths(self.root, [rel, f"{task}/{rel}"], rel)
+        variants = [rel, f"{task}/{rel}"]
+        candidates = candidate_paths(self.root, variants, rel)
         hit = probe.pick(candidates)
         if hit is not None:
             return str(hit)
-        return shards.find(rel, task, role) or str(first_present(candidates))
+        member = shards.find(rel)
+        if member is not None:
+            return member
+        tried = [str(c) for c in dict.fromkeys(candidates) if c is not None] + [f"members of {shards.describe()}"]
+        raise NotFoundError(role, rel, tried)
+
+    def _mask(self, target: str, task: str, shards: TarShards, probe: LayoutProbe) -> str | None:
+        name = Path(norm_rel(target)).name
+        try:
+            candidates = candidate_paths(self.root, [f"{self.cfg.mask_dir}/{task}/{name}"], name)
+        except PathEscapeError:
+            return None
+        hit = probe.pick(candidates)
+        return str(hit) if hit is not None else shards.find(name)
 
     @staticmethod
     def _alt_instructions(rec: dict, chosen: str) -> list[str] | None:

@@ -8,11 +8,14 @@ tolerance in one place: text cleaning, path normalisation, and picking the on-di
 from __future__ import annotations
 
 import math
+import os
 import re
+import tarfile
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from stages.ingest.base import PathEscapeError, resolve_under
+from stages.ingest.base import PathEscapeError, SymlinkEscapeError, resolve_under
 
 
 def clean_text(value: Any) -> str | None:
@@ -74,7 +77,8 @@ def numeric_scores(record: dict[str, Any], skip: Iterable[str] = ()) -> dict[str
 
 
 def candidate_paths(root: Path, variants: Sequence[str], written: str | None = None) -> list[Path | None]:
-    """Each variant resolved under ``root``; None where it escapes. Raises if all escape.
+    """Each variant resolved under ``root``; None where it escapes. Raises if all escape, or if
+    one is a symlink leading out of the root (that file exists: it is what the metadata means).
 
     ``written`` is the path as the metadata spells it, for the error message.
     """
@@ -82,11 +86,22 @@ def candidate_paths(root: Path, variants: Sequence[str], written: str | None = N
     for rel in variants:
         try:
             out.append(resolve_under(root, rel))
+        except SymlinkEscapeError:
+            raise
         except PathEscapeError:
             out.append(None)
     if all(p is None for p in out):
         raise PathEscapeError(f"path escapes the dataset root: {written or variants[0]!r}")
     return out
+
+
+class NotFoundError(ValueError):
+    """A metadata path found in none of the places a layout allows; the message lists them, so
+    a user sees at once which layout was expected (``curate inspect`` shows two per dataset)."""
+
+    def __init__(self, what: str, written: str, tried: Sequence[str]):
+        self.what, self.written, self.tried = what, written, list(tried)
+        super().__init__(f"not found: {what} {written!r}; looked in: {', '.join(self.tried)}")
 
 
 class LayoutProbe:
@@ -111,6 +126,50 @@ class LayoutProbe:
         return None
 
 
-def first_present(candidates: Sequence[Path | None]) -> Path:
-    """The preferred spelling when no variant exists yet (the probe stage reports it missing)."""
-    return next(p for p in candidates if p is not None)
+class TarShards:
+    """Members of the tar shards of some folders, listed on first use, by path and by file name.
+
+    Published members are bare names (``<name>.mp4``), so a video is found by its file name; a
+    member whose path matches the record's (``src_videos/x.mp4``) is preferred when there is one.
+    """
+
+    def __init__(self, root: Path, folders: list[Path], role: str = ""):
+        self.root, self.folders, self.role = root, folders, role
+        self._by_name: dict[str, tuple[Path, str]] | None = None
+        self._by_base: dict[str, list[tuple[Path, str]]] = defaultdict(list)
+
+    def shards(self) -> list[Path]:
+        out = []
+        for folder in self.folders:
+            for shard in sorted(folder.glob("*.tar")) if folder.is_dir() else []:
+                # a shard is read only if it lies in the root (a symlink out of it is not followed)
+                try:
+                    out.append(resolve_under(self.root, os.path.relpath(shard, self.root)))
+                except PathEscapeError:
+                    continue
+        return out
+
+    def _list(self) -> None:
+        self._by_name = {}
+        for shard in self.shards():
+            with tarfile.open(shard, ignore_zeros=True) as tf:  # headers only, seeking over the data
+                for member in tf:
+                    if member.isfile():
+                        where = (shard, member.name)
+                        self._by_name.setdefault(norm_rel(member.name), where)
+                        self._by_base[Path(member.name).name].append(where)
+
+    def find(self, rel: str) -> str | None:
+        if self._by_name is None:
+            self._list()
+        parts = norm_rel(rel).split("/")
+        hit = next((self._by_name[t] for t in ("/".join(parts), "/".join(parts[-2:])) if t in self._by_name), None)
+        if hit is None:
+            same_name = list(dict.fromkeys(self._by_base.get(parts[-1], [])))
+            # shards of both roles in one folder (task folder): `_src_` / `_tar_` in the name decides
+            of_role = [w for w in same_name if self.role and f"_{self.role}_" in f"_{w[0].name}"] or same_name
+            hit = of_role[0] if len(of_role) == 1 else None
+        return f"tar://{hit[0]}#{hit[1]}" if hit else None
+
+    def describe(self) -> str:
+        return " or ".join(f"{os.path.relpath(f, self.root)}/*.tar" for f in self.folders)

@@ -3,66 +3,58 @@
 
 A sample is the group of members sharing a WebDataset key (the member path up to the first dot of
 its file name): ``<key>.1.0.jpg`` (source; ``.1.jpg`` / ``.png`` variants accepted), ``<key>.2.jpg``
-(edited), ``<key>.json`` (instruction, task, model, scores, width, height) and ``<key>.txt``.
+(edited), ``<key>.json`` (instruction, task, model, label, scores, width, height), ``<key>.txt``,
+and for the textflux generator ``<key>.1.1.jpg``, a text-foreground mask (``extra.text_mask_uri``).
 Only the tar headers and the small JSON members are read; images are addressed as
-``tar://<abs tar>#<member>`` and measured by the probe stage.
+``tar://<abs tar>#<member>@<header offset>`` (see :mod:`stages.tar_members`) and measured by
+the probe stage.
 
-Concatenated tars: some published tars are several tars appended to each other, so they are read
-with ``ignore_zeros=True`` (past each end-of-archive marker), and member names can repeat. The
-LAST occurrence of a name wins, for images and JSON alike: that is the member
-``tarfile.TarFile.getmember(name)`` returns (and the one GNU tar leaves on disk when extracting),
-so a ``tar://`` URI names the bytes a by-name reader gets. A reader must open these tars with
-``ignore_zeros=True`` too, or it stops at the first part and misses the later members.
+Concatenated tars: some published tars are several tars appended to each other (read with
+``ignore_zeros=True``), and member names repeat *with different content* (one kontext_subject tar:
+19,976 members, 10,516 unique names). A repeated member name starts a new sample: the n-th
+occurrence of ``<key>.<suffix>`` belongs to the n-th sample of that key (natural key
+``(tar, key)`` for the first, ``(tar, key, n)`` after), and every member is addressed by offset,
+so a URI names exactly one of the members sharing a name.
 
-``task`` has hundreds of values (English, and Chinese in some generators); the main ones map to
-the normalised vocabulary, everything else to ``other``; the raw task is kept. Numeric ``*score*``
-fields (including the ``"[9, 8]"`` judge-score strings) go to ``native_scores``.
+``task`` (583 published values) maps to a category through :mod:`stages.ingest.x2edit_tasks`;
+the raw task stays in ``category_raw``. The subject-driven generation tasks (``portrait``,
+``portrait_editing``, ``personalized_generation``) are labelled ``subject_driven`` and, by
+default (``exclude_tasks``), kept as rows whose ``error`` starts with ``excluded:``, so they are
+counted and queryable but never probed or judged. Instructions "None" / "无" count as empty.
+``instruction_zh`` / ``instruction_en`` are alternative instructions; ``instruction_ori`` (qwen
+generators) describes the *source* image and is not. ``extra`` holds ``task`` (canonical),
+``model``, ``label``, ``instruction_type``, ``width``, ``height``, ``text_mask_uri``. Numeric
+``*score*`` fields (including the ``"[9, 8]"`` judge-score strings) go to ``native_scores``.
 """
 from __future__ import annotations
 
 import json
 import re
 import tarfile
-from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 from stages.ingest.base import Adapter, Unit, to_json, unit_key
-from stages.ingest.image_edit_common import clean_text, label_text, numeric_scores, posix_rel, tar_uri
+from stages.ingest.image_edit_common import (
+    clean_text,
+    extra_json,
+    instruction_text,
+    int_or_none,
+    label_text,
+    numeric_scores,
+    posix_rel,
+    tar_uri,
+)
+from stages.ingest.x2edit_tasks import SUBJECT_DRIVEN, canonical_task, task_category, task_key
+from stages.tar_members import member_ref
 
 SOURCE_SUFFIXES = ("1.0.jpg", "1.jpg", "1.0.jpeg", "1.jpeg", "1.0.png", "1.png", "1.0.webp", "1.webp")
 EDITED_SUFFIXES = ("2.jpg", "2.jpeg", "2.png", "2.webp")
 MAX_JSON_BYTES = 16 << 20  # a metadata member larger than this is not metadata
 
-TASK_CATEGORIES = {
-    "action_change": "action",
-    "background_change": "background",
-    "color_change": "color",
-    "style_change": "style",
-    "subject_addition": "add",
-    "subject_deletion": "remove",
-    "subject_replacement": "replace",
-    "text_change": "text",
-    "tone_transform": "tone",
-    # The same tasks under the Chinese labels X2Edit's generation scripts write.
-    "动作更改": "action",
-    "背景更改": "background",
-    "颜色更改": "color",
-    "风格更改": "style",
-    "添加主体": "add",
-    "删除主体": "remove",
-    "替换主体": "replace",
-    "文字更改": "text",
-    "色调变换": "tone",
-    "色调迁移": "tone",
-}
-
-
-def task_category(task: str | None) -> str:
-    if not task:
-        return "other"
-    key = re.sub(r"[\s\-]+", "_", task.strip().lower())
-    return TASK_CATEGORIES.get(task.strip(), TASK_CATEGORIES.get(key, "other"))
+DEFAULT_GLOB = "X2Edit_data/**/*.tar"
+TEXT_MASK_SUFFIX = "1.1.jpg"  # textflux: the text-foreground mask
+ALT_INSTRUCTION_KEYS = ("instruction_en", "instruction_zh")  # translations; not instruction_ori
 
 
 def split_member(name: str) -> tuple[str, str] | None:
@@ -74,12 +66,15 @@ def split_member(name: str) -> tuple[str, str] | None:
     return (str(path.parent / stem) if str(path.parent) != "." else stem), suffix
 
 
-def list_samples(tf: tarfile.TarFile) -> tuple[dict[str, dict[str, tarfile.TarInfo]], Counter, str | None]:
-    """Members grouped by sample key, in first-seen key order; a repeated name replaces the
-    earlier member (last occurrence wins). Also: duplicates per key, and why listing stopped
-    early (a truncated or corrupt tail), if it did."""
-    samples: dict[str, dict[str, tarfile.TarInfo]] = {}
-    duplicates: Counter = Counter()
+Sample = tuple[str, int, dict[str, tarfile.TarInfo]]  # key, occurrence, suffix -> member
+
+
+def list_samples(tf: tarfile.TarFile) -> tuple[list[Sample], str | None]:
+    """Members grouped into samples in first-seen order: the n-th occurrence of a member name
+    joins the n-th sample of its key (concatenated tars repeat names with new content). Also: why
+    listing stopped early (a truncated or corrupt tail), if it did."""
+    samples: list[Sample] = []
+    by_key: dict[str, list[int]] = {}  # key -> indexes into samples, by occurrence
     stopped = None
     while True:
         try:
@@ -95,10 +90,13 @@ def list_samples(tf: tarfile.TarFile) -> tuple[dict[str, dict[str, tarfile.TarIn
         if parts is None:
             continue
         key, suffix = parts
-        group = samples.setdefault(key, {})
-        if suffix in group:
-            duplicates[key] += 1
-        group[suffix] = member
+        slots = by_key.setdefault(key, [])
+        n = next((i for i, idx in enumerate(slots) if suffix not in samples[idx][2]), None)
+        if n is None:
+            n = len(slots)
+            slots.append(len(samples))
+            samples.append((key, n, {}))
+        samples[slots[n]][2][suffix] = member
     # tarfile stops silently at a header cut short; a complete tar is read to its last byte
     # (ignore_zeros walks over the end-of-archive blocks), so non-zero bytes left unread mean a
     # truncated or corrupt tail. A cut inside the trailing zero padding loses nothing.
@@ -106,7 +104,7 @@ def list_samples(tf: tarfile.TarFile) -> tuple[dict[str, dict[str, tarfile.TarIn
         tail = _unread_tail(tf)
         if tail is not None and tail.strip(b"\0"):
             stopped = f"a partial header at byte {tf.offset}"
-    return samples, duplicates, stopped
+    return samples, stopped
 
 
 def _unread_tail(tf: tarfile.TarFile, limit: int = 1 << 20) -> bytes | None:
@@ -124,9 +122,16 @@ class X2EditAdapter(Adapter):
     name = "x2edit"
     modality = "image"
     task = "edit"
+    # JSON fields read (curate inspect lists the others, e.g. caption_*, instruction_ori)
+    fields_used = ("instruction", *ALT_INSTRUCTION_KEYS, "task", "model", "label", "instruction_type",
+                   "width", "height", "*score*")
 
     def units(self) -> list[Unit]:
         tars = sorted(p for p in self.root.glob(self.cfg.tar_glob) if p.is_file())
+        if not tars and self.cfg.tar_glob == DEFAULT_GLOB:
+            # the root is X2Edit_data/ itself (or a generator folder): its tars, wherever they are
+            tars = sorted(p for p in self.root.glob("**/*.tar") if p.is_file()
+                          and not any(part.startswith(".") for part in p.relative_to(self.root).parts))
         if not tars:
             return [Unit(self.name, unit_key(self.root, self.root, "no-tars"), str(self.root), {"missing": True})]
         return [Unit(self.name, unit_key(self.root, p), str(p)) for p in tars]
@@ -153,9 +158,9 @@ class X2EditAdapter(Adapter):
                                  record={"tar": rel}, subset=subset, split="train")
             return
         with tf:
-            samples, duplicates, stopped = list_samples(tf)
-            for key, members in samples.items():
-                yield self._sample_row(tf, path.resolve(), rel, subset, key, members, duplicates[key])
+            samples, stopped = list_samples(tf)
+            for key, occurrence, members in samples:
+                yield self._sample_row(tf, path.resolve(), rel, subset, key, occurrence, members)
         if not samples:
             # ignore_zeros also skips blocks that are not tar headers, so a file that is not a
             # tar at all "opens" and lists nothing: say so instead of yielding no row.
@@ -186,12 +191,17 @@ class X2EditAdapter(Adapter):
         return rec, None
 
     def _sample_row(self, tf: tarfile.TarFile, tar_path: Path, rel: str, subset: str | None, key: str,
-                    members: dict[str, tarfile.TarInfo], duplicates: int) -> dict[str, Any]:
+                    occurrence: int, members: dict[str, tarfile.TarInfo]) -> dict[str, Any]:
         source = next((members[s] for s in SOURCE_SUFFIXES if s in members), None)
         edited = next((members[s] for s in EDITED_SUFFIXES if s in members), None)
-        audit: dict[str, Any] = {"tar": rel, "key": key, "members": sorted(members)}
-        if duplicates:
-            audit["duplicate_members"] = duplicates
+        mask = members.get(TEXT_MASK_SUFFIX)
+        natural = (rel, key) if occurrence == 0 else (rel, key, occurrence)
+        # The JSON's own fields at the top (what `curate inspect` compares with fields_used), ours
+        # under "_" names: where the sample is, and its members' header offsets.
+        where: dict[str, Any] = {"_tar": rel, "_key": key,
+                                 "_members": {s: m.offset for s, m in sorted(members.items())}}
+        if occurrence:
+            where["_occurrence"] = occurrence  # the n-th repeat of this key in a concatenated tar
         problems = []
         rec: dict[str, Any] | None = None
         if "json" in members:
@@ -205,24 +215,38 @@ class X2EditAdapter(Adapter):
         if edited is None:
             problems.append("missing edited member (.2.jpg)")
         rec = rec or {}
-        audit["json"] = rec
+        audit = {**rec, **where}
         task = label_text(rec.get("task"))
-        instruction = clean_text(rec.get("instruction"))
+        canonical = canonical_task(task)
+        given = rec.get("instruction")
+        if isinstance(given, list):  # a few generators wrote a one-element list
+            given = next((x for x in given if clean_text(x)), None)
+        instruction = instruction_text(given)
         if rec and instruction is None:
-            problems.append("empty instruction")
-        alts = [t for k, v in sorted(rec.items())
-                if k != "instruction" and str(k).startswith("instruction") and (t := clean_text(v))]
+            placeholder = clean_text(given)
+            problems.append("empty instruction" + (f": {placeholder!r} is a placeholder" if placeholder else ""))
+        alts = list(dict.fromkeys(t for k in ALT_INSTRUCTION_KEYS
+                                  if (t := instruction_text(rec.get(k))) and t != instruction))
+        uri = lambda m: tar_uri(tar_path, member_ref(m.name, m.offset)) if m is not None else None  # noqa: E731
         values = dict(
             subset=subset,
             split="train",
-            source_uri=tar_uri(tar_path, source.name) if source else None,
-            target_uri=tar_uri(tar_path, edited.name) if edited else None,
+            source_uri=uri(source),
+            target_uri=uri(edited),
             instruction=instruction,
             alt_instructions=alts or None,
             category_raw=task,
             category=task_category(task),
             native_scores=numeric_scores(rec),
+            extra=extra_json(task=canonical, model=label_text(rec.get("model")), label=label_text(rec.get("label")),
+                             instruction_type=label_text(rec.get("instruction_type")),
+                             width=int_or_none(rec.get("width")), height=int_or_none(rec.get("height")),
+                             text_mask_uri=uri(mask)),
         )
+        excluded = {task_key(t) for t in self.cfg.exclude_tasks}
+        if task and (task_key(task) in excluded or canonical in excluded):
+            what = " is subject-driven generation, not an edit" if canonical in SUBJECT_DRIVEN else ""
+            problems.insert(0, f"excluded: task {task!r}{what} (datasets.x2edit.exclude_tasks)")
         if problems:
-            return self.error_row((rel, key), "; ".join(problems), record=audit, **values)
-        return self.row((rel, key), raw_record=to_json(audit), **values)
+            return self.error_row(natural, "; ".join(problems), record=audit, **values)
+        return self.row(natural, raw_record=to_json(audit), **values)

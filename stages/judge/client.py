@@ -11,7 +11,9 @@ to the next replica). Each attempt has ``request_timeout_s``; the whole call has
 Retried: 429 (after ``Retry-After`` when the server sends one), 408, 5xx, connection errors,
 timeouts, unusable bodies (not JSON, empty choices) and, with ``retry_malformed``, answers the
 parser could not read. Back-off is exponential with full jitter: uniform(0, min(backoff_max_s,
-backoff_base_s * 2**(attempt-1))). Other 4xx (a request the server refuses, e.g. too long) are not
+backoff_base_s * 2**(attempt-1))). A 429/503's ``Retry-After`` replaces it when it is at most
+``retry_after_max_s``; a longer one is not waited (the ordinary back-off is), so no row ever
+sleeps longer than the larger of the two caps. Other 4xx (a request the server refuses, e.g. too long) are not
 retried. Frames are decoded and JPEG-encoded on ``build_workers`` threads while other requests are
 in flight.
 
@@ -24,7 +26,6 @@ would come back the same, so it is not retried). judge.backend=hf builds its own
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import os
 import random
@@ -38,10 +39,11 @@ import pyarrow as pa
 from stages.judge.parse import EngineError, parse_completion, read_completion
 from stages.judge.prompts import Prompt, load_prompts
 from stages.judge.requests import InputError, build_request, qwen_vision_process, row_kind
+from stages.judge.retry import backoff_delay, retry_after_seconds, retry_delay  # noqa: F401 (re-exported)
 from stages.judge.schema import ALL_METRICS, SCORED_STATUSES, empty_score_row, expected_column, scores_schema
 
 SAMPLE_COLUMNS = ("sample_id", "dataset", "modality", "task", "source_uri", "target_uri", "instruction",
-                  "caption", "clip_start_s", "clip_end_s", "error")
+                  "caption", "clip_start_s", "clip_end_s", "skip_frames", "error")
 RETRY_HTTP = {408, 429}  # and every 5xx
 MAX_TEXT = 4000  # raw_text / error kept per row (an answer is ~100 chars; a runaway one is cut)
 
@@ -82,27 +84,6 @@ class HttpTransport:
 def completions_url(base: str) -> str:
     base = base.rstrip("/")
     return base if base.endswith("/chat/completions") else base + "/chat/completions"
-
-
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Retry-After as seconds: a number (fractions accepted) or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
-    return rng.uniform(0.0, min(cap, base * 2 ** (attempt - 1)))
 
 
 def _cut(text: str | None) -> str | None:
@@ -225,8 +206,7 @@ class Scorer:
                 out.update(latency_s=time.monotonic() - t0, endpoint=url)
                 if not f.retryable or attempts >= cfg.max_attempts:
                     break
-                delay = f.retry_after if f.retry_after is not None else backoff_delay(
-                    attempts, cfg.backoff_base_s, cfg.backoff_max_s, self.rng)
+                delay = retry_delay(f.retry_after, attempts, cfg, self.rng)
                 remaining = self._remaining()
                 if remaining is not None and delay >= remaining:
                     break

@@ -12,7 +12,8 @@ Faults (``fault_rate`` of the requests, chosen with a seeded RNG): ``http500``, 
 (with ``Retry-After``), ``timeout`` (answers after ``hang_s``), ``drop`` (closes the connection
 without answering), ``malformed`` (truncated JSON), ``out_of_range`` (a score of 11), ``empty``
 (``choices: []``), ``garbage`` (a body that is not JSON); and on demand ``http400`` (a request
-the server refuses, which a client must not retry).
+the server refuses, which a client must not retry). ``GET /v1/models`` lists ``models`` (default:
+judge.model's default), which the judge's pre-flight checks.
 
     python -m stages.judge.fake_server --port 8000 --latency 0.05   # prints the URL, serves until killed
 """
@@ -34,6 +35,7 @@ FAULTS = DEFAULT_FAULTS + ("http400",)
 DEFAULT_METRICS = ["instruction_following", "visual_quality", "content_preservation", "motion_consistency"]
 REASON = "deterministic fake judge"
 STOP_TOKEN = "<|im_end|>"
+SERVED_MODEL = "Qwen/Qwen2.5-VL-72B-Instruct"  # judge.model's default, so a default config passes the pre-flight
 
 
 def request_digest(body: dict) -> bytes:
@@ -136,7 +138,8 @@ class FakeJudgeServer:
 
     def __init__(self, *, latency_s: float = 0.0, fault_rate: float = 0.0, faults: tuple[str, ...] = DEFAULT_FAULTS,
                  seed: int = 0, retry_after: str = "1", hang_s: float = 5.0, record: bool = False,
-                 port: int = 0, host: str = "127.0.0.1", fault_every_first: int = 0):
+                 port: int = 0, host: str = "127.0.0.1", fault_every_first: int = 0,
+                 models: tuple[str, ...] = (SERVED_MODEL,)):
         unknown = set(faults) - set(FAULTS)
         if unknown:
             raise ValueError(f"unknown faults {sorted(unknown)}; choose from {FAULTS}")
@@ -144,6 +147,7 @@ class FakeJudgeServer:
         self.rng = random.Random(seed)
         self.retry_after, self.hang_s, self.record = retry_after, hang_s, record
         self.host, self.port = host, port
+        self.models = tuple(models)  # what GET /v1/models lists (the judge's pre-flight checks it)
         # The first N requests of every distinct body fail (deterministic retries in tests).
         self.fault_every_first = fault_every_first
         self._seen: dict[bytes, int] = {}
@@ -249,7 +253,7 @@ class FakeJudgeServer:
             app.router.add_post("/v1/chat/completions", self._handle)
 
             async def models(_request):
-                return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+                return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]})
 
             app.router.add_get("/v1/models", models)
             # shutdown_timeout: stop() does not wait for handlers still sleeping in a "timeout" fault.

@@ -134,8 +134,12 @@ def video_ele(cfg, start_s: float | None = None, end_s: float | None = None) -> 
 
 
 def plan_video(total_frames: int, video_fps: float, height: int, width: int, cfg,
-               start_s: float | None = None, end_s: float | None = None) -> FramePlan:
-    """Which frames, at which size: qwen-vl-utils' fetch_video arithmetic."""
+               start_s: float | None = None, end_s: float | None = None, skip_frames: int = 0) -> FramePlan:
+    """Which frames, at which size: qwen-vl-utils' fetch_video arithmetic, over the video after its
+    first ``skip_frames`` frames (a dataset setting: OpenVE-3M's first 4 are not training data)."""
+    from stages.skip_frames import skipped_window
+
+    start_s, end_s = skipped_window(start_s, end_s, skip_frames, video_fps)
     ele = video_ele(cfg, start_s, end_s)
     first, last, n_in_range = frame_range(ele, total_frames, video_fps)
     nframes = smart_nframes(ele, n_in_range, video_fps)
@@ -165,7 +169,7 @@ def _open(uri: str, roots: list[str] | None):
         raise InputError(f"{e.kind}: {e.message}") from None
 
 
-def _decode_decord(src, cfg, start_s, end_s) -> tuple[list[np.ndarray], FramePlan]:
+def _decode_decord(src, cfg, start_s, end_s, skip_frames=0) -> tuple[list[np.ndarray], FramePlan]:
     import decord
 
     if isinstance(src, io.BytesIO):
@@ -173,14 +177,14 @@ def _decode_decord(src, cfg, start_s, end_s) -> tuple[list[np.ndarray], FramePla
     reader = decord.VideoReader(src, ctx=decord.cpu(0), num_threads=1)
     try:
         h, w = reader[0].shape[:2]
-        plan = plan_video(len(reader), reader.get_avg_fps(), h, w, cfg, start_s, end_s)
+        plan = plan_video(len(reader), reader.get_avg_fps(), h, w, cfg, start_s, end_s, skip_frames)
         frames = reader.get_batch(plan.indices).asnumpy()
     finally:
         del reader
     return list(frames), plan
 
 
-def _decode_pyav(src, cfg, start_s, end_s) -> tuple[list[np.ndarray], FramePlan]:
+def _decode_pyav(src, cfg, start_s, end_s, skip_frames=0) -> tuple[list[np.ndarray], FramePlan]:
     import av
 
     if isinstance(src, io.BytesIO):
@@ -192,7 +196,7 @@ def _decode_pyav(src, cfg, start_s, end_s) -> tuple[list[np.ndarray], FramePlan]
         h, w = stream.codec_context.height, stream.codec_context.width
     if isinstance(src, io.BytesIO):
         src.seek(0)
-    plan = plan_video(total, float(rate), h, w, cfg, start_s, end_s)
+    plan = plan_video(total, float(rate), h, w, cfg, start_s, end_s, skip_frames)
     wanted: dict[int, int] = {}
     for i in plan.indices:  # an index may repeat when a clip is shorter than min_frames
         wanted[i] = wanted.get(i, 0) + 1
@@ -209,14 +213,14 @@ def _decode_pyav(src, cfg, start_s, end_s) -> tuple[list[np.ndarray], FramePlan]
 
 
 def read_video_frames(uri: str, cfg, start_s: float | None = None, end_s: float | None = None,
-                      roots: list[str] | None = None) -> tuple[list[np.ndarray], FramePlan]:
+                      roots: list[str] | None = None, skip_frames: int | None = 0) -> tuple[list[np.ndarray], FramePlan]:
     """The frames to send (RGB arrays at file resolution) and the plan that chose them."""
     src = _open(uri, roots)
     readers = [_decode_decord, _decode_pyav] if cfg.video_reader == "decord" else [_decode_pyav]
     errors = []
     for reader in readers:
         try:
-            return reader(src, cfg, start_s, end_s)
+            return reader(src, cfg, start_s, end_s, skip_frames or 0)
         except InputError as e:
             errors.append(str(e))
         except Exception as e:  # decord raises RuntimeError/DECORDError; PyAV FFmpegError
@@ -320,7 +324,8 @@ def media_parts(row: dict, kind: str, cfg, roots: list[str] | None = None) -> di
             else:
                 # A window (Koala-36M) applies to the clip it was cut from: the target of a t2v row.
                 window = (row.get("clip_start_s"), row.get("clip_end_s")) if slot != "source_video" else (None, None)
-                frames, plan = read_video_frames(uri, cfg, *window, roots=roots)
+                frames, plan = read_video_frames(uri, cfg, *window, roots=roots,
+                                                 skip_frames=row.get("skip_frames") or 0)
                 parts[slot] = {"type": "video_url",
                                "video_url": {"url": video_data_uri(frames, plan, cfg.jpeg_quality)}}
         except InputError as e:

@@ -103,7 +103,9 @@ def record_of(row: dict, root: str) -> dict:
               and v is not None}
     lineage = {
         "manifest": {"table": "samples", "part": _rel(row.get("samples_part"), root), "row": row.get("samples_row")},
-        "encoded": {"table": "encoded", "part": _rel(row["encoded_part"], root), "row": row["encoded_row"]},
+        # By key, not part and row: which part holds a key depends on the order the selection
+        # grew in (incremental re-curation), and the shard bytes must not (issue 14).
+        "encoded": {"table": "encoded", "key": row["key"]},
         "judge": {c: row.get(f"sc__{c}") for c in JUDGE_COLUMNS},
     }
     return sample_record(row, scores, lineage)

@@ -112,6 +112,9 @@ def run_shard(cfg: Config, workdir: Path, limit: int | None, overwrite: bool) ->
         for _ in map_units(fn, pending, progress):
             pass
     n_done, n_keys = write_index(workdir, plan, units)
+    if not units:  # an empty selection: empty shard tables, no tars (issue 14), exit 0
+        console.print("shard: no kept sample has an encoded key (the selection is empty); the shards and "
+                      "shard_keys tables are empty and no tar remains")
     rows: dict[str, list] = {}
     for u in units:
         if is_done(workdir, u):
