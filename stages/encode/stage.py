@@ -9,7 +9,7 @@
    decode, cut and resize its samples; the frames travel on as one safetensors buffer + JSON.
 3. Encode (Ray Data ``map_batches`` over a callable class: ``encode.encoder_actors`` actors, each
    loading the models once, ``encode.num_gpus`` GPUs each, fractions allowed): encode the unit and
-   write ``tables/encoded/dataset=<ds>/part-<digest of its samples>.parquet`` atomically; return a
+   write ``tables/encoded/<ds>/part-<digest of its samples>.parquet`` atomically; return a
    summary row.
    Decoding runs ahead in its own tasks, so the GPU does not wait on it.
 
@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from manifests import catalog
-from manifests.io import list_parts, table_dir, write_part
+from manifests.io import dataset_dir, dataset_of, list_parts, table_dir, write_part
 from pipeline.config import Config, ConfigError
 from pipeline.progress import Progress, console
 from pipeline.runner import StageReport, _dataset_roots, _whole_units, begin_stage, state_dir
@@ -146,7 +146,7 @@ def _units_of(workdir: Path, dataset: str) -> list[dict]:
         pf = pq.ParquetFile(path)
         for rg in range(pf.metadata.num_row_groups):
             name = part_name(pf.read_row_group(rg, columns=["sample_id"])["sample_id"].to_pylist())
-            out = table_dir(workdir, TABLE) / f"dataset={dataset}" / f"{name}.parquet"
+            out = dataset_dir(workdir, TABLE, dataset) / f"{name}.parquet"
             units.append({"dataset": dataset, "unit": f"{dataset}/{name}", "plan": str(path), "row_group": rg,
                           "length": pf.metadata.row_group(rg).num_rows, "out": str(out)})
     return units
@@ -365,7 +365,7 @@ def summary(workdir: Path) -> list[list]:
 
 def read_unit_rows(workdir: Path, dataset: str | None = None) -> pa.Table | None:
     """All encoded rows (tensors included) — for tests and small runs only."""
-    parts = [p for p in list_parts(workdir, TABLE) if dataset is None or p.parent.name == f"dataset={dataset}"]
+    parts = [p for p in list_parts(workdir, TABLE) if dataset is None or dataset_of(p) == dataset]
     if not parts:
         return None
     return pa.concat_tables([pq.read_table(p) for p in parts])
