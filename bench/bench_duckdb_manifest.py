@@ -69,7 +69,7 @@ def main() -> None:
     t0 = time.time()
     made = 0
     for i in range(parts):
-        path = args.out / "tables" / "samples" / "dataset=mixed" / f"part-{i:05d}.parquet"
+        path = args.out / "tables" / "samples" / "mixed" / f"part-{i:05d}.parquet"
         if not path.exists():
             write_part(path, make_part(i, min(args.part_rows, args.rows - i * args.part_rows)))
             made += 1

@@ -24,6 +24,10 @@ class ReadOnlyError(ValueError):
     pass
 
 
+class QueryError(ValueError):
+    """DuckDB refused a user's query (a typo, an unknown column): its message, not a traceback."""
+
+
 def connect(workdir: str | os.PathLike, threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with a view per existing stage table."""
     workdir = Path(workdir)
@@ -76,4 +80,7 @@ def query(workdir: str | os.PathLike, sql: str):
     """Run a read-only query over the run's views; returns a pyarrow Table."""
     con = connect(workdir)
     check_read_only(con, sql)
-    return con.sql(sql).to_arrow_table()
+    try:
+        return con.sql(sql).to_arrow_table()
+    except duckdb.Error as e:
+        raise QueryError(f"query failed: {e}") from None

@@ -1,5 +1,11 @@
 """Atomic, partitioned Parquet tables under ``<workdir>/tables/<table>/``.
 
+Per-dataset tables keep their parts in ``<table>/<dataset>/``: a plain directory name, not a hive
+``dataset=<ds>`` key, because every part also holds ``dataset`` as a column and pyarrow (so pandas)
+refuses a column that is both (``string vs dictionary``). With plain names pandas, pyarrow,
+polars, DuckDB and Ray Data all read a table directory with no options and get ``dataset`` as
+the string column of the files.
+
 A part is written to a temporary name in the same directory and renamed, so a reader (or a
 resumed run) never sees half a file. Part names are derived from the unit of work, so a re-run
 writes the same names and skips the ones that exist.
@@ -22,6 +28,18 @@ _PARQUET_KW = dict(compression="zstd", use_dictionary=True, write_statistics=Tru
 
 def table_dir(workdir: str | os.PathLike, table: str) -> Path:
     return Path(workdir) / "tables" / table
+
+
+def dataset_dir(workdir: str | os.PathLike, table: str, dataset: str) -> Path:
+    """Where a per-dataset table keeps one dataset's parts (see the module docstring)."""
+    if not dataset or "=" in dataset or "/" in dataset or dataset.startswith("."):
+        raise ValueError(f"dataset name {dataset!r}: use letters, digits, '_' or '-' (no '=', '/' or leading '.')")
+    return table_dir(workdir, table) / dataset
+
+
+def dataset_of(part: Path) -> str:
+    """The dataset a part of a per-dataset table belongs to (its directory)."""
+    return Path(part).parent.name
 
 
 @contextmanager

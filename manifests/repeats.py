@@ -5,8 +5,7 @@ keeps every row (de-duplicating inside a unit would need memory proportional to 
 records which rows repeat an earlier id, in ``tables/duplicates/``, so the ``samples`` view drops
 them, the probe skips them, ``curate status`` counts them and the ``repeats`` view shows them.
 
-A row is named by its part's path *relative to* ``tables/samples/`` (``dataset=ditto/<unit>-00000
-.parquet``) and its row number in that part: never by the path DuckDB was given, so a relative, an
+A row is named by its part's path *relative to* ``tables/samples/`` (``ditto/<unit>-00000.parquet``) and its row number in that part: never by the path DuckDB was given, so a relative, an
 absolute or a symlinked spelling of the workdir, or a copied or moved workdir, all name the same
 rows. "Earlier" is the order of (relative part name, row number).
 """

@@ -10,17 +10,26 @@ from typing import List, Optional
 
 import typer
 
-from pipeline.config import ConfigError, load_config
+from pipeline.cli_boundary import STAGE_METAVAR, CurateErrorBoundary, complete_stages, parse_stages, version_option
+from pipeline.config import load_config
 from pipeline.progress import console, out, render_table
 
 app = typer.Typer(
     help="SAMA data curation: ingest, probe, judge, filter, encode and shard video/image editing data.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    cls=CurateErrorBoundary,  # user errors of every command: one line, exit 2 (pipeline/cli_boundary.py)
 )
 
 DEFAULT_DEMO_WORKDIR = Path("runs/demo")
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=version_option,
+                                 help="print the version and exit"),
+) -> None:
+    """SAMA data curation: ingest, probe, judge, filter, encode and shard video/image editing data."""
 
 
 def _fail(msg: str, code: int = 2) -> None:
@@ -39,7 +48,8 @@ def _workdir_of(workdir: Optional[Path], config: Optional[Path]) -> Path:
 @app.command()
 def run(
     config: Path = typer.Option(..., "--config", "-c", help="run config (YAML), e.g. configs/demo.yaml"),
-    stage: str = typer.Option("all", help="ingest, probe, vlm-filter, filter, a comma-separated list, or all (in order)"),
+    stage: str = typer.Option("all", parser=parse_stages, metavar=STAGE_METAVAR, autocompletion=complete_stages,
+                               help="one stage, a comma-separated list, or all (run in pipeline order)"),
     workdir: Optional[Path] = typer.Option(None, help="run directory (default: run.workdir of the config)"),
     ray_address: Optional[str] = typer.Option(None, help="join this Ray cluster (default: RAY_ADDRESS or a local one)"),
     limit: Optional[int] = typer.Option(None, min=1, help="ingest: at most N records per input file; later stages: about N samples"),
@@ -49,11 +59,8 @@ def run(
     """Run one stage or all of them; a re-run resumes where the last one stopped."""
     from pipeline import runner
 
-    try:
-        cfg = load_config(config, set_)
-        runner.run(cfg, stage, workdir, limit, ray_address, overwrite)
-    except ConfigError as e:
-        _fail(str(e))
+    cfg = load_config(config, set_)
+    runner.run(cfg, stage, workdir, limit, ray_address, overwrite)
     from pipeline.report import write_report_quietly
 
     write_report_quietly(workdir or cfg.run.workdir)
@@ -73,7 +80,7 @@ def inspect(
 
     try:
         reports = inspect_config(load_config(config, set_), dataset, n)
-    except (ConfigError, ValueError) as e:
+    except ValueError as e:  # a layout the adapters cannot read, phrased for the user
         _fail(str(e))
     for report in reports:
         typer.echo(format_report(report, n) + "\n")
@@ -104,12 +111,7 @@ def query(
 
     if not (workdir / "tables").exists():
         _fail(f"{workdir} holds no run (no tables/); pass --workdir, e.g. runs/demo")
-    try:
-        result = catalog.query(workdir, sql)
-    except catalog.ReadOnlyError as e:
-        _fail(str(e))
-    except Exception as e:  # duckdb errors: show the message, not a traceback
-        _fail(f"query failed: {e}")
+    result = catalog.query(workdir, sql)
     if format is Format.parquet:
         if out_file is None:
             _fail("--format parquet needs --out FILE")
@@ -148,10 +150,7 @@ def filter_(
     from filters.explain import explain_catalog, format_explain, no_scores_message
     from manifests import catalog
 
-    try:
-        cfg = load_config(config, set_)
-    except ConfigError as e:
-        _fail(str(e))
+    cfg = load_config(config, set_)
     workdir = workdir or cfg.run.workdir
     if not (workdir / "tables").exists():
         _fail(f"{workdir} holds no run (no tables/); pass --workdir")
@@ -184,10 +183,7 @@ def prune(
 
     if not (workdir / "tables").exists():
         _fail(f"{workdir} holds no run (no tables/); pass --workdir")
-    try:
-        r = prune_encoded(workdir, dry_run)
-    except ConfigError as e:
-        _fail(str(e))
+    r = prune_encoded(workdir, dry_run)
     verb = "would remove" if dry_run else "removed"
     out.print(f"prune: {verb} {r.keys} keys of samples no longer kept ({r.bytes / 1e6:.1f} MB of tensors): "
               f"{len(r.parts_deleted)} parts deleted, {len(r.parts_rewritten)} rewritten")
@@ -206,10 +202,7 @@ def demo(
     corpus = workdir / "corpus"
     console.print(f"demo: writing the demo corpus (published layouts) to {corpus}")
     build_corpus(corpus)
-    try:
-        _demo_run(config, [f"run.workdir={workdir}"], workdir, corpus)
-    except ConfigError as e:
-        _fail(str(e))
+    _demo_run(config, [f"run.workdir={workdir}"], workdir, corpus)
     from pipeline.status import stage_status
 
     out.print(render_table(f"status of {workdir}", ["stage", "done", "failed", "pending", "note"],
@@ -338,14 +331,11 @@ def preview(
 ) -> None:
     """Contact sheet per sample: the target frames, each variant's source as trained on (cube mask,
     speed, tube shuffle, edit source) and the anchor frame, re-decoded from the media."""
-    from stages.shard.preview import PreviewError, write_preview
+    from stages.shard.preview import write_preview
 
     if bool(sample) == (n is not None):
         _fail("pass --sample ID (one or more) or --n K")
-    try:
-        written = write_preview(workdir, sample or None, n, out_file, gif=gif, columns=columns)
-    except PreviewError as e:
-        _fail(str(e))
+    written = write_preview(workdir, sample or None, n, out_file, gif=gif, columns=columns)
     for path in written:
         console.print(f"wrote {path}")
 

@@ -29,8 +29,8 @@ def run(cfg: Config, stage: str = "all", workdir: Path | None = None, limit: int
     # Absolute: Ray workers do not share the driver's cwd (issue 14: nothing may depend on how the
     # workdir is spelled; the tables name parts relative to it, see manifests/repeats.py).
     workdir = Path(workdir or cfg.run.workdir).absolute()
+    stages = resolve_stages(stage)  # before anything is written: a bad --stage leaves no workdir
     workdir.mkdir(parents=True, exist_ok=True)
-    stages = resolve_stages(stage)
     (workdir / "config.json").write_text(cfg.model_dump_json(indent=2))
     where = init_ray(ray_address or cfg.ray.address, cfg.ray.num_cpus)
     console.print(f"run: {', '.join(stages)} in {workdir} on {where}")

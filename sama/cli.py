@@ -9,16 +9,21 @@ from typing import List, Optional
 
 import typer
 
+from sama.cli_boundary import SamaErrorBoundary, device_option, version_option
+
 app = typer.Typer(
     help="SAMA trainer: Stage 0 / Stage 1 training on the shards, sampling and export.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    cls=SamaErrorBoundary,  # user errors of every command: one line, exit 2 (sama/cli_boundary.py)
 )
 
 
 @app.callback()
-def main() -> None:
+def main(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=version_option,
+                                 help="print the version and exit"),
+) -> None:
     """SAMA trainer: Stage 0 / Stage 1 training on the shards, sampling and export."""
 
 
@@ -34,19 +39,13 @@ def train(
     max_steps: Optional[int] = typer.Option(None, min=1, help="shortcut for --set train.max_steps=N"),
 ) -> None:
     """Train (or resume: checkpoint.resume auto continues from out_dir's latest checkpoint)."""
-    from sama.config import ConfigError, load_trainer_config
+    from sama.config import load_trainer_config
 
     overrides = list(set_) + ([f"train.max_steps={max_steps}"] if max_steps else [])
-    try:
-        cfg = load_trainer_config(config, overrides)
-    except ConfigError as e:
-        _fail(str(e))
+    cfg = load_trainer_config(config, overrides)
     from sama.train import train as run_training
 
-    try:
-        run_training(cfg)
-    except (ConfigError, FileExistsError, FileNotFoundError) as e:  # config/data problems, already phrased
-        _fail(str(e))
+    run_training(cfg)
 
 
 _SAMPLE_DEFAULTS = {"steps": 50, "guidance_scale": 5.0, "negative_prompt": "", "seed": 0, "frames": 81,
@@ -85,7 +84,7 @@ def sample(
     area: int = typer.Option(832 * 480, help="bucket area in pixels (480p class)"),
     side_multiple: int = typer.Option(32, help="bucket sides are multiples of this"),
     weights: str = typer.Option("ema", help="ema | model (training checkpoints)"),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    device: str = typer.Option("auto", callback=device_option, help="auto | cpu | cuda | cuda:N"),
     dtype: str = typer.Option("auto", help="transformer weights: auto (bfloat16 on GPU) | float32 | bfloat16"),
 ) -> None:
     """Edit a video with a trained model (EMA weights) or the released SAMA weights; write H.264."""
@@ -101,13 +100,10 @@ def sample(
              "shift": shift}
     chosen = {**_SAMPLE_DEFAULTS, **(OFFICIAL_SAMPLING if preset == "official" else {}),
               **{k: v for k, v in given.items() if v is not None}}
-    try:
-        info = run_sample(checkpoint, source, instruction, out, vae=vae, text_encoder=text_encoder,
-                          tokenizer=tokenizer, fps=fps, area=area, side_multiple=side_multiple, weights=weights,
-                          device=device, dtype=dtype, base=base, round_timesteps_bf16=round_timesteps_bf16,
-                          **chosen)
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
-        _fail(str(e))
+    info = run_sample(checkpoint, source, instruction, out, vae=vae, text_encoder=text_encoder,
+                      tokenizer=tokenizer, fps=fps, area=area, side_multiple=side_multiple, weights=weights,
+                      device=device, dtype=dtype, base=base, round_timesteps_bf16=round_timesteps_bf16,
+                      **chosen)
     typer.echo(f"wrote {info['out']}: {info['frames']} frames at {info['bucket']}, {info['steps']} steps, "
                f"{info['weights']} weights of {info['checkpoint']}")
 
@@ -123,10 +119,7 @@ def import_(
     """Convert the released SAMA weights over their base into an export (model.preset official)."""
     from sama.export import import_official
 
-    try:
-        path = import_official(weights, base, out, overwrite=overwrite)
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
-        _fail(str(e))
+    path = import_official(weights, base, out, overwrite=overwrite)
     typer.echo(f"imported {weights} over {base} to {path}")
 
 
@@ -143,10 +136,7 @@ def parity(
     from sama.parity import run
 
     torch.use_deterministic_algorithms(True)
-    try:
-        report = run(fixture, forward_tol, sampling_tol)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        _fail(str(e))
+    report = run(fixture, forward_tol, sampling_tol)
     for name, err, tol in report["checks"]:
         typer.echo(f"{name:34s} max abs err {err:.3e}  tol {tol:.0e}  {'ok' if err <= tol else 'FAIL'}")
     typer.echo("parity: ok" if report["ok"] else "parity: FAILED")
@@ -166,10 +156,7 @@ def export(
 
     if weights not in ("ema", "model"):
         _fail(f"--weights {weights}: use ema or model")
-    try:
-        path = run_export(checkpoint, out, weights=weights, overwrite=overwrite)
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
-        _fail(str(e))
+    path = run_export(checkpoint, out, weights=weights, overwrite=overwrite)
     typer.echo(f"exported {weights} weights of {checkpoint} to {path}")
 
 

@@ -2,7 +2,9 @@
 
 Only files are read, never curation code: the shard index (``<workdir>/tables/shards/*.parquet``)
 and the tars under ``<workdir>/shards/`` in the shard contract's layout (``K.json`` and one
-single-tensor safetensors file per member).
+single-tensor safetensors file per member). A key without a source (``none``: text-to-video) has a
+zero-size ``source`` member and ``"has_source": false`` in its JSON; older shards left the member
+out, which reads the same.
 
 How a batch is made, in each DataLoader worker of each rank:
 
@@ -137,6 +139,13 @@ def chunk_samples(urls: list[str], variants: list[str], semantic: bool, shuffle_
     )
 
 
+def has_source(meta: dict) -> bool:
+    """Whether a key's source is a real one (not the zero-size member of a text-to-video key)."""
+    if "has_source" in meta:
+        return bool(meta["has_source"])
+    return "source.safetensors" in meta["members"]  # shards written before the empty member
+
+
 def group_batches(samples, batch_size: int) -> Iterator[list[dict]]:
     """Batches of samples sharing (latent shape, has source); leftovers go out at the end."""
     groups: dict[tuple, list[dict]] = {}
@@ -145,7 +154,7 @@ def group_batches(samples, batch_size: int) -> Iterator[list[dict]]:
             raise ValueError(f"{sample.get('__url__')}: key {sample['__key__']} has no .json member")
         meta = json.loads(sample["json"])
         sample["json"] = meta
-        group = (tuple(meta["latent_shape"]), "source.safetensors" in meta["members"])
+        group = (tuple(meta["latent_shape"]), has_source(meta))
         members = groups.setdefault(group, [])
         members.append(sample)
         if len(members) == batch_size:
@@ -178,8 +187,10 @@ def collate(raw: list[dict], semantic: bool) -> dict:
     """Decode a raw batch into the trainer's batch dict (float32 tensors, text padded + mask)."""
     samples = [_DECODER(s) for s in raw]
     target = torch.stack([_tensor(s, "target.safetensors") for s in samples]).float()
-    sources = [_tensor(s, "source.safetensors") for s in samples]
-    source = torch.stack(sources).float() if sources[0] is not None else None
+    # A batch shares has_source (group_batches); without one the zero-size member is not used.
+    source = None
+    if has_source(samples[0]["json"]):
+        source = torch.stack([_tensor(s, "source.safetensors") for s in samples]).float()
     sem = None
     if semantic:
         tokens = [_tensor(s, "semantic.safetensors") for s in samples]

@@ -77,6 +77,8 @@ def _sample(group: Group, n: int, seed: int) -> tuple[str, dict, dict[str, tuple
     if variant != "none":
         tensors["source.safetensors"] = ("source_latents",
                                          (target + 0.1 * torch.randn(latent, generator=gen)).bfloat16())
+    else:  # the contract: no source is a zero-size member (0 latent frames), "has_source": false
+        tensors["source.safetensors"] = ("source_latents", torch.empty([latent[0], 0, *latent[2:]]).bfloat16())
     tensors["semantic.safetensors"] = ("semantic_tokens",
                                        torch.randn(1, SEMANTIC_TOKENS, SEMANTIC_DIM, generator=gen).bfloat16())
     length = 3 + n % 6
@@ -87,11 +89,12 @@ def _sample(group: Group, n: int, seed: int) -> tuple[str, dict, dict[str, tuple
     meta = {
         "key": key, "sample_id": f"{group.dataset}:{hexid}", "dataset": group.dataset,
         "purpose": group.purpose, "modality": group.modality, "variant": variant, "task": task,
-        "instruction": f"{token} {caption}" if token else caption, "task_token": token,
-        "bucket": f"{w}x{h}", "num_frames": frames, "fps": None if frames == 1 else 8.0,
+        "instruction": f"{token} {caption}" if token else caption, "task_token": token or "",
+        "bucket": f"{w}x{h}", "num_frames": frames, "fps": 0.0 if frames == 1 else 8.0,
         "latent_shape": latent, "anchor_indices": [0], "target_indices": list(range(frames)),
-        "source_indices": None if variant == "none" else list(range(frames)), "pretext": {},
-        "scores": {"visual_quality": 9.0}, "lineage": {"manifest": "fixture"},
+        "source_indices": [] if variant == "none" else list(range(frames)), "has_source": variant != "none",
+        "pretext": "{}", "scores": [{"metric": "visual_quality", "score": 9, "expected": 9.0}],
+        "lineage": {"manifest": "fixture"},
         "models": {"vae": {"path": "fixture", "random_init": True}},
         "members": {m: {"tensor": t, "dtype": "bfloat16", "shape": list(x.shape)} for m, (t, x) in tensors.items()},
     }

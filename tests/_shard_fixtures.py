@@ -93,9 +93,9 @@ def build_run(root: Path, per_dataset: int = 6, seed: int = 0, text: bool = True
                     tensors_of[key] = blob
         half = len(enc_rows) // 2  # two parts per dataset, small row groups: blobs come from several
         for n, chunk in enumerate([enc_rows[:half], enc_rows[half:]]):
-            write_part(table_dir(root, "encoded") / f"dataset={dataset}" / f"part-u{n:05d}.parquet",
+            write_part(table_dir(root, "encoded") / dataset / f"part-u{n:05d}.parquet",
                        pa.Table.from_pylist(chunk, ENCODED_SCHEMA), row_group_size=3)
-    write_part(table_dir(root, "samples") / "dataset=mixed" / "part-00000.parquet", pa.Table.from_pylist(samples))
-    write_part(table_dir(root, "scores") / "dataset=mixed" / "part-00000.parquet", pa.Table.from_pylist(scores))
+    write_part(table_dir(root, "samples") / "mixed" / "part-00000.parquet", pa.Table.from_pylist(samples))
+    write_part(table_dir(root, "scores") / "mixed" / "part-00000.parquet", pa.Table.from_pylist(scores))
     write_part(table_dir(root, "selected") / "part-00000.parquet", pa.Table.from_pylist(selected))
     return {"kept_keys": kept_keys, "tensors": tensors_of}

@@ -19,7 +19,7 @@ def _samples(workdir: Path, dataset: str, n: int, part: str = "u-00000", errors:
         rows.append(empty_sample(dataset, sid, modality="video", task="edit", category="style",
                                  target_uri=f"/x/{i}.mp4", native_scores={"q": i / 10},
                                  error="bad record" if i < errors else None))
-    write_part(workdir / "tables" / "samples" / f"dataset={dataset}" / f"{part}.parquet",
+    write_part(workdir / "tables" / "samples" / dataset / f"{part}.parquet",
                pa.Table.from_pylist(rows, schema=SAMPLES))
     return [r["sample_id"] for r in rows]
 
@@ -30,7 +30,7 @@ def test_views_and_join(tmp_path):
     probe_rows = [{f.name: None for f in PROBES} | {"sample_id": s, "dataset": "ditto", "target_width": 832,
                                                     "schema_version": SCHEMA_VERSION} for s in ids[1:3]]
     probe_rows[1]["error"], probe_rows[1]["error_kind"] = "target: missing", "missing"
-    write_part(tmp_path / "tables" / "probes" / "dataset=ditto" / "p.parquet",
+    write_part(tmp_path / "tables" / "probes" / "ditto" / "p.parquet",
                pa.Table.from_pylist(probe_rows, schema=PROBES))
     con = catalog.connect(tmp_path)
     assert {"samples", "probes", "samples_full"} <= set(catalog.views(con))

@@ -37,8 +37,8 @@ def test_prune_deletes_and_rewrites_only_what_is_no_longer_kept(tmp_path):
 
     report = prune(tmp_path)
     assert report.keys == len(stale) and report.bytes > 0
-    assert sorted(report.parts_deleted) == ["tables/encoded/dataset=koala/part-u00000.parquet",
-                                            "tables/encoded/dataset=koala/part-u00001.parquet"]
+    assert sorted(report.parts_deleted) == ["tables/encoded/koala/part-u00000.parquet",
+                                            "tables/encoded/koala/part-u00001.parquet"]
     assert len(report.parts_rewritten) == 2  # the ditto and nhr_edit parts holding sample 4
     after = _rows(tmp_path)
     assert after == {k: v for k, v in before.items() if k not in stale}  # kept rows bit for bit

@@ -150,9 +150,12 @@ def test_shards_read_back_with_plain_webdataset(shard_workdir):
     ds = wds.WebDataset(url, shardshuffle=False).decode(wds.handle_extension("safetensors", safetensors.torch.load))
     for sample in ds:
         members = sample["json"]["members"]
+        assert set(members) == {"target.safetensors", "source.safetensors", "semantic.safetensors",
+                                "text.safetensors"}  # every key the same members
         for name, spec in members.items():
             assert list(sample[name][spec["tensor"]].shape) == spec["shape"]
-        assert ("source.safetensors" in members) == (sample["json"]["variant"] != "none")
+        source = sample["source.safetensors"]["source_latents"]
+        assert sample["json"]["has_source"] == (sample["json"]["variant"] != "none") == (source.numel() > 0)
 
 
 def test_missing_stream_data_names_the_field(shard_workdir):
@@ -197,3 +200,13 @@ def test_config_without_any_weighted_stream_fails():
         load_trainer_config(path, ["data.streams.edit.weight=0"])
     with pytest.raises(ConfigError, match="data: required field is missing"):
         load_trainer_config(None, ["model.tiny={patch_size: [1, 2, 2]}"])
+
+
+def test_has_source_reads_new_and_older_shard_json():
+    from sama.data import has_source
+
+    empty = {"tensor": "source_latents", "dtype": "bfloat16", "shape": [16, 0, 2, 2]}
+    assert has_source({"has_source": False, "members": {"source.safetensors": empty}}) is False
+    assert has_source({"has_source": True, "members": {"source.safetensors": {**empty, "shape": [16, 1, 2, 2]}}})
+    assert has_source({"members": {"target.safetensors": {}}}) is False  # older shards: no member at all
+    assert has_source({"members": {"target.safetensors": {}, "source.safetensors": {}}}) is True

@@ -1,6 +1,6 @@
 """The ``encoded`` table: one row per shard key (sample x variant), tensors as a safetensors blob.
 
-Layout: ``<workdir>/tables/encoded/dataset=<ds>/part-<unit>.parquet`` (see the shared contract).
+Layout: ``<workdir>/tables/encoded/<ds>/part-<unit>.parquet`` (see the shared contract).
 The ``tensors`` blob holds ``target_latents`` [16, T_lat, H/8, W/8], ``source_latents`` (absent
 for variant ``none``), ``semantic_tokens`` [N_anchor, 64 + 1, D] and ``text_embedding`` [L, D_text]
 (absent when ``encode.text`` is off); ``tensor_meta`` repeats each tensor's dtype and shape so

@@ -9,7 +9,7 @@
    decode, cut and resize its samples; the frames travel on as one safetensors buffer + JSON.
 3. Encode (Ray Data ``map_batches`` over a callable class: ``encode.encoder_actors`` actors, each
    loading the models once, ``encode.num_gpus`` GPUs each, fractions allowed): encode the unit and
-   write ``tables/encoded/dataset=<ds>/part-<digest of its samples>.parquet`` atomically; return a
+   write ``tables/encoded/<ds>/part-<digest of its samples>.parquet`` atomically; return a
    summary row.
    Decoding runs ahead in its own tasks, so the GPU does not wait on it.
 
@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from manifests import catalog
-from manifests.io import list_parts, table_dir, write_part
+from manifests.io import dataset_dir, list_parts, table_dir, write_part
 from pipeline.config_base import ConfigError
 from pipeline.progress import console
 from pipeline.stage import Context, Phase, Resources, Stage, Unit, state_dir
@@ -151,7 +151,7 @@ def _units_of(workdir: Path, dataset: str) -> list[Unit]:
         pf = pq.ParquetFile(path)
         for rg in range(pf.metadata.num_row_groups):
             name = part_name(pf.read_row_group(rg, columns=["sample_id"])["sample_id"].to_pylist())
-            out = table_dir(workdir, TABLE) / f"dataset={dataset}" / f"{name}.parquet"
+            out = dataset_dir(workdir, TABLE, dataset) / f"{name}.parquet"
             units.append(Unit(f"{dataset}/{name}", dataset, pf.metadata.row_group(rg).num_rows, str(out),
                               {"unit": f"{dataset}/{name}", "plan": str(path), "row_group": rg}))
     return units

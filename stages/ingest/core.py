@@ -12,7 +12,7 @@ from typing import Any, Iterable, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from manifests.io import atomic_write_json, table_dir, write_part
+from manifests.io import atomic_write_json, dataset_dir, write_part
 from manifests.schema import SAMPLES, make_sample_id
 from stages.ingest.base import Adapter, Unit, to_json
 
@@ -33,7 +33,7 @@ class UnitResult:
 
 
 def part_path(workdir: Path, unit: Unit, chunk: int) -> Path:
-    return table_dir(workdir, TABLE) / f"dataset={unit.dataset}" / f"{unit.key}-{chunk:05d}.parquet"
+    return dataset_dir(workdir, TABLE, unit.dataset) / f"{unit.key}-{chunk:05d}.parquet"
 
 
 def done_marker(workdir: Path, unit: Unit) -> Path:

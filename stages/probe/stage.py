@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from manifests import catalog, repeats
-from manifests.io import list_parts, table_dir, write_part
+from manifests.io import dataset_of, list_parts, table_dir, write_part
 from pipeline import status
 from pipeline.stage import Phase, Stage, Unit
 from stages.media.locate import dataset_roots
@@ -44,7 +44,7 @@ def probe_units(workdir: Path, rows_per_task: int) -> list[Unit]:
     units = []
     for part in list_parts(workdir, "samples"):
         n = pq.ParquetFile(part).metadata.num_rows
-        dataset = part.parent.name.split("=", 1)[-1]
+        dataset = dataset_of(part)
         rows = repeated.get(repeats.part_name(part), [])
         for offset in range(0, n, rows_per_task):
             length = min(rows_per_task, n - offset)

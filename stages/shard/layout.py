@@ -4,6 +4,17 @@ A shard is a plain tar in WebDataset layout: for each key ``K`` (sorted), ``K.js
 single-tensor safetensors file per tensor (``K.target.safetensors``, ``K.source.safetensors``,
 ``K.semantic.safetensors``, ``K.text.safetensors``). Tar headers are fixed (mtime 0, uid/gid 0, no
 user names, mode 0644) so the same rows always give the same bytes.
+
+Every key of a shard has the same members and every ``K.json`` field has one JSON type in every
+shard, so readers that infer one schema from the first samples (Hugging Face ``datasets``' webdataset
+builder, ``ray.data.read_webdataset``) read all shards of a purpose at once without options:
+
+- a key without a source (``none``, text-to-video) still has ``K.source.safetensors``: a zero-size
+  tensor (the target's shape with 0 latent frames), and its JSON says ``"has_source": false``;
+- no nulls where a value can be typed: ``fps`` is ``0.0`` for a still image, ``instruction`` and
+  ``task_token`` are ``""`` when absent, ``source_indices`` is ``[]`` without a source;
+- what differs in shape between kinds is typed the same everywhere: ``pretext`` (its fields depend
+  on the operator) is the record as a JSON text, ``scores`` a list of ``{metric, score, expected}``.
 """
 from __future__ import annotations
 
@@ -21,6 +32,7 @@ MEMBER_OF_TENSOR = {
     "semantic_tokens": "semantic.safetensors",
     "text_embedding": "text.safetensors",
 }
+SOURCE, TARGET = "source_latents", "target_latents"
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float64": 8, "int32": 4, "int64": 8, "uint8": 1}
 TAR_BLOCK = 512
 
@@ -43,6 +55,17 @@ def shard_relpath(purpose: str, modality: str, bucket: str, number: int) -> str:
     return f"shards/{purpose}/{modality}/{bucket}/shard-{number:06d}.tar"
 
 
+def with_empty_source(tensor_meta: dict) -> dict:
+    """``tensor_meta`` with a zero-size source when the key has none: the target's dtype and shape
+    with 0 latent frames (axis 1 of ``[C, T, H, W]``), so every key has the same members."""
+    if SOURCE in tensor_meta or TARGET not in tensor_meta:
+        return tensor_meta
+    target = tensor_meta[TARGET]
+    shape = [int(s) for s in target["shape"]]
+    shape[1] = 0
+    return {**tensor_meta, SOURCE: {"dtype": target["dtype"], "shape": shape}}
+
+
 def members_of(tensor_meta: dict) -> dict:
     """The JSON ``members`` entry: member suffix -> tensor name, dtype, shape."""
     return {member_name(name): {"tensor": name, "dtype": meta["dtype"], "shape": [int(s) for s in meta["shape"]]}
@@ -52,7 +75,7 @@ def members_of(tensor_meta: dict) -> dict:
 def estimated_bytes(tensor_meta: dict, json_bytes: int) -> int:
     """A key's size in the tar from metadata alone (no tensor bytes read): tensors plus headers."""
     total = _padded(json_bytes) + TAR_BLOCK
-    for meta in tensor_meta.values():
+    for meta in with_empty_source(tensor_meta).values():
         n = math.prod(int(s) for s in meta["shape"]) * DTYPE_BYTES.get(meta["dtype"], 4)
         total += _padded(n + 256) + TAR_BLOCK  # 256: safetensors header, about
     return total
@@ -68,20 +91,32 @@ def _json_or(value, default):
     return json.loads(value) if isinstance(value, str) else value
 
 
+def score_list(scores: dict) -> list[dict]:
+    """``{m: 9, m_expected: 8.75}`` -> ``[{"metric": m, "score": 9, "expected": 8.75}]`` (sorted):
+    one type for every kind of sample, whichever metrics its judge prompt has."""
+    return [{"metric": m, "score": int(v), "expected": None if scores.get(f"{m}_expected") is None
+             else float(scores[f"{m}_expected"])}
+            for m, v in sorted(scores.items()) if not m.endswith("_expected") and v is not None]
+
+
 def sample_record(row: dict, scores: dict, lineage: dict) -> dict:
-    """The ``K.json`` document of one encoded row (everything needed to interpret the tensors)."""
+    """The ``K.json`` document of one encoded row (everything needed to interpret the tensors);
+    one JSON type per field in every shard (see the module docstring)."""
     tensor_meta = _json_or(row.get("tensor_meta"), {})
-    ints = lambda v: None if v is None else [int(x) for x in v]  # noqa: E731
+    ints = lambda v: [] if v is None else [int(x) for x in v]  # noqa: E731
+    pretext = _json_or(row.get("pretext"), {})
     return {
         "key": row["key"], "sample_id": row["sample_id"], "dataset": row["dataset"],
         "purpose": row["purpose"], "modality": row["modality"], "variant": row["variant"],
-        "task": task_of(row["variant"]), "instruction": row.get("instruction"),
-        "task_token": row.get("task_token"), "bucket": row["bucket"],
-        "num_frames": int(row["num_frames"]), "fps": None if row.get("fps") is None else float(row["fps"]),
+        "task": task_of(row["variant"]), "instruction": row.get("instruction") or "",
+        "task_token": row.get("task_token") or "", "bucket": row["bucket"],
+        "num_frames": int(row["num_frames"]), "fps": 0.0 if row.get("fps") is None else float(row["fps"]),
         "latent_shape": ints(row.get("latent_shape")), "anchor_indices": ints(row.get("anchor_indices")),
         "target_indices": ints(row.get("target_indices")), "source_indices": ints(row.get("source_indices")),
-        "pretext": _json_or(row.get("pretext"), {}), "scores": scores, "lineage": lineage,
-        "models": _json_or(row.get("models"), {}), "members": members_of(tensor_meta),
+        "has_source": SOURCE in tensor_meta,
+        "pretext": json.dumps(pretext, sort_keys=True, separators=(",", ":")), "scores": score_list(scores),
+        "lineage": lineage, "models": _json_or(row.get("models"), {}),
+        "members": members_of(with_empty_source(tensor_meta)),
     }
 
 
@@ -95,10 +130,14 @@ def split_blob(blob: bytes, members: dict) -> dict[str, bytes]:
     Checks every tensor against the JSON ``members`` (names, dtypes, shapes): a mismatch is an
     encode bug and must not reach the trainer.
     """
+    import torch
     from safetensors.torch import load, save
 
     tensors = load(blob)
     want = {m["tensor"]: (suffix, m) for suffix, m in members.items()}
+    empty = want.get(SOURCE, (None, {}))[1]
+    if SOURCE not in tensors and 0 in empty.get("shape", []):  # see with_empty_source
+        tensors[SOURCE] = torch.empty(empty["shape"], dtype=getattr(torch, empty["dtype"]))
     if set(tensors) != set(want):
         raise ValueError(f"tensors {sorted(tensors)} differ from tensor_meta {sorted(want)}")
     out = {}
