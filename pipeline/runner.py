@@ -9,7 +9,7 @@ from pipeline.progress import console
 from pipeline.ray_runtime import init_ray
 from pipeline.registry import STAGE_ORDER, STAGES
 from pipeline.report.timings import StageClock
-from pipeline.stage import StageReport, print_report, run_stage
+from pipeline.stage import StageReport, check_dataset_roots, print_report, run_stage
 
 
 def resolve_stages(stage: str) -> list[str]:
@@ -30,6 +30,8 @@ def run(cfg: Config, stage: str = "all", workdir: Path | None = None, limit: int
     # workdir is spelled; the tables name parts relative to it, see manifests/repeats.py).
     workdir = Path(workdir or cfg.run.workdir).absolute()
     stages = resolve_stages(stage)  # before anything is written: a bad --stage leaves no workdir
+    if any(STAGES[name].needs_media for name in stages):
+        check_dataset_roots(cfg)  # a missing root fails before Ray starts or the workdir is made
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(cfg.model_dump_json(indent=2))
     where = init_ray(ray_address or cfg.ray.address, cfg.ray.num_cpus)

@@ -169,8 +169,11 @@ def test_cli_help_lists_commands():
 def test_bad_config_fails_fast_naming_the_field(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text(f"datasets:\n  ditto:\n    root: {tmp_path}/missing\n")
-    res = subprocess.run([curate_bin(), "run", "--config", str(p)], capture_output=True, text=True, timeout=60)
+    work = tmp_path / "work"
+    res = subprocess.run([curate_bin(), "run", "--config", str(p), "--workdir", str(work)],
+                         capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "datasets.ditto.root" in res.stderr and "does not exist" in res.stderr
+    assert not work.exists() and "Ray" not in res.stdout  # refused before Ray starts or anything is written
 
 
 def test_judge_without_a_server_fails_fast_naming_the_field(demo_run):
