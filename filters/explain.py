@@ -196,14 +196,18 @@ def explain_catalog(con, cfg) -> pa.Table:
     return _grouped_rows(per_rule, names)
 
 
+# The columns of format_explain's rows: the yield table `curate filter` prints and the report shows.
+FORMAT_COLUMNS = ["dataset", "rule", "checked", "failed", "rejected", "remaining", "yield %"]
+
+
 def format_explain(table: pa.Table) -> list[list]:
-    """Rows for a printed table: dataset, rule, checked, failed, rejected, remaining, yield %."""
+    """Rows for a printed table, in FORMAT_COLUMNS order."""
     return [[r["dataset"], r["rule"], r["checked"], r["failed"], r["rejected"], r["remaining"],
              None if r["yield"] is None else round(100 * r["yield"], 1)] for r in table.to_pylist()]
 
 
 __all__ = ["explain", "explain_catalog", "selected_catalog", "joined_sql", "rejected_by_sql", "format_explain",
-           "SECTION_OF_KIND", "TOTAL"]
+           "FORMAT_COLUMNS", "SECTION_OF_KIND", "TOTAL"]
 
 
 def no_scores_message(workdir) -> str | None:

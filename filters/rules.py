@@ -69,7 +69,7 @@ def rules_for(cfg, columns: list[str] | None = None) -> list[Rule]:
     for dataset, keep in sorted(cfg.keep_categories.items()):
         rules.append(Rule("category", "category", dataset=dataset, allowed=tuple(keep)))
     if columns is None or "instruction" in cols:
-        for dataset, words in sorted(getattr(cfg, "reject_instruction_words", {}).items()):
+        for dataset, words in sorted(cfg.reject_instruction_words.items()):
             if words:
                 rules.append(Rule("rejected_instruction", "instruction", dataset=dataset,
                                   allowed=tuple(w.lower() for w in words)))

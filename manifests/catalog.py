@@ -15,8 +15,6 @@ from manifests.io import list_parts
 from manifests.io import read_parquet_sql as _read
 from manifests.tables import TABLES, VIEW_TABLES
 
-DUPLICATES = repeats.TABLE  # (part, file_row_number) of repeated sample ids, see manifests/repeats.py
-
 READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
 
 

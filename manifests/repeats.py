@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from manifests.io import list_parts, table_dir, write_part
 from manifests.io import read_parquet_sql as _read
+from manifests.tables import schema_of
 
 TABLE = "duplicates"
 SAMPLES_DIR = "tables/samples/"
@@ -58,7 +59,8 @@ def mark(workdir: Path) -> int:
     dups = duckdb.connect().sql(
         f"SELECT sample_id, dataset, part, file_row_number FROM (SELECT sample_id, dataset, {rel} AS part, "
         f"file_row_number, row_number() OVER (PARTITION BY sample_id ORDER BY {rel}, file_row_number) AS k "
-        f"FROM {_samples_read(workdir)}) WHERE k > 1 ORDER BY part, file_row_number").to_arrow_table()
+        f"FROM {_samples_read(workdir)}) WHERE k > 1 ORDER BY part, file_row_number").to_arrow_table().cast(
+        schema_of(TABLE))  # the registry's schema (manifests/tables.py): a drift fails here, not in a reader
     if dups.num_rows:
         write_part(out / "part-00000.parquet", dups)
     return dups.num_rows

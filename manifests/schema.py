@@ -102,8 +102,10 @@ PROBES = pa.schema(
     metadata={"table": "probes", "schema_version": str(SCHEMA_VERSION)},
 )
 
-# Repeated sample ids (all but the first occurrence), by the samples part and row that holds them.
-DUPLICATES = pa.schema([("sample_id", pa.string()), ("filename", pa.string()), ("file_row_number", pa.int64())])
+# Repeated sample ids (all but the first occurrence), by the samples part (its name relative to
+# tables/samples/, see manifests/repeats.py) and row that holds them.
+DUPLICATES = pa.schema([("sample_id", pa.string()), ("dataset", pa.string()), ("part", pa.string()),
+                        ("file_row_number", pa.int64())])
 
 # The shard index (stages/shard): one row per shard tar, and which shard holds each key.
 SHARDS = pa.schema([("shard", pa.string()), ("purpose", pa.string()), ("modality", pa.string()),

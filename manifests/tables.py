@@ -29,7 +29,7 @@ class Table:
 
 TABLES: dict[str, Table] = {t.name: t for t in [
     Table("samples", "ingest", "manifests.schema:SAMPLES"),
-    # (filename, file_row_number) of repeated sample ids: the samples view keeps the first.
+    # (part, file_row_number) of repeated sample ids: the samples view keeps the first.
     Table("duplicates", "ingest", "manifests.schema:DUPLICATES", partition=None, view=False),
     Table("probes", "probe", "manifests.schema:PROBES", joined=(
         "p", "p.* EXCLUDE (sample_id, dataset, schema_version, error, error_kind), "

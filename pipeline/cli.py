@@ -147,7 +147,7 @@ def filter_(
     """Yields of the filter rules per dataset over the stored scores, without writing anything.
 
     Tune thresholds here, then `curate run --stage filter` writes the `selected` table."""
-    from filters.explain import explain_catalog, format_explain, no_scores_message
+    from filters.explain import FORMAT_COLUMNS, explain_catalog, format_explain, no_scores_message
     from manifests import catalog
 
     cfg = load_config(config, set_)
@@ -158,7 +158,7 @@ def filter_(
         _fail(no_scores_message(workdir))
     table = explain_catalog(catalog.connect(workdir), cfg.filter)
     out.print(render_table("filter yields (nothing written)",
-                           ["dataset", "rule", "checked", "failed", "rejected", "remaining", "yield %"],
+                           FORMAT_COLUMNS,
                            format_explain(table)))
 
 

@@ -16,22 +16,22 @@ from pathlib import Path
 
 from pydantic import Field
 
-from filters.config import FilterConfig, ThresholdRule
-from pipeline.config_base import ConfigError, Strict, parse_overrides, read_document, validate
+from filters.config import FilterConfig
+from pipeline.config_base import ConfigError, Strict, read_document, validate
 from stages.encode.config import EncodeConfig
-from stages.ingest.config import (DatasetConfig, DatasetsConfig, DittoConfig, GPTImageEditConfig, KoalaConfig,
+from stages.ingest.config import (DatasetsConfig, DittoConfig, GPTImageEditConfig, KoalaConfig,
                                   MotionBenchConfig, NHREditConfig, OpenVEConfig, PicoBananaConfig, ReCoConfig,
                                   X2EditConfig)
-from stages.judge.config import CLIP_METRICS, IMAGE_METRICS, VIDEO_METRICS, JudgeConfig
+from stages.judge.config import JudgeConfig
 from stages.pretext.config import PretextConfig
 from stages.probe.config import ProbeConfig
 from stages.shard.config import ShardConfig
 
 __all__ = [
-    "CLIP_METRICS", "Config", "ConfigError", "DatasetConfig", "DatasetsConfig", "DittoConfig", "EncodeConfig",
-    "FilterConfig", "GPTImageEditConfig", "IMAGE_METRICS", "JudgeConfig", "KoalaConfig", "MotionBenchConfig",
-    "NHREditConfig", "OpenVEConfig", "PicoBananaConfig", "PretextConfig", "ProbeConfig", "RayConfig", "ReCoConfig",
-    "RunConfig", "ShardConfig", "ThresholdRule", "VIDEO_METRICS", "X2EditConfig", "load_config", "parse_overrides",
+    "Config", "ConfigError", "DatasetsConfig", "DittoConfig", "EncodeConfig", "FilterConfig", "GPTImageEditConfig",
+    "JudgeConfig", "KoalaConfig", "MotionBenchConfig", "NHREditConfig", "OpenVEConfig", "PicoBananaConfig",
+    "PretextConfig", "ProbeConfig", "RayConfig", "ReCoConfig", "RunConfig", "ShardConfig", "X2EditConfig",
+    "load_config",
 ]
 
 from pipeline.report.settings import ReportConfig  # the `report` section, defined beside its user

@@ -15,7 +15,8 @@ from pipeline.config import PicoBananaConfig
 from pipeline.demo import pico_banana as demo
 from pipeline.demo.media import write_image
 from stages.ingest.core import ingest_adapter
-from stages.ingest.pico_banana import PicoBananaAdapter, edit_category, url_file_name
+from stages.ingest.pico_banana import PicoBananaAdapter, edit_category
+from stages.ingest.pico_sources import url_file_name
 
 
 def run(root: Path, workdir: Path, facts: dict, **cfg) -> list[dict]:

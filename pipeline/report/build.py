@@ -22,8 +22,6 @@ SECTIONS = [("funnel", "Funnel"), ("scores", "Scores"), ("yields", "Yields"), ("
 STAGE_COLUMNS = ["stage", "runs", "wall s", "rows", "samples", "rows/s", "CPU core-s", "allocated core-s",
                  "core-s / 1k samples", "GPU-s / 1k samples", "device", "note"]
 COST_COLUMNS = ["stage", "samples reaching it", "core-hours", "GPU-hours", "basis"]
-YIELD_COLUMNS = ["dataset", "rule", "checked", "failed", "rejected", "remaining", "yield %"]
-OPS = {"at_least": ">=", "greater_than": ">"}
 
 
 def _b64(png: bytes) -> str:
@@ -52,13 +50,13 @@ def load_run_config(workdir: Path):
 
 
 def thresholds_of(filter_cfg, kind: str) -> dict[str, list[tuple[str, float]]]:
-    from filters.rules import SECTION_OF_KIND
+    """{metric: [(op, value)]} of ``kind``'s threshold rules, as the filter applies them."""
+    from filters.rules import rules_for
 
-    rule = getattr(filter_cfg, SECTION_OF_KIND[kind])
     out: dict[str, list[tuple[str, float]]] = {}
-    for field, op in OPS.items():
-        for metric, value in getattr(rule, field).items():
-            out.setdefault(metric, []).append((op, float(value)))
+    for rule in rules_for(filter_cfg):
+        if rule.what == "threshold" and rule.kind == kind:
+            out.setdefault(rule.metric, []).append((rule.op, rule.value))
     return out
 
 
@@ -174,7 +172,7 @@ def _cost_section(cfg, costs, funnel) -> dict:
 
 def report_data(workdir: Path, cfg) -> dict:
     """Everything the page shows, as plain values (the tests read it too)."""
-    from filters.explain import explain_catalog, format_explain
+    from filters.explain import FORMAT_COLUMNS, explain_catalog, format_explain
 
     con = catalog.connect(workdir)
     present = set(catalog.views(con))
@@ -182,7 +180,7 @@ def report_data(workdir: Path, cfg) -> dict:
     notes = []
     data = {"workdir": str(workdir), "sections": SECTIONS, "funnel": funnel, "notes": notes,
             "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "score_field": cfg.filter.score_field,
-            "stage_columns": STAGE_COLUMNS, "cost_columns": COST_COLUMNS, "yield_columns": YIELD_COLUMNS}
+            "stage_columns": STAGE_COLUMNS, "cost_columns": COST_COLUMNS, "yield_columns": FORMAT_COLUMNS}
     data["funnel_png"] = _b64(plots.funnel({ds: [(s.name, s.count) for s in steps] for ds, steps in funnel.items()})) \
         if funnel else None
     scored = "scores" in present

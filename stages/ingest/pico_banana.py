@@ -39,7 +39,7 @@ from stages.ingest.image_edit_common import (
     posix_rel,
     text_list,
 )
-from stages.ingest.pico_sources import ImageLocator, NotFound, url_file_name, url_image_ids  # noqa: F401 (re-export)
+from stages.ingest.pico_sources import ImageLocator, NotFound, url_image_ids
 
 # The file names a split is published under (the multi-turn file is spelled both ways; Apple's
 # CDN serves them under nb/jsonl/).

@@ -126,6 +126,10 @@ class X2EditAdapter(Adapter):
     fields_used = ("instruction", *ALT_INSTRUCTION_KEYS, "task", "model", "label", "instruction_type",
                    "width", "height", "*score*")
 
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.excluded = {task_key(t) for t in cfg.exclude_tasks}  # normalised once, not per sample
+
     def units(self) -> list[Unit]:
         tars = sorted(p for p in self.root.glob(self.cfg.tar_glob) if p.is_file())
         if not tars and self.cfg.tar_glob == DEFAULT_GLOB:
@@ -243,8 +247,7 @@ class X2EditAdapter(Adapter):
                              width=int_or_none(rec.get("width")), height=int_or_none(rec.get("height")),
                              text_mask_uri=uri(mask)),
         )
-        excluded = {task_key(t) for t in self.cfg.exclude_tasks}
-        if task and (task_key(task) in excluded or canonical in excluded):
+        if task and (task_key(task) in self.excluded or canonical in self.excluded):
             what = " is subject-driven generation, not an edit" if canonical in SUBJECT_DRIVEN else ""
             problems.insert(0, f"excluded: task {task!r}{what} (datasets.x2edit.exclude_tasks)")
         if problems:

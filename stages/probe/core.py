@@ -23,12 +23,12 @@ import pyarrow as pa
 
 from manifests.schema import PROBES, SCHEMA_VERSION
 from stages.media.iso_index import cut_iso_file, video_index_problem
-from stages.media.locate import ERROR_KINDS, MediaError, binary, locate  # noqa: F401  (ERROR_KINDS: re-exported)
+from stages.media.locate import MediaError, binary, locate
 from stages.media.locate import short_error as _short
 from stages.media.read import decord_first_frame, open_image
 from stages.media.skip_frames import skipped_window
 
-# A media problem (kind: one of ERROR_KINDS; info: the MediaInfo measured before it).
+# A media problem (kind: one of stages.media.locate.ERROR_KINDS; info: the MediaInfo measured before it).
 ProbeError = MediaError
 
 DECODE_CHECKS = ("decord", "pyav", "none")
