@@ -264,6 +264,9 @@ DEMO_JUDGE = ["judge.min_frames=4", "judge.max_frames=4", "judge.video_min_pixel
 # the paper's thresholds (filters/config.py FilterConfig).
 DEMO_FILTER = [f"filter.{kind}.{rule}={{}}" for kind in ("image", "video", "clip")
                for rule in ("at_least", "greater_than")]
+# Every raw clip gets all four pretext variants: the demo has 8 raw clips, and a seeded draw of one
+# variant each misses `none` 43% of the time (0.9^8), leaving Stage 0's text-to-video stream empty.
+DEMO_PRETEXT = ["pretext.mode=all"]
 
 
 def _demo_run(config: Path, overrides: list[str], workdir: Path, corpus: Path) -> None:
@@ -277,7 +280,7 @@ def _demo_run(config: Path, overrides: list[str], workdir: Path, corpus: Path) -
     console.print(f"demo: building tiny RANDOM-WEIGHT encoders (Wan2.1 VAE, SigLIP, umT5 architectures) "
                   f"in {workdir / 'models'}; latents and embeddings are real computations of meaningless weights")
     encoders = build_tiny_encoders(workdir / "models")
-    overrides = [*overrides, *DEMO_FILTER, *(f"encode.{k}={v}" for k, v in encoders.items())]
+    overrides = [*overrides, *DEMO_FILTER, *DEMO_PRETEXT, *(f"encode.{k}={v}" for k, v in encoders.items())]
     cfg = load_config(config, overrides)
     model_dir = workdir / "models" / "tiny-qwen2.5-vl"
     if not (model_dir / "config.json").exists():
