@@ -22,8 +22,6 @@ from pathlib import Path
 
 import torch
 
-from sama.config import OFFICIAL_FLOW, OFFICIAL_MODEL  # noqa: F401  (re-exported: the presets live with the config)
-
 _TOP = {
     "patch_embedding.weight": "patch_embedding.weight",
     "patch_embedding.bias": "patch_embedding.bias",
