@@ -27,7 +27,6 @@ class LoadStats:
     full_bytes: int  # the whole model in fp32
     local_bytes: int  # this rank's parameter shards (fp32)
     peak_bytes: int  # most bytes of weights held at once while loading (shards + one full tensor)
-    tensors_read: int
     cuda_peak_bytes: int | None = None  # torch.cuda.max_memory_allocated over the load (GPU only)
 
     def line(self, rank: int) -> str:
@@ -95,7 +94,7 @@ def build_sharded(cfg: TrainerConfig, mesh, mp_policy=None) -> tuple[nn.Module, 
     model.wan.rope = _fresh_rope(model.wan).to(mesh.device_type)  # buffers, not in the state dict
 
     local_bytes = sum(_local(p).numel() * 4 for p in model.parameters())
-    peak, n_read = local_bytes, 0
+    peak = local_bytes
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name in readers:
@@ -103,7 +102,6 @@ def build_sharded(cfg: TrainerConfig, mesh, mp_policy=None) -> tuple[nn.Module, 
                 if src.shape(key) != tuple(param.shape):
                     raise ConfigError(f"{key}: shape {src.shape(key)}, the model's {name} is {tuple(param.shape)}")
                 full = src[key]
-                n_read += 1
             else:
                 full = fresh[name]
             peak = max(peak, local_bytes + full.numel() * full.element_size())
@@ -113,7 +111,7 @@ def build_sharded(cfg: TrainerConfig, mesh, mp_policy=None) -> tuple[nn.Module, 
             _local(param).copy_(full)
             del full
     cuda_peak = torch.cuda.max_memory_allocated() if on_cuda else None
-    return model, LoadStats(full_bytes, local_bytes, peak, n_read, cuda_peak)
+    return model, LoadStats(full_bytes, local_bytes, peak, cuda_peak)
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
