@@ -121,12 +121,15 @@ class LazyTensors:
     """name -> tensor of safetensors files, read on demand (nothing is loaded up front)."""
 
     def __init__(self, files: list[Path]):
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         self.where: dict[str, Path] = {}
         self._handles = {}
         for f in files:
-            handle = safe_open(str(f), framework="pt")
+            try:
+                handle = safe_open(str(f), framework="pt")
+            except SafetensorError as e:  # a user's file (a cut download, a Git LFS pointer): one line
+                raise ValueError(f"{f}: not a readable safetensors file ({e})") from None
             self._handles[f] = handle
             for k in handle.keys():
                 self.where[k] = f
