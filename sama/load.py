@@ -39,27 +39,22 @@ class LoadStats:
 
 def _sources(cfg: TrainerConfig):
     """name -> zero-arg reader of the full tensor, for every weight the files provide."""
-    from sama.official import LazyTensors, our_name, read_base
+    from sama.official import LazyTensors, read_base, weight_sources
 
     if cfg.model.base_path is None:
         raise ConfigError("train.load: sharded reads the weights from model.base_path; set it (a random "
                           "model.tiny has no file to stream from; use train.load: full)")
     _, layout, base = read_base(cfg.model.base_path)
-    readers = {}
-    for key in base.where:
-        name = f"wan.{key}" if layout == "diffusers" else our_name(key)
-        if name is not None:
-            readers[name] = (base, key)
     init = cfg.train.init_from
     if init is not None and Path(init).suffix != ".safetensors":
         raise ConfigError(f"train.init_from: {init}: train.load sharded streams only .safetensors files "
                           "(the released SAMA weights); for a sama checkpoint use train.load: full")
-    if init is not None:
-        sama = LazyTensors([Path(init).expanduser()])
-        unknown = [k for k in sama.where if our_name(k) is None]
-        if unknown:
-            raise ConfigError(f"train.init_from: {init} has keys with no place in the model: {unknown[:8]}")
-        readers.update({our_name(k): (sama, k) for k in sama.where})
+    sama = LazyTensors([Path(init).expanduser()]) if init is not None else None
+    readers, unknown = weight_sources(layout, base, sama)
+    # a base's keys the model has no place for are not read; the SAMA file's are an error
+    unknown = [k.removeprefix("weights:") for k in unknown if k.startswith("weights:")]
+    if unknown:
+        raise ConfigError(f"train.init_from: {init} has keys with no place in the model: {unknown[:8]}")
     return readers
 
 
