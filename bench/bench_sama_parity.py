@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -40,25 +41,11 @@ def parity(fixture: Path) -> None:
         print(f"    {name:34s} max abs err {err:.3e}   tol {tol:.0e}")
     print(f"    all within tolerance: {report['ok']}")
 
-    # baseline in the same run: the forward cases with the float32 (diffusers) timestep sinusoid
-    from safetensors.torch import load_file
-
-    from sama.official import load_official
-
-    model = load_official(fixture / "model.safetensors", fixture).float().eval()
-    model.cfg = model.cfg.model_copy(update={"timestep_embedding_fp64": False})
-    cases = load_file(fixture / "cases.safetensors")
-    worst = {}
-    with torch.no_grad():
-        for k in range(3):
-            c = {n[6:]: v for n, v in cases.items() if n.startswith(f"case{k}_")}
-            if not c:
-                break
-            v, s = model(c["target_latents"], c["timestep"], c["context"], torch.ones(c["context"].shape[:2], dtype=torch.bool),
-                         c["source_latents"], c["sem_latents"])
-            worst[k] = ((v - c["pred_target"]).abs().max().item(), (s - c["pred_sem"]).abs().max().item())
+    # baseline in the same run: the same checks with the float32 (diffusers) timestep sinusoid
+    fp32 = {n: e for n, e, _ in run(fixture, timestep_embedding_fp64=False)["checks"]}
     fp64 = {n: e for n, e, _ in report["checks"]}
-    for k, (et, es) in worst.items():
+    for k in sorted(int(m[1]) for n in fp64 if (m := re.fullmatch(r"case(\d+) pred_target", n))):
+        et, es = fp32[f"case{k} pred_target"], fp32[f"case{k} pred_sem"]
         print(f"    case{k}: float32 sinusoid {et:.3e} / {es:.3e} (target / sem) vs float64 "
               f"{fp64[f'case{k} pred_target']:.3e} / {fp64[f'case{k} pred_sem']:.3e}: "
               f"x{et / max(fp64[f'case{k} pred_target'], 1e-12):.1f} on the target")

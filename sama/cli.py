@@ -48,10 +48,6 @@ def train(
     run_training(cfg)
 
 
-_SAMPLE_DEFAULTS = {"steps": 50, "guidance_scale": 5.0, "negative_prompt": "", "seed": 0, "frames": 81,
-                    "prompt_prefix": "", "native_fps": False, "tiled": False, "official_schedule": False}
-
-
 @app.command()
 def sample(
     checkpoint: Path = typer.Option(..., help="an export dir, a training checkpoint, a run's out_dir (latest), "
@@ -98,7 +94,8 @@ def sample(
     given = {"steps": steps, "guidance_scale": guidance, "negative_prompt": negative_prompt, "seed": seed,
              "frames": frames, "prompt_prefix": prompt_prefix, "native_fps": native_fps, "tiled": tiled,
              "shift": shift}
-    chosen = {**_SAMPLE_DEFAULTS, **(OFFICIAL_SAMPLING if preset == "official" else {}),
+    # what neither the preset nor the command line sets keeps sama.sample.sample's own default
+    chosen = {**(OFFICIAL_SAMPLING if preset == "official" else {}),
               **{k: v for k, v in given.items() if v is not None}}
     info = run_sample(checkpoint, source, instruction, out, vae=vae, text_encoder=text_encoder,
                       tokenizer=tokenizer, fps=fps, area=area, side_multiple=side_multiple, weights=weights,

@@ -1,5 +1,6 @@
 """One error boundary per CLI app and `--version`: `sama`'s here, and the class `curate` shares
-(the trainer imports no curation code, so the shared part lives on this side).
+(pipeline/cli_boundary.py imports it; the shared config loader lives on the other side,
+pipeline/config_base.py).
 
 A user error (a config field, a missing checkpoint or shard, a bad option value) is one line on
 stderr, ``error: ...``, and exit status 2; a bug keeps its traceback.

@@ -19,7 +19,7 @@ from pipeline.config_base import Strict as _Strict
 
 
 # ---------------------------------------------------------------- model / flow (sama.model, sama.flow)
-# model.preset official (ModelConfig): what the released SAMA code computes (used by sama.official too)
+# model.preset official (ModelConfig): what the released SAMA code computes
 OFFICIAL_MODEL = {
     "semantic_rope": "zero", "semantic_mlp_affine": True, "semantic_mlp_act": "gelu",
     "semantic_mlp_hidden": 1024, "semantic_head_affine": True, "semantic_dim": 1152,

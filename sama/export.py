@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from sama.config import FlowConfig, ModelConfig
+from sama.config import OFFICIAL_FLOW, FlowConfig, ModelConfig
 from sama.model import EXPORT_CONFIG, SamaTransformer
 
 
@@ -68,7 +68,7 @@ def _write_export(load, out: str | Path, overwrite: bool) -> Path:
 
 
 def _load_official(weights: str | Path, base: str | Path | None) -> tuple[SamaTransformer, dict]:
-    from sama.official import OFFICIAL_FLOW, load_official
+    from sama.official import load_official
 
     if base is None:
         raise ValueError(f"{weights} is an official SAMA weights file: give --base, the Wan2.1-T2V "

@@ -27,7 +27,6 @@ class LoadStats:
     full_bytes: int  # the whole model in fp32
     local_bytes: int  # this rank's parameter shards (fp32)
     peak_bytes: int  # most bytes of weights held at once while loading (shards + one full tensor)
-    tensors_read: int
     cuda_peak_bytes: int | None = None  # torch.cuda.max_memory_allocated over the load (GPU only)
 
     def line(self, rank: int) -> str:
@@ -40,27 +39,22 @@ class LoadStats:
 
 def _sources(cfg: TrainerConfig):
     """name -> zero-arg reader of the full tensor, for every weight the files provide."""
-    from sama.official import LazyTensors, our_name, read_base
+    from sama.official import LazyTensors, read_base, weight_sources
 
     if cfg.model.base_path is None:
         raise ConfigError("train.load: sharded reads the weights from model.base_path; set it (a random "
                           "model.tiny has no file to stream from; use train.load: full)")
     _, layout, base = read_base(cfg.model.base_path)
-    readers = {}
-    for key in base.where:
-        name = f"wan.{key}" if layout == "diffusers" else our_name(key)
-        if name is not None:
-            readers[name] = (base, key)
     init = cfg.train.init_from
     if init is not None and Path(init).suffix != ".safetensors":
         raise ConfigError(f"train.init_from: {init}: train.load sharded streams only .safetensors files "
                           "(the released SAMA weights); for a sama checkpoint use train.load: full")
-    if init is not None:
-        sama = LazyTensors([Path(init).expanduser()])
-        unknown = [k for k in sama.where if our_name(k) is None]
-        if unknown:
-            raise ConfigError(f"train.init_from: {init} has keys with no place in the model: {unknown[:8]}")
-        readers.update({our_name(k): (sama, k) for k in sama.where})
+    sama = LazyTensors([Path(init).expanduser()]) if init is not None else None
+    readers, unknown = weight_sources(layout, base, sama)
+    # a base's keys the model has no place for are not read; the SAMA file's are an error
+    unknown = [k.removeprefix("weights:") for k in unknown if k.startswith("weights:")]
+    if unknown:
+        raise ConfigError(f"train.init_from: {init} has keys with no place in the model: {unknown[:8]}")
     return readers
 
 
@@ -95,7 +89,7 @@ def build_sharded(cfg: TrainerConfig, mesh, mp_policy=None) -> tuple[nn.Module, 
     model.wan.rope = _fresh_rope(model.wan).to(mesh.device_type)  # buffers, not in the state dict
 
     local_bytes = sum(_local(p).numel() * 4 for p in model.parameters())
-    peak, n_read = local_bytes, 0
+    peak = local_bytes
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name in readers:
@@ -103,7 +97,6 @@ def build_sharded(cfg: TrainerConfig, mesh, mp_policy=None) -> tuple[nn.Module, 
                 if src.shape(key) != tuple(param.shape):
                     raise ConfigError(f"{key}: shape {src.shape(key)}, the model's {name} is {tuple(param.shape)}")
                 full = src[key]
-                n_read += 1
             else:
                 full = fresh[name]
             peak = max(peak, local_bytes + full.numel() * full.element_size())
@@ -113,7 +106,7 @@ def build_sharded(cfg: TrainerConfig, mesh, mp_policy=None) -> tuple[nn.Module, 
             _local(param).copy_(full)
             del full
     cuda_peak = torch.cuda.max_memory_allocated() if on_cuda else None
-    return model, LoadStats(full_bytes, local_bytes, peak, n_read, cuda_peak)
+    return model, LoadStats(full_bytes, local_bytes, peak, cuda_peak)
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:

@@ -22,8 +22,6 @@ from pathlib import Path
 
 import torch
 
-from sama.config import OFFICIAL_FLOW, OFFICIAL_MODEL  # noqa: F401  (re-exported: the presets live with the config)
-
 _TOP = {
     "patch_embedding.weight": "patch_embedding.weight",
     "patch_embedding.bias": "patch_embedding.bias",
@@ -123,12 +121,15 @@ class LazyTensors:
     """name -> tensor of safetensors files, read on demand (nothing is loaded up front)."""
 
     def __init__(self, files: list[Path]):
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         self.where: dict[str, Path] = {}
         self._handles = {}
         for f in files:
-            handle = safe_open(str(f), framework="pt")
+            try:
+                handle = safe_open(str(f), framework="pt")
+            except SafetensorError as e:  # a user's file (a cut download, a Git LFS pointer): one line
+                raise ValueError(f"{f}: not a readable safetensors file ({e})") from None
             self._handles[f] = handle
             for k in handle.keys():
                 self.where[k] = f
@@ -179,6 +180,22 @@ def read_base(base: str | Path) -> tuple[dict, str, LazyTensors]:
     return diffusers_config(config.get("wan_model", config)), "original", tensors
 
 
+def weight_sources(layout: str, base: LazyTensors, sama: LazyTensors | None = None
+                   ) -> tuple[dict[str, tuple[LazyTensors, str]], list[str]]:
+    """Our name -> (file, its key) of every tensor of the base, then of the SAMA file (which wins),
+    and the keys that have no name in our model (``base:KEY``, ``weights:KEY``)."""
+    sources: dict[str, tuple[LazyTensors, str]] = {}
+    unknown = []
+    for label, tensors in (("base", base), ("weights", sama)):
+        for key in (tensors.where if tensors is not None else ()):
+            name = f"wan.{key}" if label == "base" and layout == "diffusers" else our_name(key)
+            if name is None:
+                unknown.append(f"{label}:{key}")
+            else:
+                sources[name] = (tensors, key)
+    return sources, unknown
+
+
 def _sama_fields(sama: LazyTensors) -> dict:
     """ModelConfig fields the SAMA file's shapes fix (SigLIP width, MLP hidden, affine norms)."""
     fields = {}
@@ -206,20 +223,7 @@ def load_official(weights: str | Path, base: str | Path, **model_fields):
     wan_kwargs, layout, base_t = read_base(base)
     sama_t = LazyTensors([weights])
 
-    sources: dict[str, tuple[LazyTensors, str]] = {}  # our name -> (file, its key); SAMA file wins
-    unknown = []
-    for key in base_t.where:
-        name = f"wan.{key}" if layout == "diffusers" else our_name(key)
-        if name is None:
-            unknown.append(f"base:{key}")
-        else:
-            sources[name] = (base_t, key)
-    for key in sama_t.where:
-        name = our_name(key)
-        if name is None:
-            unknown.append(f"weights:{key}")
-        else:
-            sources[name] = (sama_t, key)
+    sources, unknown = weight_sources(layout, base_t, sama_t)
 
     fields = dict(preset="official", tiny=wan_kwargs, **_sama_fields(sama_t))
     fields.update(model_fields)

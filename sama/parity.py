@@ -44,8 +44,10 @@ class _Recorder(torch.nn.Module):
         return out
 
 
-def run(fixture: str | Path, forward_tol: float = FORWARD_TOL, sampling_tol: float = SAMPLING_TOL) -> dict:
-    """{"checks": [(name, max abs error, tolerance)], "ok": bool} for the fixture (CPU, float32)."""
+def run(fixture: str | Path, forward_tol: float = FORWARD_TOL, sampling_tol: float = SAMPLING_TOL,
+        **model_fields) -> dict:
+    """{"checks": [(name, max abs error, tolerance)], "ok": bool} for the fixture (CPU, float32).
+    ``model_fields`` override ModelConfig fields of the loaded model (a benchmark's baseline)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -63,7 +65,8 @@ def run(fixture: str | Path, forward_tol: float = FORWARD_TOL, sampling_tol: flo
     pipeline = json.loads((fixture / "config.json").read_text()).get("pipeline", {})
     text_len = int(pipeline.get("text_len", 512))
     torch.manual_seed(0)
-    model = load_official(fixture / "model.safetensors", fixture, text_len=text_len).float().eval()
+    model = load_official(fixture / "model.safetensors", fixture,
+                          **{"text_len": text_len, **model_fields}).float().eval()
     checks = []
 
     def check(name, ours, ref, tol):

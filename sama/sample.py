@@ -80,7 +80,10 @@ def read_source(path: str | Path, fps: float, max_frames: int) -> tuple[np.ndarr
 
     path = Path(path)
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return read_image(str(path)), None
+        try:
+            return read_image(str(path)), None
+        except MediaError as e:  # a missing or unreadable image: the user's --source, one line
+            raise ValueError(f"--source {path}: not a readable image ({e})") from None
     try:
         video = Video(str(path), "pyav")
         idx = frame_plan(video.frames, video.fps or fps, fps, max_frames)

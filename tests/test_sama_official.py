@@ -160,6 +160,18 @@ def test_import_names_unknown_missing_and_misshaped_keys(sized_fixture, tmp_path
     assert "mis-shaped keys" in msg and "head.modulation (1, 3, 72) (model (1, 2, 72))" in msg
 
 
+def test_import_of_a_file_that_is_not_safetensors_is_one_line(sized_fixture, tmp_path):
+    """A cut download or a Git LFS pointer as --weights: one line naming the file, exit 2, no --out."""
+    pointer = tmp_path / "sama.safetensors"
+    pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n")
+    result = CliRunner().invoke(app, ["import", "--weights", str(pointer), "--base", str(sized_fixture),
+                                      "--out", str(tmp_path / "export")])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {pointer}: not a readable safetensors file")
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "export").exists()
+
+
 def test_key_map_round_trips_every_parameter():
     cfg = ModelConfig(preset="official", tiny=tiny_model_config(), semantic_dim=32, semantic_mlp_hidden=48)
     model = SamaTransformer.from_config(cfg)

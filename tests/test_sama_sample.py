@@ -192,6 +192,12 @@ def test_sample_of_an_image_and_bad_inputs(encoders, train_run, tmp_path):
     bad_frames = CliRunner().invoke(app, ["sample", "--checkpoint", str(run), "--source", str(tmp_path / "a.png"),
                                           "--out", str(tmp_path / "c.mp4"), "--frames", "8", *common])
     assert bad_frames.exit_code == 2 and "4n+1" in bad_frames.output
+    (tmp_path / "cut.png").write_bytes((tmp_path / "a.png").read_bytes()[:40])
+    for name in ("cut.png", "nowhere.png"):  # an unreadable or missing image: one line, exit 2
+        bad_source = CliRunner().invoke(app, ["sample", "--checkpoint", str(run), "--source", str(tmp_path / name),
+                                              "--out", str(tmp_path / "d.mp4"), *common])
+        assert bad_source.exit_code == 2 and "not a readable image" in bad_source.output, bad_source.output
+        assert "Traceback" not in bad_source.output and not (tmp_path / "d.mp4").exists()
 
 
 def test_cast_weights_keeps_wans_fp32_modules():
