@@ -47,7 +47,12 @@ class ErrorBoundary(TyperGroup):
 
 
 def one_line(message) -> str:
-    return " ".join(str(message).split())
+    text = str(message)
+    if "\nOriginal Traceback" in text:
+        # torch re-raises a DataLoader worker's error with the worker's traceback in its message:
+        # the user's line is the last one, "module.Error: message".
+        text = text.rstrip().splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(text.split())
 
 
 class SamaErrorBoundary(ErrorBoundary):

@@ -107,3 +107,28 @@ SAMPLE = ["sample", "--source", "x.mp4", "--instruction", "i", "--out", "o.mp4",
 def test_sama_user_errors_are_one_line_exit_2(args, needle):
     _one_line_usage_error(_run([sama_bin(), *args]), needle)
     assert not Path("/tmp/never-written-export").exists()
+
+
+class _FailingStream:
+    """An iterable dataset whose worker raises a user error, as the trainer's loader does."""
+
+    def __iter__(self):
+        from sama.config import ConfigError
+
+        raise ConfigError("data.streams.video: no sample of variants ['none']")
+
+
+def test_a_dataloader_worker_error_is_one_line_with_the_users_message():
+    """torch re-raises a worker's error with its traceback in the message; the CLI shows the line
+    the user needs, not the traceback."""
+    from torch.utils.data import DataLoader, IterableDataset
+
+    from sama.cli_boundary import one_line
+
+    class Stream(_FailingStream, IterableDataset):
+        pass
+
+    with pytest.raises(Exception) as err:
+        next(iter(DataLoader(Stream(), batch_size=None, num_workers=1)))
+    assert "Original Traceback" in str(err.value)  # what torch does
+    assert one_line(err.value) == "data.streams.video: no sample of variants ['none']"
