@@ -1,7 +1,7 @@
 """``sama sample``: edit one video (or image) with a trained SAMA model and write an H.264 mp4.
 
-The source is prepared exactly as the encode stage prepares training data (its conventions are
-repeated here, since the trainer reads the pipeline's outputs and never imports its code): frames
+The source is prepared exactly as the encode stage prepares training data (with its own functions,
+stages/encode/buckets.py and frames.py): frames
 resampled to ``fps`` on a fixed time grid from the start, the longest 4n+1 count up to
 ``frames``; the 480p-class bucket nearest in log aspect ratio; resize to cover and centre-crop;
 pixels to [-1, 1]; the Wan VAE posterior mean normalised by ``latents_mean`` / ``latents_std``.
@@ -13,7 +13,6 @@ PyAV writes H.264 (libx264, yuv420p). With tiny random models the result is nois
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,55 +20,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# The encode stage's own bucket and frame rules, so a source is prepared exactly like training data.
+from stages.encode.buckets import fit_to_bucket, generate_buckets, nearest_bucket
+from stages.encode.frames import frames_that_fit, largest_4n1, plan_indices
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
 # ---------------------------------------------------------------- source preparation
-def largest_4n1(n: int) -> int:
-    return 0 if n < 1 else 4 * ((n - 1) // 4) + 1
-
-
 def frame_plan(n_native: int, native_fps: float, fps: float, max_frames: int) -> list[int]:
-    """Native indices of the output frames: output frame i shows time i / fps, taking the native
-    frame floor(t * native_fps); the longest 4n+1 count up to ``max_frames`` that fits."""
-    if n_native < 1:
-        return []
-    fit = int(math.floor((n_native - 1) / native_fps * fps + 1e-9)) + 1 if native_fps > 0 else 1
-    n = largest_4n1(min(fit, max_frames))
-    return [min(n_native - 1, int(math.floor(i / fps * native_fps + 1e-6))) for i in range(n)]
-
-
-def generate_buckets(area: int, multiple: int, min_aspect: float, max_aspect: float) -> list[tuple[int, int]]:
-    """The [W, H] buckets of about ``area`` pixels (mutual-nearest sides, multiples of ``multiple``)."""
-    def nearest(other: int) -> int:
-        return max(multiple, int(round(area / other / multiple)) * multiple)
-
-    out = set()
-    for w in range(multiple, int(math.sqrt(area * max_aspect)) + 2 * multiple, multiple):
-        h = nearest(w)
-        if nearest(h) == w and min_aspect - 1e-9 <= w / h <= max_aspect + 1e-9:
-            out.add((w, h))
-    return sorted(out, key=lambda b: (b[0] / b[1], b[0]))
-
-
-def nearest_bucket(width: int, height: int, buckets: list[tuple[int, int]]) -> tuple[int, int]:
-    ratio = math.log(width / height)
-    return min(buckets, key=lambda b: abs(math.log(b[0] / b[1]) - ratio))
-
-
-def fit_to_bucket(frames: np.ndarray, bucket: tuple[int, int]) -> np.ndarray:
-    """uint8 [T, H, W, 3] resized (antialiased bilinear) to cover ``bucket``, centre-cropped."""
-    import torchvision.transforms.v2.functional as TF
-
-    _, h, w, _ = frames.shape
-    bw, bh = bucket
-    scale = max(bw / w, bh / h)
-    cw, ch = max(bw, math.ceil(w * scale - 1e-6)), max(bh, math.ceil(h * scale - 1e-6))
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
-    if (cw, ch) != (w, h):
-        x = TF.resize(x, [ch, cw], antialias=True)
-    top, left = (ch - bh) // 2, (cw - bw) // 2
-    return np.ascontiguousarray(x[:, :, top:top + bh, left:left + bw].permute(0, 2, 3, 1).numpy())
+    """Native indices of the output frames: output frame i shows time i / fps (the encode stage's
+    grid); the longest 4n+1 count up to ``max_frames`` that fits."""
+    n = largest_4n1(min(frames_that_fit(n_native, native_fps, fps), max_frames))
+    return plan_indices(n_native, native_fps, fps, n, count=n)
 
 
 def read_source(path: str | Path, fps: float, max_frames: int) -> tuple[np.ndarray, float | None]:

@@ -92,16 +92,13 @@ def test_source_preparation_matches_the_encode_stage():
     from stages.encode.buckets import generate_buckets as stage_buckets
     from stages.encode.frames import frames_that_fit, largest_4n1, plan_indices
 
-    for args in [(832 * 480, 32, 0.5, 2.0), (1280 * 720, 16, 0.5, 2.0), (2048, 32, 0.5, 2.0)]:
-        assert generate_buckets(*args) == stage_buckets(*args)
+    assert (generate_buckets, fit_to_bucket) == (stage_buckets, stage_fit)  # one implementation
     assert nearest_bucket(1920, 1080, generate_buckets(832 * 480, 32, 0.5, 2.0)) == (832, 480)
     for n_native, native_fps, fps, max_frames in [(300, 30.0, 16.0, 81), (40, 24.0, 16.0, 81), (12, 8.0, 8.0, 9),
                                                   (7, 25.0, 16.0, 81), (1000, 29.97, 16.0, 49)]:
         n = min(max_frames, largest_4n1(frames_that_fit(n_native, native_fps, fps)))
         assert frame_plan(n_native, native_fps, fps, max_frames) == plan_indices(
             n_native, native_fps, fps, n, count=n)
-    frames = np.random.default_rng(0).integers(0, 255, (3, 37, 70, 3), dtype=np.uint8)
-    assert np.array_equal(fit_to_bucket(frames, (64, 32)), stage_fit(frames, (64, 32)))
 
 
 def test_vae_and_text_encoding_match_the_encode_stage(encoders):
