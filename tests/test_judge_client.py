@@ -426,3 +426,30 @@ def test_pyav_reader_matches_decord():
     assert all(a.shape == b.shape for a, b in zip(frames_d, frames_p))
     # The same frames (decoders may differ by rounding in colour conversion).
     assert all(abs(a.astype(int) - b.astype(int)).mean() < 3 for a, b in zip(frames_d, frames_p))
+
+
+def test_an_exif_rotated_photo_is_judged_upright_as_it_is_encoded(tmp_path):
+    """A phone photo stored sideways with EXIF orientation 6: the judge's image is the upright one
+    the encoder reads (stages.media.read.read_image), not the raw sideways pixels."""
+    import numpy as np
+    from PIL import Image
+
+    from pipeline.config import JudgeConfig
+    from stages.judge.requests import image_data_uri
+    from stages.media.read import read_image
+
+    raw = np.zeros((64, 128, 3), dtype=np.uint8)  # stored 128 wide, 64 high
+    raw[:, :64] = (255, 0, 0)  # left half red
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to view"
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(raw).save(path, quality=95, exif=exif)
+    upright = read_image(str(path))[0]
+    assert upright.shape[:2] == (128, 64)  # the encoder's view: 64 wide, 128 high
+
+    cfg = JudgeConfig(image_min_pixels=28 * 28, image_max_pixels=64 * 128)
+    uri = image_data_uri(str(path), cfg, [str(tmp_path)])
+    judged = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB"))
+    assert judged.shape[0] > judged.shape[1]  # upright: taller than wide, like the encoder's
+    top, bottom = judged[: judged.shape[0] // 4].mean((0, 1)), judged[-judged.shape[0] // 4:].mean((0, 1))
+    assert top[0] > 200 and bottom[0] < 60  # the red half is on top after the 90-degree turn

@@ -203,11 +203,14 @@ def video_data_uri(frames: list[np.ndarray], plan: FramePlan, quality: int) -> s
 
 
 def image_data_uri(uri: str, cfg, roots: list[str] | None = None) -> str:
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     src = _open(uri, roots)
     try:
         with open_image(src) as im:
+            # Upright by its EXIF orientation, as the encoder sees it (stages.media.read.read_image):
+            # the judge must score the picture that is trained on, not a sideways phone photo.
+            im = ImageOps.exif_transpose(im)
             im = im.convert("RGB") if im.mode != "RGBA" else _flatten_alpha(im)
             h, w = image_size(im.height, im.width, cfg)
             if im.size != (w, h):
