@@ -363,3 +363,24 @@ def test_a_garbled_moov_is_corrupt_not_no_video_stream(tmp_path, how, shows):
         assert "'moov' index" in row["error"], row
     assert probe_media(str(src), "video", "pyav").frames == 17  # the intact original is fine
 
+
+
+def test_an_exif_rotated_photo_is_measured_upright(tmp_path):
+    """Stored 128x64 with EXIF orientation 6: probed as 64 wide, 128 high, the picture the judge
+    and the encoder read (stages.media.read.read_image)."""
+    from PIL import Image
+
+    from stages.media.read import read_image
+    from stages.probe.core import probe_media
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(np.zeros((64, 128, 3), dtype=np.uint8)).save(path, exif=exif)
+    info = probe_media(str(path), "image")
+    assert (info.width, info.height) == (64, 128)
+    assert read_image(str(path)).shape[1:3] == (info.height, info.width)
+    plain = tmp_path / "plain.jpg"
+    Image.fromarray(np.zeros((64, 128, 3), dtype=np.uint8)).save(plain)
+    plain_info = probe_media(str(plain), "image")
+    assert (plain_info.width, plain_info.height) == (128, 64)

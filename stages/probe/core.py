@@ -153,6 +153,10 @@ def probe_image(src: str | io.BytesIO, decode_check: str = "decord") -> MediaInf
         with open_image(src) as im:
             info.codec = (im.format or "").lower() or None
             info.width, info.height = im.size
+            if im.getexif().get(0x0112) in (5, 6, 7, 8):
+                # EXIF says "turn by 90 degrees": the size of the upright picture, which is what
+                # the judge and the encoder read (stages.media.read.read_image)
+                info.width, info.height = info.height, info.width
             info.frames = int(getattr(im, "n_frames", 1) or 1)
             if decode_check != "none":
                 im.load()  # decodes the pixels: finds cut and broken files
