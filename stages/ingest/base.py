@@ -71,6 +71,13 @@ def to_json(record: Any) -> str:
     return json.dumps(record, ensure_ascii=False, sort_keys=True, default=str)
 
 
+def extra_json(**fields: Any) -> str | None:
+    """The ``extra`` column: the non-null fields as one JSON object (sorted keys), None if none.
+    DuckDB reads it with ``json_extract_string(extra, '$.<key>')``."""
+    kept = {k: v for k, v in fields.items() if v is not None and v != [] and v != ""}
+    return json.dumps(kept, ensure_ascii=False, sort_keys=True) if kept else None
+
+
 class Adapter:
     """Base class: subclasses set ``name`` and implement ``units`` and ``read``."""
 

@@ -32,10 +32,9 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
-from stages.ingest.base import Adapter, PathEscapeError, Unit, resolve_under, to_json, unit_key
+from stages.ingest.base import Adapter, PathEscapeError, Unit, resolve_under, extra_json, to_json, unit_key
 from stages.ingest.image_edit_common import (
     clean_text,
-    extra_json,
     iter_json_array,
     iter_json_lines,
     keyword_category,

@@ -243,16 +243,6 @@ def posix_rel(path: Path, root: Path) -> str:
     return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
 
 
-# ------------------------------------------------------------------ extra
-
-
-def extra_json(**fields: Any) -> str | None:
-    """The ``extra`` column: the non-null fields as one JSON object (sorted keys), None if none.
-    DuckDB reads it with ``json_extract_string(extra, '$.<key>')``."""
-    kept = {k: v for k, v in fields.items() if v is not None and v != [] and v != ""}
-    return json.dumps(kept, ensure_ascii=False, sort_keys=True) if kept else None
-
-
 def int_or_none(value: Any) -> int | None:
     number = _number(value)
     return int(number) if number is not None and number == int(number) else None

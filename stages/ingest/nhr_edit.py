@@ -29,10 +29,9 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stages.ingest.base import Adapter, PathEscapeError, Unit, resolve_under, to_json, unit_key
+from stages.ingest.base import Adapter, PathEscapeError, Unit, resolve_under, extra_json, to_json, unit_key
 from stages.ingest.image_edit_common import (
     clean_text,
-    extra_json,
     int_or_none,
     iter_json_lines,
     keyword_category,

@@ -28,10 +28,9 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
-from stages.ingest.base import Adapter, PathEscapeError, Unit, to_json, unit_key
+from stages.ingest.base import Adapter, PathEscapeError, Unit, extra_json, to_json, unit_key
 from stages.ingest.image_edit_common import (
     clean_text,
-    extra_json,
     iter_json_lines,
     keyword_category,
     label_text,

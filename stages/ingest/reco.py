@@ -28,7 +28,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from stages.ingest.base import Adapter, PathEscapeError, Unit, to_json, unit_key
+from stages.ingest.base import Adapter, PathEscapeError, Unit, extra_json, to_json, unit_key
 from stages.ingest.video_pairs import (
     LayoutProbe, NotFoundError, TarShards, candidate_paths, clean_text, json_records, norm_rel, numeric_scores,
 )
@@ -103,7 +103,7 @@ class ReCoAdapter(Adapter):
             alt_instructions=self._alt_instructions(rec, instruction),
             caption=clean_text(rec.get("caption")),
             native_scores=numeric_scores(rec),
-            extra=json.dumps({"mask_uri": mask}) if mask else None, **common,
+            extra=extra_json(mask_uri=mask), **common,
         )
 
     def _locate(self, rel: str, task: str, role: str, shards: TarShards, probe: LayoutProbe) -> str:

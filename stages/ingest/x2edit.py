@@ -34,10 +34,9 @@ import tarfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
-from stages.ingest.base import Adapter, Unit, to_json, unit_key
+from stages.ingest.base import Adapter, Unit, extra_json, to_json, unit_key
 from stages.ingest.image_edit_common import (
     clean_text,
-    extra_json,
     instruction_text,
     int_or_none,
     label_text,
