@@ -10,9 +10,10 @@ from typing import List, Optional
 
 import typer
 
-from pipeline.cli_boundary import STAGE_METAVAR, CurateErrorBoundary, complete_stages, parse_stages, version_option
+from pipeline.cli_boundary import STAGE_METAVAR, CurateErrorBoundary, complete_stages, parse_stages
 from pipeline.config import load_config
 from pipeline.progress import console, out, render_table
+from sama.cli_boundary import version_option
 
 app = typer.Typer(
     help="SAMA data curation: ingest, probe, judge, filter, encode and shard video/image editing data.",
@@ -26,7 +27,7 @@ DEFAULT_DEMO_WORKDIR = Path("runs/demo")
 
 @app.callback()
 def main_options(
-    version: bool = typer.Option(False, "--version", is_eager=True, callback=version_option,
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=version_option("curate"),
                                  help="print the version and exit"),
 ) -> None:
     """SAMA data curation: ingest, probe, judge, filter, encode and shard video/image editing data."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import typer
 
 from pipeline.registry import STAGE_ORDER
-from sama.cli_boundary import ErrorBoundary, package_version
+from sama.cli_boundary import ErrorBoundary
 
 STAGE_CHOICES = [*STAGE_ORDER, "all"]
 STAGE_METAVAR = "[" + "|".join(STAGE_CHOICES) + "]"
@@ -44,8 +44,3 @@ def complete_stages(incomplete: str) -> list[str]:
     choices = STAGE_ORDER if sep else STAGE_CHOICES  # "all" only on its own
     return [done + sep + c for c in choices if c.startswith(last)]
 
-
-def version_option(value: bool) -> None:
-    if value:
-        typer.echo(f"curate (sama-curate) {package_version()}")
-        raise typer.Exit()

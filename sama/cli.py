@@ -21,7 +21,7 @@ app = typer.Typer(
 
 @app.callback()
 def main(
-    version: bool = typer.Option(False, "--version", is_eager=True, callback=version_option,
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=version_option("sama"),
                                  help="print the version and exit"),
 ) -> None:
     """SAMA trainer: Stage 0 / Stage 1 training on the shards, sampling and export."""

@@ -78,7 +78,10 @@ def package_version() -> str:
         return "unknown"
 
 
-def version_option(value: bool) -> None:
-    if value:
-        typer.echo(f"sama (sama-curate) {package_version()}")
-        raise typer.Exit()
+def version_option(prog: str):
+    """The ``--version`` callback of the CLI ``prog`` (``curate`` and ``sama`` share it)."""
+    def show(value: bool) -> None:
+        if value:
+            typer.echo(f"{prog} (sama-curate) {package_version()}")
+            raise typer.Exit()
+    return show
