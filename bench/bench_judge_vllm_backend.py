@@ -37,7 +37,7 @@ def request_rows(n, offset=0):
     out = []
     for j in range(n):
         r, (kind, body) = built[(offset + j) % len(built)]
-        out.append({"unit": 0, "unit_rows": n, "pos": j, "sample": json.dumps({**r, "sample_id": f"{r['sample_id']}#{offset + j}"}),
+        out.append({"unit": "0", "unit_rows": n, "pos": j, "unit_item": "{}", "sample": json.dumps({**r, "sample_id": f"{r['sample_id']}#{offset + j}"}),
                     "kind": kind, "body": body, "input_error": None})
     return pa.Table.from_pylist(out, schema=REQUEST_ROWS)
 

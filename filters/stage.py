@@ -1,9 +1,10 @@
 """`curate run --stage filter`: thresholds and categories over the stored scores (``filters.rules``
-through DuckDB, ``filters.explain``). Cheap, so always recomputed whole, on the driver: one unit,
+through DuckDB, ``filters.explain``). Cheap, so always recomputed whole, in one Ray task: one unit,
 no fingerprint (changing a threshold and re-running is the point)."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 from manifests import catalog
 from manifests.io import table_dir, write_part
@@ -12,12 +13,17 @@ from filters.explain import no_scores_message, selected_catalog
 from pipeline.config_base import ConfigError
 
 
-def select(ctx: Context) -> dict:
-    """Write the ``selected`` table from the scores; its summary row."""
-    selected = selected_catalog(catalog.connect(ctx.workdir), ctx.cfg.filter)
-    shutil.rmtree(table_dir(ctx.workdir, "selected"), ignore_errors=True)
-    write_part(table_dir(ctx.workdir, "selected") / "part-00000.parquet", selected)
-    return {"dataset": "all", "rows": selected.num_rows, "failed": 0}
+def _select_fn(filter_json: str, workdir: str):
+    def select(item: dict) -> dict:
+        """Write the ``selected`` table from the scores (DuckDB, in a Ray task); its summary row."""
+        from filters.config import FilterConfig
+
+        selected = selected_catalog(catalog.connect(Path(workdir)), FilterConfig.model_validate_json(filter_json))
+        shutil.rmtree(table_dir(workdir, "selected"), ignore_errors=True)
+        write_part(Path(item["out"]), selected)
+        return {"dataset": "all", "rows": selected.num_rows, "failed": 0}
+
+    return select
 
 
 def check(ctx: Context) -> None:
@@ -33,19 +39,13 @@ def summary(ctx: Context) -> tuple[list[str], list[list]]:
     return ["dataset", "candidates", "kept", "rejected"], [list(r) for r in rows]
 
 
-def execute(ctx: Context, pending: list[Unit], progress):
-    for _ in pending:
-        row = select(ctx)
-        progress.advance(row)
-        yield row
-
-
 STAGE = Stage(
     name="filter", reads=("scores",), writes=("selected",), section="filter",
     plan=lambda ctx: [Unit("selected", "all", 0, str(table_dir(ctx.workdir, "selected") / "part-00000.parquet"))],
     is_done=lambda ctx, unit: False,
     limit_by_rows=False,
-    phases=lambda ctx: [Phase("select", select, Resources(cpus=0))],  # on the driver (execute)
-    check=check, execute=execute, summary=summary,
+    phases=lambda ctx: [Phase("select", _select_fn(ctx.cfg.filter.model_dump_json(), str(ctx.workdir)),
+                              Resources(cpus=1))],
+    check=check, summary=summary,
     describe=lambda ctx, units, pending: "filter: thresholds and categories over the stored scores",
 )

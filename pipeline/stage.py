@@ -14,12 +14,15 @@ only the units without output and ends with exactly the rows of an uninterrupted
 """
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+import pyarrow as pa
 
 from manifests.io import atomic_write_json, clean_temporaries, list_parts, table_dir
 from manifests.tables import TABLES
@@ -34,23 +37,64 @@ class Resources:
     cpus: float = 1.0
     gpus: float = 0.0
     memory: int | None = None  # bytes
-    replicas: int | None = None  # tasks at once (a function) or actors (a class); None: as many as fit
+    replicas: int | None = None  # tasks at once (a function) or actors (a class, at most); None: as many as fit
     runtime_env: dict[str, Any] | None = None
+    # Actors started at once (an elastic pool grows to ``replicas`` as the cluster allows, e.g. as
+    # GPUs join); None: ``replicas`` from the start.
+    min_replicas: int | None = None
+
+
+# What a phase's ``fn`` is called with and returns (see ``run_phases``).
+MAP = "map"  # a function: one unit item -> one item (a Ray task per call)
+FLAT_MAP = "flat_map"  # a function: one unit item -> an iterator of Arrow tables (its samples, a batch at a time)
+BATCHES = "batches"  # a class: ``fn(*args)`` once per actor, then called with batches of ``batch_size`` rows
+REGROUP = "regroup"  # a function: (unit item, the unit's rows in ``pos`` order) -> the unit's summary row
+KINDS = (MAP, FLAT_MAP, BATCHES, REGROUP)
+
+# The columns a flat map's rows carry so that a regroup can put each unit back together.
+UNIT_COLUMNS = pa.schema([
+    pa.field("unit", pa.string()),  # the unit's key
+    pa.field("unit_rows", pa.int64()),  # rows the unit sends (0: this is its marker row)
+    pa.field("pos", pa.int64()),  # the row's place in the unit (-1: the marker row)
+    pa.field("unit_item", pa.string()),  # the unit's item as JSON (what the regroup writes from)
+])
 
 
 @dataclass(frozen=True)
 class Phase:
-    """One step a unit goes through: ``fn`` is a function (unit item -> item, run as Ray tasks) or
-    a class (``fn(*args)`` once per actor, then called with batches of one unit)."""
+    """One step of a stage's units, run by ``run_phases``; ``kind`` says how ``fn`` is called:
+
+    - ``map``: a function, unit item -> item, one Ray task per unit;
+    - ``flat_map``: a function, unit item -> an iterator of Arrow tables whose rows carry
+      ``UNIT_COLUMNS`` (a unit into its samples, yielded a batch at a time so that a task holds
+      one batch, not the unit);
+    - ``batches``: a class (``fn(*args)`` once per actor: models load once), called with batches of
+      ``batch_size`` rows in ``batch_format`` (a unit at a time when rows are units);
+    - ``regroup``: a function (unit item, the unit's rows as one Arrow table in ``pos`` order) ->
+      the unit's summary row, called in a Ray actor once all of a unit's rows are back: it writes the
+      unit's part, so a killed run resumes unit by unit, and nothing is written by the driver.
+    A class given with the default kind is a ``batches`` phase of one unit per call."""
 
     name: str
     fn: Callable[..., Any]
     resources: Resources = Resources()
     args: tuple = ()
+    kind: str = MAP
+    batch_size: int | None = 1  # rows per call of a ``batches`` phase (None: a block as it comes)
+    batch_format: str = "numpy"  # of a ``batches`` phase: "numpy" (dict of arrays) or "pyarrow"
+
+    def __post_init__(self):
+        if isinstance(self.fn, type) and self.kind == MAP:
+            object.__setattr__(self, "kind", BATCHES)
+        if self.kind not in KINDS:
+            raise ValueError(f"phase {self.name!r}: kind {self.kind!r}; choose from {', '.join(KINDS)}")
+        if (self.kind == BATCHES) != isinstance(self.fn, type):
+            raise ValueError(f"phase {self.name!r}: a {self.kind} phase takes a "
+                             f"{'class' if self.kind == BATCHES else 'function'}")
 
     @property
     def is_actor(self) -> bool:
-        return isinstance(self.fn, type)
+        return self.kind == BATCHES
 
 
 @dataclass(frozen=True)
@@ -113,9 +157,9 @@ class Stage:
     limit_by_rows: bool = True  # --limit runs whole units of about N rows (False: the stage reads ctx.limit)
     outputs: tuple[str, ...] = ()  # other paths under the workdir that --overwrite removes
     describe: Callable[[Context, list[Unit], list[Unit]], str] | None = None  # the line before the work
-    # Runs the pending units itself (yielding a summary row per unit) instead of chaining the
-    # phases, e.g. when results come back per sample and are regrouped on the driver.
-    execute: Callable[[Context, list[Unit], Progress], Iterator[dict]] | None = None
+    # A tally of the units' summary rows (``add(row)`` per unit, ``check()`` once they are all
+    # back: e.g. fail the run when every request of a judge failed); None: none.
+    outcome: Callable[[Context], Any] | None = None
     finish: Callable[[Context, list[Unit]], None] | None = None  # after the units (index tables ...)
 
 
@@ -169,36 +213,71 @@ def check_dataset_roots(cfg) -> None:
 
 
 # ---------------------------------------------------------------- running
-def run_phases(phases: list[Phase], units: list[Unit], progress: Progress) -> Iterator[dict]:
-    """Chain the phases over the units as one Ray Data pipeline (one unit per block, so units are
-    scheduled independently); yields each unit's summary row (dataset, rows, failed) as it ends."""
+def run_phases(phases: list[Phase], units: list[Unit], progress: Progress, plan_dir: Path) -> Iterator[dict]:
+    """Chain the phases over the units as one Ray Data pipeline and yield each unit's summary row
+    (dataset, rows, failed) as it ends. The units are a plan table under ``plan_dir``
+    (``pipeline.units``), read back as the pipeline's source."""
     import ray
+
+    from pipeline.units import Regroup, read_unit_plan, units_per_block, write_unit_plan
 
     if not units:
         return
-    items = [u.item() for u in units]
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
     for phase in phases:
-        res = phase.resources
-        if phase.is_actor:
-            ds = ds.map_batches(phase.fn, fn_constructor_args=phase.args, batch_size=1, batch_format="numpy",
-                                compute=ray.data.ActorPoolStrategy(size=res.replicas or 1),
-                                num_gpus=res.gpus or None, num_cpus=res.cpus,
-                                **({"runtime_env": res.runtime_env} if res.runtime_env else {}))
-        else:
-            kwargs: dict[str, Any] = {"num_cpus": res.cpus}
-            if res.memory is not None:
-                # Reserving the memory of what a task holds also keeps the phase a stage of its
-                # own: Ray Data fuses a map into the next one when their resource requests are equal.
-                kwargs.update(memory=res.memory, compute=ray.data.TaskPoolStrategy(size=res.replicas or 1))
-            else:
-                kwargs["concurrency"] = res.replicas
-            if res.gpus:
-                kwargs["num_gpus"] = res.gpus
-            ds = ds.map(phase.fn, **kwargs)
+        if phase.kind == REGROUP and phase is not phases[-1]:
+            raise ValueError(f"phase {phase.name!r}: a regroup ends the phases (its rows are the summaries)")
+    # A phase that reserves the memory of one unit (decoded frames ...) must see one unit per task.
+    one = any(p.resources.memory is not None for p in phases)
+    widest = max((p.resources.replicas or 0 for p in phases), default=0)
+    per_block = units_per_block(len(units), int(ray.cluster_resources().get("CPU", 1)), 4 * widest, one)
+    ds = read_unit_plan(write_unit_plan([u.item() for u in units], plan_dir, per_block))
+    for phase in phases:
+        ds = _chain(ds, phase, Regroup)
+    summaries = 0
     for row in ds.iter_rows():
+        if "summary" in row and phases[-1].kind == REGROUP:
+            row = json.loads(row["summary"])
+        summaries += 1
         progress.advance(row)
         yield row
+    if summaries != len(units):  # rows were lost between the phases: say so rather than end quietly
+        raise RuntimeError(f"{len(units) - summaries} of {len(units)} units came back without a summary row")
+
+
+def _chain(ds, phase: Phase, regroup_actor: type):
+    """``ds`` with one more phase (see ``Phase`` for the kinds)."""
+    import ray
+
+    res = phase.resources
+    common: dict[str, Any] = {"num_cpus": res.cpus}
+    if res.gpus:
+        common["num_gpus"] = res.gpus
+    if res.runtime_env:
+        common["runtime_env"] = res.runtime_env
+    if phase.kind == BATCHES:
+        pool = ray.data.ActorPoolStrategy(min_size=res.min_replicas or res.replicas or 1, max_size=res.replicas or 1)
+        return ds.map_batches(phase.fn, fn_constructor_args=phase.args, batch_size=phase.batch_size,
+                              batch_format=phase.batch_format, compute=pool, **common)
+    if phase.kind == REGROUP:  # one actor: it must see every row of a unit
+        return ds.map_batches(regroup_actor, fn_constructor_args=(phase.fn, *phase.args), batch_size=None,
+                              batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=1), **common)
+    if res.memory is not None:
+        # Reserving the memory of what a task holds also keeps the phase a stage of its own: Ray
+        # Data fuses a map into the next one when their resource requests are equal.
+        common.update(memory=res.memory, compute=ray.data.TaskPoolStrategy(size=res.replicas or 1))
+    else:
+        common["concurrency"] = res.replicas
+    if phase.kind == FLAT_MAP:
+        return ds.map_batches(_flat(phase.fn, phase.args), batch_size=1, batch_format="pyarrow", **common)
+    return ds.map(functools.partial(phase.fn, *phase.args) if phase.args else phase.fn, **common)
+
+
+def _flat(fn: Callable, args: tuple) -> Callable:
+    def run(batch: pa.Table) -> Iterator[pa.Table]:
+        for item in batch.to_pylist():
+            yield from fn(item, *args)
+
+    return run
 
 
 def run_stage(stage: Stage, cfg, workdir: Path, limit: int | None = None, overwrite: bool = False) -> StageReport:
@@ -226,11 +305,13 @@ def run_stage(stage: Stage, cfg, workdir: Path, limit: int | None = None, overwr
     console.print(stage.describe(ctx, units, pending) if stage.describe else
                   f"{stage.name}: {len(units)} units, {len(units) - len(pending)} already done or deferred")
     t0 = time.time()
+    outcome = stage.outcome(ctx) if stage.outcome is not None else None
     with Progress(stage.name, len(pending)) as progress:
-        rows = (stage.execute(ctx, pending, progress) if stage.execute is not None
-                else run_phases(stage.phases(ctx), pending, progress))
-        for _ in rows:
-            pass
+        for row in run_phases(stage.phases(ctx), pending, progress, state_dir(ctx.workdir, main) / "units"):
+            if outcome is not None:
+                outcome.add(row)
+    if outcome is not None:
+        outcome.check()
     if stage.finish is not None:
         stage.finish(ctx, units)
     columns, by_dataset = stage.summary(ctx)

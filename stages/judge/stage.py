@@ -2,20 +2,18 @@
 
 Backends openai (any OpenAI-compatible server) and hf (transformers in process) score a unit in
 one Ray task (``judge.parallel_units`` at once, ``judge.concurrency`` requests in flight each).
-Backend vllm is two phases: CPU tasks building the requests, then ``judge.num_replicas`` engine
-actors (``stages.judge.vllm_backend``), whose rows come back per sample and are written per unit
-on the driver. A re-run skips units whose part exists (``judge.rescore: failed`` re-scores the rows
+Backend vllm is three phases (``stages.judge.vllm_backend.phases``): CPU tasks building the
+requests a batch at a time, ``judge.num_replicas`` engine actors scoring them, and one actor
+writing each unit's part once its rows are back. A re-run skips units whose part exists (``judge.rescore: failed`` re-scores the rows
 that did not score).
 """
 from __future__ import annotations
 
-import functools
-from typing import Callable, Iterator
+from typing import Callable
 
 from manifests import catalog
 from pipeline import status
-from pipeline.progress import Progress
-from pipeline.stage import Context, Phase, Resources, Stage, Unit, run_phases
+from pipeline.stage import Context, Phase, Resources, Stage, Unit
 from stages.judge import vllm_backend
 from stages.judge.client import score_table, scoring_fingerprint
 from stages.judge.config import JudgeConfig
@@ -44,32 +42,10 @@ def check(ctx: Context) -> None:
 
 def phases(ctx: Context) -> list[Phase]:
     judge, prompts, roots = ctx.cfg.judge, load_prompts(ctx.cfg.judge), dataset_roots(ctx.cfg)
-    if judge.backend == "vllm":  # what execute() chains (see stages/judge/vllm_backend.py)
-        return [Phase("build requests", functools.partial(vllm_backend.build_unit_requests, cfg=judge, prompts=prompts,
-                                                                    roots=roots), Resources(cpus=1)),
-                Phase("vllm engine", vllm_backend.VllmJudgeActor,
-                      Resources(cpus=1, gpus=vllm_backend.gpus_per_replica(judge), replicas=judge.num_replicas,
-                                runtime_env=vllm_backend.actor_runtime_env(judge)),
-                      args=(judge.model_dump_json(), prompts))]
+    if judge.backend == "vllm":
+        return vllm_backend.phases(judge, prompts, roots)
     return [Phase("score", _judge_unit_fn(judge.model_dump_json(), prompts, roots),
                   Resources(cpus=1, replicas=judge.parallel_units))]
-
-
-def execute(ctx: Context, pending: list[Unit], progress: Progress) -> Iterator[dict]:
-    judge = ctx.cfg.judge
-    outcome = JudgeOutcome()
-    if judge.backend == "vllm":  # vLLM replicas as Ray Data actors, rows regrouped per unit here
-        rows = vllm_backend.score_units_with_vllm([u.item() for u in pending], judge, load_prompts(judge),
-                                                  dataset_roots(ctx.cfg))
-        for row in rows:
-            progress.advance(row)
-            outcome.add(row)
-            yield row
-    else:
-        for row in run_phases(phases(ctx), pending, progress):
-            outcome.add(row)
-            yield row
-    outcome.check()  # every request failed at the server: exit non-zero with the commonest error
 
 
 def describe(ctx: Context, units: list[Unit], pending: list[Unit]) -> str:
@@ -85,6 +61,8 @@ STAGE = Stage(
     fingerprint=lambda ctx: {"all": scoring_fingerprint(ctx.cfg.judge, load_prompts(ctx.cfg.judge))},
     plan=lambda ctx: judge_units(ctx.workdir, ctx.cfg.probe.rows_per_task),
     is_done=lambda ctx, unit: ctx.cfg.judge.rescore != "failed" and unit.out_exists(),
-    phases=phases, execute=execute, describe=describe,
+    phases=phases, describe=describe,
+    # every request failed at the server: exit non-zero with the commonest error
+    outcome=lambda ctx: JudgeOutcome(),
     summary=lambda ctx: (["dataset", "judged", "scored", "failed"], status.judge_counts(catalog.connect(ctx.workdir))),
 )

@@ -1,19 +1,21 @@
 """The ``vllm`` judge backend: vLLM in process, one engine per Ray Data actor, for GPU clusters.
 
-``score_units_with_vllm`` runs one Ray Data pipeline over the judge units (stages.judge.stage):
+``phases`` declares the stage's three phases over the judge units (stages.judge.stage), run by the
+stage contract (``pipeline.stage.run_phases``) like any other stage's:
 
-1. **build** (Ray tasks, the project's interpreter, CPU): a unit's samples to score
+1. **build** (a flat map: Ray tasks, the project's interpreter, CPU): a unit's samples to score
    (``units.judge_todo``) and each one's chat-completions body, made by the openai backend's own
    request builder (frames sampled with qwen-vl-utils' rules, both videos of a pair in one request
-   as JPEG frame lists). One row per sample; a unit with nothing to score sends one marker row.
+   as JPEG frame lists). One row per sample, yielded ``BUILD_BATCH`` at a time; a unit with nothing
+   to score sends one marker row.
 2. **judge** (``VllmJudgeActor``: ``judge.num_replicas`` actors, each holding
    ``judge.vllm_gpus_per_replica`` GPUs and running in an interpreter that has vLLM): a
    ``vllm.LLM`` loaded once per actor (``tensor_parallel_size`` shards inside it, vLLM's own
    worker processes on the actor's GPUs). Each batch of rows goes through the openai backend's
    ``Scorer`` (parsing, expected scores, statuses, the scores row) with ``VllmTransport``, which
    hands the bodies to the engine as one batch.
-3. **write** (the driver): a unit's part is written as soon as all its rows are back, so a killed
-   run resumes unit by unit, as with the other backends.
+3. **write** (a regroup: one Ray actor, no CPU reserved): a unit's part is written as soon as all
+   its rows are back, so a killed run resumes unit by unit, as with the other backends.
 
 A body becomes an engine request the way ``vllm serve`` makes it: vLLM's own
 ``ChatCompletionRequest`` turns it into ``SamplingParams`` (``response_format`` json_schema ->
@@ -59,8 +61,8 @@ from stages.judge.vllm_engine import (LOGPROB_FLOOR, REQUEST_ROWS, VllmJudgeActo
                                       model_source)
 
 __all__ = ["LOGPROB_FLOOR", "REQUEST_ROWS", "VllmJudgeActor", "actor_runtime_env", "build_unit_requests", "check_vllm_setup",
-           "engine_kwargs", "gpus_per_replica", "judge_python", "logprob_content", "model_source",
-           "score_units_with_vllm"]
+           "engine_kwargs", "gpus_per_replica", "judge_python", "logprob_content", "model_source", "phases",
+           "write_unit_scores"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -169,60 +171,67 @@ def _local_cluster() -> bool:
     return len([n for n in ray.nodes() if n.get("Alive")]) == 1
 
 
-# ------------------------------------------------------------------ the pipeline (project interpreter)
-def build_unit_requests(item: dict, cfg, prompts, roots) -> pa.Table:
-    """The build stage for one unit: one row per sample to score, its body built on
-    ``judge.build_workers`` threads (decoding and JPEG encoding release the GIL)."""
+# ------------------------------------------------------------------ the phases (project interpreter)
+# Samples whose bodies one build task holds at once: a unit's requests are yielded this many at a
+# time (1-5 MB of base64 frames each), so a task's memory is bounded by the batch, not the unit.
+BUILD_BATCH = 16
+
+
+def build_unit_requests(item: dict, judge_json: str, prompts, roots, batch: int = BUILD_BATCH) -> Iterator[pa.Table]:
+    """The build phase (a flat map) for one unit: one row per sample to score, its body built on
+    ``judge.build_workers`` threads (decoding and JPEG encoding release the GIL), yielded
+    ``batch`` samples at a time; a unit with nothing to score yields one marker row."""
+    cfg = JudgeConfig.model_validate_json(judge_json)
     rows = _unique_rows(judge_todo(item))
+    unit = {"unit": item["key"], "unit_rows": len(rows), "unit_item": json.dumps(item, sort_keys=True)}
     if not rows:
-        return pa.Table.from_pylist([{"unit": item["unit"], "unit_rows": 0, "pos": -1}], schema=REQUEST_ROWS)
+        yield pa.Table.from_pylist([{**unit, "pos": -1}], schema=REQUEST_ROWS)
+        return
     builder = Scorer(cfg, prompts, transport=None, roots=roots)
     with ThreadPoolExecutor(cfg.build_workers, thread_name_prefix="judge-build") as pool:
-        built = list(pool.map(builder.build_safe, rows))
-    out = []
-    for pos, (row, b) in enumerate(zip(rows, built)):
-        failed = isinstance(b, InputError)
-        out.append({"unit": item["unit"], "unit_rows": len(rows), "pos": pos,
-                    "sample": json.dumps(row), "kind": row_kind(row) if failed else b[0],
-                    "body": None if failed else b[1], "input_error": str(b) if failed else None})
-    return pa.Table.from_pylist(out, schema=REQUEST_ROWS)
+        for start in range(0, len(rows), batch):
+            chunk = rows[start:start + batch]
+            out = []
+            for pos, (row, b) in enumerate(zip(chunk, pool.map(builder.build_safe, chunk)), start):
+                failed = isinstance(b, InputError)
+                out.append({**unit, "pos": pos, "sample": json.dumps(row),
+                            "kind": row_kind(row) if failed else b[0],
+                            "body": None if failed else b[1], "input_error": str(b) if failed else None})
+            yield pa.Table.from_pylist(out, schema=REQUEST_ROWS)
 
 
-def score_units_with_vllm(units: list[dict], cfg, prompts, roots: dict[str, list[str]]) -> Iterator[dict]:
-    """Score the judge units with vLLM actors; yields each unit's summary row once its part is written."""
+def write_unit_scores(item: dict, scored: pa.Table, schema: pa.Schema) -> dict:
+    """The regroup phase for one unit: its scores rows (in the unit's order) as its part."""
+    rows = [json.loads(s) for s in scored["score"].to_pylist() if s is not None]
+    return finish_judge_unit(item, pa.Table.from_pylist(rows, schema=schema))
+
+
+def replicas_at_start(cfg) -> int:
+    """As many replicas as the GPUs now allow start at once, up to num_replicas as more join."""
     import ray
-    from ray.data import ActorPoolStrategy
 
-    if not units:
-        return
-    items = [{**u, "unit": i} for i, u in enumerate(units)]
-    judge_json = cfg.model_dump_json()
-
-    def build(batch: pa.Table) -> pa.Table:
-        judge = JudgeConfig.model_validate_json(judge_json)
-        return pa.concat_tables([build_unit_requests(item, judge, prompts, roots) for item in batch.to_pylist()])
-
-    replicas = cfg.num_replicas
     gpus = gpus_per_replica(cfg)
-    fits = replicas if gpus == 0 else int(float(ray.cluster_resources().get("GPU", 0)) // gpus)
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map_batches(build, batch_size=1, batch_format="pyarrow", num_cpus=1)
-    ds = ds.map_batches(
-        VllmJudgeActor, fn_constructor_args=(judge_json, prompts), batch_size=cfg.vllm_batch_size,
-        batch_format="pyarrow",
-        # As many replicas as the GPUs now allow start at once, up to num_replicas as more join.
-        compute=ActorPoolStrategy(min_size=max(1, min(replicas, fits)), max_size=replicas),
-        num_gpus=gpus, num_cpus=1, runtime_env=actor_runtime_env(cfg))
-    schema = schema_for(cfg, prompts)
-    gathered: dict[int, list[tuple[int, dict]]] = {}
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        for unit, n, pos, score in zip(*(batch[c].to_pylist() for c in ("unit", "unit_rows", "pos", "score"))):
-            rows = gathered.setdefault(unit, [])
-            if score is not None:
-                rows.append((pos, json.loads(score)))
-            if len(rows) == n:
-                table = pa.Table.from_pylist([r for _, r in sorted(rows, key=lambda x: x[0])], schema=schema)
-                del gathered[unit]
-                yield finish_judge_unit(units[unit], table)
-    if gathered:  # cannot happen unless rows were lost: say so rather than write partial parts
-        raise RuntimeError(f"vllm judge: {len(gathered)} unit(s) came back incomplete: {sorted(gathered)[:5]}")
+    fits = cfg.num_replicas if gpus == 0 else int(float(ray.cluster_resources().get("GPU", 0)) // gpus)
+    return max(1, min(cfg.num_replicas, fits))
+
+
+def phases(cfg, prompts, roots: dict[str, list[str]]) -> list:
+    """The vllm backend's phases: CPU tasks building the requests of a unit a batch at a time,
+    engine actors scoring ``judge.vllm_batch_size`` of them per call, and one actor writing each
+    unit's part once all its rows are back."""
+    from pipeline.stage import BATCHES, FLAT_MAP, REGROUP, Phase, Resources
+    from stages.judge.client import schema_for
+
+    judge_json = cfg.model_dump_json()
+    return [
+        Phase("build requests", build_unit_requests, Resources(cpus=1), args=(judge_json, prompts, roots),
+              kind=FLAT_MAP),
+        Phase("vllm engine", VllmJudgeActor,
+              Resources(cpus=1, gpus=gpus_per_replica(cfg), replicas=cfg.num_replicas,
+                        min_replicas=replicas_at_start(cfg), runtime_env=actor_runtime_env(cfg)),
+              args=(judge_json, prompts), kind=BATCHES, batch_size=cfg.vllm_batch_size, batch_format="pyarrow"),
+        # No CPU reserved: it only parses small rows and writes a part now and then, and a CPU held
+        # by it could leave the build tasks none on a small machine.
+        Phase("write scores", write_unit_scores, Resources(cpus=0), args=(schema_for(cfg, prompts),),
+              kind=REGROUP),
+    ]

@@ -65,17 +65,20 @@ def engine_kwargs(cfg) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ rows between the phases
+# The first four are pipeline.stage.UNIT_COLUMNS (this module does not import the pipeline: it
+# runs in the judge interpreter), which the regroup phase puts each unit back together by.
 REQUEST_ROWS = pa.schema([
-    pa.field("unit", pa.int64()),  # index into the driver's unit list
+    pa.field("unit", pa.string()),  # the unit's key
     pa.field("unit_rows", pa.int64()),  # samples the unit scores (0: this is its marker row)
-    pa.field("pos", pa.int64()),  # the sample's place in the unit's part
+    pa.field("pos", pa.int64()),  # the sample's place in the unit's part (-1: the marker row)
+    pa.field("unit_item", pa.string()),  # the unit's item as JSON (what the write phase needs)
     pa.field("sample", pa.string()),  # the samples row as JSON (what the Scorer reads)
     pa.field("kind", pa.string()),
     pa.field("body", pa.binary()),  # the chat-completions body; null when it could not be built
     pa.field("input_error", pa.string()),
 ])
 SCORED_ROWS = pa.schema([
-    pa.field("unit", pa.int64()), pa.field("unit_rows", pa.int64()), pa.field("pos", pa.int64()),
+    *list(REQUEST_ROWS)[:4],
     pa.field("score", pa.string()),  # the scores row as JSON; null for a marker row
 ])
 
@@ -315,7 +318,7 @@ class VllmJudgeActor:
         rows = batch.to_pylist()
         scores = _run(self._score(rows))
         return pa.Table.from_pylist(
-            [{"unit": r["unit"], "unit_rows": r["unit_rows"], "pos": r["pos"],
+            [{"unit": r["unit"], "unit_rows": r["unit_rows"], "pos": r["pos"], "unit_item": r["unit_item"],
               "score": None if s is None else json.dumps(s)} for r, s in zip(rows, scores)],
             schema=SCORED_ROWS)
 
