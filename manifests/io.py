@@ -24,6 +24,10 @@ import pyarrow.parquet as pq
 
 # Fixed writer settings: the same rows give the same bytes on every run.
 _PARQUET_KW = dict(compression="zstd", use_dictionary=True, write_statistics=True)
+# Rows per row group: the unit of the stages that read a slice of a part (probe.rows_per_task is
+# 1,000 by default), so such a unit reads the row groups of its own rows only (``read_slice``),
+# not the whole part (100k rows).
+ROW_GROUP_ROWS = 1000
 
 
 def table_dir(workdir: str | os.PathLike, table: str) -> Path:
@@ -68,7 +72,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def write_part(path: Path, table: pa.Table, row_group_size: int = 65536) -> None:
+def write_part(path: Path, table: pa.Table, row_group_size: int = ROW_GROUP_ROWS) -> None:
     """Write one Parquet part atomically (temp name in the same directory, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -79,6 +83,23 @@ def write_part(path: Path, table: pa.Table, row_group_size: int = 65536) -> None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_slice(path: str | os.PathLike, offset: int, length: int, columns: list[str] | None = None) -> pa.Table:
+    """Rows ``offset`` .. ``offset + length`` of a part, reading only the row groups that hold them
+    (and only ``columns``)."""
+    pf = pq.ParquetFile(path)
+    meta, groups, start = pf.metadata, [], 0
+    first = None
+    for g in range(meta.num_row_groups):
+        n = meta.row_group(g).num_rows
+        if start < offset + length and start + n > offset:
+            groups.append(g)
+            first = start if first is None else first
+        start += n
+    if not groups:
+        return pf.schema_arrow.empty_table().select(columns) if columns else pf.schema_arrow.empty_table()
+    return pf.read_row_groups(groups, columns=columns).slice(offset - first, length)
 
 
 def list_parts(workdir: str | os.PathLike, table: str) -> list[Path]:

@@ -65,11 +65,38 @@ def test_judge_and_filter_stages_with_faults(ray_session, demo_corpus, tmp_path)
     assert con.execute("SELECT count(*) FROM samples_full WHERE judge_status = 'ok' AND kept IS NOT NULL").fetchone()[0] == ok
 
 
-def test_filter_explain_cli_writes_nothing(ray_session, demo_corpus, tmp_path):
+def chained_phases(monkeypatch) -> list[str]:
+    """The names of the phases ``run_phases`` chains into its Ray Data pipelines, as they are chained."""
+    from pipeline import stage as contract
+
+    chained: list[str] = []
+    real = contract._chain
+
+    def spy(ds, phase, actor):
+        chained.append(phase.name)
+        return real(ds, phase, actor)
+
+    monkeypatch.setattr(contract, "_chain", spy)
+    return chained
+
+
+def declared_phases(cfg, work, stages: str) -> list[str]:
+    from pipeline.registry import STAGES
+    from pipeline.runner import resolve_stages
+    from pipeline.stage import Context
+
+    return [p.name for s in resolve_stages(stages) for p in STAGES[s].phases(Context(cfg, work))]
+
+
+def test_filter_explain_cli_writes_nothing(ray_session, demo_corpus, tmp_path, monkeypatch):
+    chained = chained_phases(monkeypatch)
     with FakeJudgeServer() as server:
         cfg_file = demo_config_file(demo_corpus, tmp_path)
         work = tmp_path / "w"
-        runner.run(load_config(cfg_file, [f"judge.urls=[{server.url}]", *FAST]), JUDGE_STAGES, work)
+        cfg = load_config(cfg_file, [f"judge.urls=[{server.url}]", *FAST])
+        runner.run(cfg, JUDGE_STAGES, work)
+        # Every phase every stage declares is what ran (the filter's and the judge's too), in order.
+        assert chained == declared_phases(cfg, work, JUDGE_STAGES)
     before = part_digests(work, "selected")
     res = subprocess.run([curate_bin(), "filter", "--config", str(cfg_file), "--workdir", str(work),
                           "--set", "filter.image.at_least.visual_quality=1"],

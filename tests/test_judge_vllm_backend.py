@@ -28,6 +28,7 @@ from stages.judge.vllm_backend import (LOGPROB_FLOOR, actor_runtime_env, check_v
                                        gpus_per_replica, logprob_content)
 
 from conftest import demo_config_file
+from test_judge_stage import chained_phases, declared_phases
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_NAME = "tiny-qwen2.5-vl"
@@ -154,7 +155,7 @@ def long_clip_prompt(dest: Path) -> Path:
 
 @pytest.mark.ray
 @pytest.mark.timeout(420)  # the engine's start-up in its actor is ~40-90 s on 2 cores
-def test_vlm_filter_stage_with_vllm_actors(ray_session, demo_corpus, tiny_model, tmp_path):
+def test_vlm_filter_stage_with_vllm_actors(ray_session, demo_corpus, tiny_model, tmp_path, monkeypatch):
     from manifests import catalog
     from pipeline import runner
     from pipeline.config import load_config
@@ -175,7 +176,11 @@ def test_vlm_filter_stage_with_vllm_actors(ray_session, demo_corpus, tiny_model,
         "judge.min_frames=4", "judge.max_frames=4", "judge.video_min_pixels=3136", "judge.video_max_pixels=6272",
         "judge.image_min_pixels=3136", "judge.image_max_pixels=6272", "judge.request_timeout_s=300", *off])
     work = tmp_path / "work"
+    chained = chained_phases(monkeypatch)
     runner.run(cfg, "ingest,probe,vlm-filter,filter", work)
+    # The stage's declared phases are what ran: build (flat map), engine actors, the regroup writing parts.
+    assert chained == declared_phases(cfg, work, "ingest,probe,vlm-filter,filter")
+    assert chained[2:5] == ["build requests", "vllm engine", "write scores"]
 
     con = catalog.connect(work)
     probed_ok = con.execute("SELECT count(*) FROM probes WHERE error IS NULL").fetchone()[0]

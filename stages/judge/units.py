@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from manifests.io import table_dir, write_part
+from manifests.io import read_slice, table_dir, write_part
 from pipeline.stage import Unit
 from stages.judge.client import merge_rescored, needs_rescore
 from stages.judge.preflight import unit_outcome
@@ -32,7 +32,7 @@ def judge_units(workdir: Path, probe_rows_per_task: int) -> list[Unit]:
 def judge_todo(item: dict) -> pa.Table:
     """The samples of a judge unit to score: those the probe measured, and on a re-run
     (judge.rescore=failed, the unit's part already written) only those that did not score."""
-    samples = pq.read_table(item["part"]).slice(item["offset"], item["length"])
+    samples = read_slice(item["part"], item["offset"], item["length"])  # its row groups, not the part
     probes = pq.read_table(item["probe"], columns=["sample_id", "error"])
     measured = probes.filter(pc.is_null(probes["error"]))["sample_id"]
     todo = samples.filter(pc.is_in(samples["sample_id"], value_set=measured.combine_chunks()))

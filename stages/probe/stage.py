@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from manifests import catalog, repeats
-from manifests.io import dataset_of, list_parts, table_dir, write_part
+from manifests.io import dataset_of, list_parts, read_slice, table_dir, write_part
 from pipeline import status
 from pipeline.stage import Phase, Stage, Unit
 from stages.media.locate import dataset_roots
@@ -23,8 +23,7 @@ PROBE_COLUMNS = ["sample_id", "dataset", "modality", "source_uri", "target_uri",
 def _probe_unit_fn(decode_check: str, roots: dict[str, list[str]]) -> Callable[[dict], dict]:
     def run(item: dict) -> dict:
         present = pq.read_schema(item["part"]).names  # parts written before skip_frames lack it
-        table = pq.read_table(item["part"], columns=[c for c in PROBE_COLUMNS if c in present])
-        table = table.slice(item["offset"], item["length"])
+        table = read_slice(item["part"], item["offset"], item["length"], [c for c in PROBE_COLUMNS if c in present])
         if item["drop"]:  # rows the samples view drops (repeated ids) are not probed twice
             drop = set(item["drop"])
             keep = [i for i in range(table.num_rows) if i not in drop]

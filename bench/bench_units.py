@@ -1,0 +1,148 @@
+"""The stage contract's cost per unit: ``pipeline.stage.run_phases`` over N units of a trivial phase
+vs a bare ``ray.data`` map over N rows, in the same run, on a local Ray cluster.
+
+    python bench/bench_units.py [--units 2000,20000,200000] [--cpus 2] [--old 2000] [--smoke]
+
+For each N it prints the wall time per unit of the contract (from the stage's planned units: the
+plan table written and read back, the phase, the summary rows back on the driver) and of the bare map (``ray.data.range(N).map``),
+their ratio, and the driver's peak RSS during each (sampled every 10 ms). ``--old N`` also times
+the contract as it was (``ray.data.from_items`` with a block per unit) at those sizes, for the
+before/after table. Goals: contract per unit at the largest N <= 1.2x that at the smallest, and
+contract <= 1.5x bare.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.stage import Phase, Resources, Unit, run_phases  # noqa: E402
+
+
+def trivial(item: dict) -> dict:
+    return {"dataset": item["dataset"], "rows": int(item["length"]), "failed": 0}
+
+
+class _Quiet:
+    def advance(self, row):
+        pass
+
+
+class PeakRss:
+    """The driver's peak RSS (bytes) while the block runs, sampled on a thread."""
+
+    def __enter__(self):
+        self.proc, self.peak, self.stop = psutil.Process(), 0, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    def _run(self):
+        while not self.stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(0.01)
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+
+def units_of(n: int, out: Path) -> list[Unit]:
+    """What a stage's plan hands the contract (made before the timing: the stage's own cost)."""
+    root = str(out)
+    return [Unit(f"u{i:09d}", "bench", 1, f"{root}/u{i:09d}.parquet", {"part": "p", "offset": i}) for i in range(n)]
+
+
+def contract(n: int, work: Path) -> tuple[float, int]:
+    units = units_of(n, work)
+    with PeakRss() as rss:
+        t0 = time.perf_counter()
+        rows = sum(1 for _ in run_phases([Phase("trivial", trivial, Resources(cpus=1))], units, _Quiet(),
+                                         work / "units"))
+        wall = time.perf_counter() - t0
+    assert rows == n
+    return wall, rss.peak
+
+
+def bare(n: int) -> tuple[float, int]:
+    import ray
+
+    with PeakRss() as rss:
+        t0 = time.perf_counter()
+        ds = ray.data.range(n).map(lambda r: {"dataset": "bench", "rows": 1, "failed": 0}, num_cpus=1)
+        rows = sum(1 for _ in ds.iter_rows())
+        wall = time.perf_counter() - t0
+    assert rows == n
+    return wall, rss.peak
+
+
+def old_contract(n: int, work: Path) -> tuple[float, int]:
+    """The contract before the plan table: an item per unit through from_items, a block each."""
+    import ray
+
+    units = units_of(n, work)
+    with PeakRss() as rss:
+        t0 = time.perf_counter()
+        items = [u.item() for u in units]
+        ds = ray.data.from_items(items, override_num_blocks=len(items)).map(trivial, num_cpus=1)
+        rows = sum(1 for _ in ds.iter_rows())
+        wall = time.perf_counter() - t0
+    assert rows == n
+    return wall, rss.peak
+
+
+def main(argv=None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--units", default="2000,20000,200000")
+    ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--old", default="", help="sizes at which to time the old from_items contract too")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes (tests)")
+    args = ap.parse_args(argv)
+    sizes = [20, 200] if args.smoke else [int(x) for x in args.units.split(",")]
+    old = [20] if args.smoke else [int(x) for x in args.old.split(",") if x]
+
+    import ray
+    from ray.data import DataContext
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.execution_options.preserve_order = False
+    bare(100)  # warm the workers for both
+    results = []
+    print(f"{'units':>8} {'contract ms/unit':>17} {'bare ms/unit':>13} {'ratio':>6} "
+          f"{'contract MB':>12} {'bare MB':>8} {'old ms/unit':>12} {'old MB':>7}")
+    with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
+        for n in sizes:
+            c_wall, c_rss = contract(n, Path(tmp) / f"c{n}")
+            b_wall, b_rss = bare(n)
+            o_wall, o_rss = old_contract(n, Path(tmp) / f"o{n}") if n in old else (None, None)
+            r = {"units": n, "contract_ms": 1e3 * c_wall / n, "bare_ms": 1e3 * b_wall / n,
+                 "ratio": c_wall / b_wall, "contract_mb": c_rss / 2**20, "bare_mb": b_rss / 2**20,
+                 "old_ms": None if o_wall is None else 1e3 * o_wall / n, "old_mb": None if o_rss is None else o_rss / 2**20}
+            results.append(r)
+            old_ms = "" if o_wall is None else f"{r['old_ms']:.3f}"
+            old_mb = "" if o_rss is None else f"{r['old_mb']:.0f}"
+            print(f"{n:>8} {r['contract_ms']:>17.3f} {r['bare_ms']:>13.3f} {r['ratio']:>6.2f} {r['contract_mb']:>12.0f} "
+                  f"{r['bare_mb']:>8.0f} {old_ms:>12} {old_mb:>7}", flush=True)
+    first, last = results[0], results[-1]
+    print(f"per-unit overhead at {last['units']} / at {first['units']}: "
+          f"{last['contract_ms'] / first['contract_ms']:.2f}x (goal <= 1.2x); "
+          f"contract / bare at {last['units']}: {last['ratio']:.2f}x (goal <= 1.5x)")
+    if started:
+        ray.shutdown()
+    return results
+
+
+if __name__ == "__main__":
+    main()
