@@ -8,7 +8,8 @@ plan table written and read back, the phase, the summary rows back on the driver
 their ratio, and the driver's peak RSS during each (sampled every 10 ms). ``--old N`` also times
 the contract as it was (``ray.data.from_items`` with a block per unit) at those sizes, for the
 before/after table. Goals: contract per unit at the largest N <= 1.2x that at the smallest, and
-contract <= 1.5x bare.
+contract <= 1.5x bare. Then the bytes a judge unit reads against those of the rows it scores
+(goal <= 2x), before and after units read their own row groups.
 """
 from __future__ import annotations
 
@@ -99,6 +100,42 @@ def old_contract(n: int, work: Path) -> tuple[float, int]:
     return wall, rss.peak
 
 
+def judge_read_bytes(work: Path, part_rows: int, unit_rows: int) -> None:
+    """Bytes a judge unit reads (``stages.judge.units.judge_todo`` -> ``read_slice``) against the
+    bytes of the rows it scores, on a samples part of ``part_rows`` realistic rows; and what it read
+    before (the whole part, written in 65,536-row groups)."""
+    import pyarrow.parquet as pq
+
+    from manifests.io import read_slice, write_part
+    from manifests.schema import SAMPLES, empty_sample, rows_to_table
+
+    rows = [empty_sample("koala", f"koala:{i:012d}", modality="video", task="t2v", source_uri=None,
+                         target_uri=f"videos/{i // 8:08d}.mp4", clip_start_s=float(i % 8) * 10.0,
+                         clip_end_s=float(i % 8) * 10.0 + 10.0, caption=f"a caption of clip {i} " * 8)
+            for i in range(part_rows)]
+    table = rows_to_table(rows, SAMPLES)
+    for label, group in (("before (whole part, 65,536-row groups)", 65536), ("after (its row groups)", None)):
+        path = work / f"samples-{label[:5]}.parquet"
+        write_part(path, table, **({"row_group_size": group} if group else {}))
+        meta = pq.ParquetFile(path).metadata
+        scored = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups)) * unit_rows / part_rows
+        offset = (part_rows // 2 // unit_rows) * unit_rows  # a unit in the middle of the part
+        if group:
+            read = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
+        else:
+            got = read_slice(path, offset, unit_rows)
+            assert got.equals(table.slice(offset, unit_rows))
+            starts, start = [], 0
+            for g in range(meta.num_row_groups):
+                n = meta.row_group(g).num_rows
+                if start < offset + unit_rows and start + n > offset:
+                    starts.append(g)
+                start += n
+            read = sum(meta.row_group(g).total_byte_size for g in starts)
+        print(f"judge unit of {unit_rows} rows in a {part_rows}-row part, {label}: reads {read / 2**20:.2f} MB "
+              f"for {scored / 2**20:.2f} MB scored = {read / scored:.1f}x (goal <= 2x)")
+
+
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--units", default="2000,20000,200000")
@@ -135,6 +172,7 @@ def main(argv=None) -> list[dict]:
             old_mb = "" if o_rss is None else f"{r['old_mb']:.0f}"
             print(f"{n:>8} {r['contract_ms']:>17.3f} {r['bare_ms']:>13.3f} {r['ratio']:>6.2f} {r['contract_mb']:>12.0f} "
                   f"{r['bare_mb']:>8.0f} {old_ms:>12} {old_mb:>7}", flush=True)
+        judge_read_bytes(Path(tmp), 5000 if args.smoke else 100_000, 1000)
     first, last = results[0], results[-1]
     print(f"per-unit overhead at {last['units']} / at {first['units']}: "
           f"{last['contract_ms'] / first['contract_ms']:.2f}x (goal <= 1.2x); "
