@@ -3,14 +3,17 @@
 1. Plan (driver, DuckDB): the kept samples not encoded yet joined with their samples and probes
    rows, per dataset, ordered by the bucket and frame count their probe predicts, then by id,
    written to ``state/encoded/plan/dataset=<ds>/plan-NNNNN.parquet`` with one row group per unit
-   (``encode.samples_per_unit`` samples). Ordering by bucket keeps a unit's clips at one shape.
+   (``unit_rows``: whole batches of ``encode.samples_per_unit`` samples, up to
+   ``MAX_BATCHES_PER_UNIT`` of them as the selection grows). Ordering by bucket keeps a unit's clips
+   at one shape.
    The plan is a pure function of the selection, the encoded table and the config.
-2. Decode (Ray Data ``map``, CPU tasks, ``encode.decode_workers`` at once): read a unit's row group,
-   decode, cut and resize its samples; the frames travel on as one safetensors buffer + JSON.
-3. Encode (Ray Data ``map_batches`` over a callable class: ``encode.encoder_actors`` actors, each
-   loading the models once, ``encode.num_gpus`` GPUs each, fractions allowed): encode the unit and
-   write ``tables/encoded/<ds>/part-<digest of its samples>.parquet`` atomically; return a
-   summary row.
+2. Decode (a flat map, CPU tasks, ``encode.decode_workers`` at once): read a unit's row group,
+   decode, cut and resize its samples a batch at a time; a batch's frames travel on as one
+   safetensors buffer + JSON.
+3. Encode (actors: ``encode.encoder_actors``, each loading the models once, ``encode.num_gpus``
+   GPUs each, fractions allowed): encode a batch.
+4. Write (a regroup, one actor): once all of a unit's batches are back, write
+   ``tables/encoded/<ds>/part-<digest of its samples>.parquet`` atomically; a summary row.
    Decoding runs ahead in its own tasks, so the GPU does not wait on it.
 
 Incremental: the plan holds only the kept samples without an ``encoded`` row yet, and a part is
@@ -24,8 +27,9 @@ directories, decoder) still refuses to mix encodings made with other settings.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -34,7 +38,8 @@ from manifests import catalog
 from manifests.io import dataset_dir, list_parts, table_dir, write_part
 from pipeline.config_base import ConfigError
 from pipeline.progress import console
-from pipeline.stage import Context, Phase, Resources, Stage, Unit, state_dir
+from pipeline.stage import (BATCHES, FLAT_MAP, REGROUP, UNIT_COLUMNS, Context, Phase, Resources, Stage, Unit,
+                            state_dir)
 from stages.encode.config import EncodeConfig
 from stages.encode.core import encode_table
 from stages.encode.decode import decode_sample, pack_decoded, unpack_decoded
@@ -45,6 +50,14 @@ from stages.pretext.config import PretextConfig
 TABLE = "encoded"
 UNITS_PER_PLAN_FILE = 1024  # a plan file's footer stays small; units read one row group each
 PART_ROW_GROUP = 4  # rows per row group of an encoded part: the shard writer reads blobs by group
+# A unit (one part, scheduled and resumed as one) is up to this many batches of
+# ``encode.samples_per_unit`` samples (the batch whose decoded frames one task and one actor call
+# hold). Bounded because one actor regroups a unit's encoded rows (latents and embeddings, ~10 MB a
+# sample at 480p) before writing its part.
+MAX_BATCHES_PER_UNIT = 16
+# Units a selection is cut into at least before batches are merged into larger units, so that a
+# small run still spreads over the cluster.
+MIN_UNITS = 64
 
 PLAN_COLUMNS = (
     "s.sample_id, s.dataset, s.modality, s.task, s.source_uri, s.target_uri, s.instruction, s.caption, "
@@ -87,6 +100,12 @@ def plan_dir(workdir: Path) -> Path:
     return state_dir(workdir, TABLE) / "plan"
 
 
+def unit_rows(per_batch: int, kept: int) -> int:
+    """Samples per unit, from the size of the whole selection (not what is left to encode, so that
+    a resumed run plans the same units): whole batches, more of them as the selection grows."""
+    return per_batch * max(1, min(MAX_BATCHES_PER_UNIT, kept // (per_batch * MIN_UNITS)))
+
+
 def write_plan(cfg, workdir: Path) -> list[Unit]:
     """Write the plan files (replacing old ones) of the kept samples not encoded yet and return
     the units, in plan order. Planning a subset of whole units in plan order gives those same
@@ -100,7 +119,7 @@ def write_plan(cfg, workdir: Path) -> list[Unit]:
         + ("AND s.sample_id NOT IN (SELECT sample_id FROM encoded) " if skip else "") + "ORDER BY 1").fetchall()]
     root = plan_dir(workdir)
     shutil.rmtree(root, ignore_errors=True)
-    per = cfg.encode.samples_per_unit
+    per = unit_rows(cfg.encode.samples_per_unit, counts(workdir)[0])
     units = []
     for ds in datasets:
         reader = con.sql(plan_sql(cfg, ds, skip)).to_arrow_reader(per * 256)
@@ -163,18 +182,29 @@ def _configs(enc_json: str, pre_json: str):
 
 
 def _decode_fn(enc_json: str, pre_json: str, seed: int, backend: str, roots: dict[str, list[str]]):
-    def run(item: dict[str, Any]) -> dict[str, Any]:
+    def run(item: dict[str, Any]) -> Iterator[pa.Table]:
+        """A unit's samples decoded a batch (``encode.samples_per_unit``) at a time: the task holds
+        one batch of frames, not the unit's."""
         enc, pre = _configs(enc_json, pre_json)
         rows = pq.ParquetFile(item["plan"]).read_row_group(item["row_group"]).to_pylist()
-        decoded = [decode_sample(r, enc, pre, seed, backend, roots.get(r["dataset"], [])) for r in rows]
-        meta, frames = pack_decoded(decoded)
-        return {**item, "meta": meta, "payload": frames}
+        per = enc.samples_per_unit
+        batches = -(-len(rows) // per)
+        unit = {"unit": item["key"], "unit_rows": batches, "unit_item": json.dumps(item, sort_keys=True)}
+        for pos in range(batches):
+            decoded = [decode_sample(r, enc, pre, seed, backend, roots.get(r["dataset"], []))
+                       for r in rows[pos * per:(pos + 1) * per]]
+            meta, frames = pack_decoded(decoded)
+            yield pa.Table.from_pylist([{**unit, "pos": pos, "meta": meta, "payload": frames}], schema=DECODED_ROWS)
 
     return run
 
 
+DECODED_ROWS = pa.schema([*UNIT_COLUMNS, pa.field("meta", pa.string()), pa.field("payload", pa.large_binary())])
+ENCODED_ROWS = pa.schema([*UNIT_COLUMNS, pa.field("encoded", pa.large_binary())])  # a batch's rows, Arrow IPC
+
+
 class EncodeActor:
-    """Holds the encoders (loaded once); encodes and writes one unit per call."""
+    """Holds the encoders (loaded once); encodes one decoded batch per call."""
 
     def __init__(self, enc_json: str, pre_json: str, seed: int):
         self.enc, self.pre = _configs(enc_json, pre_json)
@@ -182,16 +212,25 @@ class EncodeActor:
         self.encoders = Encoders(self.enc)
 
     def __call__(self, batch: dict) -> dict:
-        out = {"dataset": [], "unit": [], "rows": [], "failed": []}
+        out: dict[str, list] = {name: [] for name in ENCODED_ROWS.names}
         for i in range(len(batch["unit"])):
             decoded = unpack_decoded(str(batch["meta"][i]), batch["payload"][i])
             table = encode_table(decoded, self.encoders, self.enc, self.pre, self.seed)
-            write_part(Path(str(batch["out"][i])), table, row_group_size=PART_ROW_GROUP)
-            out["dataset"].append(str(batch["dataset"][i]))
-            out["unit"].append(str(batch["unit"][i]))
-            out["rows"].append(table.num_rows)
-            out["failed"].append(table.num_rows - table["error"].null_count)
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+            for name in UNIT_COLUMNS.names:
+                out[name].append(batch[name][i].item() if hasattr(batch[name][i], "item") else batch[name][i])
+            out["encoded"].append(sink.getvalue().to_pybytes())
         return out
+
+
+def write_unit(item: dict, rows: pa.Table) -> dict:
+    """The regroup: a unit's encoded batches, in plan order, as its part (written atomically)."""
+    table = pa.concat_tables([pa.ipc.open_stream(blob.as_py()).read_all() for blob in rows["encoded"]])
+    write_part(Path(item["out"]), table, row_group_size=PART_ROW_GROUP)
+    return {"dataset": item["dataset"], "unit": item["unit"], "rows": table.num_rows,
+            "failed": table.num_rows - table["error"].null_count}
 
 
 def placement(cfg) -> tuple[str, float]:
@@ -219,7 +258,8 @@ def payload_bytes(cfg) -> int:
 
 
 def phases(ctx: Context) -> list[Phase]:
-    """Decode tasks feeding encoder actors."""
+    """Decode tasks (a unit's batches one at a time) feeding encoder actors (a batch per call),
+    and one actor writing each unit's part once its batches are back."""
     cfg = ctx.cfg
     device, gpus = placement(cfg)
     enc_json = cfg.encode.model_copy(update={"device": device}).model_dump_json()
@@ -228,10 +268,12 @@ def phases(ctx: Context) -> list[Phase]:
     # The decode tasks reserve the memory of the frames they hold, which also keeps them a Ray
     # Data stage of their own (decoding inside the actor would leave the GPU waiting).
     return [Phase("decode", _decode_fn(enc_json, pre_json, cfg.run.seed, backend, dataset_roots(cfg)),
-                  Resources(cpus=1, memory=payload_bytes(cfg), replicas=cfg.encode.decode_workers)),
+                  Resources(cpus=1, memory=payload_bytes(cfg), replicas=cfg.encode.decode_workers), kind=FLAT_MAP),
             Phase("encode", EncodeActor, Resources(cpus=cfg.encode.actor_cpus, gpus=gpus,
                                                    replicas=cfg.encode.encoder_actors),
-                  args=(enc_json, pre_json, cfg.run.seed))]
+                  args=(enc_json, pre_json, cfg.run.seed), kind=BATCHES, batch_size=1),
+            # No CPU reserved: it only joins a unit's encoded batches and writes them.
+            Phase("write", write_unit, Resources(cpus=0), kind=REGROUP)]
 
 
 # ---------------------------------------------------------------- the stage
@@ -325,7 +367,8 @@ def check(ctx: Context) -> None:
 def describe(ctx: Context, units: list[Unit], pending: list[Unit]) -> str:
     kept, done = counts(ctx.workdir)
     return (f"encode: {kept} kept samples, {done} already encoded, {kept - done} to encode in "
-            f"{len(units)} units of up to {ctx.cfg.encode.samples_per_unit}"
+            f"{len(units)} units of up to {unit_rows(ctx.cfg.encode.samples_per_unit, kept)} "
+            f"(batches of {ctx.cfg.encode.samples_per_unit})"
             + (f" ({len(units) - len(pending)} deferred by --limit)" if len(pending) < len(units) else ""))
 
 
