@@ -137,3 +137,13 @@ def test_plan_units_are_whole_row_groups(run, tmp_path, monkeypatch):
     assert sorted(seen) == sorted(kept) and len(units) == sum(-(-list(kept.values()).count(d) // 2)
                                                              for d in set(kept.values()))
     assert units == write_plan(cfg, work)  # a pure function of the selection and the config
+
+
+def test_units_grow_with_the_selection_in_whole_batches():
+    """The unit (one part) is whole batches of samples_per_unit: one batch for a small selection,
+    more as it grows (so 5M kept samples are not 1.25M parts), bounded by what one actor regroups."""
+    from stages.encode.stage import MAX_BATCHES_PER_UNIT, unit_rows
+
+    assert unit_rows(4, 10) == 4  # the demo: a unit is a batch, as before
+    assert unit_rows(4, 4 * 64 * 3) == 12
+    assert unit_rows(4, 5_000_000) == 4 * MAX_BATCHES_PER_UNIT
