@@ -307,7 +307,7 @@ def run_stage(stage: Stage, cfg, workdir: Path, limit: int | None = None, overwr
     t0 = time.time()
     outcome = stage.outcome(ctx) if stage.outcome is not None else None
     with Progress(stage.name, len(pending)) as progress:
-        for row in run_phases(stage.phases(ctx), pending, progress, state_dir(ctx.workdir, main) / "units"):
+        for row in run_phases(stage.phases(ctx), pending, progress, state_dir(ctx.workdir, main) / "_units"):
             if outcome is not None:
                 outcome.add(row)
     if outcome is not None:

@@ -1,4 +1,4 @@
-"""The pending units of a stage as data: a plan table (Parquet under ``state/<table>/units/``) read
+"""The pending units of a stage as data: a plan table (Parquet under ``state/<table>/_units/``) read
 back as a Ray Dataset, and the regroup actor that puts a unit's per-sample rows back together.
 
 Why a table and not ``ray.data.from_items``: from_items serialises every item on the driver and

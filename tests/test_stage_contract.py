@@ -167,7 +167,7 @@ def test_flat_map_batches_and_regroup_run_as_declared(ray_session, tmp_path, mon
     report = run_stage(_flat_stage(), load_config(None), tmp_path)
     assert chained == ["samples", "measure", "write"] and report.units_run == 4
     assert _values(tmp_path) == {f"demo:{p}-{r}": 10 * (p + r + 1) for p in range(4) for r in range(5)}
-    assert sorted(p.name for p in (tmp_path / "state" / "lengths" / "units").glob("*.parquet"))  # the plan table
+    assert sorted(p.name for p in (tmp_path / "state" / "lengths" / "_units").glob("*.parquet"))  # the plan table
     assert run_stage(_flat_stage(), load_config(None), tmp_path).units_run == 0  # resumed: all done
 
 
