@@ -2,13 +2,16 @@
 
 A stage (``stages/<name>/stage.py``, the filter stage in ``filters/stage.py``) is a ``Stage``
 value: its name, the tables it reads and writes, its config section, its fingerprint, how it plans
-its work into ``Unit``s, its phases (a function run as Ray tasks, or an actor class, each with
-declared ``Resources``) and its summary. ``run_stage`` does what every stage needs, in this order:
+its work into ``Unit``s, its phases (see ``Phase``: maps and flat maps run as Ray tasks, actor
+classes taking batches, a regroup putting a unit back together; each with declared ``Resources``)
+and its summary. The phases are all that runs: there is no other way for a stage to do its units. ``run_stage`` does what every stage needs, in this order:
 pre-flight checks, the dataset roots on disk (stages that read media), its input tables, --overwrite,
 a killed run's temporaries, the fingerprint, resume (units already done are skipped), --limit,
 progress and the report.
 
-A unit's output is one or more Parquet parts whose names derive from the unit, written to a
+The pending units go to Ray as a plan table (``pipeline.units``: Parquet files of many units
+each, a block apiece), not as a Python object each. A unit's output is one or more Parquet parts
+whose names derive from the unit, written (by a task or an actor, never the driver) to a
 temporary name and renamed; so a run killed at any point (even ``kill -9``) resumes by redoing
 only the units without output and ends with exactly the rows of an uninterrupted run.
 """
