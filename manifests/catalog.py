@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from manifests import repeats
 from manifests.io import parquet_glob, table_dir
+from manifests.io import read_parquet_sql as _read  # noqa: F401  (the raw parts, for stages that need file names)
 from manifests.tables import TABLES, VIEW_TABLES, schema_of
 
 READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
