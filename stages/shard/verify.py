@@ -192,7 +192,7 @@ def verify_workdir(workdir: Path, read_tars: bool = True) -> VerifyReport:
     if not _index_ok(con, report):
         return report
     keys_con = con.cursor()
-    reader = con.execute("SELECT shard, bytes, sha256, samples FROM shards ORDER BY shard").fetch_record_batch(4096)
+    reader = con.sql("SELECT shard, bytes, sha256, samples FROM shards ORDER BY shard").to_arrow_reader(4096)
     for batch in reader:
         for row in batch.to_pylist():
             _check_shard(workdir, row, keys_con, report, read_tars)
