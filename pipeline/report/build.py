@@ -66,7 +66,7 @@ def _histograms(con, cfg) -> list[dict]:
         ints, expected = queries.score_values(con, metric, kind)
         ths = thresholds_of(cfg.filter, kind).get(metric, [])
         text = ", ".join(f"{op} {v:g}" for op, v in ths) or "none configured"
-        out.append({"kind": kind, "metric": metric, "n": len(ints), "threshold_text": text,
+        out.append({"kind": kind, "metric": metric, "n": sum(ints), "threshold_text": text,
                     "thresholds_json": json.dumps([[op, v] for op, v in ths]),
                     "png": _b64(plots.score_histogram(f"{kind}: {metric}", ints, expected, ths,
                                                                   integer_cut=cfg.filter.score_field == "score"))})
