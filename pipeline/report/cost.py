@@ -14,12 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.report.timings import GPU_STAGES
-
-ORDER = ["ingest", "probe", "vlm-filter", "filter", "encode", "shard"]
-# The funnel step whose survivors a stage reads (per dataset): what "reaches the stage" means.
-STAGE_INPUT = {"ingest": "records", "probe": "samples", "vlm-filter": "probed", "filter": "records",
-               "encode": "kept", "shard": "kept"}
+from pipeline.report.stages import gpu_stages, stage_input, stage_order
 
 
 @dataclass
@@ -47,7 +42,8 @@ class StageCost:
 
 def stage_costs(runs: dict[str, list[dict]], rows: dict[str, tuple[int, int]], judge_server_gpus: int | None) -> list[StageCost]:
     out = []
-    for stage in ORDER:
+    gpu_stage_names = gpu_stages()
+    for stage in stage_order():
         recs = runs.get(stage, [])
         if not recs:
             continue
@@ -61,7 +57,7 @@ def stage_costs(runs: dict[str, list[dict]], rows: dict[str, tuple[int, int]], j
         elif device.startswith("external"):
             note = "external judge server: its hardware is not visible here (set report.judge_server_gpus)"
         ran_on_gpu = gpu > 0
-        if stage in GPU_STAGES and not ran_on_gpu and not device.startswith("external"):
+        if stage in gpu_stage_names and not ran_on_gpu and not device.startswith("external"):
             note = "GPU stage that ran on CPU: CPU rate only, no GPU-hours extrapolated"
         cpu, alloc = sum(r["cpu_s"] for r in recs), sum(r["wall_s"] * r["cpus"] for r in recs)
         if recs[-1].get("cpu_scope", "").startswith("driver"):
@@ -70,7 +66,7 @@ def stage_costs(runs: dict[str, list[dict]], rows: dict[str, tuple[int, int]], j
             cpu = alloc
         n_rows, n_samples = rows.get(stage, (0, 0))
         out.append(StageCost(stage, len(recs), wall, cpu, alloc, gpu, n_rows, n_samples, device,
-                             stage in GPU_STAGES, ran_on_gpu, note))
+                             stage in gpu_stage_names, ran_on_gpu, note))
     return out
 
 
@@ -86,10 +82,11 @@ class CorpusCost:
 def reach_fractions(funnel: dict[str, list], stage: str) -> dict[str, float]:
     """Per dataset of this run: the share of its records that reached ``stage``."""
     out = {}
+    step = stage_input()[stage]
     for ds, steps in funnel.items():
         counts = {s.name: s.count for s in steps}
         records = counts.get("records") or 0
-        out[ds] = counts.get(STAGE_INPUT[stage], 0) / records if records else 0.0
+        out[ds] = counts.get(step, 0) / records if records else 0.0
     return out
 
 

@@ -192,21 +192,13 @@ def judge_health(con) -> dict:
             "output_tokens": binned(con, "output_tokens", "prompt_tokens IS NOT NULL"), "models": models}
 
 
-# Rows per stage: (table, rows counted, samples counted) - what rows/s and cost per 1,000 samples divide by.
-STAGE_ROWS = {
-    "ingest": ("samples", "count(*)", "count(*)"),
-    "probe": ("probes", "count(*)", "count(*)"),
-    "vlm-filter": ("scores", "count(*)", "count(*)"),
-    "filter": ("selected", "count(*)", "count(*)"),
-    "encode": ("encoded", "count(*)", "count(DISTINCT sample_id)"),
-    "shard": ("shard_keys", "count(*)", "count(DISTINCT sample_id)"),
-}
-
-
 def stage_rows(con) -> dict[str, tuple[int, int]]:
+    """{stage: (rows, samples) it wrote}, counted as the stage declares (``StageFacts.counts``)."""
+    from pipeline.report.stages import stage_counts
+
     present = set(catalog.views(con))
     out = {}
-    for stage, (table, rows, samples) in STAGE_ROWS.items():
+    for stage, (table, rows, samples) in stage_counts().items():
         if table in present:
             out[stage] = tuple(con.execute(f"SELECT {rows}, {samples} FROM {table}").fetchone())
     return out
