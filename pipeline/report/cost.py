@@ -113,3 +113,35 @@ def cluster_needed(rows: list[CorpusCost], hours: float, utilisation: float) -> 
     cores = sum(r.core_hours for r in rows) / (hours * utilisation)
     gpu = [r.gpu_hours for r in rows if r.gpu_hours is not None]
     return cores, (sum(gpu) / (hours * utilisation) if gpu else None)
+
+
+# Bytes of one shard key at the recipe's sizes (../shared/RECIPE.md): 480p-class bucket 832x480,
+# 81 frames; Wan VAE latents 16 channels x 21 x 60 x 104 in bf16; one anchor frame of SigLIP
+# tokens (64 local + 1 global, width 1152, bf16); the umT5-XXL embedding of the instruction kept
+# unpadded (width 4096, bf16; TEXT_TOKENS is an assumed average prompt length).
+BF16 = 2
+VIDEO_LATENT = 16 * 21 * 60 * 104 * BF16  # 4,193,280 B
+IMAGE_LATENT = 16 * 1 * 60 * 104 * BF16  # 199,680 B
+SIGLIP = 65 * 1152 * BF16  # 149,760 B
+TEXT_TOKENS = 50
+TEXT = TEXT_TOKENS * 4096 * BF16  # 409,600 B
+# Raw clips: variant none has no source, cube/speed/tube one; weights 1:2:3:4 (pretext.weights).
+RAW_SOURCE_SHARE = 0.9
+KEY_BYTES = {
+    "video_edit": 2 * VIDEO_LATENT + SIGLIP + TEXT,
+    "image_edit": 2 * IMAGE_LATENT + SIGLIP + TEXT,
+    "clip": VIDEO_LATENT * (1 + RAW_SOURCE_SHARE) + SIGLIP + TEXT,
+}
+DATASET_KIND = {"koala": "clip", "motionbench": "clip", "ditto": "video_edit", "openve": "video_edit",
+                "reco": "video_edit", "x2edit": "image_edit", "gpt_image_edit": "image_edit",
+                "pico_banana": "image_edit", "nhr_edit": "image_edit"}
+
+
+def storage_model(corpus: dict[str, int]) -> list[tuple[str, str, int, int, float]]:
+    """(dataset, kind, bytes per key, keys, TB) of the ``encoded`` table if every corpus sample
+    were kept with one key; the shards hold the same tensors again (tar headers add ~1 KB a key)."""
+    rows = []
+    for ds, n in corpus.items():
+        kind = DATASET_KIND.get(ds, "video_edit")
+        rows.append((ds, kind, int(KEY_BYTES[kind]), n, KEY_BYTES[kind] * n / 1e12))
+    return rows
