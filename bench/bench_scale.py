@@ -80,9 +80,13 @@ def make_csvs(n: int) -> Path:
     for i in range(files):
         rows = min(CSV_ROWS, n - i * CSV_ROWS)
         path = write_synthetic_csv(root / f"Koala_36M_{i + 1}.csv", rows, seed=i)
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-        with open(path, "a", encoding="utf-8") as f:  # the first 0.1 % again, at the end of the file
-            f.writelines(lines[1:1 + max(1, rows // 1000)])
+        import csv
+        import itertools
+
+        with open(path, newline="", encoding="utf-8") as f:  # the first 0.1 % again, at the end
+            again = list(itertools.islice(csv.reader(f), 1, 1 + max(1, rows // 1000)))
+        with open(path, "a", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows(again)
     (root / "videos").mkdir(exist_ok=True)
     (root / "_done").write_text("")
     return root
