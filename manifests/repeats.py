@@ -9,13 +9,13 @@ A row is named by its part's path *relative to* ``tables/samples/`` (``ditto/<un
 and its row number in that part: never by the path DuckDB was given, so a relative, an absolute or
 a symlinked spelling of the workdir, or a copied or moved workdir, all name the same rows.
 
-Marking is incremental: ``tables/duplicates/_scanned.json`` lists the samples parts already
-scanned, and each ingest run scans only the parts it added, writing one more small duplicates part
+Marking is incremental: ``state/samples/_duplicates_scanned.json`` lists the samples parts
+already scanned (beside ingest's other state, so `--overwrite` clears it with the tables), and each ingest run scans only the parts it added, writing one more small duplicates part
 (never rewriting the table). "Earlier" is: a part scanned by an earlier ingest run, then the order
 of (relative part name, row number) among the parts of one run. A fresh run scans every part at
 once, so its rows are the same as a whole-table mark; a later run never turns a kept row into a
-repeat (what an earlier run kept stays kept). The leading ``_`` hides the JSON from pyarrow,
-pandas, polars and Ray readers; DuckDB reads only ``*.parquet``.
+repeat (what an earlier run kept stays kept). It is not inside ``tables/duplicates/``: polars
+refuses a folder holding other files than Parquet.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from manifests.tables import schema_of
 
 TABLE = "duplicates"
 SAMPLES_DIR = "tables/samples/"
-SCANNED = "_scanned.json"
+SCANNED = "_duplicates_scanned.json"
 # DuckDB's ``filename`` is the path as the glob spelled it; the part's name is what follows the
 # last ``tables/samples/`` (greedy ``.*``: a workdir inside a folder of that name still works).
 _REL_RE = r"(?:^|.*/)tables/samples/(.*)$"
@@ -53,16 +53,21 @@ def _sql_list(paths) -> str:
     return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
 
-def _scanned(out: Path) -> tuple[list[str], int]:
-    """(part names scanned so far, duplicates parts written so far); a table from before the
-    scanned list (one whole-table part) counts as nothing scanned: it is marked afresh once."""
-    path = out / SCANNED
-    if not path.exists():
-        for p in list_parts(out.parent.parent, TABLE):
+def _scanned(workdir: Path) -> tuple[list[str], int]:
+    """(part names scanned so far, duplicates parts written so far). A table from before the
+    scanned list (one whole-table part), or a list whose parts are gone, counts as nothing
+    scanned: the table is marked afresh once."""
+    path = _scanned_path(workdir)
+    state = json.loads(path.read_text()) if path.exists() else None
+    if state is None or len(list_parts(workdir, TABLE)) != state["batches"]:
+        for p in list_parts(workdir, TABLE):
             p.unlink()
         return [], 0
-    state = json.loads(path.read_text())
     return state["parts"], state["batches"]
+
+
+def _scanned_path(workdir: Path) -> Path:
+    return Path(workdir) / "state" / "samples" / SCANNED
 
 
 def mark(workdir: Path) -> int:
@@ -75,8 +80,7 @@ def mark(workdir: Path) -> int:
     parts = list_parts(workdir, "samples")  # the one listing of every part: ingest's finish only
     if not parts:
         return 0
-    out.mkdir(parents=True, exist_ok=True)
-    scanned, batches = _scanned(out)
+    scanned, batches = _scanned(workdir)
     done = set(scanned)
     new = [p for p in parts if part_name(p) not in done]
     if new:
@@ -103,7 +107,7 @@ def mark(workdir: Path) -> int:
             write_part(out / f"part-{batches:05d}.parquet", dups)
             batches += 1
         # Written after the part: a run killed in between rescans the same parts into the same name.
-        atomic_write_json(out / SCANNED, {"parts": sorted(done | {part_name(p) for p in new}),
+        atomic_write_json(_scanned_path(workdir), {"parts": sorted(done | {part_name(p) for p in new}),
                                           "batches": batches})
     return count(workdir)
 
