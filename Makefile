@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup judge-env demo test bench clean
+.PHONY: setup judge-env demo test bench bench-smoke clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -43,6 +43,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_encode.py
 	$(BIN)/python bench/bench_media_path.py
 	$(BIN)/python bench/bench_loader.py
+	$(BIN)/python bench/bench_scale.py --sizes 100k,1M
+
+# Every bench in its smoke mode (tiny N, seconds each): what tests/test_bench_smoke.py runs.
+bench-smoke: $(STAMP)
+	for b in bench/bench_*.py; do $(BIN)/python $$b --smoke || exit 1; done
 
 clean:
 	rm -rf runs/demo runs/train

@@ -1,6 +1,7 @@
 """DuckDB over a synthetic 36M-row manifest (Koala-36M scale): a filter + group-by, time and memory.
 
     python bench/bench_duckdb_manifest.py [--rows 36000000] [--threads 2]
+    python bench/bench_duckdb_manifest.py --smoke     # 20k rows, seconds (run by the tests)
 
 Writes the manifest once under bench/out/manifest36m/tables/samples (Parquet parts of 1M rows in
 the real `samples` schema, realistic string columns), then opens it through the same catalog
@@ -54,7 +55,10 @@ def make_part(seed: int, n: int) -> pa.Table:
         "error": pa.array(np.where(rng.uniform(size=n) < 0.01, "bad timestamp", None)),
         "schema_version": pa.array(np.full(n, SCHEMA_VERSION, dtype=np.int16)),
     }
-    return pa.table(cols).cast(SAMPLES)
+    # Columns the bench does not model (added to the schema later: skip_frames, extra ...) are null,
+    # so the bench follows the registered schema instead of breaking on every new column.
+    n_rows = len(ids)
+    return pa.table({f.name: cols.get(f.name, pa.nulls(n_rows, f.type)) for f in SAMPLES}).cast(SAMPLES)
 
 
 def main() -> None:
@@ -63,7 +67,11 @@ def main() -> None:
     ap.add_argument("--part-rows", type=int, default=1_000_000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "manifest36m")
+    ap.add_argument("--smoke", action="store_true", help="20k rows in 2 parts under bench/out/manifest-smoke")
     args = ap.parse_args()
+    if args.smoke:
+        args.rows, args.part_rows = 20_000, 10_000
+        args.out = Path(__file__).parent / "out" / "manifest-smoke"
 
     parts = (args.rows + args.part_rows - 1) // args.part_rows
     t0 = time.time()

@@ -158,7 +158,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     # bfloat16 3D convolutions are ~100x slower than float32 on CPU: smoke-test there with float32
     ap.add_argument("--fast-dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    ap.add_argument("--smoke", action="store_true", help="tiny N, seconds: the tests run it (tests/test_bench_smoke.py)")
     a = ap.parse_args()
+    if a.smoke:  # one pass over two clips, CPU benches only
+        a.repeat, a.gpu = 1, False
     if a.gpu:
         r = bench_gpu_vae(a.device, a.size, a.frames, a.samples, a.batch, a.repeat, a.fast_dtype)
         print(f"Wan2.1 VAE encode, random weights, {r['size']} on {r['device']}, {r['samples']} clips")
@@ -167,7 +170,7 @@ def main() -> None:
               f"peak {r['batched_peak_gib']:.1f} GiB")
         print(f"  speed-up {r['speedup']:.2f}x")
         return
-    clips = _clips(a.clips)
+    clips = _clips(a.clips)[:2] if a.smoke else _clips(a.clips)
     r = bench_decode_resize(clips, a.repeat)
     print(f"decode vs decode + resize to the 480p buckets: {r['clips']} clips, {r['frames']} frames "
           f"(16 fps grid, up to 81 frames)")

@@ -80,7 +80,10 @@ def main() -> None:
     ap.add_argument("--points", nargs="+", default=["0.1:16", "0.5:128", "0.1:64"],
                     help="L:C pairs: server latency in seconds, client concurrency")
     ap.add_argument("--seconds", type=float, default=10.0, help="ideal duration of each point")
+    ap.add_argument("--smoke", action="store_true", help="tiny N, seconds: the tests run it (tests/test_bench_smoke.py)")
     args = ap.parse_args()
+    if args.smoke:  # one point, half a second
+        args.points, args.seconds = ["0.05:8"], 0.5
     points = [(float(p.split(":")[0]), int(p.split(":")[1])) for p in args.points]
     print(f"{'L ms':>6} {'C':>5} {'requests':>8} {'seconds':>7} {'req/s':>8} {'C/L':>8} {'ratio':>6} "
           f"{'cpu ms':>7}  statuses")

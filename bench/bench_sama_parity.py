@@ -88,7 +88,10 @@ def main() -> None:
     ap.add_argument("--latent", type=int, nargs=3, default=(2, 8, 8), metavar=("T", "H", "W"))
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--skip-step", action="store_true", help="only the parity part")
+    ap.add_argument("--smoke", action="store_true", help="tiny N, seconds: the tests run it (tests/test_bench_smoke.py)")
     args = ap.parse_args()
+    if args.smoke:  # a 2-layer step, one repeat
+        args.layers, args.repeats = 2, 1
     if not (args.fixture / "cases.safetensors").is_file():
         alt = Path("/work/shared/sama_parity")
         args.fixture = alt if (alt / "cases.safetensors").is_file() else args.fixture

@@ -2,6 +2,13 @@
 
 Views read the Parquet parts in place (nothing is copied), so a catalog over a 36M-row manifest
 opens instantly and queries stream. The catalog is read-only: only SELECT-like statements run.
+
+A connect costs the same at 10 parts as at 50,000: a table exists when one part is found (the walk
+stops there), and its view reads the parts by glob with the schema DuckDB takes from the first
+part, which must hold every column the registry declares (manifests/tables.py) - the writers cast
+to that schema, so every part of a run has it. Only a workdir written by older code, whose first
+part of the table or of a dataset's folder lacks a declared column, falls back to unifying columns
+by name over every file (which reads every footer at connect).
 """
 from __future__ import annotations
 
@@ -9,11 +16,12 @@ import os
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 
 from manifests import repeats
-from manifests.io import list_parts
-from manifests.io import read_parquet_sql as _read
-from manifests.tables import TABLES, VIEW_TABLES
+from manifests.io import parquet_glob, table_dir
+from manifests.io import read_parquet_sql as _read  # noqa: F401  (the raw parts, for stages that need file names)
+from manifests.tables import TABLES, VIEW_TABLES, schema_of
 
 READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
 
@@ -26,24 +34,75 @@ class QueryError(ValueError):
     """DuckDB refused a user's query (a typo, an unknown column): its message, not a traceback."""
 
 
+def _first_part(folder: Path) -> Path | None:
+    """The first finished part under ``folder`` in DuckDB's glob order, found without listing
+    every part (parts live at most one folder deep)."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        if e.is_file() and e.name.endswith(".parquet"):
+            return Path(e.path)
+        if e.is_dir():
+            found = _first_part(Path(e.path))
+            if found is not None:
+                return found
+    return None
+
+
+def _firsts(workdir: Path, table: str) -> list[Path]:
+    """The table's first part and the first part of each dataset folder (a few files)."""
+    root = table_dir(workdir, table)
+    first = _first_part(root)
+    if first is None:
+        return []
+    out = [first]
+    if TABLES[table].partition:
+        for e in os.scandir(root):
+            if e.is_dir() and not e.name.startswith("."):
+                p = _first_part(Path(e.path))
+                if p is not None and p != first:
+                    out.append(p)
+    return out
+
+
+def scan_sql(workdir: Path, table: str, firsts: list[Path], extra: str = "") -> str:
+    """read_parquet SQL over every part of ``table`` with its declared schema (see the module
+    docstring; ``extra``: more read_parquet options)."""
+    declared = set(schema_of(table).names)
+    whole = all(declared <= set(pq.read_schema(p).names) for p in firsts)
+    union = "" if whole else ", union_by_name=true"
+    return f"read_parquet('{parquet_glob(workdir, table)}', hive_partitioning=false{union}{extra})"
+
+
+def present_tables(workdir: str | os.PathLike) -> dict[str, list[Path]]:
+    """{table: its first parts} of the view tables that have a part, in pipeline order."""
+    workdir = Path(workdir)
+    found = {t: _firsts(workdir, t) for t in VIEW_TABLES}
+    return {t: f for t, f in found.items() if f}
+
+
 def connect(workdir: str | os.PathLike, threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with a view per existing stage table."""
     workdir = Path(workdir)
     con = duckdb.connect(":memory:")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
-    present = [t for t in VIEW_TABLES if list_parts(workdir, t)]
-    for table in present:
+    present = present_tables(workdir)
+    for table, firsts in present.items():
         if table == "samples":
             # A sample listed twice by the dataset keeps its first occurrence; `repeats` shows the rest.
-            repeats.create_views(con, workdir)
+            repeats.create_views(con, workdir, lambda extra, f=firsts: scan_sql(workdir, "samples", f, extra))
         else:
             excluded = TABLES[table].view_exclude
             exclude = f" EXCLUDE ({excluded})" if excluded else ""
-            con.execute(f"CREATE VIEW {table} AS SELECT *{exclude} FROM {_read(workdir, table)}")
+            con.execute(f"CREATE VIEW {table} AS SELECT *{exclude} FROM {scan_sql(workdir, table, firsts)}")
     if "samples" in present:
         cols, joins = ["s.*"], []
-        for table in present[1:]:
+        for table in list(present)[1:]:
             if TABLES[table].joined:
                 a, columns = TABLES[table].joined
                 cols.append(columns)
@@ -74,11 +133,20 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
             )
 
 
+def query_relation(con: duckdb.DuckDBPyConnection, sql: str):
+    """A read-only query as a lazy DuckDB relation (nothing is computed until it is read)."""
+    check_read_only(con, sql)
+    try:
+        return con.sql(sql)
+    except duckdb.Error as e:
+        raise QueryError(f"query failed: {e}") from None
+
+
 def query(workdir: str | os.PathLike, sql: str):
     """Run a read-only query over the run's views; returns a pyarrow Table."""
     con = connect(workdir)
-    check_read_only(con, sql)
+    rel = query_relation(con, sql)
     try:
-        return con.sql(sql).to_arrow_table()
+        return rel.to_arrow_table()
     except duckdb.Error as e:
         raise QueryError(f"query failed: {e}") from None

@@ -1,7 +1,6 @@
 """`curate`: run stages, query manifests with DuckDB, show status, build the demo."""
 from __future__ import annotations
 
-import io
 import json
 import sys
 from enum import Enum
@@ -61,10 +60,15 @@ def run(
     from pipeline import runner
 
     cfg = load_config(config, set_)
-    runner.run(cfg, stage, workdir, limit, ray_address, overwrite)
+    reports = runner.run(cfg, stage, workdir, limit, ray_address, overwrite)
     from pipeline.report import write_report_quietly
 
-    write_report_quietly(workdir or cfg.run.workdir)
+    # A resume with every unit already done changed no table: the page on disk is still true, and
+    # rebuilding it would cost scans of every table for nothing.
+    if any(r.units_run for r in reports) or not (Path(workdir or cfg.run.workdir) / "report.html").exists():
+        write_report_quietly(workdir or cfg.run.workdir)
+    else:
+        console.print("report: no stage ran a unit; the report on disk is current")
 
 
 @app.command()
@@ -105,37 +109,55 @@ def query(
     max_rows: int = typer.Option(50, help="rows shown by --format table"),
 ) -> None:
     """Query the run's manifests with DuckDB (read-only)."""
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
     from manifests import catalog
 
     if not (workdir / "tables").exists():
         _fail(f"{workdir} holds no run (no tables/); pass --workdir, e.g. runs/demo")
-    result = catalog.query(workdir, sql)
+    rel = catalog.query_relation(catalog.connect(workdir), sql)
+    try:  # the result streams: DuckDB writes files with COPY, stdout gets record batches
+        _emit(rel, format, out_file, max_rows)
+    except catalog.duckdb.Error as e:
+        raise catalog.QueryError(f"query failed: {e}") from None
+
+
+def _emit(rel, format: "Format", out_file: Optional[Path], max_rows: int) -> None:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
     if format is Format.parquet:
         if out_file is None:
             _fail("--format parquet needs --out FILE")
-        pq.write_table(result, out_file)
-        console.print(f"wrote {result.num_rows} rows to {out_file}")
+        rel.write_parquet(str(out_file))
+        console.print(f"wrote {pq.ParquetFile(out_file).metadata.num_rows} rows to {out_file}")
         return
     if format is Format.table:
-        rows = result.slice(0, max_rows).to_pylist()
-        table = render_table(f"{result.num_rows} rows", result.column_names, [list(r.values()) for r in rows])
+        head = rel.limit(max_rows + 1).to_arrow_table()
+        rows = head.slice(0, max_rows).to_pylist()
+        title = f"{head.num_rows} rows" if head.num_rows <= max_rows else f"first {max_rows} rows (more not shown)"
+        table = render_table(title, head.column_names, [list(r.values()) for r in rows])
         if out_file:
             out_file.write_text(str(rows))
         out.print(table)
         return
-    buf = io.BytesIO()
-    if format is Format.csv:
-        pacsv.write_csv(result, buf)
-        data = buf.getvalue().decode()
-    else:
-        data = "".join(json.dumps(r, default=str, ensure_ascii=False) + "\n" for r in result.to_pylist())
-    if out_file:
-        out_file.write_text(data)
-    else:
-        sys.stdout.write(data)
+    if format is Format.csv and out_file:
+        rel.write_csv(str(out_file))
+        return
+    sink = out_file.open("wb") if out_file else sys.stdout.buffer
+    try:
+        reader = rel.fetch_record_batch(65536)
+        writer = pacsv.CSVWriter(sink, reader.schema) if format is Format.csv else None
+        for batch in reader:
+            if writer is not None:
+                writer.write_batch(batch)
+            else:
+                sink.write("".join(json.dumps(r, default=str, ensure_ascii=False) + "\n"
+                                   for r in batch.to_pylist()).encode())
+        if writer is not None:
+            writer.close()
+        sink.flush()
+    finally:
+        if out_file:
+            sink.close()
 
 
 @app.command("filter")

@@ -144,6 +144,17 @@ def _unit_done(ctx: Context, unit: Unit) -> bool:
 
 
 @dataclass(frozen=True)
+class StageFacts:
+    """What status, the report and the cost model know of a stage, declared once by the stage."""
+
+    device: str = "cpu"  # where its real deployment computes: "cpu" or "gpu"
+    reaches: str = "records"  # the funnel step whose survivors it reads (what "reaches it" means)
+    # (table, rows counted, samples counted): what rows/s and cost per 1,000 samples divide by;
+    # None: its first written table, count(*) for both.
+    counts: tuple[str, str, str] | None = None
+
+
+@dataclass(frozen=True)
 class Stage:
     name: str  # as in `curate run --stage NAME`
     reads: tuple[str, ...]  # tables that must exist before it runs
@@ -164,6 +175,7 @@ class Stage:
     # back: e.g. fail the run when every request of a judge failed); None: none.
     outcome: Callable[[Context], Any] | None = None
     finish: Callable[[Context, list[Unit]], None] | None = None  # after the units (index tables ...)
+    facts: StageFacts = StageFacts()  # read by status, report and cost model (pipeline/report/stages.py)
 
 
 # ---------------------------------------------------------------- bookkeeping

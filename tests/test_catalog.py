@@ -87,3 +87,39 @@ def test_probe_units_skip_repeated_rows(tmp_path):
              for u in probe_units(tmp_path, rows_per_task=2)}
     assert units == {("a-00000", 0): [], ("a-00000", 2): [],
                      ("b-00000", 0): [0, 1], ("b-00000", 2): [0], ("b-00000", 4): []}
+
+
+def test_repeats_are_marked_incrementally(tmp_path):
+    """A later ingest scans only its new parts and adds a part; earlier parts and what they kept stay."""
+    from manifests import repeats
+
+    _samples(tmp_path, "ditto", 3, part="b-00000")
+    assert repeats.mark(tmp_path) == 0
+    _samples(tmp_path, "ditto", 4, part="a-00000")  # ids 0-2 again, in a part that sorts first
+    _samples(tmp_path, "koala", 2, part="a-00000")
+    first = list_parts(tmp_path, "duplicates")
+    assert repeats.mark(tmp_path) == 3
+    parts = list_parts(tmp_path, "duplicates")
+    assert len(parts) == 1 and not first  # one new part; nothing rewritten
+    before = parts[0].read_bytes()
+    assert repeats.mark(tmp_path) == 3 and parts[0].read_bytes() == before  # nothing new: nothing done
+    con = catalog.connect(tmp_path)
+    # The rows an earlier run kept stay kept: the repeats are in the part added later.
+    assert con.execute("SELECT DISTINCT part FROM repeats").fetchall() == [("ditto/a-00000.parquet",)]
+    assert con.execute("SELECT count(*), count(DISTINCT sample_id) FROM samples").fetchone() == (6, 6)
+    assert con.execute("SELECT dataset, count(*) FROM samples GROUP BY 1 ORDER BY 1").fetchall() == [
+        ("ditto", 4), ("koala", 2)]
+
+
+def test_views_do_not_unify_every_file(tmp_path):
+    """Parts in the registered schema are read by glob without union_by_name; an older first part
+    lacking a declared column falls back to it, and both read the same rows."""
+    _samples(tmp_path, "ditto", 3)
+    con = catalog.connect(tmp_path)
+    sql = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'samples'").fetchone()[0]
+    assert "union_by_name" not in sql
+    old = pa.Table.from_pylist([{"sample_id": "old:1", "dataset": "old", "schema_version": SCHEMA_VERSION}])
+    write_part(tmp_path / "tables" / "samples" / "old" / "a-00000.parquet", old)
+    con = catalog.connect(tmp_path)
+    assert "union_by_name" in con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'samples'").fetchone()[0]
+    assert con.execute("SELECT count(*), count(skip_frames) FROM samples").fetchone() == (4, 0)

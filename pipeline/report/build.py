@@ -66,7 +66,7 @@ def _histograms(con, cfg) -> list[dict]:
         ints, expected = queries.score_values(con, metric, kind)
         ths = thresholds_of(cfg.filter, kind).get(metric, [])
         text = ", ".join(f"{op} {v:g}" for op, v in ths) or "none configured"
-        out.append({"kind": kind, "metric": metric, "n": len(ints), "threshold_text": text,
+        out.append({"kind": kind, "metric": metric, "n": sum(ints), "threshold_text": text,
                     "thresholds_json": json.dumps([[op, v] for op, v in ths]),
                     "png": _b64(plots.score_histogram(f"{kind}: {metric}", ints, expected, ths,
                                                                   integer_cut=cfg.filter.score_field == "score"))})
@@ -155,6 +155,11 @@ def _cost_section(cfg, costs, funnel) -> dict:
     notes.append(f"Samples reaching each stage: {'every corpus sample reaches every stage (an upper bound)' if rc.reach == 'all' else 'this run’s per-dataset share of records that reached the stage'} "
                  f"(report.reach: {rc.reach}). One rate per stage for all datasets; cost per sample scales with "
                  "this run's media size (see docs/scaling.md).")
+    store = cost.storage_model(rc.corpus)
+    notes.append(f"Storage at the recipe's sizes (one key per sample, all kept: an upper bound): "
+                 f"{sum(r[4] for r in store):,.0f} TB of tensors in the encoded table and as much again in the "
+                 f"shards; per key " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in cost.KEY_BYTES.items())
+                 + " (docs/scaling.md, Storage).")
     defaults = {k: v[0] for k, v in CORPUS_SOURCES.items()}
     corpus = [(ds, _fmt(n), CORPUS_SOURCES[ds][1] if defaults.get(ds) == n else "report.corpus (config)")
               for ds, n in rc.corpus.items()]

@@ -14,12 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.report.timings import GPU_STAGES
-
-ORDER = ["ingest", "probe", "vlm-filter", "filter", "encode", "shard"]
-# The funnel step whose survivors a stage reads (per dataset): what "reaches the stage" means.
-STAGE_INPUT = {"ingest": "records", "probe": "samples", "vlm-filter": "probed", "filter": "records",
-               "encode": "kept", "shard": "kept"}
+from pipeline.report.stages import gpu_stages, stage_input, stage_order
 
 
 @dataclass
@@ -47,7 +42,8 @@ class StageCost:
 
 def stage_costs(runs: dict[str, list[dict]], rows: dict[str, tuple[int, int]], judge_server_gpus: int | None) -> list[StageCost]:
     out = []
-    for stage in ORDER:
+    gpu_stage_names = gpu_stages()
+    for stage in stage_order():
         recs = runs.get(stage, [])
         if not recs:
             continue
@@ -61,7 +57,7 @@ def stage_costs(runs: dict[str, list[dict]], rows: dict[str, tuple[int, int]], j
         elif device.startswith("external"):
             note = "external judge server: its hardware is not visible here (set report.judge_server_gpus)"
         ran_on_gpu = gpu > 0
-        if stage in GPU_STAGES and not ran_on_gpu and not device.startswith("external"):
+        if stage in gpu_stage_names and not ran_on_gpu and not device.startswith("external"):
             note = "GPU stage that ran on CPU: CPU rate only, no GPU-hours extrapolated"
         cpu, alloc = sum(r["cpu_s"] for r in recs), sum(r["wall_s"] * r["cpus"] for r in recs)
         if recs[-1].get("cpu_scope", "").startswith("driver"):
@@ -70,7 +66,7 @@ def stage_costs(runs: dict[str, list[dict]], rows: dict[str, tuple[int, int]], j
             cpu = alloc
         n_rows, n_samples = rows.get(stage, (0, 0))
         out.append(StageCost(stage, len(recs), wall, cpu, alloc, gpu, n_rows, n_samples, device,
-                             stage in GPU_STAGES, ran_on_gpu, note))
+                             stage in gpu_stage_names, ran_on_gpu, note))
     return out
 
 
@@ -86,10 +82,11 @@ class CorpusCost:
 def reach_fractions(funnel: dict[str, list], stage: str) -> dict[str, float]:
     """Per dataset of this run: the share of its records that reached ``stage``."""
     out = {}
+    step = stage_input()[stage]
     for ds, steps in funnel.items():
         counts = {s.name: s.count for s in steps}
         records = counts.get("records") or 0
-        out[ds] = counts.get(STAGE_INPUT[stage], 0) / records if records else 0.0
+        out[ds] = counts.get(step, 0) / records if records else 0.0
     return out
 
 
@@ -116,3 +113,35 @@ def cluster_needed(rows: list[CorpusCost], hours: float, utilisation: float) -> 
     cores = sum(r.core_hours for r in rows) / (hours * utilisation)
     gpu = [r.gpu_hours for r in rows if r.gpu_hours is not None]
     return cores, (sum(gpu) / (hours * utilisation) if gpu else None)
+
+
+# Bytes of one shard key at the recipe's sizes (../shared/RECIPE.md): 480p-class bucket 832x480,
+# 81 frames; Wan VAE latents 16 channels x 21 x 60 x 104 in bf16; one anchor frame of SigLIP
+# tokens (64 local + 1 global, width 1152, bf16); the umT5-XXL embedding of the instruction kept
+# unpadded (width 4096, bf16; TEXT_TOKENS is an assumed average prompt length).
+BF16 = 2
+VIDEO_LATENT = 16 * 21 * 60 * 104 * BF16  # 4,193,280 B
+IMAGE_LATENT = 16 * 1 * 60 * 104 * BF16  # 199,680 B
+SIGLIP = 65 * 1152 * BF16  # 149,760 B
+TEXT_TOKENS = 50
+TEXT = TEXT_TOKENS * 4096 * BF16  # 409,600 B
+# Raw clips: variant none has no source, cube/speed/tube one; weights 1:2:3:4 (pretext.weights).
+RAW_SOURCE_SHARE = 0.9
+KEY_BYTES = {
+    "video_edit": 2 * VIDEO_LATENT + SIGLIP + TEXT,
+    "image_edit": 2 * IMAGE_LATENT + SIGLIP + TEXT,
+    "clip": VIDEO_LATENT * (1 + RAW_SOURCE_SHARE) + SIGLIP + TEXT,
+}
+DATASET_KIND = {"koala": "clip", "motionbench": "clip", "ditto": "video_edit", "openve": "video_edit",
+                "reco": "video_edit", "x2edit": "image_edit", "gpt_image_edit": "image_edit",
+                "pico_banana": "image_edit", "nhr_edit": "image_edit"}
+
+
+def storage_model(corpus: dict[str, int]) -> list[tuple[str, str, int, int, float]]:
+    """(dataset, kind, bytes per key, keys, TB) of the ``encoded`` table if every corpus sample
+    were kept with one key; the shards hold the same tensors again (tar headers add ~1 KB a key)."""
+    rows = []
+    for ds, n in corpus.items():
+        kind = DATASET_KIND.get(ds, "video_edit")
+        rows.append((ds, kind, int(KEY_BYTES[kind]), n, KEY_BYTES[kind] * n / 1e12))
+    return rows

@@ -19,22 +19,24 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def score_histogram(title: str, scores: list[int], expected: list[float],
+def score_histogram(title: str, counts: list[int], expected: list[int],
                     thresholds: list[tuple[str, float]], integer_cut: bool = True) -> bytes:
-    """Integer scores as bars (1..10), expected scores as a density on a second axis, and each
-    configured threshold as a vertical line with the rejected side shaded (``integer_cut``: the
-    filter compares the integer score, so the line sits between the kept and the cut bars)."""
+    """Integer scores as bars (``counts`` of 1..10), expected scores as a density on a second axis
+    (``expected``: counts per bin of queries.EXPECTED_EDGES; the bins are counted in DuckDB, so no
+    score list is held), and each configured threshold as a vertical line with the rejected side
+    shaded (``integer_cut``: the filter compares the integer score, so the line sits between the
+    kept and the cut bars)."""
     fig, ax = plt.subplots(figsize=(4.2, 2.6))
     values = np.arange(1, 11)
-    counts = [scores.count(int(v)) for v in values]
     ax.bar(values, counts, width=0.8, color=BAR, alpha=0.85, label="score (integer)")
     ax.set_xlim(0.4, 10.6)
     ax.set_xticks(values)
     ax.set_xlabel("score")
     ax.set_ylabel("samples")
-    if len(expected) >= 2:
+    if sum(expected) >= 2:
         ax2 = ax.twinx()
-        dens, edges = np.histogram(expected, bins=np.linspace(0.5, 10.5, 41), density=True)
+        edges = np.linspace(0.5, 10.5, 41)
+        dens = np.asarray(expected, dtype=float) / (sum(expected) * np.diff(edges))
         ax2.step(edges[:-1], dens, where="post", color=LINE, label="expected score (density)")
         ax2.set_ylabel("density", color=LINE)
         ax2.set_ylim(bottom=0)
@@ -63,10 +65,12 @@ def bars(title: str, labels: list[str], values: list[float], xlabel: str = "", h
     return _png(fig)
 
 
-def histogram(title: str, values: list[float], xlabel: str, bins: int = 30) -> bytes:
+def histogram(title: str, binned: tuple[list[int], list[float]], xlabel: str) -> bytes:
+    """``binned``: (counts, edges), counted in DuckDB (queries.binned)."""
+    counts, edges = binned
     fig, ax = plt.subplots(figsize=(4.2, 2.4))
-    if values:
-        ax.hist(values, bins=bins, color=BAR)
+    if counts:
+        ax.stairs(counts, edges, fill=True, color=BAR)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("requests")
     ax.set_title(title, fontsize=9)

@@ -28,75 +28,129 @@ def _reason(expr: str) -> str:
     return f"left(trim(split_part({expr}, ':', 1)), 60)"
 
 
-def _lost(con, sql: str, dataset: str, top: int) -> tuple[int, list]:
-    """``sql`` selects (sample_id, dataset, reason) of the lost rows."""
-    rows = con.execute(
-        f"SELECT reason, count(*) AS n, list(sample_id ORDER BY sample_id)[1:2] FROM ({sql}) "
-        f"WHERE dataset = ? GROUP BY reason ORDER BY n DESC, reason", [dataset]).fetchall()
-    return sum(r[1] for r in rows), [(r[0], r[1], list(r[2])) for r in rows[:top]]
+def _sample_steps(present: set[str]) -> list[tuple[str, str, str]]:
+    """(step, passes, reason it did not) of the per-sample steps after ``records``, over the
+    aliases of ``funnel``'s one join (s samples, p probes, j scores, k selected)."""
+    steps = [("samples", "s.error IS NULL", _reason("s.error"))]
+    chain = [("probes", "probed", "p.sample_id IS NOT NULL AND p.error IS NULL",
+              "coalesce(p.error_kind, CASE WHEN p.sample_id IS NULL THEN 'not probed yet' ELSE 'probe error' END)"),
+             ("scores", "judged", f"j.status IN {SCORED}", "coalesce('judge ' || j.status, 'not judged yet')"),
+             ("selected", "kept", "k.kept IS TRUE", "coalesce('rejected_by ' || k.rejected_by, 'not filtered yet')")]
+    for table, name, passes, reason in chain:
+        if table not in present:
+            break
+        steps.append((name, passes, reason))
+    return steps
 
 
-def _count(con, sql: str, dataset: str) -> int:
-    return con.execute(f"SELECT count(*) FROM ({sql}) WHERE dataset = ?", [dataset]).fetchone()[0]
-
-
-def funnel(con, top: int = 3) -> dict[str, list[Step]]:
-    """Per dataset, the steps in STEPS order (those whose table exists)."""
-    present = set(catalog.views(con))
-    if "samples" not in present:
-        return {}
-    ok = "SELECT sample_id, dataset FROM samples WHERE error IS NULL"
-    # (count query, lost query) per step; each later step reads the previous step's survivors.
-    steps = [("records", "SELECT sample_id, dataset FROM samples", None),
-             ("samples", ok, f"SELECT sample_id, dataset, {_reason('error')} AS reason FROM samples "
-                             "WHERE error IS NOT NULL")]
-    if "probes" in present:
-        probed = f"SELECT s.sample_id, s.dataset FROM ({ok}) s JOIN probes p USING (sample_id) WHERE p.error IS NULL"
-        steps.append(("probed", probed, f"SELECT s.sample_id, s.dataset, coalesce(p.error_kind, "
-                      f"CASE WHEN p.sample_id IS NULL THEN 'not probed yet' ELSE 'probe error' END) AS reason "
-                      f"FROM ({ok}) s LEFT JOIN probes p USING (sample_id) WHERE p.sample_id IS NULL OR p.error IS NOT NULL"))
-        if "scores" in present:
-            judged = f"SELECT s.sample_id, s.dataset FROM ({probed}) s JOIN scores j USING (sample_id) WHERE j.status IN {SCORED}"
-            steps.append(("judged", judged, f"SELECT s.sample_id, s.dataset, coalesce('judge ' || j.status, "
-                          f"'not judged yet') AS reason FROM ({probed}) s LEFT JOIN scores j USING (sample_id) "
-                          f"WHERE j.sample_id IS NULL OR j.status NOT IN {SCORED}"))
-            if "selected" in present:
-                kept = f"SELECT s.sample_id, s.dataset FROM ({judged}) s JOIN selected k USING (sample_id) WHERE k.kept"
-                steps.append(("kept", kept, f"SELECT s.sample_id, s.dataset, coalesce('rejected_by ' || k.rejected_by, "
-                              f"'not filtered yet') AS reason FROM ({judged}) s LEFT JOIN selected k USING (sample_id) "
-                              "WHERE k.kept IS NOT TRUE"))
-                if "encoded" in present:
-                    keys = f"SELECT e.key, e.sample_id, e.dataset FROM encoded e JOIN ({kept}) s USING (sample_id) WHERE e.error IS NULL"
-                    steps.append(("encoded keys", keys, f"SELECT e.sample_id, e.dataset, {_reason('e.error')} AS reason "
-                                  f"FROM encoded e JOIN ({kept}) s USING (sample_id) WHERE e.error IS NOT NULL UNION ALL "
-                                  f"SELECT s.sample_id, s.dataset, 'not encoded yet' FROM ({kept}) s "
-                                  "WHERE s.sample_id NOT IN (SELECT sample_id FROM encoded)"))
-                    if "shard_keys" in present:
-                        sharded = ("SELECT DISTINCT k.sample_id, e.dataset FROM shard_keys k JOIN encoded e USING (key)")
-                        encoded_samples = f"SELECT DISTINCT sample_id, dataset FROM ({keys})"
-                        steps.append(("sharded samples", sharded, f"SELECT s.sample_id, s.dataset, 'not sharded yet' AS reason "
-                                      f"FROM ({encoded_samples}) s WHERE s.sample_id NOT IN (SELECT sample_id FROM shard_keys)"))
-    datasets = [r[0] for r in con.execute("SELECT DISTINCT dataset FROM samples ORDER BY 1").fetchall()]
+def _tally(rows, n_steps: int, top: int) -> dict[str, list[Step]]:
+    """Steps per dataset from (dataset, lost_at, reason, n, two ids) groups; lost_at 0 = passed all."""
+    by_ds: dict[str, dict[int, list]] = {}
+    for ds, lost_at, reason, n, ids in rows:
+        by_ds.setdefault(ds, {}).setdefault(lost_at, []).append((reason, n, sorted(ids)))
     out = {}
-    for ds in datasets:
-        rows = []
-        for name, count_sql, lost_sql in steps:
-            n = _count(con, count_sql, ds)
-            lost, reasons = _lost(con, lost_sql, ds, top) if lost_sql else (0, [])
-            rows.append(Step(name, n, lost, reasons))
-        out[ds] = rows
+    for ds, groups in by_ds.items():
+        total = sum(n for g in groups.values() for _, n, _ in g)
+        steps, remaining = [Step("records", total)], total
+        for i in range(1, n_steps + 1):
+            reasons = sorted(groups.get(i, []), key=lambda r: (-r[1], r[0]))
+            lost = sum(r[1] for r in reasons)
+            remaining -= lost
+            steps.append(Step("", remaining, lost, reasons[:top]))
+        out[ds] = steps
     return out
 
 
+def funnel(con, top: int = 3) -> dict[str, list[Step]]:
+    """Per dataset, the steps in STEPS order (those whose table exists), in one scan of each table:
+    every sample is joined once to its probe, score and selection, classified by the first step it
+    did not pass, and counted per (dataset, step, reason) with two example ids per reason."""
+    present = set(catalog.views(con))
+    if "samples" not in present:
+        return {}
+    steps = _sample_steps(present)
+    joins = {"probes": "LEFT JOIN probes p USING (sample_id)", "scores": "LEFT JOIN scores j USING (sample_id)",
+             "selected": "LEFT JOIN selected k USING (sample_id)"}
+    used = {"probed": "probes", "judged": "scores", "kept": "selected"}
+    join_sql = " ".join(joins[used[n]] for n, _, _ in steps if n in used)
+    lost_at = "CASE " + " ".join(f"WHEN NOT coalesce({c}, false) THEN {i}" for i, (_, c, _) in enumerate(steps, 1)) + " ELSE 0 END"
+    reason = "CASE " + " ".join(f"WHEN NOT coalesce({c}, false) THEN {r}" for _, c, r in steps) + " ELSE NULL END"
+    rows = con.execute(
+        f"SELECT dataset, lost_at, reason, count(*), min(sample_id, 2) FROM (SELECT s.sample_id, s.dataset, "
+        f"{lost_at} AS lost_at, {reason} AS reason FROM samples s {join_sql}) GROUP BY ALL").fetchall()
+    out = _tally(rows, len(steps), top)
+    for ds_steps in out.values():
+        for step, (name, _, _) in zip(ds_steps[1:], steps):
+            step.name = name
+    if [n for n, _, _ in steps][-1] == "kept" and "encoded" in present:
+        _key_steps(con, present, out, top)
+    return dict(sorted(out.items()))
+
+
+def _key_steps(con, present: set[str], out: dict[str, list[Step]], top: int) -> None:
+    """``encoded keys`` and ``sharded samples``: keys of kept samples, then samples in a shard."""
+    kept = ("CREATE TEMP TABLE _kept AS SELECT s.sample_id, s.dataset FROM samples s JOIN probes p USING (sample_id) "
+            f"JOIN scores j USING (sample_id) JOIN selected k USING (sample_id) WHERE s.error IS NULL AND p.error IS NULL "
+            f"AND j.status IN {SCORED} AND k.kept")
+    con.execute(kept)  # the kept ids: one column pair, as large as the selection (DuckDB spills it)
+    lost = con.execute(
+        f"SELECT dataset, reason, count(*), min(sample_id, 2) FROM (SELECT e.sample_id, s.dataset, {_reason('e.error')} AS reason "
+        "FROM encoded e JOIN _kept s USING (sample_id) WHERE e.error IS NOT NULL UNION ALL "
+        "SELECT sample_id, dataset, 'not encoded yet' FROM _kept ANTI JOIN encoded USING (sample_id)) GROUP BY ALL").fetchall()
+    ok = dict(con.execute("SELECT s.dataset, count(*) FROM encoded e JOIN _kept s USING (sample_id) "
+                          "WHERE e.error IS NULL GROUP BY 1").fetchall())
+    _append(out, "encoded keys", ok, lost, top)
+    if "shard_keys" in present:
+        enc = "SELECT DISTINCT e.sample_id, s.dataset FROM encoded e JOIN _kept s USING (sample_id) WHERE e.error IS NULL"
+        sharded = dict(con.execute("SELECT dataset, count(*) FROM (SELECT DISTINCT k.sample_id, e.dataset "
+                                   "FROM shard_keys k JOIN encoded e USING (key)) GROUP BY 1").fetchall())
+        lost = con.execute(f"SELECT dataset, 'not sharded yet', count(*), min(sample_id, 2) FROM ({enc}) "
+                           "ANTI JOIN (SELECT DISTINCT sample_id FROM shard_keys) USING (sample_id) GROUP BY ALL").fetchall()
+        _append(out, "sharded samples", sharded, lost, top)
+    con.execute("DROP TABLE _kept")
+
+
+def _append(out: dict[str, list[Step]], name: str, ok: dict, lost_rows, top: int) -> None:
+    lost: dict[str, list] = {}
+    for ds, reason, n, ids in lost_rows:
+        lost.setdefault(ds, []).append((reason, n, sorted(ids)))
+    for ds, steps in out.items():
+        reasons = sorted(lost.get(ds, []), key=lambda r: (-r[1], r[0]))
+        steps.append(Step(name, ok.get(ds, 0), sum(r[1] for r in reasons), reasons[:top]))
+
+
+EXPECTED_EDGES = [0.5 + 0.25 * i for i in range(41)]  # the expected-score density's bins
+
+
 def score_values(con, metric: str, kind: str) -> tuple[list[int], list[float]]:
-    """The scored samples' integers and expected scores for one metric and sample kind."""
+    """One metric of one sample kind's scored samples, binned in DuckDB: (count per integer score
+    1..10, count per EXPECTED_EDGES bin of the expected score)."""
     cols = {r[0] for r in con.execute("DESCRIBE scores").fetchall()}
     if metric not in cols:
+        return [0] * 10, []
+    where = f'status IN {SCORED} AND kind = ? AND "{metric}" IS NOT NULL'
+    ints = dict(con.execute(f'SELECT CAST("{metric}" AS INTEGER), count(*) FROM scores WHERE {where} GROUP BY 1',
+                            [kind]).fetchall())
+    expected = []
+    if f"{metric}_expected" in cols:
+        e = f'"{metric}_expected"'
+        binned = dict(con.execute(
+            f"SELECT least(greatest(CAST(floor(({e} - 0.5) / 0.25) AS INTEGER), 0), 39), count(*) FROM scores "
+            f"WHERE {where} AND {e} BETWEEN 0.5 AND 10.5 GROUP BY 1", [kind]).fetchall())
+        expected = [binned.get(i, 0) for i in range(40)] if binned else []
+    return [ints.get(v, 0) for v in range(1, 11)], expected
+
+
+def binned(con, column: str, where: str = "true", bins: int = 30) -> tuple[list[int], list[float]]:
+    """(counts, edges) of ``column`` over ``scores`` in ``bins`` equal bins from its min to max."""
+    lo, hi = con.execute(f"SELECT min({column}), max({column}) FROM scores WHERE {column} IS NOT NULL AND {where}").fetchone()
+    if lo is None:
         return [], []
-    exp = f'"{metric}_expected"' if f"{metric}_expected" in cols else "NULL"
-    rows = con.execute(f'SELECT "{metric}", {exp} FROM scores WHERE status IN {SCORED} AND kind = ? '
-                       f'AND "{metric}" IS NOT NULL', [kind]).fetchall()
-    return [int(r[0]) for r in rows], [float(r[1]) for r in rows if r[1] is not None]
+    lo, hi = float(lo), float(hi)
+    width = (hi - lo) / bins if hi > lo else 1.0
+    got = dict(con.execute(f"SELECT least(CAST(floor(({column} - ?) / ?) AS INTEGER), {bins - 1}), count(*) FROM scores "
+                           f"WHERE {column} IS NOT NULL AND {where} GROUP BY 1", [lo, width]).fetchall())
+    return [got.get(i, 0) for i in range(bins)], [lo + width * i for i in range(bins + 1)]
 
 
 def metric_kinds(con, judge_cfg) -> list[tuple[str, str]]:
@@ -126,35 +180,25 @@ def judge_health(con) -> dict:
         return {}
     status = con.execute("SELECT status, count(*) FROM scores GROUP BY 1 ORDER BY 2 DESC, 1").fetchall()
     attempts = con.execute("SELECT attempts, count(*) FROM scores GROUP BY 1 ORDER BY 1").fetchall()
-    latency = [r[0] for r in con.execute("SELECT latency_s FROM scores WHERE latency_s IS NOT NULL").fetchall()]
     tokens = con.execute(
         "SELECT count(*), avg(prompt_tokens), quantile_cont(prompt_tokens, 0.5), quantile_cont(prompt_tokens, 0.95), "
         "avg(output_tokens), quantile_cont(output_tokens, 0.5), quantile_cont(output_tokens, 0.95) "
         "FROM scores WHERE prompt_tokens IS NOT NULL").fetchone()
     lat = con.execute("SELECT quantile_cont(latency_s, 0.5), quantile_cont(latency_s, 0.95), max(latency_s) "
                       "FROM scores WHERE latency_s IS NOT NULL").fetchone()
-    tokens_each = con.execute("SELECT prompt_tokens, output_tokens FROM scores WHERE prompt_tokens IS NOT NULL").fetchall()
     models = con.execute("SELECT model, backend, count(*) FROM scores GROUP BY 1, 2 ORDER BY 3 DESC").fetchall()
-    return {"status": status, "attempts": attempts, "latency": latency, "latency_q": lat, "tokens": tokens,
-            "prompt_tokens": [r[0] for r in tokens_each], "output_tokens": [r[1] for r in tokens_each if r[1] is not None],
-            "models": models}
-
-
-# Rows per stage: (table, rows counted, samples counted) - what rows/s and cost per 1,000 samples divide by.
-STAGE_ROWS = {
-    "ingest": ("samples", "count(*)", "count(*)"),
-    "probe": ("probes", "count(*)", "count(*)"),
-    "vlm-filter": ("scores", "count(*)", "count(*)"),
-    "filter": ("selected", "count(*)", "count(*)"),
-    "encode": ("encoded", "count(*)", "count(DISTINCT sample_id)"),
-    "shard": ("shard_keys", "count(*)", "count(DISTINCT sample_id)"),
-}
+    return {"status": status, "attempts": attempts, "latency": binned(con, "latency_s"), "latency_q": lat,
+            "tokens": tokens, "prompt_tokens": binned(con, "prompt_tokens"),
+            "output_tokens": binned(con, "output_tokens", "prompt_tokens IS NOT NULL"), "models": models}
 
 
 def stage_rows(con) -> dict[str, tuple[int, int]]:
+    """{stage: (rows, samples) it wrote}, counted as the stage declares (``StageFacts.counts``)."""
+    from pipeline.report.stages import stage_counts
+
     present = set(catalog.views(con))
     out = {}
-    for stage, (table, rows, samples) in STAGE_ROWS.items():
+    for stage, (table, rows, samples) in stage_counts().items():
         if table in present:
             out[stage] = tuple(con.execute(f"SELECT {rows}, {samples} FROM {table}").fetchone())
     return out

@@ -18,9 +18,9 @@ from pathlib import Path
 import psutil
 
 from manifests.io import atomic_write_json
+from pipeline.report.stages import gpu_stages
 
 TIMINGS = "_timings"
-GPU_STAGES = ("vlm-filter", "encode")  # stages whose real deployment computes on GPUs
 
 
 class _TreeCpu:
@@ -121,7 +121,7 @@ class StageClock:
             "overwrite": self.overwrite, "cpu_s": round(cpu_s, 3),
             "cpu_scope": "driver only (remote Ray cluster)" if self.remote else "process tree (local Ray cluster)",
             **cluster, "device": device, "gpus_used": gpus_used, "gpu_s": round(wall * gpus_used, 3),
-            "gpu_stage": self.stage in GPU_STAGES,
+            "gpu_stage": self.stage in gpu_stages(),
         }
         stamp = self.started.strftime("%Y%m%dT%H%M%S%fZ")
         atomic_write_json(self.workdir / "state" / TIMINGS / f"{stamp}-{self.stage}.json", record)

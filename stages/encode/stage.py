@@ -38,8 +38,8 @@ from manifests import catalog
 from manifests.io import dataset_dir, list_parts, table_dir, write_part
 from pipeline.config_base import ConfigError
 from pipeline.progress import console
-from pipeline.stage import (BATCHES, FLAT_MAP, REGROUP, UNIT_COLUMNS, Context, Phase, Resources, Stage, Unit,
-                            state_dir)
+from pipeline.stage import (BATCHES, FLAT_MAP, REGROUP, UNIT_COLUMNS, Context, Phase, Resources, Stage, StageFacts,
+                            Unit, state_dir)
 from stages.encode.config import EncodeConfig
 from stages.encode.core import encode_table
 from stages.encode.decode import decode_sample, pack_decoded, unpack_decoded
@@ -386,6 +386,7 @@ def finish(ctx: Context, units: list[Unit]) -> None:
 
 STAGE = Stage(
     name="encode", reads=("selected",), writes=(TABLE,), section="encode", needs_media=True,
+    facts=StageFacts(device="gpu", reaches="kept", counts=(TABLE, "count(*)", "count(DISTINCT sample_id)")),
     check=check,
     fingerprint=lambda ctx: {"all": fingerprint(ctx.cfg, ctx.workdir)},
     plan=lambda ctx: write_plan(ctx.cfg, ctx.workdir),  # only the kept samples not encoded yet

@@ -13,7 +13,7 @@ from typing import Callable
 
 from manifests import catalog
 from pipeline import status
-from pipeline.stage import Context, Phase, Resources, Stage, Unit
+from pipeline.stage import Context, Phase, Resources, Stage, StageFacts, Unit
 from stages.judge import vllm_backend
 from stages.judge.client import score_table, scoring_fingerprint
 from stages.judge.config import JudgeConfig
@@ -57,6 +57,7 @@ def describe(ctx: Context, units: list[Unit], pending: list[Unit]) -> str:
 
 STAGE = Stage(
     name="vlm-filter", reads=("probes",), writes=("scores",), section="judge", needs_media=True,
+    facts=StageFacts(device="gpu", reaches="probed"),
     check=check,
     fingerprint=lambda ctx: {"all": scoring_fingerprint(ctx.cfg.judge, load_prompts(ctx.cfg.judge))},
     plan=lambda ctx: judge_units(ctx.workdir, ctx.cfg.probe.rows_per_task),

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from manifests import catalog, repeats
 from manifests.io import dataset_of, list_parts, read_slice, table_dir, write_part
 from pipeline import status
-from pipeline.stage import Phase, Stage, Unit
+from pipeline.stage import Phase, Stage, StageFacts, Unit
 from stages.media.locate import dataset_roots
 from stages.probe.core import probe_table
 
@@ -56,6 +56,7 @@ def probe_units(workdir: Path, rows_per_task: int) -> list[Unit]:
 
 STAGE = Stage(
     name="probe", reads=("samples",), writes=("probes",), section="probe", needs_media=True,
+    facts=StageFacts(reaches="samples"),
     fingerprint=lambda ctx: {"all": {"probe": ctx.cfg.probe.model_dump(mode="json")}},
     plan=lambda ctx: probe_units(ctx.workdir, ctx.cfg.probe.rows_per_task),
     phases=lambda ctx: [Phase("probe", _probe_unit_fn(ctx.cfg.probe.decode_check, dataset_roots(ctx.cfg)))],

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from manifests.io import atomic_file, table_dir, write_part
 from manifests.tables import schema_of
 from pipeline.progress import console
-from pipeline.stage import Context, Phase, Stage, Unit, state_dir
+from pipeline.stage import Context, Phase, Stage, StageFacts, Unit, state_dir
 from stages.shard.plan import write_plan
 from stages.shard.write import done_record_path, is_done, write_shard
 
@@ -124,6 +124,7 @@ def finish(ctx: Context, units: list[Unit]) -> None:
 
 STAGE = Stage(
     name="shard", reads=("encoded", "selected"), writes=("shards", "shard_keys"), section="shard",
+    facts=StageFacts(reaches="kept", counts=("shard_keys", "count(*)", "count(DISTINCT sample_id)")),
     outputs=("shards",),
     fingerprint=lambda ctx: {"all": {"shard": {"target_bytes": ctx.cfg.shard.target_bytes}}},
     plan=plan, describe=describe,

@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import tarfile
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from manifests import catalog
-from manifests.io import list_parts, read_table
 from manifests.tables import schema_of
 
 MAX_LISTED = 20  # problems of one kind listed before "... and N more"
@@ -152,72 +151,93 @@ def _read_members(reader: "_HashingReader", report: VerifyReport, where: str, ke
         check_sample(current, files, report, where)
 
 
-def expected_keys(workdir: Path) -> dict[str, str] | None:
-    """key -> sample_id of every encoded key without error whose sample is kept."""
-    if not list_parts(workdir, "encoded") or not list_parts(workdir, "selected"):
+def _expected_sql(workdir: Path, con) -> str | None:
+    """SQL of (key, sample_id) of every encoded key without error whose sample is kept."""
+    views = set(catalog.views(con))
+    if "encoded" not in views or "selected" not in views:
         return None
+    return ("SELECT key, sample_id FROM encoded WHERE error IS NULL AND sample_id IN "
+            "(SELECT sample_id FROM selected WHERE kept)")
+
+
+def expected_keys(workdir: Path) -> dict[str, str] | None:
+    """key -> sample_id of every encoded key without error whose sample is kept (small runs and
+    tests; `curate verify` compares in DuckDB instead)."""
     con = catalog.connect(workdir)
-    enc = catalog._read(Path(workdir), "encoded")
-    rows = con.execute(f"SELECT key, sample_id FROM {enc} WHERE error IS NULL AND sample_id IN "
-                       f"(SELECT sample_id FROM selected WHERE kept)").fetchall()
-    return dict(rows)
+    sql = _expected_sql(Path(workdir), con)
+    return None if sql is None else dict(con.execute(sql).fetchall())
 
 
-def verify_workdir(workdir: Path) -> VerifyReport:
-    workdir = Path(workdir)
-    report = VerifyReport()
-    index = read_table(workdir, "shards")
-    shard_keys = read_table(workdir, "shard_keys")
-    if index is None or shard_keys is None:
-        report.add("no index", f"{workdir}: no shards/shard_keys tables; run `curate run --stage shard`")
-        return report
-    for name, table in (("shards", index), ("shard_keys", shard_keys)):
-        missing = [c for c in schema_of(name).names if c not in table.column_names]
+def _index_ok(con, report: VerifyReport) -> bool:
+    for name in ("shards", "shard_keys"):
+        have = {r[0] for r in con.execute(f"DESCRIBE {name}").fetchall()}
+        missing = [c for c in schema_of(name).names if c not in have]
         if missing:  # an index written by something else: the checks below would fail obscurely
             report.add("index schema", f"{name} lacks {', '.join(missing)} (manifests/tables.py)")
-            return report
-    keys_of: dict[str, list[str]] = defaultdict(list)
-    for r in shard_keys.to_pylist():
-        keys_of[r["shard"]].append(r["key"])
-    seen: Counter = Counter()
-    indexed = set()
-    for row in index.to_pylist():
-        report.shards += 1
-        rel = row["shard"]
-        indexed.add(rel)
-        path = workdir / rel
-        if not path.exists():
-            report.add("shard missing", f"{rel} is in the index but not on disk")
-            continue
-        size = path.stat().st_size
-        report.bytes += size
-        if size != row["bytes"]:
-            report.add("size mismatch", f"{rel}: {size} bytes, index says {row['bytes']}")
-        sha, keys = read_shard(path, report, rel)
-        if sha != row["sha256"]:
-            report.add("sha256 mismatch", f"{rel}: {sha[:16]}..., index says {row['sha256'][:16]}...")
-        if len(keys) != row["samples"]:
-            report.add("count mismatch", f"{rel}: {len(keys)} keys, index says {row['samples']}")
-        if sorted(keys) != sorted(keys_of.get(rel, [])):
-            report.add("shard_keys mismatch", f"{rel}: the tar's keys differ from shard_keys")
-        if keys != sorted(keys):
-            report.add("unsorted", f"{rel}: keys are not in sorted order")
-        seen.update(keys)
-        report.keys += len(keys)
-    for rel in sorted(set(keys_of) - indexed):
+            return False
+    return True
+
+
+def verify_workdir(workdir: Path, read_tars: bool = True) -> VerifyReport:
+    """Every check of the module docstring. The index is read in DuckDB, streamed: shard rows by
+    record batch, each shard's keys by a filtered query (shard_keys is sorted by shard, so row-group
+    statistics skip the rest), and the key-set comparisons as anti-joins; nothing holds every key.
+    ``read_tars=False``: the index pass alone (the tars are only checked to exist)."""
+    workdir = Path(workdir)
+    report = VerifyReport()
+    con = catalog.connect(workdir)
+    if not {"shards", "shard_keys"} <= set(catalog.views(con)):
+        report.add("no index", f"{workdir}: no shards/shard_keys tables; run `curate run --stage shard`")
+        return report
+    if not _index_ok(con, report):
+        return report
+    keys_con = con.cursor()
+    reader = con.sql("SELECT shard, bytes, sha256, samples FROM shards ORDER BY shard").to_arrow_reader(4096)
+    for batch in reader:
+        for row in batch.to_pylist():
+            _check_shard(workdir, row, keys_con, report, read_tars)
+    for (rel,) in con.execute("SELECT DISTINCT shard FROM shard_keys ANTI JOIN shards USING (shard) ORDER BY 1").fetchall():
         report.add("shard_keys mismatch", f"shard_keys names {rel}, which the shards index does not list")
+    indexed = con.execute("SELECT list(shard) FROM shards").fetchone()[0] or []
+    indexed = set(indexed)  # one path per shard: as many as there are tars
     root = workdir / "shards"
     for p in sorted(root.rglob("*.tar")) if root.exists() else []:
         if str(p.relative_to(workdir)) not in indexed:
             report.add("unindexed shard", f"{p.relative_to(workdir)} is on disk but not in the index")
-    for key, n in sorted(seen.items()):
-        if n > 1:
-            report.add("duplicate key", f"{key} is in {n} shards")
-    expected = expected_keys(workdir)
+    for key, n in con.execute("SELECT key, count(*) FROM shard_keys GROUP BY 1 HAVING count(*) > 1 ORDER BY 1").fetchall():
+        report.add("duplicate key", f"{key} is in {n} shards")
+    expected = _expected_sql(workdir, con)
     if expected is not None:
-        for key in sorted(set(expected) - set(seen)):
-            report.add("key not in any shard", f"{key} ({expected[key]}) is kept and encoded")
-        for key in sorted(set(seen) - set(expected)):
+        for key, sid in con.execute(f"SELECT key, sample_id FROM ({expected}) ANTI JOIN shard_keys USING (key) "
+                                    "ORDER BY 1").fetchall():
+            report.add("key not in any shard", f"{key} ({sid}) is kept and encoded")
+        for (key,) in con.execute(f"SELECT key FROM shard_keys ANTI JOIN ({expected}) USING (key) ORDER BY 1").fetchall():
             report.add("unexpected key", f"{key} is in a shard but not kept+encoded")
     return report
 
+
+def _check_shard(workdir: Path, row: dict, con, report: VerifyReport, read_tars: bool) -> None:
+    report.shards += 1
+    rel = row["shard"]
+    path = workdir / rel
+    if not path.exists():
+        report.add("shard missing", f"{rel} is in the index but not on disk")
+        return
+    size = path.stat().st_size
+    report.bytes += size
+    if size != row["bytes"]:
+        report.add("size mismatch", f"{rel}: {size} bytes, index says {row['bytes']}")
+    if not read_tars:
+        report.keys += row["samples"]
+        return
+    sha, keys = read_shard(path, report, rel)
+    if sha != row["sha256"]:
+        report.add("sha256 mismatch", f"{rel}: {sha[:16]}..., index says {row['sha256'][:16]}...")
+    if len(keys) != row["samples"]:
+        report.add("count mismatch", f"{rel}: {len(keys)} keys, index says {row['samples']}")
+    listed = [k for (k,) in con.execute("SELECT key FROM shard_keys WHERE shard = ? ORDER BY key", [rel]).fetchall()]
+    if sorted(keys) != listed:
+        report.add("shard_keys mismatch", f"{rel}: the tar's keys differ from shard_keys")
+    if keys != sorted(keys):
+        report.add("unsorted", f"{rel}: keys are not in sorted order")
+    report.keys += len(keys)

@@ -1,0 +1,301 @@
+"""The manifests at corpus scale: every read-side command at N = 100k, 1M, 5M rows.
+
+    python bench/bench_scale.py [--sizes 100k,1M,5M] [--code DIR]
+    python bench/bench_scale.py --smoke            # 2,000 rows, seconds (run by the tests)
+
+For each N: writes a synthetic Koala-36M in the published columns (CSVs of at most 1M rows, 0.1 %
+of the rows listed twice, as the real metadata does) and ingests it with `curate run --stage
+ingest`; then writes synthetic ``probes``, ``scores``, ``selected`` and ``encoded`` tables of the
+same N (their registered schemas, no tensors: the read side is what is measured) and times, each
+command in its own process so its RSS is its own:
+  ingest (the ingest core per unit and the repeats mark, in one process; wall per row), `curate status`, a GROUP BY dataset count through the ``samples`` view and
+  the same on the raw Parquet (same process: the ratio), `curate filter`, `curate report`, shard
+  planning (``write_plan``) on the N-key encoded table and `curate verify`'s index pass.
+Peak RSS: the command's own process (driver) and its whole process tree (Ray included), sampled by a
+psutil thread every 50 ms. ``--code DIR`` runs the commands on another checkout (the baseline:
+``--code /work/main``) with this script's generator, so before and after read the same corpus.
+Outputs go under bench/out/scale/ (git-ignored); the CSVs are kept for reuse, workdirs replaced.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "bench" / "out" / "scale"
+CSV_ROWS = 1_000_000  # rows per published CSV (the real files hold ~3.6M; smaller keeps units many)
+
+
+def _n(text: str) -> int:
+    text = text.strip().lower()
+    mult = {"k": 1_000, "m": 1_000_000}.get(text[-1], 1)
+    return int(float(text.rstrip("km")) * mult)
+
+
+def measure(cmd: list[str], env: dict) -> dict:
+    """Wall seconds, peak RSS of the process and of its process tree (MB), exit status."""
+    import psutil
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = {"driver": 0, "tree": 0}
+    done = threading.Event()
+
+    def sample() -> None:
+        p = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                rss = p.memory_info().rss
+                tree = rss + sum(c.memory_info().rss for c in p.children(recursive=True) if c.is_running())
+            except psutil.Error:
+                tree = rss = 0
+            peak["driver"], peak["tree"] = max(peak["driver"], rss), max(peak["tree"], tree)
+            done.wait(0.05)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    out, _ = proc.communicate()
+    done.set()
+    t.join()
+    return {"s": time.perf_counter() - t0, "driver_mb": peak["driver"] / 2**20, "tree_mb": peak["tree"] / 2**20,
+            "rc": proc.returncode, "tail": out[-800:]}
+
+
+def make_csvs(n: int) -> Path:
+    """Koala CSVs of ``n`` rows in all, 0.1 % of them a second time (a repeated clip)."""
+    from pipeline.demo.koala import write_synthetic_csv
+
+    root = OUT / f"koala-{n}"
+    if (root / "_done").exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    files = max(1, -(-n // CSV_ROWS))
+    for i in range(files):
+        rows = min(CSV_ROWS, n - i * CSV_ROWS)
+        path = write_synthetic_csv(root / f"Koala_36M_{i + 1}.csv", rows, seed=i)
+        import csv
+        import itertools
+
+        with open(path, newline="", encoding="utf-8") as f:  # the first 0.1 % again, at the end
+            again = list(itertools.islice(csv.reader(f), 1, 1 + max(1, rows // 1000)))
+        with open(path, "a", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows(again)
+    (root / "videos").mkdir(exist_ok=True)
+    (root / "_done").write_text("")
+    return root
+
+
+def write_config(csvs: Path, workdir: Path) -> Path:
+    cfg = workdir.parent / f"{workdir.name}.yaml"
+    cfg.write_text(f"run:\n  workdir: {workdir}\n  rows_per_part: 100000\nray:\n  num_cpus: 2\n"
+                   f"datasets:\n  koala:\n    root: {csvs}\n    video_root: {csvs / 'videos'}\n    download: youtube\n")
+    return cfg
+
+
+def synth_tables(workdir: Path) -> None:
+    """probes, scores, selected and encoded rows for every sample, in their registered schemas."""
+    import duckdb
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from manifests import catalog
+    from manifests.tables import schema_of
+
+    con = catalog.connect(workdir)
+    h = "hash(sample_id)"
+    queries = {
+        "probes": "SELECT sample_id, dataset, 'h264' AS target_codec, 832 AS target_width, 480 AS target_height, "
+                  "16.0 AS target_fps, 160 AS target_frames, 10.0 AS target_duration_s, 81 AS window_frames, "
+                  "'bench' AS probe_backend, 1 AS schema_version FROM samples WHERE error IS NULL",
+        "scores": f"SELECT sample_id, dataset, 'clip' AS kind, CASE WHEN {h} % 50 = 0 THEN 'malformed' ELSE 'ok' END "
+                  f"AS status, 1 + {h} % 10 AS visual_quality, 1 + ({h} % 1000) / 111.0 AS visual_quality_expected, "
+                  f"1 + ({h} >> 8) % 10 AS caption_alignment, 1 + (({h} >> 8) % 1000) / 111.0 AS "
+                  f"caption_alignment_expected, 1 AS attempts, 0.5 + ({h} % 100) / 50.0 AS latency_s, "
+                  f"900 + {h} % 50 AS prompt_tokens, 20 AS output_tokens, 'bench' AS model, 'openai' AS backend, "
+                  "1 AS schema_version FROM probes",
+        "selected": f"SELECT sample_id, dataset, {h} % 4 <> 0 AS kept, CASE WHEN {h} % 4 = 0 THEN "
+                    "'clip.at_least.visual_quality' END AS rejected_by FROM scores",
+        "encoded": "SELECT sample_id || '#none' AS key, sample_id, dataset, 'video' AS modality, 'none' AS variant, "
+                   "'stage0' AS purpose, 't2v' AS task_token, '832x480' AS bucket, 81 AS num_frames, 16.0 AS fps, "
+                   "[16, 21, 60, 104] AS latent_shape, '{}' AS pretext, x'00' AS tensors, "
+                   "'{\"target_latents\": {\"dtype\": \"bfloat16\", \"shape\": [16, 21, 60, 104]}}' AS tensor_meta, "
+                   "'{}' AS models FROM selected WHERE kept",
+    }
+    for table, sql in queries.items():
+        schema = schema_of(table)
+        con = catalog.connect(workdir)  # each table joins the views as they are now
+        reader = con.sql(sql).to_arrow_reader(100_000)
+        out = workdir / "tables" / table / ("koala" if table != "selected" else "")
+        out.mkdir(parents=True, exist_ok=True)
+        part, writer, rows = 0, None, 0
+        for batch in reader:
+            cols = {name: batch.column(name) if name in batch.schema.names else pa.nulls(batch.num_rows, f.type)
+                    for name, f in zip(schema.names, schema)}
+            t = pa.table(cols).cast(schema)
+            if writer is None or rows >= 1_000_000:  # parts of 1M rows
+                if writer:
+                    writer.close()
+                writer, rows = pq.ParquetWriter(out / f"part-{part:05d}.parquet", schema, compression="zstd"), 0
+                part += 1
+            writer.write_table(t)
+            rows += t.num_rows
+        if writer:
+            writer.close()
+    del duckdb
+
+
+def phase(name: str, workdir: Path) -> dict:
+    """A measured step that is not a CLI command, run in a fresh process (prints JSON)."""
+    if name == "ingest":  # the ingest core over every unit in this process, then the repeats mark
+        from manifests import repeats
+        from pipeline.config import load_config
+        from stages.ingest import get_adapter
+        from stages.ingest.core import ingest_unit
+
+        cfg = load_config(workdir.parent / f"{workdir.name}.yaml")
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(cfg.model_dump_json(indent=2))  # what `curate report` reads
+        adapter = get_adapter("koala", cfg.datasets.koala)
+        t0 = time.perf_counter()
+        rows = sum(ingest_unit(adapter, u, workdir, cfg.run.rows_per_part).rows for u in adapter.units())
+        t1 = time.perf_counter()
+        marked = repeats.mark(workdir)
+        return {"rows": rows, "ingest_s": t1 - t0, "mark_s": time.perf_counter() - t1, "repeats": marked}
+    if name == "groupby":
+        from manifests import catalog
+        from manifests.io import parquet_glob
+
+        con = catalog.connect(workdir)
+        times = {}
+        for label, src in (("view", "samples"), ("raw", f"read_parquet('{parquet_glob(workdir, 'samples')}')")):
+            t0 = time.perf_counter()
+            con.execute(f"SELECT dataset, count(*) FROM {src} GROUP BY 1").fetchall()
+            times[label] = time.perf_counter() - t0
+        return times
+    if name == "plan":
+        from stages.shard.plan import write_plan
+
+        t0 = time.perf_counter()
+        specs = write_plan(workdir, workdir / "bench-plan.parquet", 1 << 30)
+        return {"shards": len(specs), "s": time.perf_counter() - t0}
+    if name == "index":  # the shard index from the plan (no tars): what verify's index pass reads
+        import duckdb
+
+        plan = workdir / "bench-plan.parquet"
+        for t in ("shards", "shard_keys"):
+            (workdir / "tables" / t).mkdir(parents=True, exist_ok=True)
+        duckdb.sql(f"COPY (SELECT key, sample_id, shard FROM '{plan}') TO "
+                   f"'{workdir}/tables/shard_keys/part-00000.parquet' (FORMAT parquet)")
+        duckdb.sql(f"COPY (SELECT shard, any_value(purpose) AS purpose, any_value(modality) AS modality, "
+                   f"any_value(bucket) AS bucket, count(*)::BIGINT AS samples, 0::BIGINT AS bytes, '' AS sha256 "
+                   f"FROM '{plan}' GROUP BY shard ORDER BY shard) TO '{workdir}/tables/shards/part-00000.parquet' "
+                   f"(FORMAT parquet)")
+        return {}
+    if name == "verify":
+        import inspect
+
+        from stages.shard.verify import verify_workdir
+
+        kw = {"read_tars": False} if "read_tars" in inspect.signature(verify_workdir).parameters else {}
+        t0 = time.perf_counter()
+        report = verify_workdir(workdir, **kw)
+        return {"s": time.perf_counter() - t0, "keys": report.keys}
+    raise ValueError(name)
+
+
+def parts_per_table(workdir: Path) -> dict[str, int]:
+    root = workdir / "tables"
+    return {t.name: sum(1 for _ in t.rglob("*.parquet")) for t in sorted(root.iterdir()) if t.is_dir()}
+
+
+def run_size(n: int, code: Path, keep: bool, reuse: bool = False) -> list[list]:
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    py, curate = sys.executable, str(Path(sys.executable).parent / "curate")
+    csvs = make_csvs(n)
+    workdir = OUT / f"work-{n}"
+    reuse = reuse and (workdir / "tables" / "samples").exists()
+    if reuse:  # keep the ingested samples, redo the rest
+        for t in ("probes", "scores", "selected", "encoded", "shards", "shard_keys"):
+            shutil.rmtree(workdir / "tables" / t, ignore_errors=True)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    cfg = write_config(csvs, workdir)
+    me = [py, str(Path(__file__).resolve())]
+    rows = []
+
+    def step(label: str, cmd: list[str], per_row: bool = False) -> dict:
+        r = measure(cmd, env)
+        if r["rc"] != 0:
+            print(f"  {label} FAILED (rc {r['rc']}):\n{r['tail']}", flush=True)
+        extra = f"{r['s'] / n * 1e6:.1f} us/row" if per_row else ""
+        rows.append([n, label, f"{r['s']:.2f}", f"{r['driver_mb']:.0f}", f"{r['tree_mb']:.0f}", extra])
+        print("  " + " | ".join(map(str, rows[-1])), flush=True)
+        return r
+
+    if not reuse:
+        # In one process, not `curate run`: a Ray cluster's start-up on a loaded 2-core machine
+        # times out or dominates; the per-row cost of the ingest core and the repeats mark is
+        # what grows with N.
+        r = step("ingest (core + repeats mark)", [*me, "--phase", "ingest", str(workdir)], per_row=True)
+        if r["rc"] == 0:
+            g = json.loads(r["tail"].strip().splitlines()[-1])
+            rows[-1][-1] += f"; mark {g['mark_s']:.2f}s, {g['repeats']} repeats"
+            print(f"    {rows[-1][-1]}", flush=True)
+    t0 = time.perf_counter()
+    synth_tables(workdir)
+    print(f"  (synthetic probes/scores/selected/encoded written in {time.perf_counter() - t0:.1f} s)", flush=True)
+    (workdir / "report.html").unlink(missing_ok=True)
+    step("curate status", [curate, "status", "--workdir", str(workdir)])
+    r = step("group-by via samples", [*me, "--phase", "groupby", str(workdir)])
+    if r["rc"] == 0:
+        g = json.loads(r["tail"].strip().splitlines()[-1])
+        rows[-1][-1] = f"view {g['view']:.3f}s raw {g['raw']:.3f}s = {g['view'] / max(g['raw'], 1e-9):.1f}x"
+        print(f"    {rows[-1][-1]}", flush=True)
+    step("curate filter", [curate, "filter", "-c", str(cfg), "--workdir", str(workdir)])
+    step("curate report", [curate, "report", "--workdir", str(workdir)])
+    step("shard plan", [*me, "--phase", "plan", str(workdir)])
+    subprocess.run([*me, "--phase", "index", str(workdir)], env=env, check=True, capture_output=True)
+    step("verify index pass", [*me, "--phase", "verify", str(workdir)])
+    parts = parts_per_table(workdir)
+    print(f"  parts per table: {parts}", flush=True)
+    if not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="100k,1M,5M", help="comma-separated N (k/M suffixes)")
+    ap.add_argument("--code", type=Path, default=REPO, help="the checkout whose commands are measured")
+    ap.add_argument("--keep", action="store_true", help="keep the workdirs (else removed after each N)")
+    ap.add_argument("--reuse", action="store_true", help="reuse an ingested workdir of the same N (implies --keep)")
+    ap.add_argument("--smoke", action="store_true", help="N = 2,000, seconds (the tests run it)")
+    ap.add_argument("--phase", nargs=2, metavar=("NAME", "WORKDIR"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.phase:
+        print(json.dumps(phase(args.phase[0], Path(args.phase[1]))))
+        return
+    global OUT
+    if args.smoke:
+        args.sizes, OUT = "2k", OUT.parent / "scale-smoke"
+    print(f"code: {args.code}; columns: N | step | wall s | driver peak MB | process-tree peak MB | note", flush=True)
+    table = []
+    for n in (_n(s) for s in args.sizes.split(",")):
+        print(f"N = {n:,}", flush=True)
+        table += run_size(n, args.code, args.keep or args.reuse, args.reuse)
+    print("\n| N | step | wall s | driver MB | tree MB | note |\n|---|---|---|---|---|---|")
+    for r in table:
+        print("| " + " | ".join(f"{x:,}" if isinstance(x, int) else str(x) for x in r) + " |")
+
+
+if __name__ == "__main__":
+    if not os.environ.get("PYTHONPATH"):  # phases import the checkout under test (--code), else this one
+        sys.path.insert(0, str(REPO))
+    main()
