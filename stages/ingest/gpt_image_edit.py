@@ -33,9 +33,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 from stages.ingest.base import Adapter, PathEscapeError, Unit, resolve_under, extra_json, to_json, unit_key
+from stages.ingest.record_guard import open_regular
 from stages.ingest.image_edit_common import (
     clean_text,
     iter_json_array,
+    UTF8_BOM,
     iter_json_lines,
     keyword_category,
     label_text,
@@ -60,9 +62,11 @@ def first_human_turn(conversations: Any) -> str | None:
 
 
 def _first_char(path: Path) -> str:
-    with open(path, "rb") as f:
+    with open_regular(path, "rb") as f:
+        first = True
         while block := f.read(4096):
-            stripped = block.lstrip()
+            stripped = (block.removeprefix(UTF8_BOM) if first else block).lstrip()
+            first = False
             if stripped:
                 return chr(stripped[0])
     return ""
