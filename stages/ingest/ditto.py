@@ -34,7 +34,8 @@ from typing import Any, Iterator
 
 from stages.ingest.base import Adapter, PathEscapeError, Unit, to_json, unit_key
 from stages.ingest.video_pairs import (
-    LayoutProbe, NotFoundError, candidate_paths, clean_text, json_records, norm_rel, numeric_scores,
+    LayoutProbe, NotFoundError, candidate_paths, clean_text, json_records, missing_text_fields, norm_rel,
+    numeric_scores,
 )
 
 FIELDS = ("source_path", "instruction", "edited_path")
@@ -95,7 +96,8 @@ class DittoAdapter(Adapter):
         where = os.path.relpath(path, self.root)
         probes: dict[str, LayoutProbe] = {}  # one per top folder: archives extract independently
         for i, (raw, fields) in enumerate(self._records(path)):
-            yield self._row(raw, fields, (where, i), path.stem, probes)
+            yield self.guarded(("record", where, i), raw, self._row, raw, fields, (where, i), path.stem, probes,
+                               subset=path.stem, split="train")
 
     # -- reading the two metadata formats into (raw record, the three fields)
     def _records(self, path: Path) -> Iterator[tuple[Any, dict[str, Any] | None]]:
@@ -122,9 +124,9 @@ class DittoAdapter(Adapter):
         folder = rel.split("/")[0] if "/" in rel else ""
         if folder not in ("", ".", ".."):
             common.update(category_raw=folder, category=category_of(folder))
-        missing = [f for f, v in zip(FIELDS, (source, instruction, edited)) if v is None]
+        missing = missing_text_fields((f, fields.get(f)) for f in FIELDS)
         if missing:
-            return self.row(key, error=f"missing or empty field: {', '.join(missing)}", **common)
+            return self.row(key, error=missing, **common)
         try:
             source_uri = self._resolve(source, probes, "source_path")
             target_uri = self._resolve(edited, probes, "edited_path")

@@ -163,7 +163,8 @@ class GPTImageEditAdapter(Adapter):
             bases = ([self.image_dir / where] if where else []) + [self.image_dir, self.root]
             label = f"training_json/{path.name}"
         for index, rec, err in json_file_records(path):
-            yield self._record_row(unit.params["kind"], label, where, bases, index, rec, err)
+            yield self.guarded((label, "record", index), rec, self._record_row, unit.params["kind"], label, where,
+                               bases, index, rec, err, split="train")
 
     # ------------------------------------------------------------------ locations
     def _rel(self, path: Path) -> str:

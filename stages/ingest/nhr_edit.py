@@ -199,18 +199,23 @@ class NHREditAdapter(Adapter):
                 yield self.error_row(("position", rel, lineno), err, record={"line": lineno, "text": text},
                                      split="train")
                 continue
-            uris: list[str | None] = []
-            problem = None
-            for field in ("source_file_name", "edited_file_name"):
-                try:
-                    uris.append(str(self._image_path(rec.get(field), root)))
-                except PathEscapeError as e:
-                    uris.append(None)
-                    problem = problem or f"{field}: {e}"
-                except ValueError:
-                    uris.append(None)
-                    problem = problem or f"missing {field}"
-            yield self._record_row(rec, self._key(rec, (rel, lineno), tag), uris[0], uris[1], problem)
+            yield self.guarded(("position", rel, lineno), rec, self._jsonl_row, rec, rel, lineno, root, tag,
+                               split="train")
+
+    def _jsonl_row(self, rec: dict, rel: str, lineno: int, root: Path, tag: str | None) -> dict[str, Any]:
+        uris: list[str | None] = []
+        problem = None
+        for field in ("source_file_name", "edited_file_name"):
+            try:
+                uris.append(str(self._image_path(rec.get(field), root)))
+            except PathEscapeError as e:
+                uris.append(None)
+                problem = problem or f"{field}: {e}"
+            except ValueError as e:  # missing, or a name no file system can hold
+                uris.append(None)
+                empty = str(e) in ("empty file name", "empty path")
+                problem = problem or (f"missing {field}" if empty else f"{field}: {e}")
+        return self._record_row(rec, self._key(rec, (rel, lineno), tag), uris[0], uris[1], problem)
 
     # ------------------------------------------------------------------ parquet layout
     def _read_parquet(self, path: Path, root: Path, tag: str | None) -> Iterator[dict[str, Any]]:
@@ -248,7 +253,8 @@ class NHREditAdapter(Adapter):
                             row_problem = row_problem or f"{path_cols[role]}: {e}"
                     else:
                         uris.append(None)
-                yield self._record_row(rec, key, uris[0], uris[1], row_problem)
+                yield self.guarded(("position", rel, row), rec, self._record_row, rec, key, uris[0], uris[1],
+                                   row_problem, split="train")
                 row += 1
 
     @staticmethod

@@ -163,7 +163,8 @@ class X2EditAdapter(Adapter):
         with tf:
             samples, stopped = list_samples(tf)
             for key, occurrence, members in samples:
-                yield self._sample_row(tf, path.resolve(), rel, subset, key, occurrence, members)
+                yield self.guarded((rel, key, occurrence), {"tar": rel, "key": key}, self._sample_row, tf,
+                                   path.resolve(), rel, subset, key, occurrence, members, subset=subset, split="train")
         if not samples:
             # ignore_zeros also skips blocks that are not tar headers, so a file that is not a
             # tar at all "opens" and lists nothing: say so instead of yielding no row.
@@ -189,6 +190,8 @@ class X2EditAdapter(Adapter):
             rec = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             return None, f"corrupt json member {member.name}: {e}"
+        except RecursionError:
+            return None, f"json member {member.name} is nested too deeply to read"
         if not isinstance(rec, dict):
             return None, f"json member {member.name} is a {type(rec).__name__}, not an object"
         return rec, None
