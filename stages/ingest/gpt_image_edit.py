@@ -32,7 +32,9 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
-from stages.ingest.base import Adapter, PathEscapeError, Unit, resolve_under, extra_json, to_json, unit_key
+from stages.ingest.base import (
+    Adapter, PathEscapeError, Unit, extra_json, metadata_files, resolve_under, to_json, unit_key,
+)
 from stages.ingest.record_guard import open_regular
 from stages.ingest.image_edit_common import (
     clean_text,
@@ -133,11 +135,11 @@ class GPTImageEditAdapter(Adapter):
 
     def units(self) -> list[Unit]:
         units = [Unit(self.name, unit_key(self.ann_root, p, "training"), str(p), {"kind": "training"})
-                 for p in sorted(self.ann_root.glob(self.cfg.json_glob)) if p.is_file()]
+                 for p in metadata_files(self.ann_root, self.cfg.json_glob)]
         if self.cfg.metadata_glob:
             glob = self.cfg.metadata_glob if self.image_dir != self.root else "**/metadata/*.json"
             units += [Unit(self.name, unit_key(self.root, p, "metadata"), str(p), {"kind": "metadata"})
-                      for p in sorted(self.root.glob(glob)) if p.is_file()]
+                      for p in metadata_files(self.root, glob)]
         if not units:
             return [Unit(self.name, unit_key(self.root, self.root, "no-json"), str(self.root), {"missing": True})]
         return units

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from manifests.schema import SAMPLES, SCHEMA_VERSION, make_sample_id
-from stages.ingest.base import Adapter, Unit, unit_key
+from stages.ingest.base import Adapter, Unit, metadata_files, unit_key
 from stages.ingest.csv_blocks import CsvBlocks
 
 REQUIRED_COLUMNS = ("videoID", "timestamp", "caption")
@@ -208,7 +208,7 @@ class KoalaAdapter(Adapter):
     task = "t2v"
 
     def units(self) -> list[Unit]:
-        files = sorted((p for p in self.root.glob(self.cfg.csv_glob) if p.is_file()), key=_natural_sort_key)
+        files = sorted(metadata_files(self.root, self.cfg.csv_glob), key=_natural_sort_key)
         return [Unit(self.name, unit_key(self.root, p), str(p)) for p in files]
 
     def read(self, unit: Unit) -> Iterator[dict[str, Any] | pa.Table]:

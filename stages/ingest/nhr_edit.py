@@ -109,7 +109,7 @@ class NHREditAdapter(Adapter):
         jsonl = root / JSONL_PATH
         parquets: list[Path] = []
         if layout == "auto":
-            if jsonl.is_file():
+            if jsonl.exists() and not jsonl.is_dir():  # a FIFO too: its unit says it is not a file
                 layout = "jsonl"
             else:
                 parquets = self._parquet_files(root)
@@ -191,7 +191,7 @@ class NHREditAdapter(Adapter):
 
     def _read_jsonl(self, path: Path, root: Path, tag: str | None) -> Iterator[dict[str, Any]]:
         rel = posix_rel(path, root) if not tag else f"{tag}:{posix_rel(path, root)}"
-        if not path.is_file():
+        if not path.exists():
             yield self.error_row(("missing-file", rel), f"missing {rel}", record={"path": str(path)}, split="train")
             return
         for lineno, text, rec, err in iter_json_lines(path):

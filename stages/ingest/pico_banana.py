@@ -114,7 +114,7 @@ class PicoBananaAdapter(Adapter):
         split = unit.params["split"]
         path = Path(unit.path)
         rel = posix_rel(path, self.root)
-        if not path.is_file():
+        if not path.exists():
             yield self.error_row((split, "missing-file"), f"missing {rel} (split {split!r})",
                                  record={"path": str(path), "split": split}, split=split)
             return

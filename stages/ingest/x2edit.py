@@ -34,7 +34,7 @@ import tarfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
-from stages.ingest.base import Adapter, Unit, extra_json, to_json, unit_key
+from stages.ingest.base import Adapter, Unit, extra_json, metadata_files, to_json, unit_key
 from stages.ingest.image_edit_common import (
     clean_text,
     instruction_text,
@@ -130,7 +130,7 @@ class X2EditAdapter(Adapter):
         self.excluded = {task_key(t) for t in cfg.exclude_tasks}  # normalised once, not per sample
 
     def units(self) -> list[Unit]:
-        tars = sorted(p for p in self.root.glob(self.cfg.tar_glob) if p.is_file())
+        tars = metadata_files(self.root, self.cfg.tar_glob)
         if not tars and self.cfg.tar_glob == DEFAULT_GLOB:
             # the root is X2Edit_data/ itself (or a generator folder): its tars, wherever they are
             tars = sorted(p for p in self.root.glob("**/*.tar") if p.is_file()
