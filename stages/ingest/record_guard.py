@@ -12,12 +12,14 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
 
 from manifests.schema import SAMPLES
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _KEEP = ("sample_id", "dataset", "subset", "split", "modality", "task", "license", "schema_version")
 
 
@@ -28,7 +30,7 @@ class NotRegularFileError(OSError):
 def repair_text(value: Any) -> Any:
     """``value`` with every string made encodable (lone surrogates -> U+FFFD), recursively."""
     if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8") if not _encodable(value) else value
+        return value if _encodable(value) else _SURROGATE.sub("\ufffd", value)
     if isinstance(value, dict):
         return {repair_text(k): repair_text(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
