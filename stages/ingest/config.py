@@ -75,6 +75,10 @@ class KoalaConfig(DatasetConfig):
     # {start_s}, {end_s} (seconds, 3 decimals). None: the download form's naming above.
     video_pattern: str | None = None
     read_block_mb: int = Field(64, ge=1, description="CSV streaming block size (bounds memory)")
+    # A CSV larger than this is read as several units of about this many MB (byte ranges that
+    # start on record boundaries): the ten ~4.9 GB files use every core, and a unit killed
+    # half-way re-reads its range, not its file. Sample ids do not depend on it.
+    unit_mb: int = Field(256, ge=1, description="byte-range unit size for large CSVs")
 
     @model_validator(mode="after")
     def _download_named(self) -> "KoalaConfig":
