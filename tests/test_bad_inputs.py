@@ -241,16 +241,43 @@ def test_fuzz_every_bad_record_is_one_error_row_and_every_good_one_survives(corp
         assert unreadable(rows) == unreadable(rows0), name
 
 
-@pytest.mark.timeout(600)
-def test_fuzz_corpus_through_curate_run_exits_0_without_a_traceback(corpus, tmp_path):
+def probe_outcomes(cfg, samples) -> dict[str, str | None]:
+    """sample id -> the probe's error kind (None: probed fine), for the rows ingest resolved."""
+    import pyarrow as pa
+
+    from stages.media.locate import dataset_roots
+    from stages.probe.core import probe_table
+
+    resolved = pa.Table.from_pylist([r for r in samples if not r["error"]])
+    probes = probe_table(resolved, decode_check="decord", allowed_roots=dataset_roots(cfg)).to_pylist()
+    assert len(probes) == resolved.num_rows
+    return {p["sample_id"]: p["error_kind"] for p in probes}
+
+
+@pytest.mark.timeout(900)
+def test_fuzz_corpus_through_curate_run_exits_0_and_good_records_survive_probe(corpus, tmp_path, ray_session):
+    """`curate run --stage ingest` over the seeded corpus: exit 0, no traceback; then the probe
+    (its core, over the rows written) gives every good record the outcome it has without the
+    bad ones beside it."""
+    from manifests.schema import SAMPLES
+
+    cfg0 = config(corpus, tmp_path)
+    pristine = []
+    for name in cfg0.datasets.enabled():
+        ingest_adapter(adapter_for(cfg0, name), tmp_path / "w0")
+    pristine = read_table(tmp_path / "w0", "samples").select(SAMPLES.names).to_pylist()
     root = fresh_corpus(tmp_path, corpus)
     inject(root)
-    config_file = demo_config_file(root, tmp_path, extra="")
-    text = config_file.read_text().replace("workdir: runs/demo", f"workdir: {tmp_path / 'work'}")
-    config_file.write_text(text)
+    config_file = demo_config_file(root, tmp_path)
+    config_file.write_text(config_file.read_text().replace("workdir: runs/demo", f"workdir: {tmp_path / 'work'}"))
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    for stage in ("ingest", "probe"):
-        res = subprocess.run([curate_bin(), "run", "--config", str(config_file), "--stage", stage],
-                             capture_output=True, text=True, timeout=500, env=env, cwd=REPO)
-        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-        assert "Traceback" not in res.stdout + res.stderr
+    address = ray_session.get_runtime_context().gcs_address  # joins the session's cluster
+    res = subprocess.run([curate_bin(), "run", "--config", str(config_file), "--stage", "ingest",
+                          "--ray-address", address],
+                         capture_output=True, text=True, timeout=800, env=env, cwd=REPO)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "Traceback" not in res.stdout + res.stderr
+    seeded = read_table(tmp_path / "work", "samples").select(SAMPLES.names).to_pylist()
+    before = probe_outcomes(cfg0, pristine)
+    after = probe_outcomes(load_config(config_file), seeded)
+    assert {k: v for k, v in after.items() if k in before} == before

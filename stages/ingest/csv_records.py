@@ -20,17 +20,15 @@ A BOM at the start of the file is skipped, as every metadata reader does.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from stages.ingest.record_guard import open_regular
 
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
-@dataclass(frozen=True)
-class CsvRecord:
+class CsvRecord(NamedTuple):
     lineno: int  # the line the record starts on (1-based, the header is line 1)
     fields: list[str] | None  # None when the record could not be parsed
     text: str  # the record's text as read (U+FFFD in place of bytes that are not UTF-8)
@@ -100,9 +98,25 @@ def iter_csv_records(path: str | Path, delimiter: str, max_record_lines: int = 6
 def _one_record(first: tuple[int, bytes], lines: _Lines, delimiter: str, max_lines: int,
                 width: int | None) -> CsvRecord | None:
     lineno, raw = first
+    if b'"' not in raw and raw.isascii():  # the common case: no quoting, plain text
+        line = raw.decode("ascii").rstrip("\r\n")
+        if not line.strip():
+            return None
+        fields = line.split(delimiter)
+        if len(line) <= csv.field_size_limit():
+            return CsvRecord(lineno, fields, line, None)
     text, utf8 = _decode(raw)
     if not text.strip():
         return None
+    if '"' not in text:  # no quoting: the fields are the line split on the separator (the common case)
+        line = text.rstrip("\r\n")
+        fields = line.split(delimiter)
+        limit = csv.field_size_limit()
+        if any(len(x) > limit for x in fields):
+            return CsvRecord(lineno, None, line, f"line {lineno}: malformed CSV record: field larger than field limit ({limit})")
+        if not utf8:
+            return CsvRecord(lineno, None, line, f"line {lineno}: not UTF-8 (bad bytes shown as U+FFFD)")
+        return CsvRecord(lineno, fields, line, None)
     taken, texts, all_utf8 = [first], [text], utf8
     while True:
         try:
