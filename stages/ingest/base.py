@@ -143,5 +143,8 @@ class Adapter:
         except Exception as e:  # noqa: BLE001 - any failure of one record is that record's error row
             from stages.ingest.record_guard import repair_text
 
-            reason = repair_text(f"{type(e).__name__}: {e}")[:500]
+            if isinstance(e, UnicodeEncodeError):  # e.g. a lone surrogate in the record's key
+                reason = "text that is not valid Unicode (a lone surrogate) in a field naming the record"
+            else:
+                reason = repair_text(f"{type(e).__name__}: {e}")[:500]
             return self.error_row(fallback_key, f"record failed: {reason}", record=repair_text(record), **values)

@@ -137,6 +137,8 @@ def _one_record(first: tuple[int, bytes], lines: _Lines, delimiter: str, max_lin
             error = f"unbalanced quote: the record is not closed within {max_lines} lines"
         if error is None and len(taken) > 1 and any(_looks_like_record(t, delimiter, width) for t in texts[1:]):
             error = "unbalanced quote: a quoted field runs into the following records"
+        if error is not None and len(taken) > 1 and not error.startswith("unbalanced quote"):
+            error = f"unbalanced quote: a quoted field runs on past its line ({error})"
         if error is not None:
             lines.give_back(taken[1:])  # the next record starts on the next line
             return CsvRecord(lineno, None, text.rstrip("\r\n"), f"line {lineno}: malformed CSV record: {error}")
