@@ -325,3 +325,26 @@ def test_youtube_id_from_url_or_from_videoid(tmp_path):
     cfg = KoalaConfig(root=root, video_root=tmp_path, download="clips", video_pattern="{youtube_id}/{videoID}.mp4")
     _, t = ingest(cfg, tmp_path / "w2")
     assert {r["target_uri"] for r in t.to_pylist()} >= {f"{tmp_path.resolve()}/ZYXWVUTSRQP/abcdefghijk_12.mp4"}
+
+
+def test_a_large_csv_is_read_as_byte_ranges_with_the_same_rows(tmp_path):
+    """Captions with quoted newlines (even quote counts across lines) must not be cut: every range
+    starts on a record boundary, so the rows and ids equal those of one unit over the file."""
+    ts = "['0:00:00', '0:00:01']"
+    rows = [[f"v{i}_0", "u", ts, f'clip {i}, "quoted"\nsecond line {i}' if i % 7 == 0 else f"clip {i} " + "w" * 200,
+             0.5, 5.0, 0.3, 0.9] for i in range(12_000)]
+    write_csv(tmp_path / "Koala_36M_1.csv", rows)
+    assert (tmp_path / "Koala_36M_1.csv").stat().st_size > 2 << 20
+    whole = KoalaConfig(root=tmp_path, video_root=tmp_path, download="youtube", unit_mb=64)
+    split = KoalaConfig(root=tmp_path, video_root=tmp_path, download="youtube", unit_mb=1, read_block_mb=1)
+    assert len(KoalaAdapter(whole).units()) == 1 and len(KoalaAdapter(split).units()) >= 3
+    _, one = ingest(whole, tmp_path / "one")
+    results, many = ingest(split, tmp_path / "many")
+    key = lambda t: sorted(t.to_pylist(), key=lambda r: r["sample_id"])  # noqa: E731
+    assert key(many) == key(one) and many.num_rows == 12_000 and many["error"].null_count == 12_000
+    # a unit killed before finishing is redone alone: the others are skipped
+    from stages.ingest.core import done_marker
+    units = KoalaAdapter(split).units()
+    done_marker(tmp_path / "many", units[1]).unlink()
+    again = [ingest_unit(KoalaAdapter(split), u, tmp_path / "many") for u in units]
+    assert [r.skipped for r in again] == [i != 1 for i in range(len(units))]

@@ -57,14 +57,41 @@ def resolve_under(root: Path, rel: str) -> Path:
     it (the same rule as the probe stage's ``path_escape``, applied at ingest)."""
     if rel is None or str(rel).strip() == "":
         raise ValueError("empty path")
+    check_path_text(str(rel))
     root = Path(root).resolve()
     lexical = Path(os.path.normpath(root / str(rel)))
     if not _inside(root, lexical):
         raise PathEscapeError(f"path escapes the dataset root: {rel!r}")
-    candidate = lexical.resolve()
+    try:
+        candidate = lexical.resolve()
+    except (RuntimeError, OSError) as e:  # a symlink loop (RuntimeError before Python 3.13)
+        raise ValueError(f"unresolvable path {rel!r}: {type(e).__name__}: {e}") from None
     if not _inside(root, candidate):
         raise SymlinkEscapeError(f"path escapes the dataset root through a symlink: {rel!r} -> {candidate}")
     return candidate
+
+
+NAME_MAX = 255  # bytes per path component on the file systems datasets are extracted to
+
+
+def check_path_text(rel: str) -> None:
+    """Refuse a path no file system can hold (a NUL byte, a component over NAME_MAX bytes, text
+    that is not valid Unicode) with a ValueError that says why, before any system call."""
+    if "\x00" in rel:
+        raise ValueError(f"path holds a NUL byte: {rel!r}")
+    try:
+        parts = [p.encode("utf-8") for p in rel.replace("\\", "/").split("/")]
+    except UnicodeEncodeError:
+        raise ValueError(f"path is not valid Unicode: {rel!r}") from None
+    long = next((p for p in parts if len(p) > NAME_MAX), None)
+    if long is not None:
+        raise ValueError(f"file name too long ({len(long)} bytes, at most {NAME_MAX}): {rel[:80]!r}...")
+
+
+def metadata_files(root: Path, glob: str) -> list[Path]:
+    """Files matching ``glob`` under ``root``, sorted; directories are left out, but a FIFO or
+    other non-regular file is kept, so that it becomes its unit's error row instead of vanishing."""
+    return sorted(p for p in root.glob(glob) if not p.is_dir())
 
 
 def to_json(record: Any) -> str:
@@ -106,3 +133,18 @@ class Adapter:
 
     def error_row(self, key: Any, error: str, record: Any = None, **values: Any) -> dict[str, Any]:
         return self.row(key, error=error, raw_record=to_json(record) if record is not None else None, **values)
+
+    def guarded(self, fallback_key: Any, record: Any, make_row, *args: Any, **values: Any) -> dict[str, Any]:
+        """``make_row(*args)``, or, if it raises (a path the OS refuses, a key that cannot be
+        hashed, a value of an unexpected type ...), one error row keyed by the record's place
+        (``fallback_key``), so that the record's failure does not end its unit."""
+        try:
+            return make_row(*args)
+        except Exception as e:  # noqa: BLE001 - any failure of one record is that record's error row
+            from stages.ingest.record_guard import repair_text
+
+            if isinstance(e, UnicodeEncodeError):  # e.g. a lone surrogate in the record's key
+                reason = "text that is not valid Unicode (a lone surrogate) in a field naming the record"
+            else:
+                reason = repair_text(f"{type(e).__name__}: {e}")[:500]
+            return self.error_row(fallback_key, f"record failed: {reason}", record=repair_text(record), **values)

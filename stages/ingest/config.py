@@ -26,7 +26,15 @@ class DatasetConfig(Strict):
         return {name: value for name, value in self if isinstance(value, Path)}
 
     def media_roots(self) -> list[Path]:
-        return [p for f in self.MEDIA_ROOTS if (p := getattr(self, f, None)) is not None]
+        """Every directory the config names (``root``, ``video_root``, ``part2_root``,
+        ``annotations_root``, ``output_root`` ...), and the folders of GPT-Image-Edit's
+        ``image_roots``: samples may point into any of them, so probe, judge and encode allow them all."""
+        named = [p for f in self.MEDIA_ROOTS if (p := getattr(self, f, None)) is not None]
+        every_path = [p for p in self.paths().values() if not p.is_file()]  # folders, not a CSV it names
+        image_dir = getattr(self, "image_dir", None)
+        folders = [self.root / image_dir / rel for rel in (getattr(self, "image_roots", None) or {}).values()
+                   if isinstance(image_dir, str)]
+        return list(dict.fromkeys([*named, *every_path, *folders]))
 
 
 class DittoConfig(DatasetConfig):
@@ -67,6 +75,10 @@ class KoalaConfig(DatasetConfig):
     # {start_s}, {end_s} (seconds, 3 decimals). None: the download form's naming above.
     video_pattern: str | None = None
     read_block_mb: int = Field(64, ge=1, description="CSV streaming block size (bounds memory)")
+    # A CSV larger than this is read as several units of about this many MB (byte ranges that
+    # start on record boundaries): the ten ~4.9 GB files use every core, and a unit killed
+    # half-way re-reads its range, not its file. Sample ids do not depend on it.
+    unit_mb: int = Field(256, ge=1, description="byte-range unit size for large CSVs")
 
     @model_validator(mode="after")
     def _download_named(self) -> "KoalaConfig":

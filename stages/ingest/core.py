@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 from manifests.io import atomic_write_json, dataset_dir, write_part
 from manifests.schema import SAMPLES, make_sample_id
 from stages.ingest.base import Adapter, Unit, to_json
+from stages.ingest.record_guard import check_regular, unconvertible_row
 
 TABLE = "samples"
 
@@ -46,21 +47,39 @@ def _rows_to_tables(items: Iterable[dict | pa.Table], batch_rows: int) -> Iterat
     for item in items:
         if isinstance(item, pa.Table):
             if pending:
-                yield pa.Table.from_pylist(pending, schema=SAMPLES)
+                yield _rows_table(pending)
                 pending = []
             yield item.select(SAMPLES.names).cast(SAMPLES)
         else:
             pending.append(item)
             if len(pending) >= batch_rows:
-                yield pa.Table.from_pylist(pending, schema=SAMPLES)
+                yield _rows_table(pending)
                 pending = []
     if pending:
-        yield pa.Table.from_pylist(pending, schema=SAMPLES)
+        yield _rows_table(pending)
+
+
+def _rows_table(rows: list[dict]) -> pa.Table:
+    """Rows as one table; if one row cannot be converted (text that is not valid Unicode, a value
+    of the wrong type), the batch is converted row by row and that row alone becomes an error row."""
+    try:
+        return pa.Table.from_pylist(rows, schema=SAMPLES)
+    except Exception:  # noqa: BLE001 - found row by row below
+        return pa.Table.from_pylist([_convertible(r) for r in rows], schema=SAMPLES)
+
+
+def _convertible(row: dict) -> dict:
+    try:
+        pa.Table.from_pylist([row], schema=SAMPLES)
+        return row
+    except Exception as e:  # noqa: BLE001 - any value Arrow refuses becomes this row's error
+        return unconvertible_row(row, e)
 
 
 def _guarded(adapter: Adapter, unit: Unit) -> Iterator[dict | pa.Table]:
     """The adapter's rows; if the unit itself breaks (unreadable file), one error row says so."""
     try:
+        check_regular(unit.path)  # a FIFO would block the read below for ever
         yield from adapter.read(unit)
     except Exception as e:  # noqa: BLE001 - any failure becomes an error row, the run goes on
         yield adapter.error_row(

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
+
+from stages.ingest.record_guard import open_regular
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -93,7 +96,7 @@ class CsvBlocks:
 
     @classmethod
     def open(cls, path: str | Path, block_size: int, max_block_size: int | None = None) -> "CsvBlocks":
-        with open(path, "rb") as f:
+        with open_regular(path, "rb") as f:
             head = f.read(min(block_size, 1 << 20))
             while (end := first_record_end(head)) < 0:
                 more = f.read(max(len(head), 1))
@@ -106,7 +109,8 @@ class CsvBlocks:
         cap = max_block_size or max(4 * block_size, 16 << 20)
         return cls(Path(path), columns, end, block_size, cap)
 
-    def tables(self, use_threads: bool = True) -> Iterator[tuple[pa.Table, list[Any]]]:
+    def tables(self, use_threads: bool = True, start: int | None = None,
+               end: int | None = None) -> Iterator[tuple[pa.Table, list[Any]]]:
         """Per block: a table with every column read as text (types are the caller's business),
         and the rows whose field count is wrong (pyarrow's InvalidRow: ``text``,
         ``actual_columns``; ``number`` counts within the block, when pyarrow knows it).
@@ -130,9 +134,10 @@ class CsvBlocks:
             return pacsv.read_csv(pa.py_buffer(data), read_options=read_options,
                                   parse_options=parse_options, convert_options=convert_options)
 
-        with open(self.path, "rb") as f:
-            f.seek(self.data_offset)
-            for block in iter_record_blocks(f, self.block_size, self.max_block_size):
+        with open_regular(self.path, "rb") as f:
+            f.seek(self.data_offset if start is None else start)
+            source = f if end is None else _Window(f, end - f.tell())
+            for block in iter_record_blocks(source, self.block_size, self.max_block_size):
                 try:
                     table = parse(block)
                 except pa.ArrowInvalid as e:
@@ -142,4 +147,71 @@ class CsvBlocks:
                 yield table, list(bad)
 
 
-__all__ = ["CsvBlocks", "first_record_end", "iter_record_blocks", "last_record_end"]
+class _Window:
+    """Reads of a file that stop ``remaining`` bytes after where they start (one byte range)."""
+
+    def __init__(self, f, remaining: int):
+        self._f, self._left = f, max(remaining, 0)
+
+    def read(self, n: int = -1) -> bytes:
+        n = self._left if n < 0 else min(n, self._left)
+        data = self._f.read(n) if n else b""
+        self._left -= len(data)
+        return data
+
+
+def record_ranges(path: str | Path, data_offset: int, range_bytes: int, max_block_size: int,
+                  quote: bytes = b'"', scan_bytes: int = 64 << 20) -> list[tuple[int, int]]:
+    """``[(start, end), ...]``: the data of the file at ``path`` cut into byte ranges of about
+    ``range_bytes``, each starting on a record boundary, so each can be read on its own.
+
+    A boundary is the first newline after the target offset with an even number of quote
+    characters between the data's start and it: the rule iter_record_blocks applies within a
+    block, applied from the file's start, so a quoted newline never splits a record. Finding it
+    needs the quote count up to each target: one sequential pass counting quotes (bytes.count,
+    C speed, the file is read once more at planning). If no such newline comes within
+    ``max_block_size`` bytes (a stray quote broke the parity) the range is cut at the first
+    newline, as the block reader cuts such a block."""
+    size = os.stat(path).st_size
+    if size - data_offset <= range_bytes:
+        return [(data_offset, size)]
+    cuts = [data_offset]
+    quotes, pos = 0, data_offset
+    with open_regular(path, "rb") as f:
+        f.seek(pos)
+        target = data_offset + range_bytes
+        while target < size:
+            while pos < target:  # quotes before the target
+                chunk = f.read(min(scan_bytes, target - pos))
+                if not chunk:
+                    break
+                quotes += chunk.count(quote)
+                pos += len(chunk)
+            window = f.read(max_block_size)
+            cut = _even_newline(window, quotes, quote)
+            if cut < 0:
+                cut = window.find(b"\n") + 1 or len(window)
+            boundary = target + cut
+            if boundary >= size:
+                break
+            quotes += window.count(quote, 0, cut)
+            cuts.append(boundary)
+            pos = boundary
+            f.seek(pos)
+            target = max(boundary + 1, data_offset + range_bytes * len(cuts))
+    return [(a, b) for a, b in zip(cuts, [*cuts[1:], size])]
+
+
+def _even_newline(buf: bytes, quotes_before: int, quote: bytes) -> int:
+    """Index just past the first newline of ``buf`` with an even quote count before it (counting
+    ``quotes_before`` quotes ahead of ``buf``), or -1."""
+    start, quotes = 0, quotes_before
+    while (nl := buf.find(b"\n", start)) >= 0:
+        quotes += buf.count(quote, start, nl)
+        if quotes % 2 == 0:
+            return nl + 1
+        start = nl + 1
+    return -1
+
+
+__all__ = ["CsvBlocks", "first_record_end", "iter_record_blocks", "last_record_end", "record_ranges"]

@@ -25,16 +25,17 @@ an error that lists the places looked in.
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
 from pathlib import Path
 from typing import Any, Iterator
 
-from stages.ingest.base import Adapter, PathEscapeError, Unit, to_json, unit_key
+from stages.ingest.base import Adapter, PathEscapeError, Unit, metadata_files, to_json, unit_key
+from stages.ingest.csv_records import iter_csv_records
 from stages.ingest.video_pairs import (
-    LayoutProbe, NotFoundError, candidate_paths, clean_text, json_records, norm_rel, numeric_scores,
+    LayoutProbe, NotFoundError, candidate_paths, clean_text, json_records, missing_text_fields, norm_rel,
+    numeric_scores,
 )
 
 FIELDS = ("source_path", "instruction", "edited_path")
@@ -87,7 +88,7 @@ class DittoAdapter(Adapter):
         self._captions: dict[str, str] | None = None
 
     def units(self) -> list[Unit]:
-        files = sorted(p for p in self.root.glob(self.cfg.metadata_glob) if p.is_file())
+        files = metadata_files(self.root, self.cfg.metadata_glob)
         return [Unit(self.name, unit_key(self.root, p), str(p)) for p in files]
 
     def read(self, unit: Unit) -> Iterator[dict[str, Any]]:
@@ -95,14 +96,22 @@ class DittoAdapter(Adapter):
         where = os.path.relpath(path, self.root)
         probes: dict[str, LayoutProbe] = {}  # one per top folder: archives extract independently
         for i, (raw, fields) in enumerate(self._records(path)):
-            yield self._row(raw, fields, (where, i), path.stem, probes)
+            yield self.guarded(("record", where, i), raw, self._row, raw, fields, (where, i), path.stem, probes,
+                               subset=path.stem, split="train")
 
     # -- reading the two metadata formats into (raw record, the three fields)
     def _records(self, path: Path) -> Iterator[tuple[Any, dict[str, Any] | None]]:
         if path.suffix.lower() == ".csv":
-            with path.open(newline="", encoding="utf-8-sig") as f:
-                for row in csv.DictReader(f):
-                    yield row, {k: row.get(col) for k, col in DIFFSYNTH_COLUMNS.items()}
+            records = iter_csv_records(path, ",")
+            head = next(records, None)
+            header = head.fields if head is not None and head.fields else []
+            for record in records:
+                if record.fields is None or len(record.fields) != len(header):
+                    error = record.error or f"row has {len(record.fields)} fields, header has {len(header)}"
+                    yield {"line": record.lineno, "text": record.text}, {"_error": error}
+                    continue
+                row = dict(zip(header, record.fields))
+                yield row, {k: row.get(col) for k, col in DIFFSYNTH_COLUMNS.items()}
             return
         # A malformed file raises here, before any row: the core turns it into one unit error row.
         for rec in json_records(json.loads(path.read_bytes())):
@@ -113,6 +122,8 @@ class DittoAdapter(Adapter):
         common = dict(subset=subset, split="train", raw_record=to_json(raw))
         if fields is None:
             return self.row(("record", *where), error="record is not a JSON object", **common)
+        if "_error" in fields:  # a CSV record that could not be parsed
+            return self.row(("record", *where), error=fields["_error"], **common)
         edited, source, instruction = (clean_text(fields.get(f)) for f in
                                        ("edited_path", "source_path", "instruction"))
         # Natural key: the edited path (canonical, so every spelling of it gives the same id);
@@ -122,9 +133,9 @@ class DittoAdapter(Adapter):
         folder = rel.split("/")[0] if "/" in rel else ""
         if folder not in ("", ".", ".."):
             common.update(category_raw=folder, category=category_of(folder))
-        missing = [f for f, v in zip(FIELDS, (source, instruction, edited)) if v is None]
+        missing = missing_text_fields((f, fields.get(f)) for f in FIELDS)
         if missing:
-            return self.row(key, error=f"missing or empty field: {', '.join(missing)}", **common)
+            return self.row(key, error=missing, **common)
         try:
             source_uri = self._resolve(source, probes, "source_path")
             target_uri = self._resolve(edited, probes, "edited_path")

@@ -32,10 +32,14 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
-from stages.ingest.base import Adapter, PathEscapeError, Unit, resolve_under, extra_json, to_json, unit_key
+from stages.ingest.base import (
+    Adapter, PathEscapeError, Unit, extra_json, metadata_files, resolve_under, to_json, unit_key,
+)
+from stages.ingest.record_guard import open_regular
 from stages.ingest.image_edit_common import (
     clean_text,
     iter_json_array,
+    UTF8_BOM,
     iter_json_lines,
     keyword_category,
     label_text,
@@ -60,9 +64,11 @@ def first_human_turn(conversations: Any) -> str | None:
 
 
 def _first_char(path: Path) -> str:
-    with open(path, "rb") as f:
+    with open_regular(path, "rb") as f:
+        first = True
         while block := f.read(4096):
-            stripped = block.lstrip()
+            stripped = (block.removeprefix(UTF8_BOM) if first else block).lstrip()
+            first = False
             if stripped:
                 return chr(stripped[0])
     return ""
@@ -129,11 +135,11 @@ class GPTImageEditAdapter(Adapter):
 
     def units(self) -> list[Unit]:
         units = [Unit(self.name, unit_key(self.ann_root, p, "training"), str(p), {"kind": "training"})
-                 for p in sorted(self.ann_root.glob(self.cfg.json_glob)) if p.is_file()]
+                 for p in metadata_files(self.ann_root, self.cfg.json_glob)]
         if self.cfg.metadata_glob:
             glob = self.cfg.metadata_glob if self.image_dir != self.root else "**/metadata/*.json"
             units += [Unit(self.name, unit_key(self.root, p, "metadata"), str(p), {"kind": "metadata"})
-                      for p in sorted(self.root.glob(glob)) if p.is_file()]
+                      for p in metadata_files(self.root, glob)]
         if not units:
             return [Unit(self.name, unit_key(self.root, self.root, "no-json"), str(self.root), {"missing": True})]
         return units
@@ -159,7 +165,8 @@ class GPTImageEditAdapter(Adapter):
             bases = ([self.image_dir / where] if where else []) + [self.image_dir, self.root]
             label = f"training_json/{path.name}"
         for index, rec, err in json_file_records(path):
-            yield self._record_row(unit.params["kind"], label, where, bases, index, rec, err)
+            yield self.guarded((label, "record", index), rec, self._record_row, unit.params["kind"], label, where,
+                               bases, index, rec, err, split="train")
 
     # ------------------------------------------------------------------ locations
     def _rel(self, path: Path) -> str:

@@ -15,16 +15,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from manifests.schema import CATEGORIES
+from stages.ingest.fields import clean_text, numeric_scores  # noqa: F401 - shared by the image adapters
+from stages.ingest.fields import number as _number
+from stages.ingest.record_guard import open_regular
+
+UTF8_BOM = b"\xef\xbb\xbf"
 
 # ------------------------------------------------------------------ text
-
-
-def clean_text(value: Any) -> str | None:
-    """A stripped string, or None when the value is missing, empty or not text."""
-    if not isinstance(value, str):
-        return None
-    value = value.strip()
-    return value or None
 
 
 def text_list(value: Any) -> list[str] | None:
@@ -111,48 +108,16 @@ def keyword_category(*labels: str | None) -> str:
 # ------------------------------------------------------------------ scores
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def numeric_scores(record: dict[str, Any]) -> dict[str, float] | None:
-    """Published quality scores: fields named ``*score*`` holding a number, a numeric string, or
-    a list of numbers (X2Edit writes judge scores as the string ``"[9, 8]"``; those become
-    ``score_0``, ``score_1``). Non-numeric values ("None", reasoning text) are skipped."""
-    out: dict[str, float] = {}
-    for name, value in record.items():
-        if "score" not in str(name).lower():
-            continue
-        if isinstance(value, str) and value.strip().startswith("["):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                continue
-        if isinstance(value, (list, tuple)):
-            numbers = [_number(v) for v in value]
-            if numbers and all(n is not None for n in numbers):
-                out.update({f"{name}_{i}": n for i, n in enumerate(numbers)})
-            continue
-        number = _number(value)
-        if number is not None:
-            out[str(name)] = number
-    return out or None
-
-
 # ------------------------------------------------------------------ JSON Lines
 
 
 def iter_json_lines(path: Path) -> Iterator[tuple[int, str, dict[str, Any] | None, str | None]]:
     """``(line number, line text, record, error)`` for every non-blank line; exactly one of
     record/error is set. Lines are read as bytes so a bad byte sequence spoils one line only."""
-    with open(path, "rb") as f:
+    with open_regular(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
+            if lineno == 1:
+                raw = raw.removeprefix(UTF8_BOM)  # as the CSV and JSON readers do
             if not raw.strip():
                 continue
             try:
@@ -165,6 +130,9 @@ def iter_json_lines(path: Path) -> Iterator[tuple[int, str, dict[str, Any] | Non
             except json.JSONDecodeError as e:
                 yield lineno, text, None, f"line {lineno}: malformed JSON: {e.msg}"
                 continue
+            except RecursionError:
+                yield lineno, text[:10000], None, f"line {lineno}: JSON nested too deeply to read"
+                continue
             if not isinstance(record, dict):
                 yield lineno, text, None, f"line {lineno}: expected a JSON object, got {type(record).__name__}"
                 continue
@@ -176,7 +144,7 @@ def iter_json_array(path: Path, chunk_chars: int = 1 << 20, max_record_chars: in
     multi-GB annotation list never sits in memory whole. Raises ValueError where the text stops
     being a JSON array (elements before that point have been yielded)."""
     decoder = json.JSONDecoder()
-    with open(path, encoding="utf-8") as f:
+    with open_regular(path, "r", encoding="utf-8-sig") as f:
         buf, pos, eof = "", 0, False
 
         def more() -> None:

@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from stages.ingest import get_adapter
 from stages.ingest.base import Adapter, Unit
-from stages.ingest.core import _guarded, _limit_rows
+from stages.ingest.core import _convertible, _guarded, _limit_rows
 from stages.media.tar_members import split_ref
 
 EXAMPLES = 2  # examples kept per kind of failure
@@ -87,7 +87,7 @@ def _rows(items: Iterator[dict | pa.Table]) -> Iterator[dict]:
         if isinstance(item, pa.Table):
             yield from item.to_pylist()
         else:
-            yield item
+            yield _convertible(item)  # a row ingest could not write is the error row ingest writes
 
 
 class _Checker:

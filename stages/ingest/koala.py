@@ -30,8 +30,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from manifests.schema import SAMPLES, SCHEMA_VERSION, make_sample_id
-from stages.ingest.base import Adapter, Unit, unit_key
-from stages.ingest.csv_blocks import CsvBlocks
+from stages.ingest.base import Adapter, Unit, metadata_files, unit_key
+from stages.ingest.csv_blocks import CsvBlocks, record_ranges
 
 REQUIRED_COLUMNS = ("videoID", "timestamp", "caption")
 SCORE_COLUMNS = ("clarity_score", "aesthetic_score", "motion_score", "video_training_suitability_score")
@@ -208,8 +208,22 @@ class KoalaAdapter(Adapter):
     task = "t2v"
 
     def units(self) -> list[Unit]:
-        files = sorted((p for p in self.root.glob(self.cfg.csv_glob) if p.is_file()), key=_natural_sort_key)
-        return [Unit(self.name, unit_key(self.root, p), str(p)) for p in files]
+        files = sorted(metadata_files(self.root, self.cfg.csv_glob), key=_natural_sort_key)
+        return [u for p in files for u in self._file_units(p)]
+
+    def _file_units(self, path: Path) -> list[Unit]:
+        """One unit for a file up to ``unit_mb`` (its key as it always was), else one per byte
+        range (``<key>-r0000`` ...; params ``start``/``end``)."""
+        key = unit_key(self.root, path)
+        try:
+            blocks = CsvBlocks.open(path, self.cfg.read_block_mb << 20)
+            ranges = record_ranges(path, blocks.data_offset, self.cfg.unit_mb << 20, blocks.max_block_size)
+        except OSError:  # unreadable or not a regular file: its one unit says why when read
+            return [Unit(self.name, key, str(path))]
+        if len(ranges) == 1:
+            return [Unit(self.name, key, str(path))]
+        return [Unit(self.name, f"{key}-r{i:04d}", str(path), {"start": a, "end": b})
+                for i, (a, b) in enumerate(ranges)]
 
     def read(self, unit: Unit) -> Iterator[dict[str, Any] | pa.Table]:
         import duckdb
@@ -228,7 +242,7 @@ class KoalaAdapter(Adapter):
         # One thread per unit: the runner already runs the CSVs in parallel, one task per core.
         con.execute("SET threads = 1")
         try:
-            for table, bad_rows in blocks.tables():
+            for table, bad_rows in blocks.tables(start=unit.params.get("start"), end=unit.params.get("end")):
                 con.register("batch", table)
                 # streamed out in slices: the block's result is never materialised twice
                 for out in con.sql(sql).to_arrow_reader(batch_size=16384):
@@ -237,7 +251,7 @@ class KoalaAdapter(Adapter):
                 # parsing threads report them in any order, and without row numbers
                 for r in sorted(bad_rows, key=lambda r: (r.number or 0, r.text)):
                     seen[r.text] += 1
-                    yield self._invalid_row(path, r, seen[r.text], len(blocks.columns))
+                    yield self._invalid_row(path, r, seen[r.text], len(blocks.columns), unit.params.get("start"))
         finally:
             con.close()
 
@@ -255,11 +269,14 @@ class KoalaAdapter(Adapter):
         t = t.set_column(t.schema.get_field_index("native_scores"), "native_scores", scores_map(t))
         return t.select(SAMPLES.names).cast(SAMPLES)
 
-    def _invalid_row(self, path: Path, r, occurrence: int, ncols: int) -> dict[str, Any]:
+    def _invalid_row(self, path: Path, r, occurrence: int, ncols: int, start: int | None) -> dict[str, Any]:
         # Keyed on the row's text (and which repeat of that text it is), so the id does not
-        # depend on read_block_mb, which changes the block-relative row numbers.
+        # depend on read_block_mb, which changes the block-relative row numbers. Repeats are
+        # counted per unit, so in a file split into byte ranges the range's start is in the key
+        # (those ids, of malformed rows only, depend on unit_mb).
+        where = (path.name,) if start is None else (path.name, start)
         return self.error_row(
-            ("csv-invalid-row", path.name, r.text, occurrence),
+            ("csv-invalid-row", *where, r.text, occurrence),
             f"malformed CSV row: {r.actual_columns} fields, expected {ncols}",
             record={"csv_row": r.text, "file": path.name, "occurrence": occurrence},
             category="motion",

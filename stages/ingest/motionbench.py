@@ -14,12 +14,13 @@ lists where it was looked for.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
+import re
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
-from stages.ingest.base import Adapter, PathEscapeError, Unit, resolve_under, to_json, unit_key
+from stages.ingest.base import Adapter, Unit, resolve_under, to_json, unit_key
+from stages.ingest.image_edit_common import iter_json_lines
 from stages.ingest.video_pairs import NotFoundError, TarShards
 
 CAPTION_FIELDS = ("motion_caption", "caption")  # the second only as a tolerated variant
@@ -66,22 +67,18 @@ class MotionBenchAdapter(Adapter):
     def read(self, unit: Unit) -> Iterator[dict[str, Any]]:
         self._shards = TarShards(self.root, [self.root / self.cfg.video_dir])
         path = Path(unit.path)
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for lineno, line in enumerate(f, 1):
-                text = line.strip()
-                if text:  # blank lines are not records
-                    yield self._line_row(path, lineno, text)
+        # Blank lines are not records; a bad byte, a BOM or a too deeply nested line spoils one line.
+        for lineno, text, rec, reason in iter_json_lines(path):
+            yield self.guarded(("bad-line", path.name, lineno), {"line": lineno, "text": text},
+                               self._line_row, path, lineno, text, rec, reason,
+                               category="motion", subset="caption", split="train")
 
-    def _line_row(self, path: Path, lineno: int, text: str) -> dict[str, Any]:
+    def _line_row(self, path: Path, lineno: int, text: str, rec: Any, reason: str | None) -> dict[str, Any]:
         common = dict(category="motion", subset="caption", split="train")
-        try:
-            rec = json.loads(text)
-        except json.JSONDecodeError as e:
-            rec = None
-            reason = f"malformed JSON line {lineno}: {e.msg}"
-        else:
-            reason = None if isinstance(rec, dict) else f"line {lineno} is not a JSON object"
         if reason:
+            # MotionBench's own wording of the two common cases (kept: it is in existing manifests)
+            reason = re.sub(r"^line (\d+): malformed JSON: ", r"malformed JSON line \1: ", reason)
+            reason = re.sub(r"^line (\d+): expected a JSON object, got \w+$", r"line \1 is not a JSON object", reason)
             # No natural key can be read: key on the line's place and content (stable for a file).
             digest = hashlib.sha1(text.encode("utf-8", "replace")).hexdigest()[:12]
             return self.error_row(("bad-line", path.name, lineno, digest), reason,
@@ -95,7 +92,7 @@ class MotionBenchAdapter(Adapter):
             return self.error_row(video_path, "missing motion_caption", rec, **common)
         try:
             target = self.locate(video_path)
-        except (PathEscapeError, NotFoundError) as e:
+        except ValueError as e:  # escapes, not found, a path no file system can hold
             return self.error_row(video_path, str(e), rec, caption=caption, **common)
         return self.row(
             video_path,

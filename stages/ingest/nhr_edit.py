@@ -109,7 +109,7 @@ class NHREditAdapter(Adapter):
         jsonl = root / JSONL_PATH
         parquets: list[Path] = []
         if layout == "auto":
-            if jsonl.is_file():
+            if jsonl.exists() and not jsonl.is_dir():  # a FIFO too: its unit says it is not a file
                 layout = "jsonl"
             else:
                 parquets = self._parquet_files(root)
@@ -191,7 +191,7 @@ class NHREditAdapter(Adapter):
 
     def _read_jsonl(self, path: Path, root: Path, tag: str | None) -> Iterator[dict[str, Any]]:
         rel = posix_rel(path, root) if not tag else f"{tag}:{posix_rel(path, root)}"
-        if not path.is_file():
+        if not path.exists():
             yield self.error_row(("missing-file", rel), f"missing {rel}", record={"path": str(path)}, split="train")
             return
         for lineno, text, rec, err in iter_json_lines(path):
@@ -199,18 +199,23 @@ class NHREditAdapter(Adapter):
                 yield self.error_row(("position", rel, lineno), err, record={"line": lineno, "text": text},
                                      split="train")
                 continue
-            uris: list[str | None] = []
-            problem = None
-            for field in ("source_file_name", "edited_file_name"):
-                try:
-                    uris.append(str(self._image_path(rec.get(field), root)))
-                except PathEscapeError as e:
-                    uris.append(None)
-                    problem = problem or f"{field}: {e}"
-                except ValueError:
-                    uris.append(None)
-                    problem = problem or f"missing {field}"
-            yield self._record_row(rec, self._key(rec, (rel, lineno), tag), uris[0], uris[1], problem)
+            yield self.guarded(("position", rel, lineno), rec, self._jsonl_row, rec, rel, lineno, root, tag,
+                               split="train")
+
+    def _jsonl_row(self, rec: dict, rel: str, lineno: int, root: Path, tag: str | None) -> dict[str, Any]:
+        uris: list[str | None] = []
+        problem = None
+        for field in ("source_file_name", "edited_file_name"):
+            try:
+                uris.append(str(self._image_path(rec.get(field), root)))
+            except PathEscapeError as e:
+                uris.append(None)
+                problem = problem or f"{field}: {e}"
+            except ValueError as e:  # missing, or a name no file system can hold
+                uris.append(None)
+                empty = str(e) in ("empty file name", "empty path")
+                problem = problem or (f"missing {field}" if empty else f"{field}: {e}")
+        return self._record_row(rec, self._key(rec, (rel, lineno), tag), uris[0], uris[1], problem)
 
     # ------------------------------------------------------------------ parquet layout
     def _read_parquet(self, path: Path, root: Path, tag: str | None) -> Iterator[dict[str, Any]]:
@@ -248,7 +253,8 @@ class NHREditAdapter(Adapter):
                             row_problem = row_problem or f"{path_cols[role]}: {e}"
                     else:
                         uris.append(None)
-                yield self._record_row(rec, key, uris[0], uris[1], row_problem)
+                yield self.guarded(("position", rel, row), rec, self._record_row, rec, key, uris[0], uris[1],
+                                   row_problem, split="train")
                 row += 1
 
     @staticmethod

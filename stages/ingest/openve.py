@@ -30,7 +30,9 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
-from stages.ingest.base import Adapter, PathEscapeError, Unit, resolve_under, to_json, unit_key
+from stages.ingest.base import Adapter, PathEscapeError, Unit, metadata_files, resolve_under, to_json, unit_key
+from stages.ingest.csv_records import iter_csv_records
+from stages.ingest.record_guard import open_regular
 from stages.ingest.video_pairs import NotFoundError, clean_text, norm_rel, numeric_scores
 
 # Column aliases, first match wins: the published names first.
@@ -102,7 +104,7 @@ class OpenVEAdapter(Adapter):
     fields_used = (*EDITED_COLUMNS, *SOURCE_COLUMNS, *PROMPT_COLUMNS, *ROW_CATEGORY_COLUMNS, "*score*")
 
     def units(self) -> list[Unit]:
-        files = sorted(p for p in self.root.glob(self.cfg.csv_glob) if p.is_file())
+        files = metadata_files(self.root, self.cfg.csv_glob)
         if not files and self.cfg.csv_glob == DEFAULT_CSV_GLOB:
             # No csv_files/ (CSVs moved or renamed): any CSV outside the video folder.
             files = sorted(p for p in self.root.glob("**/*.csv")
@@ -125,46 +127,51 @@ class OpenVEAdapter(Adapter):
     def read(self, unit: Unit) -> Iterator[dict[str, Any]]:
         path = Path(unit.path)
         where = os.path.relpath(path, self.root)
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            sample = f.read(64 * 1024)
-            f.seek(0)
-            sep = self.cfg.separator
-            if sep == "auto":
-                sep = detect_separator(sample.splitlines()[0] if sample else "", sample)
-            reader = csv.reader(f, delimiter=sep)
-            header = [h.strip() for h in next(reader, [])]
-            columns = {h.lower(): i for i, h in enumerate(header)}
-            bench = not any(c in columns for c in EDITED_COLUMNS) and BENCH_TYPE_COLUMN in columns
-            if not bench and not any(c in columns for c in EDITED_COLUMNS):
-                # An unknown layout: one unit error row naming what was found.
-                raise ValueError(f"no edited-video column ({'/'.join(EDITED_COLUMNS)}) "
-                                 f"with separator {sep!r}; header: {header}")
-            records = self._records(reader, header, columns)
-            base = _Bases(self.video_bases(path.parent))
-            for i, (raw, fields) in enumerate(records):
-                if bench:
-                    yield self._bench_row(raw, fields, (where, i), path.stem, base)
-                else:
-                    yield self._pair_row(raw, fields, (where, i), path.stem, base)
+        sep = self.cfg.separator
+        if sep == "auto":
+            with open_regular(path, "rb") as f:
+                sample = f.read(64 * 1024).removeprefix(b"\xef\xbb\xbf").decode("utf-8", "replace")
+            sep = detect_separator(sample.splitlines()[0] if sample else "", sample)
+        records = iter_csv_records(path, sep)
+        head = next(records, None)
+        header = [h.strip() for h in head.fields] if head is not None and head.fields else []
+        columns = {h.lower(): i for i, h in enumerate(header)}
+        bench = not any(c in columns for c in EDITED_COLUMNS) and BENCH_TYPE_COLUMN in columns
+        if not bench and not any(c in columns for c in EDITED_COLUMNS):
+            # An unknown layout: one unit error row naming what was found.
+            raise ValueError(f"no edited-video column ({'/'.join(EDITED_COLUMNS)}) "
+                             f"with separator {sep!r}; header: {header}")
+        base = _Bases(self.video_bases(path.parent))
+        make = self._bench_row if bench else self._pair_row
+        i = 0  # records counted as before (parsed, non-blank), so ids keyed on position are unchanged
+        for record in records:
+            if record.fields is None:
+                yield self.error_row(("csv-line", where, record.lineno), record.error,
+                                     record={"line": record.lineno, "text": record.text}, subset=path.stem,
+                                     split="bench" if bench else "train")
+                continue
+            if not any(cell.strip() for cell in record.fields):
+                continue  # a line of separators only, not a record
+            raw, fields = self._record(record.fields, header, columns)
+            yield self.guarded(("row", where, i), raw, make, raw, fields, (where, i), path.stem, base,
+                               subset=path.stem, split="bench" if bench else "train")
+            i += 1
 
     # -- reading
     @staticmethod
-    def _records(reader, header: list[str], columns: dict[str, int]):
-        """(raw record, field view keyed by lower-cased column) per non-blank row.
+    def _record(row: list[str], header: list[str], columns: dict[str, int]) -> tuple[dict, dict]:
+        """(raw record, field view keyed by lower-cased column).
 
         A row whose width differs from the header keeps all its cells in ``_fields`` and is
         flagged, since its columns cannot be trusted to line up.
         """
-        for row in reader:
-            if not any(cell.strip() for cell in row):
-                continue  # blank line, not a record
-            raw: dict[str, Any] = dict(zip(header, row))
-            if len(row) != len(header):
-                raw["_fields"] = row
-            fields = {name: row[i] for name, i in columns.items() if i < len(row)}
-            fields["_width_error"] = (f"row has {len(row)} fields, header has {len(header)}"
-                                      if len(row) != len(header) else None)
-            yield raw, fields
+        raw: dict[str, Any] = dict(zip(header, row))
+        if len(row) != len(header):
+            raw["_fields"] = row
+        fields = {name: row[i] for name, i in columns.items() if i < len(row)}
+        fields["_width_error"] = (f"row has {len(row)} fields, header has {len(header)}"
+                                  if len(row) != len(header) else None)
+        return raw, fields
 
     # -- rows
     def _category(self, stem: str, fields: dict) -> tuple[str, str]:

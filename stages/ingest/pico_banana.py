@@ -114,7 +114,7 @@ class PicoBananaAdapter(Adapter):
         split = unit.params["split"]
         path = Path(unit.path)
         rel = posix_rel(path, self.root)
-        if not path.is_file():
+        if not path.exists():
             yield self.error_row((split, "missing-file"), f"missing {rel} (split {split!r})",
                                  record={"path": str(path), "split": split}, split=split)
             return
@@ -123,9 +123,14 @@ class PicoBananaAdapter(Adapter):
             if rec is None:
                 yield self.error_row((split, "line", lineno), err, record={"line": lineno, "text": text}, split=split)
             elif split == "multi-turn":
-                yield from self._multi_turn_rows(split, lineno, rec)
+                try:  # a turn's rows are built before any is yielded, so a failure loses no row twice
+                    rows = list(self._multi_turn_rows(split, lineno, rec))
+                except Exception as e:  # noqa: BLE001 - the record's failure is its error row
+                    rows = [self.guarded((split, "line", lineno), rec, _raise, e, split=split)]
+                yield from rows
             else:
-                yield self._single_turn_row(split, lineno, rec)
+                yield self.guarded((split, "line", lineno), rec, self._single_turn_row, split, lineno, rec,
+                                   split=split)
 
     def _single_turn_row(self, split: str, lineno: int, rec: dict[str, Any]) -> dict[str, Any]:
         output = clean_text(rec.get("output_image"))
@@ -210,3 +215,7 @@ class PicoBananaAdapter(Adapter):
                 yield self.error_row(key, "; ".join(problems), record=raw, **values)
             else:
                 yield self.row(key, raw_record=to_json(raw), **values)
+
+
+def _raise(error: Exception):
+    raise error

@@ -30,7 +30,8 @@ from typing import Any, Iterator
 
 from stages.ingest.base import Adapter, PathEscapeError, Unit, extra_json, to_json, unit_key
 from stages.ingest.video_pairs import (
-    LayoutProbe, NotFoundError, TarShards, candidate_paths, clean_text, json_records, norm_rel, numeric_scores,
+    LayoutProbe, NotFoundError, TarShards, candidate_paths, clean_text, json_records, missing_text_fields, norm_rel,
+    numeric_scores,
 )
 
 SOURCE, TARGET, INSTRUCTION = "src_video", "tar_video", "instruction_final_refine"
@@ -80,7 +81,8 @@ class ReCoAdapter(Adapter):
                   "mask": TarShards(self.root, [mask_dir, mask_dir.parent], task)}
         probes = {SOURCE: LayoutProbe(), TARGET: LayoutProbe(), "mask": LayoutProbe()}
         for i, rec in enumerate(records):
-            yield self._row(rec, task, (where, i), shards, probes)
+            yield self.guarded(("record", where, i), rec, self._row, rec, task, (where, i), shards, probes,
+                               subset=task, split="train")
 
     def _row(self, rec: Any, task: str, where: tuple, shards: dict, probes: dict) -> dict[str, Any]:
         common = dict(subset=task, split="train", category_raw=task,
@@ -89,9 +91,9 @@ class ReCoAdapter(Adapter):
             return self.row(("record", *where), error="record is not a JSON object", **common)
         source, target, instruction = (clean_text(rec.get(f)) for f in (SOURCE, TARGET, INSTRUCTION))
         key = canonical_path(target, task) if target else ("record", *where)
-        missing = [f for f, v in ((SOURCE, source), (TARGET, target), (INSTRUCTION, instruction)) if v is None]
+        missing = missing_text_fields((f, rec.get(f)) for f in (SOURCE, TARGET, INSTRUCTION))
         if missing:
-            return self.row(key, error=f"missing or empty field: {', '.join(missing)}", **common)
+            return self.row(key, error=missing, **common)
         try:
             source_uri = self._locate(source, task, SOURCE, shards[SOURCE], probes[SOURCE])
             target_uri = self._locate(target, task, TARGET, shards[TARGET], probes[TARGET])

@@ -7,7 +7,6 @@ tolerance in one place: text cleaning, path normalisation, and picking the on-di
 """
 from __future__ import annotations
 
-import math
 import os
 import re
 import tarfile
@@ -16,18 +15,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from stages.ingest.base import PathEscapeError, SymlinkEscapeError, resolve_under
-
-
-def clean_text(value: Any) -> str | None:
-    """A stripped string, or None when the value is missing, empty or not text."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        value = str(value)
-    if not isinstance(value, str):
-        return None
-    value = value.strip()
-    return value or None
+# One parser per field kind for every adapter (the image adapters import them from here too).
+from stages.ingest.fields import clean_text, missing_text_fields, numeric_scores  # noqa: F401
 
 
 def norm_rel(path: str) -> str:
@@ -58,22 +47,6 @@ def json_records(doc: Any) -> list[Any]:
         if doc and all(isinstance(v, dict) for v in doc.values()):
             return list(doc.values())
     raise ValueError(f"expected a JSON list of records, got {type(doc).__name__}")
-
-
-def numeric_scores(record: dict[str, Any], skip: Iterable[str] = ()) -> dict[str, float] | None:
-    """Quality scores a dataset publishes next to a record: numeric fields named ``*score*``."""
-    skip = set(skip)
-    out: dict[str, float] = {}
-    for name, value in record.items():
-        if name in skip or "score" not in str(name).lower() or isinstance(value, bool):
-            continue
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(number):
-            out[str(name)] = number
-    return out or None
 
 
 def candidate_paths(root: Path, variants: Sequence[str], written: str | None = None) -> list[Path | None]:

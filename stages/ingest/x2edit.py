@@ -34,7 +34,7 @@ import tarfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
-from stages.ingest.base import Adapter, Unit, extra_json, to_json, unit_key
+from stages.ingest.base import Adapter, Unit, extra_json, metadata_files, to_json, unit_key
 from stages.ingest.image_edit_common import (
     clean_text,
     instruction_text,
@@ -130,7 +130,7 @@ class X2EditAdapter(Adapter):
         self.excluded = {task_key(t) for t in cfg.exclude_tasks}  # normalised once, not per sample
 
     def units(self) -> list[Unit]:
-        tars = sorted(p for p in self.root.glob(self.cfg.tar_glob) if p.is_file())
+        tars = metadata_files(self.root, self.cfg.tar_glob)
         if not tars and self.cfg.tar_glob == DEFAULT_GLOB:
             # the root is X2Edit_data/ itself (or a generator folder): its tars, wherever they are
             tars = sorted(p for p in self.root.glob("**/*.tar") if p.is_file()
@@ -163,7 +163,8 @@ class X2EditAdapter(Adapter):
         with tf:
             samples, stopped = list_samples(tf)
             for key, occurrence, members in samples:
-                yield self._sample_row(tf, path.resolve(), rel, subset, key, occurrence, members)
+                yield self.guarded((rel, key, occurrence), {"tar": rel, "key": key}, self._sample_row, tf,
+                                   path.resolve(), rel, subset, key, occurrence, members, subset=subset, split="train")
         if not samples:
             # ignore_zeros also skips blocks that are not tar headers, so a file that is not a
             # tar at all "opens" and lists nothing: say so instead of yielding no row.
@@ -189,6 +190,8 @@ class X2EditAdapter(Adapter):
             rec = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             return None, f"corrupt json member {member.name}: {e}"
+        except RecursionError:
+            return None, f"json member {member.name} is nested too deeply to read"
         if not isinstance(rec, dict):
             return None, f"json member {member.name} is a {type(rec).__name__}, not an object"
         return rec, None
