@@ -184,7 +184,7 @@ def _tensor(sample: dict, member: str) -> torch.Tensor | None:
 
 
 def _one_storage(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], shared: bool) -> dict[str, torch.Tensor]:
-    """Zeroed tensors of the given shapes and dtypes, all views of one storage.
+    """Uninitialised tensors of the given shapes and dtypes, all views of one storage.
 
     A DataLoader worker hands its batch to the trainer by pickling it, and torch moves every
     tensor's storage to its own shared-memory segment: five segments (plus a copy each) per batch
@@ -196,7 +196,7 @@ def _one_storage(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], shared:
     for name, size in sizes.items():
         offsets[name] = total
         total += -(-size // 16) * 16  # every view starts aligned for its dtype
-    flat = torch.zeros(total, dtype=torch.uint8)
+    flat = torch.empty(total, dtype=torch.uint8)
     if shared:
         flat.share_memory_()
     return {name: flat[offsets[name]:offsets[name] + sizes[name]].view(dtype).view(shape)
@@ -239,6 +239,8 @@ def collate(raw: list[dict], semantic: bool) -> dict:
     for name, group in (("target", targets), ("source", sources), ("semantic", tokens)):
         for i, t in enumerate(group or ()):
             out[name][i].copy_(t)  # the cast .float() does
+    out["text"].zero_()  # the padding (the rest is written in full above)
+    out["text_mask"].zero_()
     for i, t in enumerate(texts):
         out["text"][i, : t.shape[0]].copy_(t)
         out["text_mask"][i, : t.shape[0]] = True
