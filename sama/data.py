@@ -183,32 +183,69 @@ def _tensor(sample: dict, member: str) -> torch.Tensor | None:
     return tensor
 
 
+def _one_storage(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], shared: bool) -> dict[str, torch.Tensor]:
+    """Uninitialised tensors of the given shapes and dtypes, all views of one storage.
+
+    A DataLoader worker hands its batch to the trainer by pickling it, and torch moves every
+    tensor's storage to its own shared-memory segment: five segments (plus a copy each) per batch
+    cost more than decoding it. One storage is one segment; ``shared`` allocates it in shared
+    memory up front, so the batch is written there once and never copied."""
+    sizes = {name: math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+             for name, (shape, dtype) in shapes.items()}
+    offsets, total = {}, 0
+    for name, size in sizes.items():
+        offsets[name] = total
+        total += -(-size // 16) * 16  # every view starts aligned for its dtype
+    flat = torch.empty(total, dtype=torch.uint8)
+    if shared:
+        flat.share_memory_()
+    return {name: flat[offsets[name]:offsets[name] + sizes[name]].view(dtype).view(shape)
+            for name, (shape, dtype) in shapes.items()}
+
+
 def collate(raw: list[dict], semantic: bool) -> dict:
-    """Decode a raw batch into the trainer's batch dict (float32 tensors, text padded + mask)."""
+    """Decode a raw batch into the trainer's batch dict (float32 tensors, text padded + mask).
+
+    The tensors share one storage (``_one_storage``), allocated in shared memory when this runs
+    in a DataLoader worker; the values are those of ``torch.stack(...).float()``."""
     samples = [_DECODER(s) for s in raw]
-    target = torch.stack([_tensor(s, "target.safetensors") for s in samples]).float()
+    targets = [_tensor(s, "target.safetensors") for s in samples]
     # A batch shares has_source (group_batches); without one the zero-size member is not used.
-    source = None
-    if has_source(samples[0]["json"]):
-        source = torch.stack([_tensor(s, "source.safetensors") for s in samples]).float()
-    sem = None
+    sources = [_tensor(s, "source.safetensors") for s in samples] if has_source(samples[0]["json"]) else None
+    tokens = None
     if semantic:
         tokens = [_tensor(s, "semantic.safetensors") for s in samples]
         if any(t is None for t in tokens):
             raise ValueError(f"{samples[0]['__url__']}: samples without semantic tokens; run encode "
                              "with SigLIP, or set data.semantic: false")
-        sem = torch.stack([t.reshape(-1, t.shape[-1]) for t in tokens]).float()  # [B, N*(64+G), D]
+        tokens = [t.reshape(-1, t.shape[-1]) for t in tokens]  # [N*(64+G), D]
     texts = [_tensor(s, "text.safetensors") for s in samples]
     if any(t is None for t in texts):
         raise ValueError(f"{samples[0]['__url__']}: samples without a text embedding; run encode with "
                          "encode.text: true")
-    length = max(1, max(t.shape[0] for t in texts))
-    text = torch.zeros(len(texts), length, texts[0].shape[-1])
-    mask = torch.zeros(len(texts), length, dtype=torch.bool)
+    for name, group in (("target", targets), ("source", sources), ("semantic", tokens)):
+        if group is not None and any(t.shape != group[0].shape for t in group):
+            raise RuntimeError(f"stack expects each tensor to be equal size ({name}): "
+                               f"{[list(t.shape) for t in group]}")
+    n, length = len(samples), max(1, max(t.shape[0] for t in texts))
+    shapes = {"target": ((n, *targets[0].shape), torch.float32),
+              "text": ((n, length, texts[0].shape[-1]), torch.float32),
+              "text_mask": ((n, length), torch.bool)}
+    if sources is not None:
+        shapes["source"] = ((n, *sources[0].shape), torch.float32)
+    if tokens is not None:
+        shapes["semantic"] = ((n, *tokens[0].shape), torch.float32)
+    out = _one_storage(shapes, shared=get_worker_info() is not None)
+    for name, group in (("target", targets), ("source", sources), ("semantic", tokens)):
+        for i, t in enumerate(group or ()):
+            out[name][i].copy_(t)  # the cast .float() does
+    out["text"].zero_()  # the padding (the rest is written in full above)
+    out["text_mask"].zero_()
     for i, t in enumerate(texts):
-        text[i, : t.shape[0]] = t.float()
-        mask[i, : t.shape[0]] = True
-    return {"target": target, "source": source, "semantic": sem, "text": text, "text_mask": mask,
+        out["text"][i, : t.shape[0]].copy_(t)
+        out["text_mask"][i, : t.shape[0]] = True
+    return {"target": out["target"], "source": out.get("source"), "semantic": out.get("semantic"),
+            "text": out["text"], "text_mask": out["text_mask"],
             "keys": [s["__key__"] for s in samples], "tasks": [s["json"]["task"] for s in samples]}
 
 

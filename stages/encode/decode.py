@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -30,6 +31,7 @@ from stages.encode.buckets import fit_to_bucket, nearest_bucket
 from stages.encode.frames import frame_count, frames_that_fit, largest_4n1, plan_indices
 from stages.media.locate import MediaError, locate
 from stages.media.locate import short_error as _short
+from stages.media.open_videos import VIDEOS
 from stages.media.read import Video, read_image
 from stages.media.skip_frames import skipped_window
 
@@ -132,15 +134,16 @@ def decode_sample(row: dict, cfg, pretext_cfg, seed: int, backend: str = "decord
     variants = draw_variants(row["sample_id"], seed, pretext_cfg) if raw else ["edit"]
     out = DecodedSample(sample, fps=None if row.get("modality") == "image" else float(cfg.fps))
     try:
-        if row.get("modality") == "image":
-            _decode_image_pair(row, cfg, out, roots)
-        elif raw:
-            from stages.pretext import speed_factor_for
+        with ExitStack() as held:
+            if row.get("modality") == "image":
+                _decode_image_pair(row, cfg, out, roots)
+            elif raw:
+                from stages.pretext import speed_factor_for
 
-            _decode_raw_clip(row, cfg, pretext_cfg, variants, out, backend, roots,
-                             speed_factor_for(pretext_cfg, seed, row["sample_id"]))
-        else:
-            _decode_video_pair(row, cfg, out, backend, roots)
+                _decode_raw_clip(row, cfg, pretext_cfg, variants, out, backend, roots,
+                                 speed_factor_for(pretext_cfg, seed, row["sample_id"]), held)
+            else:
+                _decode_video_pair(row, cfg, out, backend, roots, held)
     except DecodeError as e:
         out.clips = {}
         out.keys = [KeySpec(v, error=str(e)) for v in variants]
@@ -174,19 +177,22 @@ def _window(row: dict, video: "Video | None" = None) -> dict:
     return {"start_s": start, "end_s": end}
 
 
-def _video(row: dict, role: str, backend: str, roots) -> Video:
-    src = _open(row.get(f"{role}_uri"), role, roots)
+def _video(row: dict, role: str, backend: str, roots, held: ExitStack) -> Video:
+    """The role's video, open until ``held`` closes, then kept for the unit's next sample of it
+    (stages/media/open_videos.py: one open per source video and unit)."""
+    uri = row.get(f"{role}_uri")
+    src = _open(uri, role, roots)
     try:
-        return Video(src, backend, row.get(f"{role}_frames"), row.get(f"{role}_fps"))
+        return held.enter_context(VIDEOS.use(uri, src, backend, row.get(f"{role}_frames"), row.get(f"{role}_fps")))
     except DecodeError:
         raise
     except Exception as e:
         raise DecodeError("undecodable", f"{role}: {type(e).__name__}: {_short(e)}") from None
 
 
-def _decode_video_pair(row: dict, cfg, out: DecodedSample, backend: str, roots) -> None:
-    target = _video(row, "target", backend, roots)
-    source = _video(row, "source", backend, roots) if row.get("source_uri") is not None else None
+def _decode_video_pair(row: dict, cfg, out: DecodedSample, backend: str, roots, held: ExitStack) -> None:
+    target = _video(row, "target", backend, roots, held)
+    source = _video(row, "source", backend, roots, held) if row.get("source_uri") is not None else None
     win = _window(row, target)
     fit = frames_that_fit(target.frames, target.fps, cfg.fps, **win)
     if source is not None:
@@ -207,10 +213,10 @@ def _decode_video_pair(row: dict, cfg, out: DecodedSample, backend: str, roots) 
 
 
 def _decode_raw_clip(row: dict, cfg, pretext_cfg, variants: list[str], out: DecodedSample,
-                     backend: str, roots, factor: float) -> None:
+                     backend: str, roots, factor: float, held: ExitStack) -> None:
     from stages.pretext import speed_plan, speed_record
 
-    video = _video(row, "target", backend, roots)
+    video = _video(row, "target", backend, roots, held)
     win = _window(row, video)
     fit = frames_that_fit(video.frames, video.fps, cfg.fps, **win)
     n = _count(fit, cfg)

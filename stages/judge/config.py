@@ -21,6 +21,16 @@ CLIP_METRICS = ["caption_alignment", "visual_quality", "motion_consistency"]
 _QWEN_FACTOR = 28
 
 
+def _usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS has no affinity masks
+        return max(1, os.cpu_count() or 1)
+
+
 class JudgeConfig(Strict):
     """The Qwen2.5-VL judge: which server(s), how requests are built, how hard to retry.
 
@@ -55,7 +65,10 @@ class JudgeConfig(Strict):
     # A 429/503 Retry-After up to this is waited as asked; a longer one is not waited (ordinary backoff instead).
     retry_after_max_s: float = Field(60.0, ge=0, description="longest Retry-After waited")
     retry_malformed: bool = True  # re-ask when the answer cannot be parsed (faulty replica, cut output)
-    build_workers: int = Field(2, ge=1, description="threads decoding frames and encoding JPEGs")
+    # Default: one per CPU core this process may use; a constant starved the server on big nodes
+    # (request building, not the server, bounded the judge's throughput).
+    build_workers: int = Field(default_factory=lambda: _usable_cores(), ge=1,
+                               description="threads decoding frames and encoding JPEGs (default: one per core)")
     rescore: Literal["none", "failed"] = "none"  # a re-run re-scores nothing, or the rows not ok/repaired
 
     # -- decoding and the answer

@@ -27,7 +27,8 @@ import numpy as np
 from stages.judge.prompts import MEDIA_SLOTS, Prompt
 from stages.judge.schema import sample_kind
 from stages.media.locate import MediaError, locate
-from stages.media.read import Video, open_image
+from stages.media.open_videos import VIDEOS, OpenVideos
+from stages.media.read import open_image
 from stages.media.skip_frames import skipped_window
 
 FRAME_FACTOR = 2  # qwen-vl-utils: frame counts are even (Qwen2.5-VL merges 2 frames per step)
@@ -140,19 +141,38 @@ def plan_video(total_frames: int, video_fps: float, height: int, width: int, cfg
                start_s: float | None = None, end_s: float | None = None, skip_frames: int = 0) -> FramePlan:
     """Which frames, at which size: qwen-vl-utils' fetch_video arithmetic, over the video after its
     first ``skip_frames`` frames (a dataset setting: OpenVE-3M's first 4 are not training data)."""
+    return _plan_indices(total_frames, video_fps, cfg, start_s, end_s, skip_frames).sized(height, width, cfg)
+
+
+@dataclass(frozen=True)
+class _Indices:
+    """The frames fetch_video takes; the size comes after, from the decoded frames."""
+    indices: list[int]
+    nframes: int
+    n_in_range: int
+    video_fps: float
+    ele: dict
+
+    def sized(self, height: int, width: int, cfg) -> FramePlan:
+        factor = cfg.image_patch_size * SPATIAL_MERGE_SIZE
+        min_pixels = self.ele["min_pixels"]
+        # fetch_video's per-frame ceiling: the long-video budget total_pixels shared by the frames.
+        ceiling = max(min(768 * factor * factor, self.ele["total_pixels"] / self.nframes * FRAME_FACTOR),
+                      int(min_pixels * 1.05))
+        max_pixels = min(self.ele["max_pixels"], ceiling)
+        h, w = smart_resize(height, width, factor, min_pixels, max_pixels)
+        return FramePlan(self.indices, h, w, self.nframes / max(self.n_in_range, 1e-6) * self.video_fps)
+
+
+def _plan_indices(total_frames: int, video_fps: float, cfg, start_s: float | None, end_s: float | None,
+                  skip_frames: int) -> _Indices:
     start_s, end_s = skipped_window(start_s, end_s, skip_frames, video_fps)
     ele = video_ele(cfg, start_s, end_s)
     first, last, n_in_range = frame_range(ele, total_frames, video_fps)
     nframes = smart_nframes(ele, n_in_range, video_fps)
     # np.round and torch.round both round half to even: the same indices as qwen-vl-utils.
     indices = np.round(np.linspace(first, last, nframes)).astype(np.int64).tolist()
-    factor = cfg.image_patch_size * SPATIAL_MERGE_SIZE
-    min_pixels = ele["min_pixels"]
-    # fetch_video's per-frame ceiling: the long-video budget total_pixels shared by the frames.
-    ceiling = max(min(768 * factor * factor, ele["total_pixels"] / nframes * FRAME_FACTOR), int(min_pixels * 1.05))
-    max_pixels = min(ele["max_pixels"], ceiling)
-    h, w = smart_resize(height, width, factor, min_pixels, max_pixels)
-    return FramePlan(indices, h, w, nframes / max(n_in_range, 1e-6) * video_fps)
+    return _Indices(indices, nframes, n_in_range, video_fps, ele)
 
 
 def image_size(height: int, width: int, cfg) -> tuple[int, int]:
@@ -169,15 +189,18 @@ def _open(uri: str, roots: list[str] | None):
 
 
 def read_video_frames(uri: str, cfg, start_s: float | None = None, end_s: float | None = None,
-                      roots: list[str] | None = None, skip_frames: int | None = 0) -> tuple[list[np.ndarray], FramePlan]:
+                      roots: list[str] | None = None, skip_frames: int | None = 0,
+                      videos: OpenVideos = VIDEOS) -> tuple[list[np.ndarray], FramePlan]:
     """The frames to send (RGB arrays at file resolution) and the plan that chose them, read by
-    ``stages.media.read.Video`` (judge.video_reader; decord falls back to PyAV)."""
+    ``stages.media.read.Video`` (judge.video_reader; decord falls back to PyAV). The video stays
+    open in ``videos`` for the unit's next window of it; only the planned frames are decoded (the
+    size is taken from them, not from a separate decode of frame 0)."""
     src = _open(uri, roots)
     try:
-        video = Video(src, cfg.video_reader)
-        h, w = video.size()
-        plan = plan_video(video.frames, video.fps, h, w, cfg, start_s, end_s, skip_frames or 0)
-        return list(video.read(plan.indices)), plan
+        with videos.use(uri, src, cfg.video_reader) as video:
+            chosen = _plan_indices(video.frames, video.fps, cfg, start_s, end_s, skip_frames or 0)
+            frames = video.read(chosen.indices)
+        return list(frames), chosen.sized(frames.shape[1], frames.shape[2], cfg)
     except Exception as e:  # MediaError; decord raises RuntimeError/DECORDError; PyAV FFmpegError
         raise InputError(f"cannot decode video: {type(e).__name__}: "
                          f"{str(e).splitlines()[0][:200] if str(e) else ''}") from None

@@ -22,6 +22,7 @@ class Video:
     def __init__(self, src: str | io.BytesIO, backend: str = "decord", frames: int | None = None,
                  fps: float | None = None):
         self.src, self.backend, self._reader = src, backend, None
+        self._forward = None  # ForwardReader, created on the first read; False: not for this file
         if backend == "decord":
             try:
                 import decord
@@ -66,7 +67,18 @@ class Video:
         return self.src
 
     def read(self, indices: list[int]) -> np.ndarray:
-        """uint8 [len(indices), H, W, 3] RGB; repeated indices repeat the frame."""
+        """uint8 [len(indices), H, W, 3] RGB; repeated indices repeat the frame.
+
+        The forward reader (stages/media/forward_read.py) decodes only what these frames need,
+        continuing from the previous call when it can; a file it does not read exactly goes the
+        general way below, so pixels and errors are the general path's."""
+        forward = self._forward_reader()
+        if forward is not None:
+            try:
+                return forward.read(list(indices))
+            except Exception:  # Unsupported, FFmpegError, a frame missing: the general path decides
+                self._forward = False
+                forward.close()
         unique = sorted(set(indices))
         if self._reader is not None:
             try:
@@ -77,6 +89,30 @@ class Video:
             got = self._read_pyav(unique)
         pos = {i: k for k, i in enumerate(unique)}
         return got[[pos[i] for i in indices]]
+
+    def _forward_reader(self):
+        """The open ForwardReader of this video, or None when this file is not one it reads."""
+        forward = self._forward
+        if forward is None:
+            from stages.media.forward_read import ForwardReader
+
+            # Its own stream over the bytes: the other readers move the shared one's position.
+            own = io.BytesIO(self.src.getvalue()) if isinstance(self.src, io.BytesIO) else self.src
+            try:
+                forward = ForwardReader(own)
+            except Exception:  # Unsupported, or a file PyAV cannot open: the general path decides
+                forward = False
+            if forward and forward.frames < self.frames:
+                forward.close()  # it sees fewer frames than the frame count in use
+                forward = False
+            self._forward = forward
+        return forward or None
+
+    def close(self) -> None:
+        """Release the decoders now (they are also released when the object is collected)."""
+        if self._forward:
+            self._forward.close()
+        self._forward, self._reader = False, None
 
     def _read_pyav(self, unique: list[int]) -> np.ndarray:
         import av
