@@ -25,7 +25,7 @@ def benchmark_files(name: str, where: str) -> list[Path]:
     """The media files of one benchmark root (a folder, searched recursively, or a glob), sorted."""
     root = Path(where).expanduser()
     paths = root.rglob("*") if root.is_dir() else (Path(p) for p in glob.glob(str(root), recursive=True))
-    files = sorted(p.resolve() for p in paths if p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES)
+    files = sorted(p.absolute() for p in paths if p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES)
     if not files:
         raise ConfigError(f"screen.benchmarks.{name}: {where} holds no video or image files; point it at "
                           f"the benchmark's clips (a folder or a glob such as /data/vie-bench/**/*.mp4)")

@@ -36,10 +36,19 @@ def fingerprint(frames: Frames) -> tuple[list[int], list[bool]]:
     return [h for h, _ in pairs], [i for _, i in pairs]
 
 
+COPY_BLOCK = 8  # pixels of the SIDE x SIDE grey frames per block of the copy score
+
+
 def copy_score(source: Frames, target: Frames) -> float:
-    """Mean absolute grey difference (/255) of the frames at the same times (the shorter length)."""
+    """How much the most changed place of the frame changed: per pair of frames at the same time,
+    the largest mean absolute grey difference (/255) over COPY_BLOCK-pixel blocks, averaged over the
+    pairs. A local edit (a subtitle, an added object) changes one place a lot, which a whole-frame
+    mean would dilute; a re-encode changes every place a little."""
     n = min(len(source.gray), len(target.gray))
-    return float(np.abs(source.gray[:n] - target.gray[:n]).mean() / 255.0)
+    diff = np.abs(source.gray[:n] - target.gray[:n])
+    side = diff.shape[1] // COPY_BLOCK
+    blocks = diff[:, :side * COPY_BLOCK, :side * COPY_BLOCK].reshape(n, side, COPY_BLOCK, side, COPY_BLOCK)
+    return float(blocks.mean(axis=(2, 4)).reshape(n, -1).max(axis=1).mean() / 255.0)
 
 
 def screen_row(row: dict, settings: Settings, roots: list[str] | None = None) -> dict:

@@ -16,7 +16,7 @@ Uninformative frames take part in nothing.
 """
 from __future__ import annotations
 
-VALID_BAND_BITS = (8, 16, 32)
+VALID_BAND_BITS = (16, 32)
 
 
 def _bands_sql(frames: str, band_bits: int) -> str:

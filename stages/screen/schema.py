@@ -25,7 +25,8 @@ SCREENS = pa.schema(
         pa.field("source_hashes", pa.list_(pa.int64())),
         pa.field("source_informative", pa.list_(pa.bool_())),
         pa.field("source_times", pa.list_(pa.float32())),
-        # Edit pairs: mean absolute grey difference (/255) of time-aligned source/target frames.
+        # Edit pairs: the largest local grey difference (/255) of time-aligned source/target frames
+        # (stages.screen.core.copy_score); near 0 when the target is the source.
         pa.field("copy_score", pa.float64()),
         # Raw clips: flow (% of the frame side per second), the part a global camera motion does
         # not explain, and 1 - content/motion.

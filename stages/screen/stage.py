@@ -129,7 +129,7 @@ def check(ctx: Context) -> None:
 
     cfg = ctx.cfg.screen
     if cfg.band_bits not in VALID_BAND_BITS:
-        raise ConfigError(f"screen.band_bits: {cfg.band_bits} is not one of {VALID_BAND_BITS}; use 16 (the default)")
+        raise ConfigError(f"screen.band_bits: {cfg.band_bits} is not one of {VALID_BAND_BITS}; use 32 (the default)")
     if cfg.enabled:
         check_benchmarks(cfg.benchmarks)
 
