@@ -116,6 +116,11 @@ def test_benchmarks_filter_judge_and_screening_off(probed, demo_corpus, tmp_path
     selected = selected_catalog(con, cfg.filter)
     rejected = dict(zip(selected["sample_id"].to_pylist(), selected["rejected_by"].to_pylist()))
     assert all(rejected[s] == "screen.contaminated" for s, _ in hits)
+    # the report shows every hit, a thumbnail pair for each
+    from pipeline.report.screen import screen_section
+
+    html = screen_section(con, set(catalog.views(con)), cfg)
+    assert html.count("data:image/png") >= len(hits) + 2 and "judge requests saved" in html
     # the judge does not pay for what the screen drops
     units = judge_units(wd, cfg.probe.rows_per_task)
     todo = {s for u in units for s in judge_todo(u.item())["sample_id"].to_pylist()}

@@ -68,7 +68,7 @@ def write_verdicts(con, workdir: Path) -> None:
     fresh = final.with_name(".screen_verdicts-new")
     shutil.rmtree(fresh, ignore_errors=True)
     screens_root = str(table_dir(workdir, "screens"))
-    reader = con.execute(f"""SELECT f.filename, v.* FROM verdict v JOIN screen_files f USING (sample_id)
+    reader = con.sql(f"""SELECT f.filename, v.* FROM verdict v JOIN screen_files f USING (sample_id)
                              ORDER BY f.filename, v.sample_id""").to_arrow_reader(65536)
     current, batches = None, []
 
