@@ -59,14 +59,17 @@ def screen_row(row: dict, settings: Settings, roots: list[str] | None = None) ->
     modality = row.get("modality") or "video"
     try:
         window = (row.get("clip_start_s"), row.get("clip_end_s"))
-        target = read_media(row["target_uri"], modality, roots, settings.step_s, settings.max_frames, *window)
-        out["target_hashes"], out["target_informative"] = fingerprint(target)
-        out["target_times"] = target.times.tolist()
+        target = None
+        if row.get("target_uri") or not row.get("source_uri"):  # a sample may publish its source only
+            target = read_media(row["target_uri"], modality, roots, settings.step_s, settings.max_frames, *window)
+            out["target_hashes"], out["target_informative"] = fingerprint(target)
+            out["target_times"] = target.times.tolist()
         if row.get("source_uri"):
             source = read_media(row["source_uri"], modality, roots, settings.step_s, settings.max_frames, *window)
             out["source_hashes"], out["source_informative"] = fingerprint(source)
             out["source_times"] = source.times.tolist()
-            out["copy_score"] = copy_score(source, target)
+            if target is not None:
+                out["copy_score"] = copy_score(source, target)
         elif kind == "clip":
             m = clip_motion(target.gray, target.times)
             out.update(motion_score=m.motion, content_motion=m.content_motion, camera_share=m.camera_share)
