@@ -1,7 +1,7 @@
 """Benchmark the screen stage: precision/recall per kind on a labelled set built from real clips,
 its CPU cost per sample against the judge's request building, and the grouping at scale.
 
-    python bench/bench_screen.py [--smoke] [--scale 100000,1000000] [--band-bits 16]
+    python bench/bench_screen.py [--smoke] [--scale 100000,1000000 | --scale ''] [--band-bits 32]
 
 Labelled set (bench/_screen_media.py), from ../shared/realclips (else demo/clips) source clips:
 duplicates of each source (re-encode at 2/3 size and crf 36, an 8 % crop, letterbox, 1.25x speed,
@@ -172,8 +172,9 @@ def main() -> None:
         print(line.format(*row))
     copies_and_motion(pairs, made, screened, cfg, settings)
     judge_cost(pairs, float(np.mean(cpu)))
-    points = [2000] if args.smoke else [int(x) for x in args.scale.split(",")]
-    scale(points, cfg.band_bits)
+    points = [2000] if args.smoke else [int(x) for x in args.scale.split(",") if x]
+    if points:
+        scale(points, cfg.band_bits)
 
 
 def copies_and_motion(pairs, made, screened, cfg, settings) -> None:
