@@ -28,7 +28,7 @@ class ScreenConfig(Strict):
     # whose flow outside a global camera motion is below min_content_motion (% of the side per
     # second) does not move. The defaults are what bench/bench_screen.py supports.
     copy_max_diff: float = Field(0.05, ge=0)
-    min_content_motion: float = Field(1.0, ge=0)
+    min_content_motion: float = Field(1.6, ge=0)
     drop_duplicates: bool = True
     drop_contaminated: bool = True
     # vlm-filter skips the samples these rules already drop (the judge never pays for them).

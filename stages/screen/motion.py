@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 BLOCK = 8
-SEARCH = 4
+SEARCH = 6
 MIN_BLOCK_STD = 4.0  # blocks flatter than this (grey levels) carry no reliable vector
 SIDE = 64  # frames are averaged down to SIDE x SIDE first
 
