@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from filters.rules import SECTION_OF_KIND, Rule, failures, rules_for, sample_kinds, select_table
+from filters.screen import screen_fails_sql, screen_join
 from manifests.io import list_parts
 from stages.judge.schema import ALL_METRICS, SCORES
 
@@ -101,6 +102,8 @@ def fails_sql(rule: Rule, field: str, columns: set[str]) -> str:
         return "sample_error IS NOT NULL"
     if rule.what == "probe_error":
         return "probe_error_kind IS NOT NULL"
+    if rule.what == "screen":
+        return screen_fails_sql(rule.name)
     if rule.what == "category":
         allowed = ", ".join(_lit(c) for c in rule.allowed) or "NULL"
         return f"({applies_sql(rule)} AND NOT coalesce(category IN ({allowed}), false))"
@@ -135,6 +138,8 @@ def joined_sql(views: list[str], score_columns: list[str] | None = None) -> str:
     if "probes" in views:
         cols.append("p.error_kind AS probe_error_kind")
         joins.append("LEFT JOIN probes p USING (sample_id)")
+    screen_cols, screen_joins = screen_join(views)
+    cols, joins = cols + screen_cols, joins + screen_joins
     if "scores" in views:
         cols += ["sc.status AS judge_status", "sc.kind AS judge_kind"] + [f'sc."{c}"' for c in metrics]
         joins.append("LEFT JOIN scores sc USING (sample_id)")

@@ -4,6 +4,7 @@ The rules, in the order that attributes a rejection (``rejected_by`` names the f
 
 1. ``sample_error``   ingest could not resolve the sample (``sample_error`` not null)
 2. ``probe_error``    the probe found its media broken (``probe_error_kind`` not null)
+2b. ``screen.*``      the screen stage drops it (filters/screen.py; only when screened)
 3. ``category``       the dataset keeps only some categories (filter.keep_categories)
 3b. ``rejected_instruction``  the dataset's own loader refuses the instruction: it contains one of
                       filter.reject_instruction_words[dataset], case-insensitive (ReCo-Data's
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from filters.screen import screen_fails, screen_rules
 
 SELECTED = pa.schema(
     [
@@ -66,6 +69,7 @@ def rules_for(cfg, columns: list[str] | None = None) -> list[Rule]:
         rules.append(Rule("sample_error", "sample_error"))
     if columns is None or "probe_error_kind" in cols:
         rules.append(Rule("probe_error", "probe_error"))
+    rules += screen_rules(Rule, columns)  # what the screen stage drops (filters/screen.py)
     for dataset, keep in sorted(cfg.keep_categories.items()):
         rules.append(Rule("category", "category", dataset=dataset, allowed=tuple(keep)))
     if columns is None or "instruction" in cols:
@@ -122,6 +126,8 @@ def failures(table: pa.Table, rule: Rule, field: str, kinds: pa.ChunkedArray | N
         return every, pc.is_valid(_column(table, "sample_error"))
     if rule.what == "probe_error":
         return every, pc.is_valid(_column(table, "probe_error_kind"))
+    if rule.what == "screen":
+        return every, screen_fails(table, rule.name)
     if rule.what == "category":
         applies = pc.fill_null(pc.equal(_column(table, "dataset"), rule.dataset), False)
         inside = pc.fill_null(pc.is_in(_column(table, "category"), value_set=pa.array(rule.allowed, pa.string())), False)

@@ -34,6 +34,13 @@ TABLES: dict[str, Table] = {t.name: t for t in [
     Table("probes", "probe", "manifests.schema:PROBES", joined=(
         "p", "p.* EXCLUDE (sample_id, dataset, schema_version, error, error_kind), "
              "p.error_kind AS probe_error_kind, p.error AS probe_error")),
+    # The screen stage (stages/screen): fingerprints and scores per sample, and the corpus-wide
+    # verdicts (duplicate groups, benchmark matches, the screen rule that drops a sample).
+    Table("screens", "screen", "stages.screen.schema:SCREENS", joined=(
+        "scr", "scr.copy_score, scr.motion_score, scr.content_motion, scr.camera_share, "
+               "scr.error_kind AS screen_error_kind")),
+    Table("screen_verdicts", "screen", "stages.screen.schema:SCREEN_VERDICTS", joined=(
+        "sv", "sv.duplicate_of, sv.duplicate_group, sv.benchmark, sv.benchmark_clip, sv.screen_drop, sv.judge_skip")),
     Table("scores", "vlm-filter", "stages.judge.schema:SCORES", joined=(
         "sc", "sc.* EXCLUDE (sample_id, dataset, schema_version, status, kind, error), "
               "sc.status AS judge_status, sc.kind AS judge_kind, sc.error AS judge_error")),

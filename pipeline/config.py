@@ -25,12 +25,13 @@ from stages.ingest.config import (DatasetsConfig, DittoConfig, GPTImageEditConfi
 from stages.judge.config import JudgeConfig
 from stages.pretext.config import PretextConfig
 from stages.probe.config import ProbeConfig
+from stages.screen.config import ScreenConfig
 from stages.shard.config import ShardConfig
 
 __all__ = [
     "Config", "ConfigError", "DatasetsConfig", "DittoConfig", "EncodeConfig", "FilterConfig", "GPTImageEditConfig",
     "JudgeConfig", "KoalaConfig", "MotionBenchConfig", "NHREditConfig", "OpenVEConfig", "PicoBananaConfig",
-    "PretextConfig", "ProbeConfig", "RayConfig", "ReCoConfig", "RunConfig", "ShardConfig", "X2EditConfig",
+    "PretextConfig", "ProbeConfig", "RayConfig", "ReCoConfig", "RunConfig", "ScreenConfig", "ShardConfig", "X2EditConfig",
     "load_config",
 ]
 
@@ -53,6 +54,7 @@ class Config(Strict):
     ray: RayConfig = RayConfig()
     datasets: DatasetsConfig = DatasetsConfig()
     probe: ProbeConfig = ProbeConfig()
+    screen: ScreenConfig = ScreenConfig()
     judge: JudgeConfig = JudgeConfig()
     filter: FilterConfig = FilterConfig()
     encode: EncodeConfig = EncodeConfig()

@@ -7,7 +7,8 @@ from stages.encode.stage import STAGE as ENCODE
 from stages.ingest.stage import STAGE as INGEST
 from stages.judge.stage import STAGE as JUDGE
 from stages.probe.stage import STAGE as PROBE
+from stages.screen.stage import STAGE as SCREEN
 from stages.shard.stage import STAGE as SHARD
 
-STAGES: dict[str, Stage] = {s.name: s for s in (INGEST, PROBE, JUDGE, FILTER, ENCODE, SHARD)}
+STAGES: dict[str, Stage] = {s.name: s for s in (INGEST, PROBE, SCREEN, JUDGE, FILTER, ENCODE, SHARD)}
 STAGE_ORDER = list(STAGES)

@@ -54,9 +54,16 @@ def stage_status(workdir: Path) -> list[list]:
         done, pfail, pending = (sum(r[i] for r in probe_counts(con)) for i in (2, 3, 4))
         rows.append(["probe", done, pfail, pending, ""])
         probed_ok = done
+        skipped = 0
+        if "screen_verdicts" in present:  # the screen stage: its rows, and what the judge skips
+            screened, serr, skipped = con.execute(
+                "SELECT count(*), count(*) FILTER (error_kind IS NOT NULL), (SELECT count(*) FILTER (judge_skip) "
+                "FROM screen_verdicts) FROM screens").fetchone()
+            rows.append(["screen", screened - serr, serr, 0, f"{skipped} dropped before the judge"])
         judged = judge_counts(con) if "scores" in present else []
         sdone, sfail = (sum(r[i] for r in judged) for i in (2, 3))
-        rows.append(["vlm-filter", sdone, sfail, probed_ok - sdone - sfail, "failed = judge status not ok"])
+        rows.append(["vlm-filter", sdone, sfail, max(0, probed_ok - sdone - sfail - skipped),
+                     "failed = judge status not ok"])
         if "selected" in present:
             kept, rejected = con.execute(
                 "SELECT count(*) FILTER (kept), count(*) FILTER (NOT kept) FROM selected").fetchone()

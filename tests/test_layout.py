@@ -74,7 +74,7 @@ def test_every_stage_is_registered_with_its_tables_and_section():
 
     from pipeline.config import Config
 
-    assert STAGE_ORDER == ["ingest", "probe", "vlm-filter", "filter", "encode", "shard"]
+    assert STAGE_ORDER == ["ingest", "probe", "screen", "vlm-filter", "filter", "encode", "shard"]
     for stage in STAGES.values():
         assert stage.section in Config.model_fields, f"{stage.name}: no config section {stage.section}"
         for table in (*stage.reads, *stage.writes):

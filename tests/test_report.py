@@ -20,7 +20,7 @@ from conftest import curate_bin, demo_config_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-SECTIONS = ["funnel", "scores", "yields", "thresholds", "judge", "stages", "pretext", "cost"]
+SECTIONS = ["funnel", "screen", "scores", "yields", "thresholds", "judge", "stages", "pretext", "cost"]
 FAST_JUDGE = ["judge.max_frames=4", "judge.min_frames=2", "judge.video_min_pixels=3136",
               "judge.video_max_pixels=12544", "judge.image_min_pixels=3136", "judge.image_max_pixels=12544"]
 # The fake judge scores uniformly in 1..10: thresholds at 3 keep about half and cut the rest.

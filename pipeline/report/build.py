@@ -17,7 +17,7 @@ from pipeline.report import cost, plots, queries
 from pipeline.report.settings import CORPUS_SOURCES
 from pipeline.report.timings import load_runs
 
-SECTIONS = [("funnel", "Funnel"), ("scores", "Scores"), ("yields", "Yields"), ("thresholds", "Near the thresholds"),
+SECTIONS = [("funnel", "Funnel"), ("screen", "Screen"), ("scores", "Scores"), ("yields", "Yields"), ("thresholds", "Near the thresholds"),
             ("judge", "Judge health"), ("stages", "Stages"), ("pretext", "Pretext"), ("cost", "Cost model")]
 STAGE_COLUMNS = ["stage", "runs", "wall s", "rows", "samples", "rows/s", "CPU core-s", "allocated core-s",
                  "core-s / 1k samples", "GPU-s / 1k samples", "device", "note"]
@@ -188,6 +188,9 @@ def report_data(workdir: Path, cfg) -> dict:
             "stage_columns": STAGE_COLUMNS, "cost_columns": COST_COLUMNS, "yield_columns": FORMAT_COLUMNS}
     data["funnel_png"] = _b64(plots.funnel({ds: [(s.name, s.count) for s in steps] for ds, steps in funnel.items()})) \
         if funnel else None
+    from pipeline.report.screen import screen_section
+
+    data["screen_html"] = screen_section(con, present, cfg)  # None when the run was not screened
     scored = "scores" in present
     data["histograms"] = _histograms(con, cfg) if scored else []
     data["yields"] = format_explain(explain_catalog(con, cfg.filter)) if scored else []

@@ -25,7 +25,10 @@ def judge_units(workdir: Path, probe_rows_per_task: int) -> list[Unit]:
         probe_part = Path(u.out)
         if probe_part.exists():
             out = table_dir(workdir, "scores") / probe_part.parent.name / probe_part.name
-            units.append(Unit(u.key, u.dataset, u.rows, str(out), {**u.params, "probe": str(probe_part)}))
+            # The screen's verdicts on the same slice, when screened: samples it drops are not scored.
+            screen = table_dir(workdir, "screen_verdicts") / probe_part.parent.name / probe_part.name
+            units.append(Unit(u.key, u.dataset, u.rows, str(out), {**u.params, "probe": str(probe_part),
+                                                                   "screen": str(screen) if screen.exists() else ""}))
     return units
 
 
@@ -36,6 +39,10 @@ def judge_todo(item: dict) -> pa.Table:
     probes = pq.read_table(item["probe"], columns=["sample_id", "error"])
     measured = probes.filter(pc.is_null(probes["error"]))["sample_id"]
     todo = samples.filter(pc.is_in(samples["sample_id"], value_set=measured.combine_chunks()))
+    if item.get("screen"):
+        verdicts = pq.read_table(item["screen"], columns=["sample_id", "judge_skip"])
+        skipped = verdicts.filter(pc.fill_null(verdicts["judge_skip"], False))["sample_id"]
+        todo = todo.filter(pc.invert(pc.is_in(todo["sample_id"], value_set=skipped.combine_chunks())))
     out = Path(item["out"])
     if out.exists():
         again = needs_rescore(pq.read_table(out))

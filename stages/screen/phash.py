@@ -1,0 +1,94 @@
+"""Perceptual hashes of small grey frames, and which frames carry no information.
+
+``phash`` is the DCT hash of imagehash/pHash (32x32 grey, 2-D DCT-II, the 8x8 lowest frequencies
+against their median), written over NumPy because neither OpenCV's img_hash nor imagehash is in the
+project's environment; tests/test_screen_core.py checks the DCT against an FFT-based one.
+Letterbox and pillarbox bars are cut before hashing, so a letterboxed re-upload hashes like the
+original. A frame is *uninformative* (black, one colour, a title card of text on a flat ground)
+when almost all its pixels sit near its median grey: such frames never make a match on their own.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+HASH_SIDE = 32  # the grey image the DCT runs on
+LOW = 8  # the LOW x LOW lowest frequencies make the 64 bits
+# A pixel "near the median" is within this many grey levels; a frame with at least FLAT_SHARE of
+# its pixels there is uninformative (a title card's letters are a few % of its pixels).
+FLAT_LEVELS = 12
+FLAT_SHARE = 0.9
+BAR_LEVEL = 24  # rows/columns darker than this on average are letterbox bars
+MAX_BAR_SHARE = 0.3  # never cut more than this share of a side (a dark scene is not a bar)
+
+
+def _dct_matrix(n: int) -> np.ndarray:
+    k = np.arange(n)[:, None]
+    i = np.arange(n)[None, :]
+    return 2.0 * np.cos(np.pi * (2 * i + 1) * k / (2 * n))  # scipy's unnormalised DCT-II
+
+
+_DCT = _dct_matrix(HASH_SIDE)
+
+
+def dct2(image: np.ndarray) -> np.ndarray:
+    """Unnormalised 2-D DCT-II of a square float image (scipy.fftpack.dct on both axes)."""
+    m = _dct_matrix(image.shape[0]) if image.shape[0] != HASH_SIDE else _DCT
+    return m @ image @ m.T
+
+
+def resize_area(gray: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Area-average resize of a 2-D float image (exact block means when the sides divide)."""
+    h, w = gray.shape
+    rows = np.minimum((np.arange(h) * height) // h, height - 1)
+    cols = np.minimum((np.arange(w) * width) // w, width - 1)
+    sums = np.zeros((height, w), np.float64)
+    np.add.at(sums, rows, gray)
+    out = np.zeros((height, width), np.float64)
+    np.add.at(out.T, cols, sums.T)
+    counts = np.bincount(rows, minlength=height)[:, None] * np.bincount(cols, minlength=width)[None, :]
+    return out / np.maximum(counts, 1)
+
+
+def trim_bars(gray: np.ndarray) -> np.ndarray:
+    """The frame without dark letterbox/pillarbox bars (at most MAX_BAR_SHARE of each side)."""
+    h, w = gray.shape
+    rows, cols = gray.mean(axis=1), gray.mean(axis=0)
+
+    def cut(profile: np.ndarray, n: int) -> tuple[int, int]:
+        limit = int(n * MAX_BAR_SHARE)
+        lo = 0
+        while lo < limit and profile[lo] < BAR_LEVEL:
+            lo += 1
+        hi = n
+        while n - hi < limit and profile[hi - 1] < BAR_LEVEL:
+            hi -= 1
+        return (lo, hi) if hi - lo >= n // 2 else (0, n)
+
+    top, bottom = cut(rows, h)
+    left, right = cut(cols, w)
+    return gray[top:bottom, left:right]
+
+
+def informative(gray: np.ndarray) -> bool:
+    """False for black, single-colour and flat title-card frames."""
+    near = np.abs(gray - np.median(gray)) <= FLAT_LEVELS
+    return bool(near.mean() < FLAT_SHARE)
+
+
+def phash(gray: np.ndarray) -> int:
+    """64-bit DCT perceptual hash (as a signed int64 value) of a 2-D grey frame (0..255)."""
+    small = resize_area(np.asarray(gray, np.float64), HASH_SIDE, HASH_SIDE)
+    low = dct2(small)[:LOW, :LOW].ravel()
+    bits = low > np.median(low)
+    value = int(np.packbits(bits).view(">u8")[0])
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def frame_hash(gray: np.ndarray) -> tuple[int, bool]:
+    """(hash, informative) of one grey frame, bars cut first."""
+    core = trim_bars(np.asarray(gray, np.float64))
+    return phash(core), informative(core)
+
+
+def hamming(a: int, b: int) -> int:
+    return bin((a ^ b) & ((1 << 64) - 1)).count("1")

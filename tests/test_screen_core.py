@@ -1,0 +1,163 @@
+"""The screen stage's core without Ray: hashes, uninformative frames, motion, copy score, and the
+DuckDB grouping over hash rows (duplicates, keepers, benchmark matches)."""
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from stages.screen.config import ScreenConfig
+from stages.screen.core import Settings, copy_score, screen_table
+from stages.screen.frames import Frames, read_video
+from stages.screen.groups import build
+from stages.screen.motion import clip_motion
+from stages.screen.phash import dct2, frame_hash, hamming, informative, phash, trim_bars
+from stages.screen.schema import SCREENS
+
+
+def _fft_dct2(image: np.ndarray) -> np.ndarray:
+    """Reference: unnormalised DCT-II per axis through the FFT of the even extension."""
+    def dct1d(x: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        ext = np.concatenate([x, x[::-1]], axis=0)
+        spec = np.fft.fft(ext, axis=0)[:n]
+        k = np.arange(n).reshape(-1, *([1] * (x.ndim - 1)))
+        return np.real(spec * np.exp(-1j * np.pi * k / (2 * n)))
+    return dct1d(dct1d(image).T).T
+
+
+def _textured(seed: int, side: int = 96) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.uniform(0, 255, (8, 8))
+    return np.kron(small, np.ones((side // 8, side // 8)))
+
+
+def test_dct_matches_the_fft_reference():
+    image = np.random.default_rng(0).uniform(0, 255, (32, 32))
+    np.testing.assert_allclose(dct2(image), _fft_dct2(image), rtol=1e-9, atol=1e-6)
+
+
+def test_phash_survives_noise_and_letterbox_but_not_another_image():
+    a = _textured(1)
+    noisy = np.clip(a + np.random.default_rng(2).normal(0, 6, a.shape), 0, 255)
+    boxed = np.zeros((96, 96))
+    boxed[12:84] = np.kron(_textured(1, 96)[::4, ::4], np.ones((3, 4)))[:72, :96]  # squeezed, bars above/below
+    assert hamming(phash(a), phash(noisy)) <= 4
+    assert trim_bars(boxed).shape == (72, 96)
+    assert hamming(frame_hash(a)[0], frame_hash(boxed)[0]) <= 10
+    assert hamming(phash(a), phash(_textured(3))) > 16
+
+
+def test_flat_frames_are_uninformative():
+    black, grey = np.zeros((96, 96)), np.full((96, 96), 128.0)
+    card = np.zeros((96, 96))
+    card[40:48, 10:86:4] = 255  # a line of "letters" on a black card
+    assert not informative(black) and not informative(grey) and not informative(card)
+    assert informative(_textured(4))
+
+
+def _zoom(still: np.ndarray, n: int) -> np.ndarray:
+    from PIL import Image
+
+    im, out = Image.fromarray(still.astype(np.uint8)), []
+    for k in range(n):
+        w = 96 / (1 + 0.03 * k)
+        o = (96 - w) / 2
+        out.append(np.asarray(im.resize((96, 96), Image.BILINEAR, box=(o + 0.8 * k, o, o + w + 0.8 * k, o + w)), np.float32))
+    return np.stack(out)
+
+
+def test_motion_still_and_zoom_over_a_still_have_no_content_motion(realclips):
+    frames = read_video(str(realclips / "videos" / "hl06_source.mp4"), None, 0.25, 16)
+    real = clip_motion(frames.gray, frames.times)
+    still = clip_motion(np.stack([frames.gray[0]] * 8), np.arange(8) * 0.25)
+    zoom = clip_motion(_zoom(frames.gray[0], 8), np.arange(8) * 0.25)
+    limit = ScreenConfig().min_content_motion
+    assert real.content_motion > limit
+    assert still.motion < 0.5 and still.content_motion < limit
+    assert zoom.motion > limit and zoom.content_motion < limit and zoom.camera_share > 0.5
+
+
+def test_copy_score_is_zero_for_a_copy_and_large_for_an_edit(realclips):
+    src = read_video(str(realclips / "videos" / "hl10_source.mp4"), None, 0.25, 16)
+    edit = read_video(str(realclips / "videos" / "hl10_edited.mp4"), None, 0.25, 16)
+    assert copy_score(src, src) == 0.0
+    assert copy_score(src, edit) > ScreenConfig().copy_max_diff
+
+
+def test_screen_table_keeps_every_sample_as_a_row_or_an_error_row(realclips):
+    clip = str(realclips / "videos" / "hl07_source.mp4")
+    samples = pa.table({"sample_id": ["a", "b", "c"], "dataset": ["d"] * 3, "modality": ["video"] * 3,
+                        "task": ["t2v"] * 3, "source_uri": [None] * 3,
+                        "target_uri": [clip, "/nonexistent/x.mp4", clip]})
+    out = screen_table(samples, {"c": "truncated: cut"}, Settings())
+    assert out.schema == SCREENS and out["sample_id"].to_pylist() == ["a", "b", "c"]
+    assert out["error_kind"].to_pylist() == [None, "missing", "probe"]
+    assert len(out["target_hashes"][0].as_py()) >= 2 and out["motion_score"][0].as_py() > 0
+
+
+# ------------------------------------------------------------------ grouping (hash rows only)
+def _row(sid, kind, target, source=None, copy=None, content=None, informative_=None):
+    return {"sample_id": sid, "dataset": sid.split(":")[0], "kind": kind, "target_hashes": target,
+            "target_informative": informative_ or [True] * len(target),
+            "target_times": [0.25 * i for i in range(len(target))], "source_hashes": source,
+            "source_informative": None if source is None else [True] * len(source),
+            "source_times": None if source is None else [0.25 * i for i in range(len(source))],
+            "copy_score": copy, "content_motion": content, "schema_version": 1}
+
+
+def _verdicts(rows, bench=None, **cfg):
+    con = duckdb.connect()
+    con.register("screens", pa.Table.from_pylist(rows, schema=SCREENS))
+    if bench is not None:
+        con.register("bench", pa.Table.from_pylist(bench))
+    build(con, "screens", ScreenConfig(**cfg), "bench" if bench is not None else None)
+    return {r[0]: r for r in con.execute(
+        "SELECT sample_id, duplicate_of, group_size, benchmark, benchmark_clip, screen_drop FROM verdict").fetchall()}
+
+
+def test_duplicates_group_with_one_keeper_and_edits_need_both_sides():
+    rng = np.random.default_rng(0)
+    h = [int(x) for x in rng.integers(-2**63, 2**63 - 1, 12, dtype=np.int64)]
+    flip = [x ^ 0b101 for x in h]  # 2 bits apart: a re-encode
+    other = [int(x) for x in rng.integers(-2**63, 2**63 - 1, 12, dtype=np.int64)]
+    rows = [_row("koala:b", "clip", h, content=5.0), _row("motionbench:a", "clip", flip, content=5.0),
+            _row("koala:c", "clip", other, content=5.0),
+            _row("koala:d", "clip", h[3:9], content=5.0),  # a window of the same footage
+            _row("ditto:x", "video_edit", other, source=h, copy=0.2),
+            _row("openve:y", "video_edit", other, source=flip, copy=0.2),
+            _row("reco:z", "video_edit", other, source=h[::-1][:1] + other[:11], copy=0.2)]  # same target, other source
+    v = _verdicts(rows)
+    # the keeper: the smallest sample_id (across datasets)
+    assert v["motionbench:a"][1:3] == ("koala:b", 3) and v["koala:d"][1] == "koala:b"
+    assert v["koala:b"][1] is None and v["koala:b"][5] is None
+    assert v["koala:c"][1] is None and v["koala:c"][2] is None
+    assert v["openve:y"][1] == "ditto:x" and v["openve:y"][5] == "screen.duplicate"
+    assert v["reco:z"][1] is None
+    assert _verdicts(rows, drop_duplicates=False)["openve:y"][5] is None
+
+
+def test_keeper_is_a_sample_no_other_rule_drops_and_uninformative_frames_never_match():
+    h = [(i * 0x9E3779B97F4A7C15) % 2**63 for i in range(1, 9)]
+    rows = [_row("a:1", "clip", h, content=0.1), _row("a:2", "clip", h, content=5.0),
+            _row("a:3", "clip", [0] * 8, content=5.0, informative_=[False] * 8),
+            _row("a:4", "clip", [0] * 8, content=5.0, informative_=[False] * 8)]
+    v = _verdicts(rows)
+    # a:1 is static too, so the keeper is the moving a:2 (a drop names contamination, then duplication)
+    assert v["a:1"][1] == "a:2" and v["a:1"][5] == "screen.duplicate"
+    assert v["a:2"][1] is None and v["a:2"][5] is None
+    assert v["a:3"][1] is None and v["a:4"][1] is None
+
+
+def test_contamination_marks_a_temporal_overlap_with_a_benchmark_clip():
+    h = [(i * 0x2545F4914F6CDD1D) % 2**63 for i in range(1, 17)]
+    bench = [{"benchmark": "vie", "clip": "/b/c1.mp4", "k": k, "h": x ^ 1, "t": 0.25 * k} for k, x in enumerate(h[4:10])]
+    bench += [{"benchmark": "vie", "clip": "/b/black.mp4", "k": 0, "h": 0, "t": 0.0}]
+    rows = [_row("a:1", "clip", h, content=5.0), _row("a:2", "video_edit", [7, 9], source=h[5:8], copy=0.3),
+            _row("a:3", "clip", [h[0] ^ -1, h[1] ^ -1], content=5.0)]
+    v = _verdicts(rows, bench)
+    assert v["a:1"][3:6] == ("vie", "/b/c1.mp4", "screen.contaminated")
+    assert v["a:2"][3:5] == ("vie", "/b/c1.mp4")
+    assert v["a:3"][3] is None
+    assert _verdicts(rows, bench, drop_contaminated=False)["a:1"][5] is None
