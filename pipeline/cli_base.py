@@ -42,13 +42,13 @@ class ErrorBoundary(TyperGroup):
             if not isinstance(e, self.user_errors()):
                 raise
             text = e.args[0] if isinstance(e, KeyError) and e.args else e  # KeyError's str() adds quotes
-            fail(text)
+            fail(one_line(text))
 
 
 def fail(message, code: int = USAGE_EXIT) -> NoReturn:
-    """Stop a command with ``error: message`` (one line) on stderr and exit status ``code``: what a
-    command says when it finds the request cannot be done, as the boundary says it for a raised error."""
-    typer.echo(f"error: {one_line(message)}", err=True)
+    """Stop a command with ``error: message`` on stderr and exit status ``code``: what a command
+    says when it finds the request cannot be done, as the boundary says it for a raised error."""
+    typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 

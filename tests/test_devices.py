@@ -90,12 +90,12 @@ def test_token_texts_decode_each_id_once():
     assert Tokenizer.calls == 2
 
 
-def test_fail_is_one_line_exit_2(capsys):
+def test_fail_says_error_and_exits_2(capsys):
     import typer
 
     from pipeline.cli_base import fail
 
     with pytest.raises(typer.Exit) as e:
-        fail("two\nlines")
+        fail("--weights x: use ema or model")
     assert e.value.exit_code == 2
-    assert capsys.readouterr().err == "error: two lines\n"
+    assert capsys.readouterr().err == "error: --weights x: use ema or model\n"
