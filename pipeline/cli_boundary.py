@@ -1,5 +1,6 @@
-"""What keeps `curate` from surprising: one error boundary for every command, the stage names as a
-choice list, and `--version`.
+"""What keeps `curate` from surprising: its error boundary (the user errors of its commands) and the
+stage names as a choice list; the boundary itself and `--version` are shared with `sama`
+(pipeline/cli_base.py).
 
 A user error (a bad config field, a bad option value, a refused query, nothing to preview) is one
 line on stderr, ``error: ...``, and exit status 2, never a traceback; a bug still shows its
@@ -10,8 +11,8 @@ from __future__ import annotations
 
 import typer
 
+from pipeline.cli_base import ErrorBoundary
 from pipeline.registry import STAGE_ORDER
-from sama.cli_boundary import ErrorBoundary
 
 STAGE_CHOICES = [*STAGE_ORDER, "all"]
 STAGE_METAVAR = "[" + "|".join(STAGE_CHOICES) + "]"

@@ -9,7 +9,8 @@ from typing import List, Optional
 
 import typer
 
-from sama.cli_boundary import SamaErrorBoundary, device_option, version_option
+from pipeline.cli_base import fail, version_option
+from sama.cli_boundary import SamaErrorBoundary, device_option
 
 app = typer.Typer(
     help="SAMA trainer: Stage 0 / Stage 1 training on the shards, sampling and export.",
@@ -25,11 +26,6 @@ def main(
                                  help="print the version and exit"),
 ) -> None:
     """SAMA trainer: Stage 0 / Stage 1 training on the shards, sampling and export."""
-
-
-def _fail(msg: str, code: int = 2) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(code)
 
 
 @app.command()
@@ -88,9 +84,9 @@ def sample(
     from sama.sample import sample as run_sample
 
     if weights not in ("ema", "model"):
-        _fail(f"--weights {weights}: use ema or model")
+        fail(f"--weights {weights}: use ema or model")
     if preset not in ("none", "official"):
-        _fail(f"--preset {preset}: use none or official")
+        fail(f"--preset {preset}: use none or official")
     given = {"steps": steps, "guidance_scale": guidance, "negative_prompt": negative_prompt, "seed": seed,
              "frames": frames, "prompt_prefix": prompt_prefix, "native_fps": native_fps, "tiled": tiled,
              "shift": shift}
@@ -152,7 +148,7 @@ def export(
     from sama.export import export as run_export
 
     if weights not in ("ema", "model"):
-        _fail(f"--weights {weights}: use ema or model")
+        fail(f"--weights {weights}: use ema or model")
     path = run_export(checkpoint, out, weights=weights, overwrite=overwrite)
     typer.echo(f"exported {weights} weights of {checkpoint} to {path}")
 

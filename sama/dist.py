@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from pipeline.devices import resolve_device
 from sama.config import ConfigError
 
 
@@ -37,10 +38,10 @@ def setup(device: str = "auto") -> Env:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device: cuda asked for, but torch sees no GPU; use auto or cpu")
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    dev = resolve_device(device, "train.device")
+    use_cuda = dev.type == "cuda"
+    if use_cuda and dev.index is None:  # one process per GPU under torchrun: this rank's own
+        dev = torch.device("cuda", local_rank)
     if use_cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():

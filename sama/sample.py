@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.devices import resolve_device
+
 # The encode stage's own bucket and frame rules, so a source is prepared exactly like training data.
 from stages.encode.buckets import fit_to_bucket, generate_buckets, nearest_bucket
 from stages.encode.frames import frames_that_fit, largest_4n1, plan_indices
@@ -151,14 +153,6 @@ def encode_texts(texts: list[str], text_encoder: str | Path, tokenizer: str | Pa
 
 
 # ---------------------------------------------------------------- the command
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: torch sees no GPU here; use auto or cpu")
-    return torch.device(device)
-
-
 # sama sample --preset official: infer_sh/run_sama.sh of the released code (with --prompt-prefix)
 OFFICIAL_SAMPLING = {"prompt_prefix": "[Video edit] ", "negative_prompt": "[Video edit]", "frames": 49,
                      "native_fps": True, "steps": 50, "guidance_scale": 5.0, "shift": 5.0, "seed": 1,
@@ -186,7 +180,7 @@ def sample(checkpoint: str | Path, source: str | Path, instruction: str, out: st
 
     if not native_fps and (frames < 1 or (frames - 1) % 4):
         raise ValueError(f"--frames {frames}: must be of the form 4n+1 (e.g. 81, 49)")
-    dev = resolve_device(device)
+    dev = resolve_device(device, "--device")
     if dtype == "auto":
         dtype = "bfloat16" if dev.type == "cuda" else "float32"
     if dtype not in ("float32", "bfloat16"):

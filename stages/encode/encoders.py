@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline import devices
 from pipeline.config_base import ConfigError
 
 TINY_MARKER = "TINY_MODEL.json"
@@ -98,19 +99,12 @@ def models_record(cfg) -> dict:
 
 
 def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("encode.device: cuda asked for but torch sees no GPU here; use auto or cpu")
-    return torch.device(device)
+    return devices.resolve_device(device, "encode.device")
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":  # bf16 on GPUs that have it (not V100/T4: fp16 there); fp32 on CPU (bf16 3D convs crawl)
-        if device.type != "cuda":
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return getattr(torch, dtype)
+    """encode.dtype on ``device`` (the encode stage records it in its fingerprint)."""
+    return devices.resolve_dtype(dtype, device, "encode.dtype")
 
 
 def _chunks(items: list, n: int):

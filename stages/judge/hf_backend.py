@@ -52,9 +52,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from pipeline import devices
+from pipeline.config_base import ConfigError
+from stages.judge import local_model
 from stages.judge.hf_messages import RequestError, logprob_entries, read_messages, token_pieces
 from stages.judge.reply import Reply
 from stages.judge.reply import error_reply as _error_reply
+from stages.judge.local_model import TokenTexts
 
 # How long past its timeout a generation may run before post() gives up waiting for it (it stops at
 # its next token; only a prefill that is still running can take longer).
@@ -73,27 +77,17 @@ class GenerationTimeout(Exception):
 
 # ------------------------------------------------------------------ one loaded checkpoint
 def _resolve_device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError) as e:
-        raise HFModelError(f"judge.hf_device={name!r} is not a torch device: {e}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise HFModelError(f"judge.hf_device={name!r} but torch sees no CUDA device here; use cpu or auto")
-    return device
+        return devices.resolve_device(name, "judge.hf_device")
+    except ConfigError as e:  # raised before any row is scored, as every unloadable checkpoint is
+        raise HFModelError(str(e)) from None
 
 
 def _resolve_dtype(name: str, device):
-    import torch
-
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32  # half precision on CPU is slow or unsupported on most machines
-    return getattr(torch, name)
+    try:
+        return devices.resolve_dtype(name, device, "judge.hf_dtype")
+    except ConfigError as e:
+        raise HFModelError(str(e)) from None
 
 
 class _Deadline:
@@ -143,7 +137,7 @@ class HFJudgeModel:
         text_config = self.model.config.get_text_config()
         self.context = getattr(text_config, "max_position_embeddings", None)
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="hf-judge")
-        self._texts: dict[int, str] = {}
+        self._texts = TokenTexts(self.tokenizer)
         self._torch = torch
 
     @property
@@ -152,10 +146,7 @@ class HFJudgeModel:
         return f"hf:{self.source}@{self.device}"
 
     def token_text(self, token_id: int) -> str:
-        text = self._texts.get(token_id)
-        if text is None:
-            text = self._texts[token_id] = self.tokenizer.decode([token_id], skip_special_tokens=False)
-        return text
+        return self._texts(token_id)
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
@@ -280,12 +271,10 @@ _LOADING = threading.Lock()
 def model_source(cfg) -> str:
     """Where the weights come from: judge.hf_model_path (a directory), else judge.model (a name in
     the local Hugging Face cache)."""
-    if cfg.hf_model_path is None:
-        return cfg.model
-    path = Path(cfg.hf_model_path).expanduser().resolve()
-    if not path.is_dir():
-        raise HFModelError(f"judge.hf_model_path={str(cfg.hf_model_path)!r} is not a directory")
-    return str(path)
+    try:
+        return local_model.model_source(cfg.model, cfg.hf_model_path, "judge.hf_model_path")
+    except ConfigError as e:  # raised before any row is scored, as every unloadable checkpoint is
+        raise HFModelError(str(e)) from None
 
 
 def load_judge_model(cfg) -> HFJudgeModel:
