@@ -248,7 +248,9 @@ def probe_outcomes(cfg, samples) -> dict[str, str | None]:
     from stages.media.locate import dataset_roots
     from stages.probe.core import probe_table
 
-    resolved = pa.Table.from_pylist([r for r in samples if not r["error"]])
+    from manifests.schema import SAMPLES
+
+    resolved = pa.Table.from_pylist([r for r in samples if not r["error"]], schema=SAMPLES)
     probes = probe_table(resolved, decode_check="decord", allowed_roots=dataset_roots(cfg)).to_pylist()
     assert len(probes) == resolved.num_rows
     return {p["sample_id"]: p["error_kind"] for p in probes}
