@@ -16,11 +16,11 @@ import json
 import queue
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from stages.judge import local_model
 from stages.judge.client import Scorer, _run
 from stages.judge.reply import LOGPROB_FLOOR, Reply
 from stages.judge.reply import error_reply as _error_reply
@@ -41,9 +41,7 @@ LIMIT_MM_PER_PROMPT = {"image": 2, "video": 2}
 
 def model_source(cfg) -> str:
     """What vLLM loads: judge.vllm_model_path (a directory), else judge.model (vLLM resolves it)."""
-    if cfg.vllm_model_path is None:
-        return cfg.model
-    return str(Path(cfg.vllm_model_path).expanduser().resolve())
+    return local_model.model_source(cfg.model, cfg.vllm_model_path, "judge.vllm_model_path")
 
 
 def engine_kwargs(cfg) -> dict[str, Any]:
@@ -120,7 +118,7 @@ class VllmEngine:
         self.startup_s = time.monotonic() - t0
         self.defaults = self.llm.model_config.get_diff_sampling_param()
         self.tokenizer = self.llm.get_tokenizer()
-        self._texts: dict[int, str] = {}
+        self._texts = local_model.TokenTexts(self.tokenizer)
         self.batches: list[int] = []  # requests in every engine batch (benchmarks)
         self.queue: queue.Queue[_Pending | None] = queue.Queue()
         self.thread = threading.Thread(target=self._loop, name="vllm-judge", daemon=True)
@@ -218,10 +216,7 @@ class VllmEngine:
 
     # -- the answer in OpenAI's layout
     def token_text(self, token_id: int) -> str:
-        text = self._texts.get(token_id)
-        if text is None:
-            text = self._texts[token_id] = self.tokenizer.decode([token_id])
-        return text
+        return self._texts(token_id)
 
     def completion(self, output, body: dict) -> dict[str, Any]:
         choice = output.outputs[0]
