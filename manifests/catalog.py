@@ -13,6 +13,7 @@ by name over every file (which reads every footer at connect).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import duckdb
@@ -24,6 +25,8 @@ from manifests.io import read_parquet_sql as _read  # noqa: F401  (the raw parts
 from manifests.tables import TABLES, VIEW_TABLES, schema_of
 
 READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
+# Schema modules cheap to import at connect (the encode stage's pulls in torch: ~0.7 GB, seconds).
+LIGHT_SCHEMA_MODULES = {"manifests.schema", "stages.judge.schema", "filters.rules"}
 
 
 class ReadOnlyError(ValueError):
@@ -72,8 +75,13 @@ def _firsts(workdir: Path, table: str) -> list[Path]:
 def scan_sql(workdir: Path, table: str, firsts: list[Path], extra: str = "") -> str:
     """read_parquet SQL over every part of ``table`` with its declared schema (see the module
     docstring; ``extra``: more read_parquet options)."""
-    declared = set(schema_of(table).names)
-    whole = all(declared <= set(pq.read_schema(p).names) for p in firsts)
+    names = [set(pq.read_schema(p).names) for p in firsts]
+    module = TABLES[table].schema.split(":")[0]
+    if module in sys.modules or module in LIGHT_SCHEMA_MODULES:
+        declared = set(schema_of(table).names)
+    else:  # importing its module would load torch (encoded): the first parts must agree instead
+        declared = set.union(*names)
+    whole = all(declared <= n for n in names)
     union = "" if whole else ", union_by_name=true"
     return f"read_parquet('{parquet_glob(workdir, table)}', hive_partitioning=false{union}{extra})"
 
