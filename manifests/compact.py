@@ -106,3 +106,5 @@ def compact_table(workdir: str | os.PathLike, table: str, groups: dict[str, list
     """Merge each group (merged part path -> unit outs in unit order); returns parts written."""
     recover(workdir, table)
     return sum(compact_group(workdir, table, Path(part), outs) for part, outs in sorted(groups.items()))
+# A kill between steps 3 and 4 leaves the merged part beside its unit parts until ``recover`` runs
+# (run_stage runs it before planning a stage that compacts): a raw glob in that window counts twice.

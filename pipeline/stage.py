@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 
+from manifests import compact
 from manifests.io import atomic_write_json, clean_temporaries, list_parts, table_dir
 from manifests.tables import TABLES
 from pipeline.config_base import ConfigError
@@ -176,6 +177,10 @@ class Stage:
     outcome: Callable[[Context], Any] | None = None
     finish: Callable[[Context, list[Unit]], None] | None = None  # after the units (index tables ...)
     facts: StageFacts = StageFacts()  # read by status, report and cost model (pipeline/report/stages.py)
+    # Once no unit is pending: table -> {merged part path -> unit outs in unit order}, merged by
+    # manifests.compact so part counts stay bounded by input parts, not by units; None: no merging.
+    # A stage opting in must make its readers (and downstream planners) read merged parts.
+    compact: Callable[[Context, list[Unit]], dict[str, dict[str, list[str]]]] | None = None
 
 
 # ---------------------------------------------------------------- bookkeeping
@@ -311,10 +316,15 @@ def run_stage(stage: Stage, cfg, workdir: Path, limit: int | None = None, overwr
             shutil.rmtree(ctx.workdir / extra, ignore_errors=True)
         reset_stage(ctx.workdir, main, list(stage.writes))
     clean_temporaries(ctx.workdir, main)
+    merged: set[str] = set()
+    if stage.compact is not None:
+        for table in stage.writes:  # finish a merge a killed run left half done, before planning
+            compact.recover(ctx.workdir, table)
+            merged |= compact.compacted_outs(ctx.workdir, table)
     for scope, fp in stage.fingerprint(ctx).items():
         check_fingerprint(ctx.workdir, main, scope, fp, overwrite)
     units = stage.plan(ctx)
-    pending = [u for u in units if not stage.is_done(ctx, u)]
+    pending = [u for u in units if u.out not in merged and not stage.is_done(ctx, u)]
     if limit is not None and stage.limit_by_rows:
         pending = whole_units(pending, limit)
     console.print(stage.describe(ctx, units, pending) if stage.describe else
@@ -329,6 +339,9 @@ def run_stage(stage: Stage, cfg, workdir: Path, limit: int | None = None, overwr
         outcome.check()
     if stage.finish is not None:
         stage.finish(ctx, units)
+    if stage.compact is not None and not [u for u in units if u.out not in merged and not stage.is_done(ctx, u)]:
+        for table, groups in stage.compact(ctx, units).items():
+            compact.compact_table(ctx.workdir, table, groups)
     columns, by_dataset = stage.summary(ctx)
     return StageReport(stage.name, len(units), len(pending), time.time() - t0, by_dataset, columns)
 
