@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from manifests.io import ROW_GROUP_ROWS, atomic_write_json, table_dir, write_part
+from manifests.io import ROW_GROUP_ROWS, atomic_write_json, read_slice, table_dir, write_part
 
 TEMP_SUFFIX = ".compacting"
 
@@ -35,12 +35,53 @@ def _temp_of(part: Path) -> Path:
 
 def compacted_outs(workdir: str | os.PathLike, table: str) -> set[str]:
     """Unit outs already merged into a compacted part (their own file may be gone)."""
-    root = ledger_dir(workdir, table)
     outs: set[str] = set()
-    if root.exists():
-        for entry in sorted(root.glob("*.json")):
-            outs.update(json.loads(entry.read_text())["replaces"])
+    for entry in _entries(workdir, table):
+        outs.update(entry["replaces"])
     return outs
+
+
+def _rel(workdir, path) -> str:
+    return str(Path(path).relative_to(Path(workdir)))
+
+
+def _resolve(workdir, entry: dict) -> dict:
+    root = Path(workdir)
+    return {**entry, "part": str(root / entry["part"]), "replaces": [str(root / o) for o in entry["replaces"]]}
+
+
+def _entries(workdir, table) -> list[dict]:
+    root = ledger_dir(workdir, table)
+    if not root.exists():
+        return []
+    return [_resolve(workdir, json.loads(p.read_text())) for p in sorted(root.glob("*.json"))]
+
+
+def locate(workdir: str | os.PathLike, table: str) -> dict[str, tuple[str, int, int]]:
+    """Unit out -> (merged part, first row, rows) for every merged unit of a table: how a
+    downstream planner finds a unit's rows once its own part is gone (units keep their keys)."""
+    found: dict[str, tuple[str, int, int]] = {}
+    for entry in _entries(workdir, table):
+        offset = 0
+        for out, n in zip(entry["replaces"], entry["rows"]):
+            found[out] = (entry["part"], offset, n)
+            offset += n
+    return found
+
+
+def unit_source(out: str, merged: dict[str, tuple[str, int, int]]) -> tuple[str, int, int] | None:
+    """Where a unit's rows are now: its own part (offset -1: the whole file), its merged part, or
+    None when not written yet."""
+    if Path(out).exists():
+        return out, -1, -1
+    return merged.get(out)
+
+
+def read_unit_rows(path: str, offset: int, rows: int, columns: list[str] | None = None) -> pa.Table:
+    """A unit's rows from ``unit_source``'s answer (row-group aligned slice of a merged part)."""
+    if offset < 0:
+        return pq.read_table(path, columns=columns)
+    return read_slice(path, offset, rows, columns)
 
 
 def _finish(entry: dict) -> None:
@@ -58,15 +99,12 @@ def recover(workdir: str | os.PathLike, table: str) -> int:
     Returns how many entries were rolled forward or temps dropped."""
     n = 0
     entries = {}
-    root = ledger_dir(workdir, table)
-    if root.exists():
-        for path in sorted(root.glob("*.json")):
-            entry = json.loads(path.read_text())
-            entries[entry["part"]] = entry
-            if _temp_of(Path(entry["part"])).exists() or any(
-                    Path(o).exists() for o in entry["replaces"] if o != entry["part"]):
-                _finish(entry)
-                n += 1
+    for entry in _entries(workdir, table):
+        entries[entry["part"]] = entry
+        if _temp_of(Path(entry["part"])).exists() or any(
+                Path(o).exists() for o in entry["replaces"] if o != entry["part"]):
+            _finish(entry)
+            n += 1
     tdir = table_dir(workdir, table)
     if tdir.exists():
         for temp in tdir.rglob(f".*{TEMP_SUFFIX}"):
@@ -91,14 +129,16 @@ def compact_group(workdir: str | os.PathLike, table: str, part: Path, outs: list
     write_part(temp, merged, row_group_size=ROW_GROUP_ROWS)  # 1,000-row groups: unit reads stay aligned
     if stop_after == 1:
         return True
-    entry = {"part": str(part), "replaces": list(outs)}
+    rows = [pq.ParquetFile(o).metadata.num_rows for o in outs]
+    # paths relative to the workdir: a copied or moved workdir keeps its ledger
+    entry = {"part": _rel(workdir, part), "replaces": [_rel(workdir, o) for o in outs], "rows": rows}
     atomic_write_json(ledger_dir(workdir, table) / f"{part.parent.name}--{part.stem}.json", entry)
     if stop_after == 2:
         return True
     os.replace(temp, part)
     if stop_after == 3:
         return True
-    _finish(entry)
+    _finish(_resolve(workdir, entry))
     return True
 
 

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from manifests import compact
 from manifests.io import read_slice, table_dir, write_part
 from pipeline.stage import Unit
 from stages.judge.client import merge_rescored, needs_rescore
@@ -21,13 +22,16 @@ from stages.probe.stage import probe_units
 def judge_units(workdir: Path, probe_rows_per_task: int) -> list[Unit]:
     """One unit per finished probe unit: the same slice of samples, its probe rows, one scores part."""
     units = []
+    merged = compact.locate(workdir, "probes")  # probe units merged into one part per samples part
     for u in probe_units(workdir, probe_rows_per_task):
         probe_part = Path(u.out)
-        if probe_part.exists():
+        source = compact.unit_source(u.out, merged)
+        if source is not None:
             out = table_dir(workdir, "scores") / probe_part.parent.name / probe_part.name
             # The screen's verdicts on the same slice, when screened: samples it drops are not scored.
             screen = table_dir(workdir, "screen_verdicts") / probe_part.parent.name / probe_part.name
-            units.append(Unit(u.key, u.dataset, u.rows, str(out), {**u.params, "probe": str(probe_part),
+            units.append(Unit(u.key, u.dataset, u.rows, str(out), {**u.params, "probe": source[0], "probe_offset": source[1],
+                                                                   "probe_rows": source[2],
                                                                    "screen": str(screen) if screen.exists() else ""}))
     return units
 
@@ -36,7 +40,7 @@ def judge_todo(item: dict) -> pa.Table:
     """The samples of a judge unit to score: those the probe measured, and on a re-run
     (judge.rescore=failed, the unit's part already written) only those that did not score."""
     samples = read_slice(item["part"], item["offset"], item["length"])  # its row groups, not the part
-    probes = pq.read_table(item["probe"], columns=["sample_id", "error"])
+    probes = compact.read_unit_rows(item["probe"], item["probe_offset"], item["probe_rows"], ["sample_id", "error"])
     measured = probes.filter(pc.is_null(probes["error"]))["sample_id"]
     todo = samples.filter(pc.is_in(samples["sample_id"], value_set=measured.combine_chunks()))
     if item.get("screen"):

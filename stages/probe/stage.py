@@ -54,6 +54,16 @@ def probe_units(workdir: Path, rows_per_task: int) -> list[Unit]:
     return units
 
 
+def _merge_groups(units: list[Unit]) -> dict[str, list[str]]:
+    """The probe units of one samples part merge into one probes part named after it, in unit
+    (row) order, so a table has about one part per samples part instead of one per unit."""
+    groups: dict[str, list[str]] = {}
+    for u in units:
+        part = Path(u.params["part"])
+        groups.setdefault(str(Path(u.out).parent / f"{part.stem}.parquet"), []).append(u.out)
+    return groups
+
+
 STAGE = Stage(
     name="probe", reads=("samples",), writes=("probes",), section="probe", needs_media=True,
     facts=StageFacts(reaches="samples"),
@@ -62,4 +72,5 @@ STAGE = Stage(
     phases=lambda ctx: [Phase("probe", _probe_unit_fn(ctx.cfg.probe.decode_check, dataset_roots(ctx.cfg)))],
     summary=lambda ctx: (["dataset", "to probe", "probed", "failed", "pending"],
                          status.probe_counts(catalog.connect(ctx.workdir))),
+    compact=lambda ctx, units: {"probes": _merge_groups(units)},
 )
