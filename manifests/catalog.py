@@ -19,7 +19,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from manifests import repeats
-from manifests.io import parquet_glob, table_dir
+from manifests.io import parquet_source, table_dir
 from manifests.io import read_parquet_sql as _read  # noqa: F401  (the raw parts, for stages that need file names)
 from manifests.tables import TABLES, VIEW_TABLES, schema_of
 
@@ -75,7 +75,7 @@ def scan_sql(workdir: Path, table: str, firsts: list[Path], extra: str = "") -> 
     declared = set(schema_of(table).names)
     whole = all(declared <= set(pq.read_schema(p).names) for p in firsts)
     union = "" if whole else ", union_by_name=true"
-    return f"read_parquet('{parquet_glob(workdir, table)}', hive_partitioning=false{union}{extra})"
+    return f"read_parquet({parquet_source(workdir, table)}, hive_partitioning=false{union}{extra})"
 
 
 def present_tables(workdir: str | os.PathLike) -> dict[str, list[Path]]:

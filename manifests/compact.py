@@ -20,13 +20,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from manifests.io import ROW_GROUP_ROWS, atomic_write_json, read_slice, table_dir, write_part
+from manifests.io import LEDGER_DIR, ROW_GROUP_ROWS, atomic_write_json, read_slice, table_dir, write_part
 
 TEMP_SUFFIX = ".compacting"
 
 
 def ledger_dir(workdir: str | os.PathLike, table: str) -> Path:
-    return Path(workdir) / "state" / table / "_compacted"
+    return Path(workdir) / "state" / table / LEDGER_DIR
 
 
 def _temp_of(part: Path) -> Path:
@@ -95,14 +95,20 @@ def _finish(entry: dict) -> None:
 
 
 def recover(workdir: str | os.PathLike, table: str) -> int:
-    """Finish a compaction a killed run left half done; drop temps with no ledger entry.
+    """Finish a merge a killed run left half done; drop temps no ledger entry vouches for.
+    A unit part still beside its merged part is either a merge killed before deleting it or a
+    re-written unit (judge.rescore: failed) killed before its re-merge: the merged part holds a
+    whole version of its rows either way, so it goes (a re-scoring run redoes it).
     Returns how many entries were rolled forward or temps dropped."""
     n = 0
     entries = {}
     for entry in _entries(workdir, table):
         entries[entry["part"]] = entry
-        if _temp_of(Path(entry["part"])).exists() or any(
-                Path(o).exists() for o in entry["replaces"] if o != entry["part"]):
+        temp = _temp_of(Path(entry["part"]))
+        if temp.exists() and temp.stat().st_size != entry.get("bytes"):
+            temp.unlink()  # a re-merge killed before its entry was written: the old part stands
+            n += 1
+        if temp.exists() or any(Path(o).exists() for o in entry["replaces"] if o != entry["part"]):
             _finish(entry)
             n += 1
     tdir = table_dir(workdir, table)
@@ -117,21 +123,26 @@ def recover(workdir: str | os.PathLike, table: str) -> int:
 
 def compact_group(workdir: str | os.PathLike, table: str, part: Path, outs: list[str],
                   stop_after: int | None = None) -> bool:
-    """Merge the unit parts ``outs`` (in this order: unit order) into ``part``. ``stop_after``
-    (1..3) stops after that step, as a kill would (for tests). Returns False when there was
-    nothing to merge (a single unit already named ``part``, or every out already merged)."""
+    """Merge the unit parts ``outs`` (in this order: unit order) into ``part``; a unit already
+    merged and not re-written since is read back from the merged part. ``stop_after`` (1..3) stops
+    after that step, as a kill would (for tests). Returns False when there was nothing to merge (a
+    single unit already named ``part``, a unit not written, or nothing re-written since the merge)."""
     part = Path(part)
-    present = [o for o in outs if Path(o).exists()]
-    if len(present) != len(outs) or outs == [str(part)]:
+    merged = locate(workdir, table)
+    sources = [unit_source(o, merged) for o in outs]
+    if outs == [str(part)] or any(s is None for s in sources) or all(s[1] >= 0 for s in sources):
         return False
-    merged = pa.concat_tables([pq.read_table(o) for o in outs], promote_options="default")
+    # whole group in memory: one samples part's rows (run.rows_per_part), never a table
+    table_rows = pa.concat_tables([read_unit_rows(*s) for s in sources], promote_options="default")
+    rows = [(pq.ParquetFile(s[0]).metadata.num_rows if s[1] < 0 else s[2]) for s in sources]
     temp = _temp_of(part)
-    write_part(temp, merged, row_group_size=ROW_GROUP_ROWS)  # 1,000-row groups: unit reads stay aligned
+    write_part(temp, table_rows, row_group_size=ROW_GROUP_ROWS)  # 1,000-row groups: unit reads stay aligned
     if stop_after == 1:
         return True
-    rows = [pq.ParquetFile(o).metadata.num_rows for o in outs]
-    # paths relative to the workdir: a copied or moved workdir keeps its ledger
-    entry = {"part": _rel(workdir, part), "replaces": [_rel(workdir, o) for o in outs], "rows": rows}
+    # paths relative to the workdir: a copied or moved workdir keeps its ledger; bytes: which temp
+    # this entry vouches for (a re-merge killed before its entry must not roll forward)
+    entry = {"part": _rel(workdir, part), "replaces": [_rel(workdir, o) for o in outs], "rows": rows,
+             "bytes": temp.stat().st_size}
     atomic_write_json(ledger_dir(workdir, table) / f"{part.parent.name}--{part.stem}.json", entry)
     if stop_after == 2:
         return True
@@ -143,8 +154,16 @@ def compact_group(workdir: str | os.PathLike, table: str, part: Path, outs: list
 
 
 def compact_table(workdir: str | os.PathLike, table: str, groups: dict[str, list[str]]) -> int:
-    """Merge each group (merged part path -> unit outs in unit order); returns parts written."""
-    recover(workdir, table)
+    """Merge each group (merged part path -> unit outs in unit order); returns parts written.
+    The caller runs ``recover`` first (run_stage does, before planning): here a unit part beside
+    its merged part is a re-written unit to merge in."""
     return sum(compact_group(workdir, table, Path(part), outs) for part, outs in sorted(groups.items()))
-# A kill between steps 3 and 4 leaves the merged part beside its unit parts until ``recover`` runs
-# (run_stage runs it before planning a stage that compacts): a raw glob in that window counts twice.
+
+
+def by_input_part(units) -> dict[str, list[str]]:
+    """Units cut from one samples part merge into one part named after it, in unit (row) order, so
+    a table has about one part per samples part instead of one per unit."""
+    groups: dict[str, list[str]] = {}
+    for u in units:
+        groups.setdefault(str(Path(u.out).parent / f"{Path(u.params['part']).stem}.parquet"), []).append(u.out)
+    return groups

@@ -21,7 +21,7 @@ import functools
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -128,6 +128,7 @@ class Context:
     workdir: Path
     limit: int | None = None
     overwrite: bool = False
+    merged: frozenset[str] = frozenset()  # unit outs a compaction merged (done though their part is gone)
 
 
 @dataclass
@@ -141,7 +142,7 @@ class StageReport:
 
 
 def _unit_done(ctx: Context, unit: Unit) -> bool:
-    return unit.out_exists()
+    return unit.out_exists() or unit.out in ctx.merged
 
 
 @dataclass(frozen=True)
@@ -321,10 +322,11 @@ def run_stage(stage: Stage, cfg, workdir: Path, limit: int | None = None, overwr
         for table in stage.writes:  # finish a merge a killed run left half done, before planning
             compact.recover(ctx.workdir, table)
             merged |= compact.compacted_outs(ctx.workdir, table)
+        ctx = replace(ctx, merged=frozenset(merged))
     for scope, fp in stage.fingerprint(ctx).items():
         check_fingerprint(ctx.workdir, main, scope, fp, overwrite)
     units = stage.plan(ctx)
-    pending = [u for u in units if u.out not in merged and not stage.is_done(ctx, u)]
+    pending = [u for u in units if not stage.is_done(ctx, u)]
     if limit is not None and stage.limit_by_rows:
         pending = whole_units(pending, limit)
     console.print(stage.describe(ctx, units, pending) if stage.describe else
@@ -337,11 +339,13 @@ def run_stage(stage: Stage, cfg, workdir: Path, limit: int | None = None, overwr
                 outcome.add(row)
     if outcome is not None:
         outcome.check()
-    if stage.finish is not None:
-        stage.finish(ctx, units)
-    if stage.compact is not None and not [u for u in units if u.out not in merged and not stage.is_done(ctx, u)]:
+    # merge before finish, so a finish reading the table (screen's verdicts) sees the merged parts;
+    # only with no unit pending (a --limit run leaves some), or a later unit would miss its group
+    if stage.compact is not None and not [u for u in units if not stage.is_done(ctx, u) and not u.out_exists()]:
         for table, groups in stage.compact(ctx, units).items():
             compact.compact_table(ctx.workdir, table, groups)
+    if stage.finish is not None:
+        stage.finish(ctx, units)
     columns, by_dataset = stage.summary(ctx)
     return StageReport(stage.name, len(units), len(pending), time.time() - t0, by_dataset, columns)
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from manifests import catalog, repeats
+from manifests import catalog, compact, repeats
 from manifests.io import dataset_of, list_parts, read_slice, table_dir, write_part
 from pipeline import status
 from pipeline.stage import Phase, Stage, StageFacts, Unit
@@ -54,16 +54,6 @@ def probe_units(workdir: Path, rows_per_task: int) -> list[Unit]:
     return units
 
 
-def _merge_groups(units: list[Unit]) -> dict[str, list[str]]:
-    """The probe units of one samples part merge into one probes part named after it, in unit
-    (row) order, so a table has about one part per samples part instead of one per unit."""
-    groups: dict[str, list[str]] = {}
-    for u in units:
-        part = Path(u.params["part"])
-        groups.setdefault(str(Path(u.out).parent / f"{part.stem}.parquet"), []).append(u.out)
-    return groups
-
-
 STAGE = Stage(
     name="probe", reads=("samples",), writes=("probes",), section="probe", needs_media=True,
     facts=StageFacts(reaches="samples"),
@@ -72,5 +62,5 @@ STAGE = Stage(
     phases=lambda ctx: [Phase("probe", _probe_unit_fn(ctx.cfg.probe.decode_check, dataset_roots(ctx.cfg)))],
     summary=lambda ctx: (["dataset", "to probe", "probed", "failed", "pending"],
                          status.probe_counts(catalog.connect(ctx.workdir))),
-    compact=lambda ctx, units: {"probes": _merge_groups(units)},
+    compact=lambda ctx, units: {"probes": compact.by_input_part(units)},
 )

@@ -167,4 +167,6 @@ STAGE = Stage(
     plan=lambda ctx: screen_units(ctx.workdir, ctx.cfg.probe.rows_per_task) if ctx.cfg.screen.enabled else [],
     phases=lambda ctx: [Phase("screen", _unit_fn(Settings.of(ctx.cfg.screen), dataset_roots(ctx.cfg)))],
     summary=summary, check=check, finish=finish, describe=_describe,
+    # screens only: verdicts are rewritten whole by finish, one part per (merged) screens part
+    compact=lambda ctx, units: {"screens": compact.by_input_part(units)},
 )
