@@ -119,3 +119,13 @@ def test_remerge_killed_before_its_ledger_entry_keeps_the_old_part(tmp_path):
     compact.recover(tmp_path, "probes")
     assert _bytes(tmp_path) == before  # the temp the entry does not vouch for was dropped
     assert not list(table_dir(tmp_path, "probes").rglob(".*"))
+
+
+def test_bench_compact_smoke(tmp_path):
+    import subprocess
+    import sys
+
+    bench = Path(__file__).resolve().parents[1] / "bench" / "bench_compact.py"
+    out = subprocess.run([sys.executable, str(bench), "--smoke", "--out", str(tmp_path / "b")],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    assert "parts before 10 after 3" in out
