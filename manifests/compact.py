@@ -34,10 +34,12 @@ def _temp_of(part: Path) -> Path:
 
 
 def compacted_outs(workdir: str | os.PathLike, table: str) -> set[str]:
-    """Unit outs already merged into a compacted part (their own file may be gone)."""
+    """Unit outs already merged into a compacted part that exists (their own file may be gone);
+    an entry whose part was removed with its table vouches for nothing."""
     outs: set[str] = set()
     for entry in _entries(workdir, table):
-        outs.update(entry["replaces"])
+        if Path(entry["part"]).exists():
+            outs.update(entry["replaces"])
     return outs
 
 
@@ -62,6 +64,8 @@ def locate(workdir: str | os.PathLike, table: str) -> dict[str, tuple[str, int, 
     downstream planner finds a unit's rows once its own part is gone (units keep their keys)."""
     found: dict[str, tuple[str, int, int]] = {}
     for entry in _entries(workdir, table):
+        if not Path(entry["part"]).exists():
+            continue
         offset = 0
         for out, n in zip(entry["replaces"], entry["rows"]):
             found[out] = (entry["part"], offset, n)

@@ -102,6 +102,7 @@ def finish(ctx: Context, units: list[Unit]) -> None:
     if not cfg.enabled:
         for t in TABLE_NAMES:
             shutil.rmtree(table_dir(ctx.workdir, t), ignore_errors=True)
+            shutil.rmtree(compact.ledger_dir(ctx.workdir, t), ignore_errors=True)  # re-enabled: redo all
         return
     if not list_parts(ctx.workdir, "screens"):
         return
