@@ -20,7 +20,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from manifests import repeats
-from manifests.io import parquet_glob, table_dir
+from manifests.io import parquet_source, table_dir
 from manifests.io import read_parquet_sql as _read  # noqa: F401  (the raw parts, for stages that need file names)
 from manifests.tables import TABLES, VIEW_TABLES, schema_of
 
@@ -83,7 +83,7 @@ def scan_sql(workdir: Path, table: str, firsts: list[Path], extra: str = "") -> 
         declared = set.union(*names)
     whole = all(declared <= n for n in names)
     union = "" if whole else ", union_by_name=true"
-    return f"read_parquet('{parquet_glob(workdir, table)}', hive_partitioning=false{union}{extra})"
+    return f"read_parquet({parquet_source(workdir, table)}, hive_partitioning=false{union}{extra})"
 
 
 def present_tables(workdir: str | os.PathLike) -> dict[str, list[Path]]:

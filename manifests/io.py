@@ -107,7 +107,26 @@ def list_parts(workdir: str | os.PathLike, table: str) -> list[Path]:
     root = table_dir(workdir, table)
     if not root.exists():
         return []
-    return sorted(p for p in root.rglob("*.parquet") if not p.name.startswith("."))
+    hidden = superseded(workdir, table)
+    return sorted(p for p in root.rglob("*.parquet") if not p.name.startswith(".") and str(p) not in hidden)
+
+
+LEDGER_DIR = "_compacted"  # state/<table>/_compacted/*.json: merged parts and the unit parts they replace
+
+
+def superseded(workdir: str | os.PathLike, table: str) -> set[str]:
+    """Unit parts whose rows a merged part already holds (its ledger entry written, the part renamed
+    into place) but that a killed merge left on disk: readers skip them so no row counts twice.
+    Read-only (the next run of the stage deletes them); one small JSON per merged part."""
+    root = Path(workdir) / "state" / table / LEDGER_DIR
+    if not root.exists():
+        return set()
+    out: set[str] = set()
+    for entry in root.glob("*.json"):
+        e = json.loads(entry.read_text())
+        if (Path(workdir) / e["part"]).exists():
+            out.update(str(Path(workdir) / o) for o in e["replaces"] if o != e["part"])
+    return out
 
 
 def read_table(workdir: str | os.PathLike, table: str, columns: list[str] | None = None) -> pa.Table | None:
@@ -135,8 +154,17 @@ def parquet_glob(workdir: Path, table: str) -> str:
     return str(table_dir(workdir, table) / "**" / "*.parquet")
 
 
+def parquet_source(workdir: Path, table: str) -> str:
+    """read_parquet's first argument for a whole table: the glob, or the explicit list of parts
+    while a killed merge left superseded unit parts beside their merged part (rare, so cheap)."""
+    hidden = superseded(workdir, table)
+    if hidden and any(Path(h).exists() for h in hidden):
+        return "[" + ", ".join(f"'{p}'" for p in list_parts(workdir, table)) + "]"
+    return f"'{parquet_glob(workdir, table)}'"
+
+
 def read_parquet_sql(workdir: Path, table: str, extra: str = "") -> str:
     """SQL reading a whole table (columns unified by name; ``extra``: more read_parquet options)."""
     return (
-        f"read_parquet('{parquet_glob(workdir, table)}', union_by_name=true, hive_partitioning=false{extra})"
+        f"read_parquet({parquet_source(workdir, table)}, union_by_name=true, hive_partitioning=false{extra})"
     )

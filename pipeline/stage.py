@@ -21,12 +21,13 @@ import functools
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 
+from manifests import compact
 from manifests.io import atomic_write_json, clean_temporaries, list_parts, table_dir
 from manifests.tables import TABLES
 from pipeline.config_base import ConfigError
@@ -127,6 +128,7 @@ class Context:
     workdir: Path
     limit: int | None = None
     overwrite: bool = False
+    merged: frozenset[str] = frozenset()  # unit outs a compaction merged (done though their part is gone)
 
 
 @dataclass
@@ -140,7 +142,7 @@ class StageReport:
 
 
 def _unit_done(ctx: Context, unit: Unit) -> bool:
-    return unit.out_exists()
+    return unit.out_exists() or unit.out in ctx.merged
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,10 @@ class Stage:
     outcome: Callable[[Context], Any] | None = None
     finish: Callable[[Context, list[Unit]], None] | None = None  # after the units (index tables ...)
     facts: StageFacts = StageFacts()  # read by status, report and cost model (pipeline/report/stages.py)
+    # Once no unit is pending: table -> {merged part path -> unit outs in unit order}, merged by
+    # manifests.compact so part counts stay bounded by input parts, not by units; None: no merging.
+    # A stage opting in must make its readers (and downstream planners) read merged parts.
+    compact: Callable[[Context, list[Unit]], dict[str, dict[str, list[str]]]] | None = None
 
 
 # ---------------------------------------------------------------- bookkeeping
@@ -311,6 +317,12 @@ def run_stage(stage: Stage, cfg, workdir: Path, limit: int | None = None, overwr
             shutil.rmtree(ctx.workdir / extra, ignore_errors=True)
         reset_stage(ctx.workdir, main, list(stage.writes))
     clean_temporaries(ctx.workdir, main)
+    merged: set[str] = set()
+    if stage.compact is not None:
+        for table in stage.writes:  # finish a merge a killed run left half done, before planning
+            compact.recover(ctx.workdir, table)
+            merged |= compact.compacted_outs(ctx.workdir, table)
+        ctx = replace(ctx, merged=frozenset(merged))
     for scope, fp in stage.fingerprint(ctx).items():
         check_fingerprint(ctx.workdir, main, scope, fp, overwrite)
     units = stage.plan(ctx)
@@ -327,6 +339,11 @@ def run_stage(stage: Stage, cfg, workdir: Path, limit: int | None = None, overwr
                 outcome.add(row)
     if outcome is not None:
         outcome.check()
+    # merge before finish, so a finish reading the table (screen's verdicts) sees the merged parts;
+    # only with no unit pending (a --limit run leaves some), or a later unit would miss its group
+    if stage.compact is not None and not [u for u in units if not stage.is_done(ctx, u) and not u.out_exists()]:
+        for table, groups in stage.compact(ctx, units).items():
+            compact.compact_table(ctx.workdir, table, groups)
     if stage.finish is not None:
         stage.finish(ctx, units)
     columns, by_dataset = stage.summary(ctx)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from manifests import catalog
+from manifests import catalog, compact
 from pipeline import status
 from pipeline.stage import Context, Phase, Resources, Stage, StageFacts, Unit
 from stages.judge import vllm_backend
@@ -61,9 +61,11 @@ STAGE = Stage(
     check=check,
     fingerprint=lambda ctx: {"all": scoring_fingerprint(ctx.cfg.judge, load_prompts(ctx.cfg.judge))},
     plan=lambda ctx: judge_units(ctx.workdir, ctx.cfg.probe.rows_per_task),
-    is_done=lambda ctx, unit: ctx.cfg.judge.rescore != "failed" and unit.out_exists(),
+    is_done=lambda ctx, unit: ctx.cfg.judge.rescore != "failed" and (unit.out_exists() or unit.out in ctx.merged),
     phases=phases, describe=describe,
     # every request failed at the server: exit non-zero with the commonest error
     outcome=lambda ctx: JudgeOutcome(),
     summary=lambda ctx: (["dataset", "judged", "scored", "failed"], status.judge_counts(catalog.connect(ctx.workdir))),
+    # rescore: failed re-writes a merged unit as its own part; the next merge folds it back in
+    compact=lambda ctx, units: {"scores": compact.by_input_part(units)},
 )

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from manifests import catalog, repeats
+from manifests import catalog, compact, repeats
 from manifests.io import dataset_of, list_parts, read_slice, table_dir, write_part
 from pipeline import status
 from pipeline.stage import Phase, Stage, StageFacts, Unit
@@ -62,4 +62,5 @@ STAGE = Stage(
     phases=lambda ctx: [Phase("probe", _probe_unit_fn(ctx.cfg.probe.decode_check, dataset_roots(ctx.cfg)))],
     summary=lambda ctx: (["dataset", "to probe", "probed", "failed", "pending"],
                          status.probe_counts(catalog.connect(ctx.workdir))),
+    compact=lambda ctx, units: {"probes": compact.by_input_part(units)},
 )

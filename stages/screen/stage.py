@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from manifests import compact
 from manifests.io import list_parts, read_parquet_sql, table_dir, write_part
 from pipeline.stage import Context, Phase, Stage, Unit, state_dir
 from stages.media.locate import dataset_roots
@@ -36,11 +37,14 @@ DUCKDB_MEMORY = "1GB"  # the grouping spills to disk beyond this (the driver sta
 def screen_units(workdir: Path, probe_rows_per_task: int) -> list[Unit]:
     """One unit per finished probe unit (the same slice and part name), like the judge's."""
     units = []
+    merged = compact.locate(workdir, "probes")  # probe units merged into one part per samples part
     for u in probe_units(workdir, probe_rows_per_task):
         probe_part = Path(u.out)
-        if probe_part.exists():
+        source = compact.unit_source(u.out, merged)
+        if source is not None:
             out = table_dir(workdir, "screens") / probe_part.parent.name / probe_part.name
-            units.append(Unit(u.key, u.dataset, u.rows, str(out), {**u.params, "probe": str(probe_part)}))
+            units.append(Unit(u.key, u.dataset, u.rows, str(out), {**u.params, "probe": source[0],
+                                                                   "probe_offset": source[1], "probe_rows": source[2]}))
     return units
 
 
@@ -49,7 +53,7 @@ def _unit_fn(settings: Settings, roots: dict[str, list[str]]) -> Callable[[dict]
         present = pq.read_schema(item["part"]).names
         samples = pq.read_table(item["part"], columns=[c for c in SAMPLE_COLUMNS if c in present])
         samples = samples.slice(item["offset"], item["length"])
-        probes = pq.read_table(item["probe"], columns=["sample_id", "error"])
+        probes = compact.read_unit_rows(item["probe"], item["probe_offset"], item["probe_rows"], ["sample_id", "error"])
         samples = samples.filter(pc.is_in(samples["sample_id"], value_set=probes["sample_id"].combine_chunks()))
         failed = probes.filter(pc.is_valid(probes["error"]))
         errors = dict(zip(failed["sample_id"].to_pylist(), failed["error"].to_pylist()))
@@ -98,6 +102,7 @@ def finish(ctx: Context, units: list[Unit]) -> None:
     if not cfg.enabled:
         for t in TABLE_NAMES:
             shutil.rmtree(table_dir(ctx.workdir, t), ignore_errors=True)
+            shutil.rmtree(compact.ledger_dir(ctx.workdir, t), ignore_errors=True)  # re-enabled: redo all
         return
     if not list_parts(ctx.workdir, "screens"):
         return
@@ -163,4 +168,6 @@ STAGE = Stage(
     plan=lambda ctx: screen_units(ctx.workdir, ctx.cfg.probe.rows_per_task) if ctx.cfg.screen.enabled else [],
     phases=lambda ctx: [Phase("screen", _unit_fn(Settings.of(ctx.cfg.screen), dataset_roots(ctx.cfg)))],
     summary=summary, check=check, finish=finish, describe=_describe,
+    # screens only: verdicts are rewritten whole by finish, one part per (merged) screens part
+    compact=lambda ctx, units: {"screens": compact.by_input_part(units)},
 )
