@@ -172,10 +172,41 @@ def selected_sql(con, cfg) -> str:
 
 
 def selected_catalog(con, cfg) -> pa.Table:
-    """The `selected` table computed by DuckDB over a run's catalog views."""
+    """The `selected` table computed by DuckDB over a run's catalog views (whole, for small runs
+    and tests; the filter stage streams it to Parquet with ``write_selected`` instead)."""
     from filters.rules import SELECTED
 
     return con.sql(selected_sql(con, cfg)).to_arrow_table().cast(SELECTED)
+
+
+def write_selected(con, cfg, path, batch_rows: int = 100_000) -> int:
+    """Stream the `selected` table from DuckDB into the Parquet part ``path`` (atomic); its rows.
+
+    Record batches go through one ParquetWriter, so memory is bounded by a batch, not by the 49M-row
+    table. Rows are re-cut into row groups of exactly ``ROW_GROUP_ROWS``: DuckDB's batch sizes are
+    its own, and the row groups (so the bytes) must be the same as ``write_part`` of the whole table.
+    """
+    import pyarrow.parquet as pq
+
+    from filters.rules import SELECTED
+    from manifests.io import PARQUET_KW, ROW_GROUP_ROWS, atomic_file
+
+    reader = con.sql(selected_sql(con, cfg)).to_arrow_reader(batch_rows)
+    rows, pending = 0, []
+    with atomic_file(path) as f, pq.ParquetWriter(f, SELECTED, **PARQUET_KW) as writer:
+        for batch in reader:
+            pending.append(pa.Table.from_batches([batch]).cast(SELECTED))
+            held = sum(t.num_rows for t in pending)
+            whole = held - held % ROW_GROUP_ROWS
+            if whole:
+                table = pa.concat_tables(pending)
+                writer.write_table(table.slice(0, whole), row_group_size=ROW_GROUP_ROWS)
+                pending, rows = [table.slice(whole)], rows + whole
+        tail = pa.concat_tables(pending) if pending else SELECTED.empty_table()
+        if tail.num_rows or not rows:
+            writer.write_table(tail, row_group_size=ROW_GROUP_ROWS)
+        rows += tail.num_rows
+    return rows
 
 
 def explain_catalog(con, cfg) -> pa.Table:
@@ -211,7 +242,7 @@ def format_explain(table: pa.Table) -> list[list]:
              None if r["yield"] is None else round(100 * r["yield"], 1)] for r in table.to_pylist()]
 
 
-__all__ = ["explain", "explain_catalog", "selected_catalog", "joined_sql", "rejected_by_sql", "format_explain",
+__all__ = ["explain", "explain_catalog", "selected_catalog", "write_selected", "joined_sql", "rejected_by_sql", "format_explain",
            "FORMAT_COLUMNS", "SECTION_OF_KIND", "TOTAL"]
 
 

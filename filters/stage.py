@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 from manifests import catalog
-from manifests.io import table_dir, write_part
+from manifests.io import table_dir
 from pipeline.stage import Context, Phase, Resources, Stage, Unit
-from filters.explain import no_scores_message, selected_catalog
+from filters.explain import no_scores_message, write_selected
 from pipeline.config_base import ConfigError
 
 
@@ -18,10 +18,16 @@ def _select_fn(filter_json: str, workdir: str):
         """Write the ``selected`` table from the scores (DuckDB, in a Ray task); its summary row."""
         from filters.config import FilterConfig
 
-        selected = selected_catalog(catalog.connect(Path(workdir)), FilterConfig.model_validate_json(filter_json))
+        # Streamed beside the table first (the old part may be what the catalog's `selected` view
+        # reads meanwhile), then swapped in by a rename: a reader never sees half a table.
+        con = catalog.connect(Path(workdir))
+        fresh = Path(workdir) / "state" / "selected-next.parquet"
+        rows = write_selected(con, FilterConfig.model_validate_json(filter_json), fresh)
+        con.close()
         shutil.rmtree(table_dir(workdir, "selected"), ignore_errors=True)
-        write_part(Path(item["out"]), selected)
-        return {"dataset": "all", "rows": selected.num_rows, "failed": 0}
+        Path(item["out"]).parent.mkdir(parents=True, exist_ok=True)
+        fresh.replace(item["out"])
+        return {"dataset": "all", "rows": rows, "failed": 0}
 
     return select
 

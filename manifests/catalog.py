@@ -93,12 +93,30 @@ def present_tables(workdir: str | os.PathLike) -> dict[str, list[Path]]:
     return {t: f for t, f in found.items() if f}
 
 
+# The driver-side commands (filter, report, status) join whole tables: a memory limit makes DuckDB
+# spill those joins to disk under the workdir instead of growing the driver's RSS with the table.
+MEMORY_LIMIT_ENV = "SAMA_DUCKDB_MEMORY_LIMIT"
+DEFAULT_MEMORY_LIMIT = "1GB"
+
+
+def bound_memory(con: duckdb.DuckDBPyConnection, workdir: str | os.PathLike) -> None:
+    """Cap DuckDB's memory (env SAMA_DUCKDB_MEMORY_LIMIT, default 1GB) and spill under state/duckdb_tmp."""
+    limit = os.environ.get(MEMORY_LIMIT_ENV, DEFAULT_MEMORY_LIMIT)
+    try:
+        con.execute(f"SET memory_limit = '{limit}'")
+    except duckdb.Error as e:
+        raise ValueError(f"{MEMORY_LIMIT_ENV}={limit!r} is not a DuckDB size; set it like '1GB' or '512MB'") from e
+    spill = Path(workdir) / "state" / "duckdb_tmp"
+    con.execute(f"SET temp_directory = '{spill.as_posix()}'")
+
+
 def connect(workdir: str | os.PathLike, threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with a view per existing stage table."""
     workdir = Path(workdir)
     con = duckdb.connect(":memory:")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
+    bound_memory(con, workdir)
     present = present_tables(workdir)
     for table, firsts in present.items():
         if table == "samples":

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 # Fixed writer settings: the same rows give the same bytes on every run.
-_PARQUET_KW = dict(compression="zstd", use_dictionary=True, write_statistics=True)
+PARQUET_KW = dict(compression="zstd", use_dictionary=True, write_statistics=True)
 # Rows per row group: the unit of the stages that read a slice of a part (probe.rows_per_task is
 # 1,000 by default), so such a unit reads the row groups of its own rows only (``read_slice``),
 # not the whole part (100k rows).
@@ -78,7 +78,7 @@ def write_part(path: Path, table: pa.Table, row_group_size: int = ROW_GROUP_ROWS
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        pq.write_table(table, tmp, row_group_size=row_group_size, **_PARQUET_KW)
+        pq.write_table(table, tmp, row_group_size=row_group_size, **PARQUET_KW)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -123,3 +123,15 @@ def test_views_do_not_unify_every_file(tmp_path):
     con = catalog.connect(tmp_path)
     assert "union_by_name" in con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'samples'").fetchone()[0]
     assert con.execute("SELECT count(*), count(skip_frames) FROM samples").fetchone() == (4, 0)
+
+
+def test_connection_memory_is_bounded_and_spills_under_the_workdir(tmp_path, monkeypatch):
+    monkeypatch.setenv(catalog.MEMORY_LIMIT_ENV, "256MB")
+    con = catalog.connect(tmp_path)
+    limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    spill = con.execute("SELECT current_setting('temp_directory')").fetchone()[0]
+    assert limit.replace(" ", "").upper() in {"256.0MB", "244.1MIB", "256MB"}, limit
+    assert spill == (tmp_path / "state" / "duckdb_tmp").as_posix()
+    monkeypatch.setenv(catalog.MEMORY_LIMIT_ENV, "lots")
+    with pytest.raises(ValueError, match=catalog.MEMORY_LIMIT_ENV):
+        catalog.connect(tmp_path)

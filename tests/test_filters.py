@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from filters.explain import TOTAL, explain, explain_catalog, joined_sql, selected_catalog
+from filters.explain import TOTAL, explain, explain_catalog, joined_sql, selected_catalog, write_selected
 from filters.rules import SELECTED, rule_names, select_table
 from pipeline.config import FilterConfig, load_config
 from stages.judge.schema import ALL_METRICS
@@ -255,6 +255,20 @@ def joined_rows(draw):
 def test_sql_matches_arrow_property(rows, field, mc):
     cfg = FilterConfig(score_field=field, video={"at_least": {"visual_quality": 8}, "greater_than": {"motion_consistency": mc}})
     _same(rows, cfg)
+
+
+@pytest.mark.parametrize("n", [0, 2_500])
+def test_streamed_selected_has_the_bytes_of_the_whole_table(tmp_path, n):
+    """The filter stage streams `selected` batch by batch (memory of a batch, not of the table);
+    odd batch sizes still give the row groups, so the bytes, of writing the whole table at once."""
+    from manifests.io import write_part
+
+    rows = [video(f"s{i:05d}", vq=7 + i % 4, dataset=["reco", "ditto"][i % 2], category="style") for i in range(n)]
+    con = catalog_for(rows)
+    whole, streamed = tmp_path / "whole.parquet", tmp_path / "streamed.parquet"
+    write_part(whole, selected_catalog(con, FilterConfig()))
+    assert write_selected(con, FilterConfig(), streamed, batch_rows=333) == n
+    assert streamed.read_bytes() == whole.read_bytes()
 
 
 def test_joined_sql_without_scores_rejects_everything_as_unscored():

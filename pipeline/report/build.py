@@ -94,9 +94,13 @@ def _threshold_sheets(con, cfg, workdir: Path) -> list[dict]:
                 sides = []
                 for items in (above, below):
                     side = []
+                    # One lookup per side, not per example: each is a scan of the manifest.
+                    ids = [item[0] for item in items]
+                    marks = ", ".join("?" * len(ids)) or "NULL"
+                    found = {r[0]: r for r in con.execute(
+                        f"SELECT {', '.join(cols)} FROM samples_full WHERE sample_id IN ({marks})", ids).fetchall()}
                     for sid, ds, score, instruction, caption in items:
-                        row = con.execute(f"SELECT {', '.join(cols)} FROM samples_full WHERE sample_id = ?", [sid]).fetchone()
-                        sample = dict(zip(cols, row))
+                        sample = dict(zip(cols, found[sid]))
                         side.append({"sample_id": sid, "dataset": ds, "score": f"{score:g}",
                                      "text": instruction or caption or "",
                                      "png": _b64(strip(sample, roots.get(ds) if roots else None))})

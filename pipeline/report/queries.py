@@ -166,13 +166,30 @@ def near_threshold(con, kind: str, metric: str, op: str, value: float, field: st
     if field == "expected" and f"{metric}_expected" in cols:
         score = f'coalesce("{metric}_expected", {score})'
     passes = f"score {op} {float(value)!r}"
-    base = (f"SELECT j.sample_id, j.dataset, {score} AS score, s.instruction, s.caption FROM scores j "
-            f"JOIN samples s USING (sample_id) WHERE j.status IN {SCORED} AND j.kind = ? AND {score} IS NOT NULL")
-    above = con.execute(f"SELECT * FROM ({base}) WHERE {passes} "
-                        f"ORDER BY score, sample_id LIMIT {int(n)}", [kind]).fetchall()
-    below = con.execute(f"SELECT * FROM ({base}) WHERE NOT ({passes}) "
-                        f"ORDER BY score DESC, sample_id LIMIT {int(n)}", [kind]).fetchall()
-    return above, below
+    return (_nearest(con, kind, score, passes, "score, sample_id", n),
+            _nearest(con, kind, score, f"NOT ({passes})", "score DESC, sample_id", n))
+
+
+def _nearest(con, kind: str, score: str, where: str, order: str, n: int) -> list:
+    """The first n scored rows of ``kind`` in ``order`` that have a sample, with its text.
+
+    The order is taken over ``scores`` alone (a top-n scan) and only those few candidates are joined
+    with ``samples``: joining every score with every sample first, as a plain query would, is a hash
+    join over the whole manifest and dominated the report at 1M rows. A candidate without a sample
+    row is skipped, so when too few survive the join the candidate list grows (same rows either way).
+    """
+    candidates = max(4 * int(n), 16)
+    while True:
+        top = (f"SELECT * FROM (SELECT sample_id, dataset, {score} AS score FROM scores "
+               f"WHERE status IN {SCORED} AND kind = ? AND {score} IS NOT NULL) WHERE {where} "
+               f"ORDER BY {order} LIMIT {candidates}")
+        found = con.execute(f"SELECT count(*) FROM ({top})", [kind]).fetchone()[0]
+        rows = con.execute(f"SELECT c.sample_id, c.dataset, c.score, s.instruction, s.caption FROM ({top}) c "
+                           f"JOIN samples s USING (sample_id) ORDER BY {order.replace('score', 'c.score').replace('sample_id', 'c.sample_id')} "
+                           f"LIMIT {int(n)}", [kind]).fetchall()
+        if len(rows) >= n or found < candidates:
+            return rows
+        candidates *= 4
 
 
 def judge_health(con) -> dict:

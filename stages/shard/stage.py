@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from manifests.io import atomic_file, table_dir, write_part
@@ -68,7 +69,7 @@ def write_index(workdir: Path, plan: Path, units: list[dict]) -> tuple[int, int]
         rows.append({k: rec[k] for k in SHARDS_SCHEMA.names})
     shutil.rmtree(table_dir(workdir, "shards"), ignore_errors=True)
     write_part(table_dir(workdir, "shards") / "part-00000.parquet", pa.Table.from_pylist(rows, SHARDS_SCHEMA))
-    names = {u["shard"] for u in done}
+    done_shards = pa.array([u["shard"] for u in done], pa.string())  # one entry per shard, not per key
     out = table_dir(workdir, "shard_keys") / "part-00000.parquet"
     shutil.rmtree(out.parent, ignore_errors=True)
     out.parent.mkdir(parents=True)
@@ -76,8 +77,7 @@ def write_index(workdir: Path, plan: Path, units: list[dict]) -> tuple[int, int]
     with atomic_file(out) as f, pq.ParquetWriter(f, SHARD_KEYS_SCHEMA, compression="zstd") as writer:
         for batch in pq.ParquetFile(plan).iter_batches(batch_size=65536, columns=SHARD_KEYS_SCHEMA.names):
             table = pa.Table.from_batches([batch]).select(SHARD_KEYS_SCHEMA.names)
-            mask = pa.array([s in names for s in table["shard"].to_pylist()], pa.bool_())
-            table = table.filter(mask).cast(SHARD_KEYS_SCHEMA)
+            table = table.filter(pc.is_in(table["shard"], value_set=done_shards)).cast(SHARD_KEYS_SCHEMA)
             n_keys += table.num_rows
             writer.write_table(table)
     return len(done), n_keys
