@@ -163,7 +163,7 @@ def measure(rows: list[dict], clock: DecodeClock) -> dict[str, float]:
     from stages.encode.config import EncodeConfig
     from stages.encode.decode import decode_sample
     from stages.judge.config import JudgeConfig
-    from stages.judge.requests import media_parts, read_video_frames, row_kind
+    from stages.judge.request_build import media_parts, read_video_frames, row_kind
     from stages.pretext.config import PretextConfig
     from stages.probe import probe_table
     from manifests.schema import SAMPLES
@@ -211,7 +211,7 @@ def measure(rows: list[dict], clock: DecodeClock) -> dict[str, float]:
 
 def reference(row: dict, probe: dict) -> float:
     """CPU seconds of one plain sequential decode of the row's media at the encode grid."""
-    from stages.encode.frames import plan_indices
+    from stages.media.frames import plan_indices
     from stages.media.read import read_image
 
     t0 = time.process_time()

@@ -32,10 +32,10 @@ def _clips(arg: str | None) -> list[Path]:
 
 
 def bench_decode_resize(clips: list[Path], repeat: int) -> dict:
-    from pipeline.config import EncodeConfig
-    from stages.encode.buckets import fit_to_bucket, nearest_bucket
+    from pipeline.curate.config import EncodeConfig
+    from stages.media.buckets import fit_to_bucket, nearest_bucket
     from stages.encode.decode import Video
-    from stages.encode.frames import frames_that_fit, plan_indices
+    from stages.media.frames import frames_that_fit, plan_indices
 
     cfg = EncodeConfig()  # paper defaults: 81 frames at 16 fps, 480p buckets
     buckets = cfg.bucket_list()
@@ -69,11 +69,11 @@ def bench_decode_resize(clips: list[Path], repeat: int) -> dict:
 def bench_tiny_encode(clips: list[Path], repeat: int) -> dict:
     import torch
 
-    from pipeline.config import load_config
+    from pipeline.curate.config import load_config
     from stages.encode.core import encode_samples
     from stages.encode.decode import decode_sample
     from stages.encode.encoders import Encoders
-    from pipeline.demo.tiny_encoders import build_tiny_encoders
+    from pipeline.curate.demo.tiny_encoders import build_tiny_encoders
 
     with tempfile.TemporaryDirectory() as tmp:
         models = build_tiny_encoders(tmp)

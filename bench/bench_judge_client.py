@@ -30,7 +30,7 @@ import pyarrow as pa  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from manifests.schema import SAMPLES, empty_sample  # noqa: E402
-from pipeline.config import JudgeConfig  # noqa: E402
+from pipeline.curate.config import JudgeConfig  # noqa: E402
 from stages.judge.client import score_table  # noqa: E402
 from stages.judge.prompts import load_prompts  # noqa: E402
 

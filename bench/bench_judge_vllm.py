@@ -3,11 +3,11 @@ goes (our client vs the server), with the raw server throughput as the baseline.
 
     python bench/bench_judge_vllm.py [--samples 48] [--concurrency 4] [--rounds 1]
 
-What runs: the tiny random Qwen2.5-VL (pipeline.demo.tiny_judge, built once into bench/out/) served by
+What runs: the tiny random Qwen2.5-VL (pipeline.curate.demo.tiny_judge, built once into bench/out/) served by
 the real `vllm serve` of the judge environment (.venv-judge, scripts/build_judge_env.sh) on 127.0.0.1,
 with the demo's settings (served name tiny-qwen2.5-vl, max_model_len 4096, max_num_seqs 4, and the
-small frame/pixel limits of pipeline.cli.DEMO_JUDGE). The samples are real: the bundled demo/clips
-video pairs (pipeline.demo.media.real_pairs), image pairs made of frames of those clips, and raw clips
+small frame/pixel limits of pipeline.curate.cli.DEMO_JUDGE). The samples are real: the bundled demo/clips
+video pairs (pipeline.curate.demo.media.real_pairs), image pairs made of frames of those clips, and raw clips
 (t2v, some with a time window), cycled up to --samples (3/4 video pairs, 1/8 images, 1/8 clips).
 
 Measured, per round:
@@ -43,8 +43,8 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
 from manifests.schema import SAMPLES, empty_sample, make_sample_id  # noqa: E402
-from pipeline.config import JudgeConfig  # noqa: E402
-from pipeline.demo.media import CLIPS_DIR, real_pairs  # noqa: E402
+from pipeline.curate.config import JudgeConfig  # noqa: E402
+from pipeline.curate.demo.media import CLIPS_DIR, real_pairs  # noqa: E402
 from stages.judge import client  # noqa: E402
 from stages.judge.prompts import load_prompts  # noqa: E402
 from stages.judge.server import judge_env_missing_reason, judge_venv, live_group_members, running_server  # noqa: E402
@@ -53,7 +53,7 @@ from _judge_timing import cpu_group, cpu_self, latency_line, pct, union_seconds 
 
 OUT = REPO / "bench" / "out"
 MODEL_NAME = "tiny-qwen2.5-vl"
-# pipeline.cli.DEMO_JUDGE's values (copied, not imported: the CLI module pulls in typer/rich).
+# pipeline.curate.cli.DEMO_JUDGE's values (copied, not imported: the CLI module pulls in typer/rich).
 DEMO_JUDGE = dict(min_frames=4, max_frames=4, video_min_pixels=3136, video_max_pixels=6272,
                   image_min_pixels=3136, image_max_pixels=6272, request_timeout_s=120)
 NO_SERVER_CACHES = ["--no-enable-prefix-caching", "--mm-processor-cache-gb", "0"]
@@ -65,13 +65,13 @@ def tiny_model() -> Path:
     if (model_dir / "config.json").exists():
         return model_dir
     try:
-        from pipeline.demo.tiny_judge import build_tiny_qwen25vl
+        from pipeline.curate.demo.tiny_judge import build_tiny_qwen25vl
 
         return build_tiny_qwen25vl(model_dir)
     except ImportError:  # no transformers in this venv: build it with the judge venv's
         import subprocess
 
-        subprocess.run([str(judge_venv() / "bin" / "python"), "-m", "pipeline.demo.tiny_judge", str(model_dir)],
+        subprocess.run([str(judge_venv() / "bin" / "python"), "-m", "pipeline.curate.demo.tiny_judge", str(model_dir)],
                        cwd=REPO, check=True, timeout=300)
         return model_dir
 
@@ -226,8 +226,8 @@ def run_raw(url: str, bodies: list[bytes], concurrency: int, pgid: int) -> dict:
 
 def isolated_build(samples: pa.Table, cfg, prompts) -> tuple[dict[str, bytes], dict[str, list[float]], dict[str, float]]:
     """Every request built once, one at a time, on this thread: uncontended cost per kind, and per
-    phase (stages.judge.requests' decode and encode functions wrapped for the pass)."""
-    from stages.judge import requests as rq
+    phase (stages.judge.request_build' decode and encode functions wrapped for the pass)."""
+    from stages.judge import request_build as rq
 
     phases = {"video decode (read_video_frames)": 0.0, "video resize+JPEG+base64 (video_data_uri)": 0.0,
               "image decode+resize+JPEG+base64 (image_data_uri)": 0.0}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import ray
 
-from pipeline.config import JudgeConfig
+from pipeline.curate.config import JudgeConfig
 from stages.judge.client import HttpTransport, Scorer, _unique_rows
 from stages.judge.prompts import load_prompts
 from stages.judge.server import running_server

@@ -40,7 +40,7 @@ def peak_rss_mb() -> float:
 
 def _ingest_one(args: tuple) -> int:
     """One byte-range unit in a worker process (what one Ray task does)."""
-    from pipeline.config import KoalaConfig
+    from pipeline.curate.config import KoalaConfig
     from stages.ingest.core import ingest_unit
     from stages.ingest.koala import KoalaAdapter
 
@@ -52,7 +52,7 @@ def _ingest_one(args: tuple) -> int:
 def ranges_phase(csv: Path, block_mb: int, unit_mb: int, rows_per_part: int) -> dict:
     from concurrent.futures import ProcessPoolExecutor
 
-    from pipeline.config import KoalaConfig
+    from pipeline.curate.config import KoalaConfig
     from stages.ingest.koala import KoalaAdapter
 
     cfg = KoalaConfig(root=csv.parent, video_root=csv.parent, download="youtube", read_block_mb=block_mb,
@@ -79,7 +79,7 @@ def phase(name: str, csv: Path, block_mb: int, rows_per_part: int, unit_mb: int 
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    from pipeline.config import KoalaConfig
+    from pipeline.curate.config import KoalaConfig
     from stages.ingest.core import ingest_unit
     from stages.ingest.csv_blocks import CsvBlocks
     from stages.ingest.koala import KoalaAdapter
@@ -130,7 +130,7 @@ def phase(name: str, csv: Path, block_mb: int, rows_per_part: int, unit_mb: int 
 
 
 def ensure_csv(rows: int) -> Path:
-    from pipeline.demo.koala import write_synthetic_csv
+    from pipeline.curate.demo.koala import write_synthetic_csv
 
     csv = OUT / f"rows{rows}" / "Koala_36M_1.csv"
     if not csv.exists():

@@ -35,9 +35,9 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.config import EncodeConfig, PretextConfig  # noqa: E402
+from pipeline.curate.config import EncodeConfig, PretextConfig  # noqa: E402
 from stages.encode.decode import Video, decode_sample  # noqa: E402
-from stages.encode.frames import frames_that_fit, largest_4n1, plan_indices  # noqa: E402
+from stages.media.frames import frames_that_fit, largest_4n1, plan_indices  # noqa: E402
 from stages.pretext import perturb_source, pretext_rng, speed_plan, task_text  # noqa: E402
 from stages.shard.layout import json_bytes, write_tar  # noqa: E402
 

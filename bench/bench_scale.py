@@ -70,7 +70,7 @@ def measure(cmd: list[str], env: dict) -> dict:
 
 def make_csvs(n: int) -> Path:
     """Koala CSVs of ``n`` rows in all, 0.1 % of them a second time (a repeated clip)."""
-    from pipeline.demo.koala import write_synthetic_csv
+    from pipeline.curate.demo.koala import write_synthetic_csv
 
     root = OUT / f"koala-{n}"
     if (root / "_done").exists():
@@ -155,7 +155,7 @@ def phase(name: str, workdir: Path) -> dict:
     """A measured step that is not a CLI command, run in a fresh process (prints JSON)."""
     if name == "ingest":  # the ingest core over every unit in this process, then the repeats mark
         from manifests import repeats
-        from pipeline.config import load_config
+        from pipeline.curate.config import load_config
         from stages.ingest import get_adapter
         from stages.ingest.core import ingest_unit
 
@@ -180,10 +180,10 @@ def phase(name: str, workdir: Path) -> dict:
             times[label] = time.perf_counter() - t0
         return times
     if name == "plan":
-        from stages.shard.plan import write_plan
+        from stages.shard.plan import write_shard_plan
 
         t0 = time.perf_counter()
-        specs = write_plan(workdir, workdir / "bench-plan.parquet", 1 << 30)
+        specs = write_shard_plan(workdir, workdir / "bench-plan.parquet", 1 << 30)
         return {"shards": len(specs), "s": time.perf_counter() - t0}
     if name == "index":  # the shard index from the plan (no tars): what verify's index pass reads
         import duckdb

@@ -207,7 +207,7 @@ def copies_and_motion(pairs, made, screened, cfg, settings) -> None:
 def judge_cost(pairs, screen_cpu: float) -> None:
     """The judge's request building (decode, resize, JPEG, base64) for the same clips."""
     from stages.judge.config import JudgeConfig
-    from stages.judge.requests import media_parts
+    from stages.judge.request_build import media_parts
 
     jcfg, cpu = JudgeConfig(), []
     for p in pairs:

@@ -18,7 +18,7 @@ The rules, in the order that attributes a rejection (``rejected_by`` names the f
 
 Rules 1-2 and 3b apply only when their column is present. The input is one row per sample with
 columns ``sample_id, dataset, modality, task, source_uri, category, instruction, judge_status`` and the metric
-columns (``visual_quality``, ``visual_quality_expected`` ...); ``filters.explain.JOINED_SQL``
+columns (``visual_quality``, ``visual_quality_expected`` ...); ``filters.selection.joined_sql``
 builds it from a run's catalog.
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """`curate run --stage filter`: thresholds and categories over the stored scores (``filters.rules``
-through DuckDB, ``filters.explain``). Cheap, so always recomputed whole, in one Ray task: one unit,
+through DuckDB, ``filters.selection``). Cheap, so always recomputed whole, in one Ray task: one unit,
 no fingerprint (changing a threshold and re-running is the point)."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from manifests import catalog
 from manifests.io import table_dir
 from pipeline.stage import Context, Phase, Resources, Stage, Unit
-from filters.explain import no_scores_message, write_selected
+from filters.selection import no_scores_message, write_selected
 from pipeline.config_base import ConfigError
 
 

@@ -1,6 +1,6 @@
 """What both CLIs (`curate` and `sama`) share, as config_base.py is what their configs share: the
 error boundary, one-line user errors, and `--version`. Each app subclasses the boundary with its
-own user errors (`curate`'s in pipeline/cli_boundary.py, `sama`'s in sama/cli_boundary.py).
+own user errors (`curate`'s in pipeline/curate/cli_boundary.py, `sama`'s in sama/cli_boundary.py).
 
 A user error (a config field, a missing checkpoint or shard, a bad option value, a refused query)
 is one line on stderr, ``error: ...``, and exit status 2; a bug keeps its traceback.

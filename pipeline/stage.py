@@ -124,7 +124,7 @@ class Unit:
 class Context:
     """What a stage's functions see: the config and the run's options."""
 
-    cfg: Any  # pipeline.config.Config
+    cfg: Any  # pipeline.curate.config.Config
     workdir: Path
     limit: int | None = None
     overwrite: bool = False
@@ -177,7 +177,7 @@ class Stage:
     # back: e.g. fail the run when every request of a judge failed); None: none.
     outcome: Callable[[Context], Any] | None = None
     finish: Callable[[Context, list[Unit]], None] | None = None  # after the units (index tables ...)
-    facts: StageFacts = StageFacts()  # read by status, report and cost model (pipeline/report/stages.py)
+    facts: StageFacts = StageFacts()  # read by status, report and cost model (pipeline/curate/report/stages.py)
     # Once no unit is pending: table -> {merged part path -> unit outs in unit order}, merged by
     # manifests.compact so part counts stay bounded by input parts, not by units; None: no merging.
     # A stage opting in must make its readers (and downstream planners) read merged parts.

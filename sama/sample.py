@@ -1,7 +1,7 @@
 """``sama sample``: edit one video (or image) with a trained SAMA model and write an H.264 mp4.
 
 The source is prepared exactly as the encode stage prepares training data (with its own functions,
-stages/encode/buckets.py and frames.py): frames
+stages/media/buckets.py and frames.py): frames
 resampled to ``fps`` on a fixed time grid from the start, the longest 4n+1 count up to
 ``frames``; the 480p-class bucket nearest in log aspect ratio; resize to cover and centre-crop;
 pixels to [-1, 1]; the Wan VAE posterior mean normalised by ``latents_mean`` / ``latents_std``.
@@ -23,8 +23,8 @@ import torch
 from pipeline.devices import resolve_device
 
 # The encode stage's own bucket and frame rules, so a source is prepared exactly like training data.
-from stages.encode.buckets import fit_to_bucket, generate_buckets, nearest_bucket
-from stages.encode.frames import frames_that_fit, largest_4n1, plan_indices
+from stages.media.buckets import fit_to_bucket, generate_buckets, nearest_bucket
+from stages.media.frames import frames_that_fit, largest_4n1, plan_indices
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 

@@ -1,4 +1,4 @@
-"""The kinds of bad input tests/test_bad_inputs.py seeds into the demo corpus, per adapter.
+"""The kinds of bad input tests/stages/ingest/test_bad_inputs.py seeds into the demo corpus, per adapter.
 
 Each kind is one bad record added to one metadata file of the demo corpus, next to its good
 records; ``inject`` writes them all and returns, per file (relative to the corpus root), how many

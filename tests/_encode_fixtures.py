@@ -24,7 +24,7 @@ ALL_DATASETS = ["ditto", "openve", "reco", "koala", "motionbench", "nhr_edit", "
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    from pipeline.demo.tiny_encoders import build_tiny_encoders
+    from pipeline.curate.demo.tiny_encoders import build_tiny_encoders
 
     return build_tiny_encoders(tmp_path_factory.mktemp("tiny_encoders"))
 
@@ -35,14 +35,14 @@ def model_overrides(models: dict[str, Path]) -> list[str]:
 
 def encode_config(models: dict[str, Path], extra: list[str] = ()):
     """A Config with the tiny models and SMALL settings (no datasets)."""
-    from pipeline.config import load_config
+    from pipeline.curate.config import load_config
 
     return load_config(None, [*model_overrides(models), *SMALL, *extra])
 
 
 def stage_config(corpus: Path, dest: Path, models: dict[str, Path], judge_url: str, extra: list[str] = ()):
     """configs/demo.yaml on ``corpus`` with only STAGE_DATASETS, the fake judge and tiny models."""
-    from pipeline.config import load_config
+    from pipeline.curate.config import load_config
 
     off = [f"datasets.{d}.enabled=false" for d in ALL_DATASETS if d not in STAGE_DATASETS]
     return load_config(demo_config_file(corpus, dest),

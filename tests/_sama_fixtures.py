@@ -161,9 +161,9 @@ def pipeline_shards(workdir: Path, corpus: Path, scratch: Path, datasets=PIPELIN
     """Shards made by the curation pipeline itself on (part of) the demo corpus: ingest, probe,
     vlm-filter (fake judge server), filter, encode (tiny random encoders), shard. Needs Ray up."""
     from conftest import demo_config_file
-    from pipeline import runner
-    from pipeline.config import load_config
-    from pipeline.demo.tiny_encoders import build_tiny_encoders
+    from pipeline.curate import runner
+    from pipeline.curate.config import load_config
+    from pipeline.curate.demo.tiny_encoders import build_tiny_encoders
     from fake_judge import FakeJudgeServer
 
     scratch.mkdir(parents=True, exist_ok=True)

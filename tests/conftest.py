@@ -25,7 +25,7 @@ def ray_session():
 @pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory) -> Path:
     """The embedded demo corpus (every published layout), built once per session."""
-    from pipeline.demo import build_corpus
+    from pipeline.curate.demo import build_corpus
 
     root = tmp_path_factory.mktemp("corpus")
     build_corpus(root)

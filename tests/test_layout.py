@@ -1,13 +1,25 @@
-"""The house rules the layout promises (README "Layout", CONTRIBUTING.md): no import cycle among
-the product packages (imports inside functions included), no stage importing the runner, every
-stage declared in the registry with its tables registered, and no module over 400 lines."""
+"""The house rules the layout promises (README "Layout", CONTRIBUTING.md).
+
+Layers, lowest first: the kernel (the top-level modules of pipeline/: the stage contract, config and
+CLI bases, progress, the Ray runtime, devices) and manifests/; stages/ (stages/media/ shared by the
+stage folders); filters/; the apps, `curate` (pipeline/curate/) and `sama` (sama/). A module imports
+only its own layer or lower ones, the stage folders import each other without a cycle, the two apps
+never import each other, and only the app's registry names product modules by string. Imports
+inside functions count: a late import is still an import. Also: no module over 400 lines, and every
+stage registered with its tables and config section."""
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipeline", "stages", "filters", "manifests", "sama")
+APPS = {"pipeline.curate": "curate", "sama": "sama"}
+# Names an import string (``"pkg.module:Attr"`` or ``import_module("pkg.module")``) may use only
+# inside its own package: a stage's adapters, the demo's builders.
+STRING_IMPORTS_ALLOWED_IN = ("pipeline.curate.registry",)
 
 
 def _modules() -> dict[str, Path]:
@@ -31,7 +43,9 @@ def _graph(mods: dict[str, Path]) -> dict[str, set[str]]:
         deps = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
+                # `import stages` (a bare top-level package): the Ray runtime ships the source folders
+                # to a cluster by their package objects; no module of theirs is imported by it.
+                targets = [a.name for a in node.names if a.name not in PACKAGES]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 # `from pkg import sub` imports the module pkg.sub; `from mod import name` imports mod.
                 subs = [f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in mods]
@@ -42,6 +56,32 @@ def _graph(mods: dict[str, Path]) -> dict[str, set[str]]:
                      and r != name and not name.startswith(r + ".")}  # its own package: not an edge
         graph[name] = deps
     return graph
+
+
+def layer(module: str) -> str:
+    """kernel, manifests, stage:<folder>, filters, app:curate or app:sama."""
+    parts = module.split(".")
+    for prefix, app in APPS.items():
+        if module == prefix or module.startswith(prefix + "."):
+            return f"app:{app}"
+    if parts[0] == "pipeline":
+        return "kernel"
+    if parts[0] == "stages":
+        return f"stage:{parts[1]}" if len(parts) > 2 or (REPO / "stages" / parts[-1]).is_dir() else "stage:"
+    return parts[0]
+
+
+RANK = {"kernel": 0, "manifests": 0, "stage": 1, "filters": 2, "app": 3}
+
+
+def _rank(layer_name: str) -> int:
+    return RANK[layer_name.split(":")[0]]
+
+
+def _edges() -> list[tuple[str, str, str, str]]:
+    """(module, its layer, imported module, that layer) for every import across layers."""
+    return [(m, layer(m), d, layer(d)) for m, deps in _graph(_modules()).items() for d in sorted(deps)
+            if layer(m) != layer(d)]
 
 
 def test_no_import_cycle():
@@ -61,24 +101,100 @@ def test_no_import_cycle():
             visit(n, [n])
 
 
-def test_no_stage_imports_the_runner():
-    graph = _graph(_modules())
-    offenders = sorted(n for n, deps in graph.items() if n.startswith(("stages", "filters"))
-                       and deps & {"pipeline.runner", "pipeline.registry", "pipeline.cli"})
+def test_the_kernel_and_manifests_import_no_stage_filter_or_app():
+    offenders = [f"{m} -> {d}" for m, lm, d, ld in _edges() if _rank(lm) == 0 and _rank(ld) > 0]
+    assert offenders == [], "the kernel (pipeline/*.py) and manifests/ stand below every stage"
+
+
+# Known upward imports, each with what removes it; the test fails on any other one (delete an entry
+# once its import is gone, so the list only shrinks).
+NOT_YET_DOWN = {
+    # a Ray task re-validates the whole Config from JSON; it should receive its own section
+    "stages.ingest.stage -> pipeline.curate.config",
+    # the preview reads the run's dataset roots through the whole Config; the roots should be read
+    # by a function of the datasets section (stages/media/locate.dataset_roots)
+    "stages.shard.preview -> pipeline.curate.config",
+}
+
+
+def test_nothing_imports_upward():
+    """A stage imports no filter and no app; a filter no app (the stages' shared helpers live in
+    stages/media/, the kernel or manifests/)."""
+    offenders = {f"{m} -> {d}" for m, lm, d, ld in _edges() if _rank(ld) > _rank(lm)}
+    assert sorted(offenders - NOT_YET_DOWN) == []
+
+
+def test_the_apps_do_not_import_each_other():
+    offenders = [f"{m} -> {d}" for m, lm, d, ld in _edges() if lm.startswith("app:") and ld.startswith("app:")]
+    assert offenders == [], "what both apps need belongs in the kernel (e.g. pipeline/cli_base.py)"
+
+
+def test_no_folder_cycle_inside_stages():
+    folders: dict[str, set[str]] = {}
+    for m, lm, d, ld in _edges():
+        if lm.startswith("stage:") and ld.startswith("stage:"):
+            folders.setdefault(lm, set()).add(ld)
+    state: dict[str, int] = {}
+
+    def visit(n: str, path: list[str]) -> None:
+        state[n] = 1
+        for m in sorted(folders.get(n, ())):
+            assert state.get(m) != 1, "stage folder cycle: " + " -> ".join(path[path.index(m):] + [m])
+            if m not in state:
+                visit(m, path + [m])
+        state[n] = 2
+
+    for n in sorted(folders):
+        if n not in state:
+            visit(n, [n])
+
+
+def _string_imports(path: Path) -> list[str]:
+    """Product modules a file names in a string: ``"pkg.mod:Attr"`` or ``import_module("pkg.mod")``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            text = node.value
+            if ":" in text and " " not in text and text.split(":")[0].split(".")[0] in PACKAGES \
+                    and "." in text.split(":")[0]:
+                found.append(text)
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module":
+            arg = node.args[0] if node.args else None
+            text = arg.value if isinstance(arg, ast.Constant) else ast.unparse(arg) if arg is not None else ""
+            if text.strip("f'\"").split(".")[0] in PACKAGES:
+                found.append(text)
+    return found
+
+
+def test_no_import_strings_outside_the_registry():
+    """A module named by string escapes every rule above; a package may name its own modules that
+    way (ingest's adapters, the demo's builders load on use), the app's registry any."""
+    offenders = []
+    for name, path in _modules().items():
+        if name.startswith(STRING_IMPORTS_ALLOWED_IN):
+            continue
+        package = name.rpartition(".")[0]
+        for text in _string_imports(path):
+            target = text.strip("f'\"").split(":")[0]
+            if not target.startswith(package + ".") and not target.startswith(package + "{"):
+                offenders.append(f"{name}: {text}")
+    if any(o.startswith("manifests.tables:") for o in offenders):
+        pytest.xfail("manifests/tables.py still loads the stages' schemas by name: tables are not yet "
+                     "registered by the stage that writes them (" + "; ".join(offenders) + ")")
     assert offenders == []
 
 
 def test_every_stage_is_registered_with_its_tables_and_section():
     from manifests.tables import TABLES
-    from pipeline.registry import STAGE_ORDER, STAGES
+    from pipeline.curate.config import Config
+    from pipeline.curate.registry import STAGE_ORDER, STAGES
 
-    from pipeline.config import Config
-
-    assert STAGE_ORDER == ["ingest", "probe", "screen", "vlm-filter", "filter", "encode", "shard"]
+    core = ["ingest", "probe", "vlm-filter", "filter", "encode", "shard"]  # in this order, others between
+    assert [s for s in STAGE_ORDER if s in core] == core
     for stage in STAGES.values():
         assert stage.section in Config.model_fields, f"{stage.name}: no config section {stage.section}"
         for table in (*stage.reads, *stage.writes):
-            assert table in TABLES, f"{stage.name}: table {table} is not in manifests/tables.py"
+            assert table in TABLES, f"{stage.name}: table {table} is not registered"
         for table in stage.writes:
             assert TABLES[table].stage == stage.name
 
@@ -86,3 +202,9 @@ def test_every_stage_is_registered_with_its_tables_and_section():
 def test_no_module_over_400_lines():
     big = {str(p.relative_to(REPO)): n for p in _modules().values() if (n := len(p.read_text().splitlines())) > 400}
     assert big == {}
+
+
+def test_tests_mirror_the_packages():
+    """tests/<package path>/test_*.py; at the top only the tests about the whole repo."""
+    top = sorted(p.name for p in (REPO / "tests").glob("test_*.py"))
+    assert all(n.startswith(("test_layout", "test_bench")) for n in top), top

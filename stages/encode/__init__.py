@@ -10,5 +10,5 @@ or runs an encoder.
 - ``stage``: the stage declaration (two phases: CPU decode tasks feeding encoder actors).
 - ``config``: the ``encode:`` section.
 
-Tiny random checkpoints of the three encoders (tests, ``make demo``): ``pipeline.demo.tiny_encoders``.
+Tiny random checkpoints of the three encoders (tests, ``make demo``): ``pipeline.curate.demo.tiny_encoders``.
 """

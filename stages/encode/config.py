@@ -18,7 +18,7 @@ class EncodeConfig(Strict):
     min_aspect: float = 0.5
     max_aspect: float = 2.0
     # [W, H] pixel buckets; None: generated from target_area / side_multiple / the aspect range
-    # (832x480, 480x832, 640x640, 896x448 ... see stages/encode/buckets.py).
+    # (832x480, 480x832, 640x640, 896x448 ... see stages/media/buckets.py).
     buckets: list[tuple[int, int]] | None = None
     num_frames: int = 81  # of the form 4n+1
     fps: float = Field(16.0, gt=0)  # frames are resampled to Wan2.1's 16 fps
@@ -69,7 +69,7 @@ class EncodeConfig(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "EncodeConfig":
-        from stages.encode.buckets import check_buckets
+        from stages.media.buckets import check_buckets
 
         if self.min_frames > self.num_frames:
             raise ValueError(f"encode.min_frames ({self.min_frames}) is above num_frames ({self.num_frames})")
@@ -84,7 +84,7 @@ class EncodeConfig(Strict):
 
     def bucket_list(self) -> list[tuple[int, int]]:
         """The [W, H] buckets: the configured list, or the generated 480p-class set."""
-        from stages.encode.buckets import generate_buckets
+        from stages.media.buckets import generate_buckets
 
         if self.buckets is not None:
             return [tuple(b) for b in self.buckets]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from stages.encode.buckets import bucket_name
+from stages.media.buckets import bucket_name
 from stages.encode.decode import DecodedSample, KeySpec, anchor_indices
 from stages.encode.schema import ENCODED, key_of, pack_tensors, purpose_of
 from stages.media.locate import short_error as _short

@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from stages.encode.buckets import fit_to_bucket, nearest_bucket
-from stages.encode.frames import frame_count, frames_that_fit, largest_4n1, plan_indices
+from stages.media.buckets import fit_to_bucket, nearest_bucket
+from stages.media.frames import frame_count, frames_that_fit, largest_4n1, plan_indices
 from stages.media.locate import MediaError, locate
 from stages.media.locate import short_error as _short
 from stages.media.open_videos import VIDEOS

@@ -10,7 +10,7 @@
   states without padding (length = the attention mask's sum), truncated at ``text_max_length``.
 
 The same code loads a user's real checkpoints and the tiny random ones the tests and the demo
-build (``pipeline.demo.tiny_encoders``): nothing here knows which it is, except that a directory
+build (``pipeline.curate.demo.tiny_encoders``): nothing here knows which it is, except that a directory
 holding a ``TINY_MODEL.json`` with ``random_init: true`` is reported as random weights.
 """
 from __future__ import annotations

@@ -106,7 +106,7 @@ def unit_rows(per_batch: int, kept: int) -> int:
     return per_batch * max(1, min(MAX_BATCHES_PER_UNIT, kept // (per_batch * MIN_UNITS)))
 
 
-def write_plan(cfg, workdir: Path) -> list[Unit]:
+def write_encode_plan(cfg, workdir: Path) -> list[Unit]:
     """Write the plan files (replacing old ones) of the kept samples not encoded yet and return
     the units, in plan order. Planning a subset of whole units in plan order gives those same
     units (all but a dataset's last are full), so a resume rewrites the missing parts as they were."""
@@ -389,7 +389,7 @@ STAGE = Stage(
     facts=StageFacts(device="gpu", reaches="kept", counts=(TABLE, "count(*)", "count(DISTINCT sample_id)")),
     check=check,
     fingerprint=lambda ctx: {"all": fingerprint(ctx.cfg, ctx.workdir)},
-    plan=lambda ctx: write_plan(ctx.cfg, ctx.workdir),  # only the kept samples not encoded yet
+    plan=lambda ctx: write_encode_plan(ctx.cfg, ctx.workdir),  # only the kept samples not encoded yet
     phases=phases, describe=describe, finish=finish,
     summary=lambda ctx: (["dataset", "selected", "keys", "encoded", "failed", "not kept"], summary(ctx.workdir)),
 )

@@ -21,7 +21,7 @@ from stages.ingest.core import done_marker, ingest_unit
 
 def _ingest_unit_fn(cfg_json: str, workdir: str, limit: int | None):
     def run(item: dict) -> dict:
-        from pipeline.config import Config
+        from pipeline.curate.config import Config
 
         cfg = Config.model_validate_json(cfg_json)
         ds_name = item["dataset"]
@@ -58,7 +58,7 @@ def phases(ctx: Context) -> list[Phase]:
 
 
 def finish(ctx: Context, units: list[Unit]) -> None:
-    n_dup = repeats.mark(ctx.workdir)  # keyed by part names relative to the workdir (issue 14)
+    n_dup = repeats.mark(ctx.workdir)  # keyed by part names relative to the workdir (the same run from another cwd writes the same bytes)
     if n_dup:
         console.print(f"ingest: {n_dup} repeated sample ids in the published metadata; the samples view keeps the first")
 

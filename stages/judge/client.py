@@ -38,7 +38,7 @@ import pyarrow as pa
 from stages.judge.hf_backend import HFTransport
 from stages.judge.parse import EngineError, parse_completion, read_completion
 from stages.judge.prompts import Prompt, load_prompts
-from stages.judge.requests import InputError, build_request, qwen_vision_process, row_kind
+from stages.judge.request_build import InputError, build_request, qwen_vision_process, row_kind
 from stages.judge.reply import Reply
 from stages.judge.retry import retry_after_seconds, retry_delay
 from stages.judge.schema import ALL_METRICS, SCORED_STATUSES, empty_score_row, expected_column, scores_schema

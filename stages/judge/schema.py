@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from manifests.schema import SCHEMA_VERSION
 
-# Every metric any kind of sample is scored on (pipeline.config: video/image/clip metrics).
+# Every metric any kind of sample is scored on (pipeline.curate.config: video/image/clip metrics).
 ALL_METRICS = ("instruction_following", "visual_quality", "content_preservation",
                "motion_consistency", "caption_alignment")
 

@@ -12,15 +12,16 @@ from __future__ import annotations
 from typing import Callable
 
 from manifests import catalog, compact
-from pipeline import status
 from pipeline.stage import Context, Phase, Resources, Stage, StageFacts, Unit
 from stages.judge import vllm_backend
 from stages.judge.client import score_table, scoring_fingerprint
 from stages.judge.config import JudgeConfig
-from stages.judge.preflight import JudgeOutcome, check_servers
+from stages.judge.outcome import JudgeOutcome
+from stages.judge.preflight import check_servers
 from stages.judge.prompts import load_prompts
 from stages.judge.units import finish_judge_unit, judge_todo, judge_units
 from stages.media.locate import dataset_roots
+from stages.judge.counts import judge_counts
 
 
 def _judge_unit_fn(judge_json: str, prompts, roots: dict[str, list[str]]) -> Callable[[dict], dict]:
@@ -65,7 +66,7 @@ STAGE = Stage(
     phases=phases, describe=describe,
     # every request failed at the server: exit non-zero with the commonest error
     outcome=lambda ctx: JudgeOutcome(),
-    summary=lambda ctx: (["dataset", "judged", "scored", "failed"], status.judge_counts(catalog.connect(ctx.workdir))),
+    summary=lambda ctx: (["dataset", "judged", "scored", "failed"], judge_counts(catalog.connect(ctx.workdir))),
     # rescore: failed re-writes a merged unit as its own part; the next merge folds it back in
     compact=lambda ctx, units: {"scores": compact.by_input_part(units)},
 )

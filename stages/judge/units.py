@@ -14,7 +14,7 @@ from manifests import compact
 from manifests.io import read_slice, table_dir, write_part
 from pipeline.stage import Unit
 from stages.judge.client import merge_rescored, needs_rescore
-from stages.judge.preflight import unit_outcome
+from stages.judge.outcome import unit_outcome
 from stages.judge.schema import SCORED_STATUSES
 from stages.probe.stage import probe_units
 

@@ -54,7 +54,7 @@ import pyarrow as pa
 from pipeline.config_base import ConfigError
 from stages.judge.client import Scorer, _unique_rows, schema_for
 from stages.judge.config import JudgeConfig
-from stages.judge.requests import InputError, row_kind
+from stages.judge.request_build import InputError, row_kind
 from stages.judge.server import judge_venv
 from stages.judge.units import finish_judge_unit, judge_todo
 from stages.judge.vllm_engine import (LOGPROB_FLOOR, REQUEST_ROWS, VllmJudgeActor, engine_kwargs, logprob_content,

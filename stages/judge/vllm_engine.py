@@ -25,7 +25,7 @@ from stages.judge.client import Scorer, _run
 from stages.judge.reply import LOGPROB_FLOOR, Reply
 from stages.judge.reply import error_reply as _error_reply
 from stages.judge.config import JudgeConfig
-from stages.judge.requests import InputError
+from stages.judge.request_build import InputError
 from stages.judge.server import STRUCTURED_OUTPUTS_CONFIG
 
 # max_tokens when a body names none (the client always does).

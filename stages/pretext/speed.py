@@ -1,6 +1,6 @@
 """Speed perturbation: the source is the same clip played ``speed_factor`` times faster.
 
-Both sides are read on the time grid of ``stages.encode.frames`` from the same start
+Both sides are read on the time grid of ``stages.media.frames`` from the same start
 (``clip_start_s``, or 0): output frame ``i`` of the target shows time ``start + i / fps``, output
 frame ``i`` of the source shows ``start + i * factor / fps``; each takes native frame
 ``floor(time * native_fps)``. Both have the same count ``N`` (4n+1): ``encode.num_frames`` when the
@@ -12,7 +12,7 @@ the caller records the sample as ``too_short``.
 """
 from __future__ import annotations
 
-from stages.encode.frames import frame_count, frames_that_fit, plan_indices
+from stages.media.frames import frame_count, frames_that_fit, plan_indices
 
 
 def speed_plan(n_native: int, native_fps: float, fps: float, max_frames: int, factor: float, *,

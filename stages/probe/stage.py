@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 
 from manifests import catalog, compact, repeats
 from manifests.io import dataset_of, list_parts, read_slice, table_dir, write_part
-from pipeline import status
 from pipeline.stage import Phase, Stage, StageFacts, Unit
 from stages.media.locate import dataset_roots
 from stages.probe.core import probe_table
+from stages.probe.counts import probe_counts
 
 PROBE_COLUMNS = ["sample_id", "dataset", "modality", "source_uri", "target_uri", "clip_start_s", "clip_end_s",
                  "skip_frames", "error"]
@@ -39,7 +39,7 @@ def _probe_unit_fn(decode_check: str, roots: dict[str, list[str]]) -> Callable[[
 def probe_units(workdir: Path, rows_per_task: int) -> list[Unit]:
     """One unit per slice of ``rows_per_task`` rows of each samples part (stable names); ``drop``
     lists the slice's rows that repeat an earlier sample id (read once here, not in every task)."""
-    repeated = repeats.rows_by_part(workdir)  # by part name relative to tables/samples (issue 14)
+    repeated = repeats.rows_by_part(workdir)  # by part name relative to tables/samples (the same run from another cwd writes the same bytes)
     units = []
     for part in list_parts(workdir, "samples"):
         n = pq.ParquetFile(part).metadata.num_rows
@@ -61,6 +61,6 @@ STAGE = Stage(
     plan=lambda ctx: probe_units(ctx.workdir, ctx.cfg.probe.rows_per_task),
     phases=lambda ctx: [Phase("probe", _probe_unit_fn(ctx.cfg.probe.decode_check, dataset_roots(ctx.cfg)))],
     summary=lambda ctx: (["dataset", "to probe", "probed", "failed", "pending"],
-                         status.probe_counts(catalog.connect(ctx.workdir))),
+                         probe_counts(catalog.connect(ctx.workdir))),
     compact=lambda ctx, units: {"probes": compact.by_input_part(units)},
 )

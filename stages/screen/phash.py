@@ -2,7 +2,7 @@
 
 ``phash`` is the DCT hash of imagehash/pHash (32x32 grey, 2-D DCT-II, the 8x8 lowest frequencies
 against their median), written over NumPy because neither OpenCV's img_hash nor imagehash is in the
-project's environment; tests/test_screen_core.py checks the DCT against an FFT-based one.
+project's environment; tests/stages/screen/test_screen_core.py checks the DCT against an FFT-based one.
 Letterbox and pillarbox bars are cut before hashing, so a letterboxed re-upload hashes like the
 original. A frame is *uninformative* (black, one colour, a title card of text on a flat ground)
 when almost all its pixels sit near its median grey: such frames never make a match on their own.

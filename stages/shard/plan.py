@@ -104,7 +104,7 @@ def record_of(row: dict, root: str) -> dict:
     lineage = {
         "manifest": {"table": "samples", "part": _rel(row.get("samples_part"), root), "row": row.get("samples_row")},
         # By key, not part and row: which part holds a key depends on the order the selection
-        # grew in (incremental re-curation), and the shard bytes must not (issue 14).
+        # grew in (incremental re-curation), and the shard bytes must not depend on that order.
         "encoded": {"table": "encoded", "key": row["key"]},
         "judge": {c: row.get(f"sc__{c}") for c in JUDGE_COLUMNS},
     }
@@ -134,7 +134,7 @@ def assign_shards(rows: Iterable[dict], target_bytes: int, root: str) -> Iterato
                      "encoded_row": int(row["encoded_row"]), "json": doc.decode("utf-8")}
 
 
-def write_plan(workdir: Path, plan_path: Path, target_bytes: int, batch_rows: int = 65536) -> list[ShardSpec]:
+def write_shard_plan(workdir: Path, plan_path: Path, target_bytes: int, batch_rows: int = 65536) -> list[ShardSpec]:
     """Stream the ordered rows from DuckDB into ``plan_path`` (atomic); returns the shards in order."""
     workdir = Path(workdir).resolve()
     con = catalog.connect(workdir)

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from manifests import catalog
-from stages.encode.buckets import fit_to_bucket
+from stages.media.buckets import fit_to_bucket
 from stages.media.locate import dataset_roots, locate
 from stages.media.read import Video, read_image
 
@@ -35,7 +35,7 @@ class PreviewError(ValueError):
 
 def _roots(workdir: Path) -> dict[str, list[str]] | None:
     """The run's dataset roots (media are read only inside them), from the run's config.json."""
-    from pipeline.config import Config
+    from pipeline.curate.config import Config
 
     path = Path(workdir) / "config.json"
     if not path.exists():

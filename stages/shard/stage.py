@@ -19,7 +19,7 @@ from manifests.io import atomic_file, table_dir, write_part
 from manifests.tables import schema_of
 from pipeline.progress import console
 from pipeline.stage import Context, Phase, Stage, StageFacts, Unit, state_dir
-from stages.shard.plan import write_plan
+from stages.shard.plan import write_shard_plan
 from stages.shard.write import done_record_path, is_done, write_shard
 
 SHARDS_SCHEMA = schema_of("shards")
@@ -90,7 +90,7 @@ def _unit(spec) -> Unit:
 
 def plan(ctx: Context) -> list[Unit]:
     """Plan the shards, remove what the plan no longer names."""
-    specs = write_plan(ctx.workdir, plan_path(ctx.workdir), ctx.cfg.shard.target_bytes, ctx.cfg.shard.plan_batch_rows)
+    specs = write_shard_plan(ctx.workdir, plan_path(ctx.workdir), ctx.cfg.shard.target_bytes, ctx.cfg.shard.plan_batch_rows)
     units = [_unit(s) for s in specs]
     removed = remove_stale(ctx.workdir, [u.params for u in units])
     if removed:
@@ -117,7 +117,7 @@ def summary(ctx: Context) -> tuple[list[str], list[list]]:
 
 def finish(ctx: Context, units: list[Unit]) -> None:
     write_index(ctx.workdir, plan_path(ctx.workdir), [u.params for u in units])
-    if not units:  # an empty selection: empty shard tables, no tars (issue 14), exit 0
+    if not units:  # an empty selection: empty shard tables, no tars, exit 0 (a selection may be empty)
         console.print("shard: no kept sample has an encoded key (the selection is empty); the shards and "
                       "shard_keys tables are empty and no tar remains")
 
