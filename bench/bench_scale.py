@@ -105,6 +105,7 @@ def synth_tables(workdir: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    import pipeline.curate.registry  # noqa: F401  (registers every stage's tables for the catalog)
     from manifests import catalog
     from manifests.tables import schema_of
 
@@ -153,6 +154,10 @@ def synth_tables(workdir: Path) -> None:
 
 def phase(name: str, workdir: Path) -> dict:
     """A measured step that is not a CLI command, run in a fresh process (prints JSON)."""
+    if name in ("groupby", "plan", "verify"):
+        # They open the catalog, which shows the registered tables: the app's registry registers
+        # them, as `curate` does (ingest's core opens no catalog, so its RSS stays its own).
+        import pipeline.curate.registry  # noqa: F401
     if name == "ingest":  # the ingest core over every unit in this process, then the repeats mark
         from manifests import repeats
         from pipeline.curate.config import load_config

@@ -8,19 +8,23 @@ from pathlib import Path
 
 from manifests import catalog
 from manifests.io import table_dir
+from manifests.tables import Table
 from pipeline.stage import Context, Phase, Resources, Stage, Unit
+from filters.rules import SELECTED
 from filters.selection import no_scores_message, write_selected
 from pipeline.config_base import ConfigError
 
 
-def _select_fn(filter_json: str, workdir: str):
+def _select_fn(filter_json: str, workdir: str, tables: tuple[Table, ...]):
+    """``tables``: the driver's registered declarations (the worker imports only this module, so it
+    has none registered of its own)."""
     def select(item: dict) -> dict:
         """Write the ``selected`` table from the scores (DuckDB, in a Ray task); its summary row."""
         from filters.config import FilterConfig
 
         # Streamed beside the table first (the old part may be what the catalog's `selected` view
         # reads meanwhile), then swapped in by a rename: a reader never sees half a table.
-        con = catalog.connect(Path(workdir))
+        con = catalog.connect(Path(workdir), tables=tables)
         fresh = Path(workdir) / "state" / "selected-next.parquet"
         rows = write_selected(con, FilterConfig.model_validate_json(filter_json), fresh)
         con.close()
@@ -47,10 +51,12 @@ def summary(ctx: Context) -> tuple[list[str], list[list]]:
 
 STAGE = Stage(
     name="filter", reads=("scores",), writes=("selected",), section="filter",
+    tables=(Table("selected", "filter", SELECTED, partition=None, joined=("sel", "sel.kept, sel.rejected_by")),),
     plan=lambda ctx: [Unit("selected", "all", 0, str(table_dir(ctx.workdir, "selected") / "part-00000.parquet"))],
     is_done=lambda ctx, unit: False,
     limit_by_rows=False,
-    phases=lambda ctx: [Phase("select", _select_fn(ctx.cfg.filter.model_dump_json(), str(ctx.workdir)),
+    phases=lambda ctx: [Phase("select", _select_fn(ctx.cfg.filter.model_dump_json(), str(ctx.workdir),
+                                                   tuple(catalog.declared_tables().values())),
                               Resources(cpus=1))],
     check=check, summary=summary,
     describe=lambda ctx, units, pending: "filter: thresholds and categories over the stored scores",

@@ -5,7 +5,7 @@ opens instantly and queries stream. The catalog is read-only: only SELECT-like s
 
 A connect costs the same at 10 parts as at 50,000: a table exists when one part is found (the walk
 stops there), and its view reads the parts by glob with the schema DuckDB takes from the first
-part, which must hold every column the registry declares (manifests/tables.py) - the writers cast
+part, which must hold every column its declaration has (manifests/tables.py) - the writers cast
 to that schema, so every part of a run has it. Only a workdir written by older code, whose first
 part of the table or of a dataset's folder lacks a declared column, falls back to unifying columns
 by name over every file (which reads every footer at connect).
@@ -13,8 +13,8 @@ by name over every file (which reads every footer at connect).
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
+from typing import Iterable
 
 import duckdb
 import pyarrow.parquet as pq
@@ -22,11 +22,10 @@ import pyarrow.parquet as pq
 from manifests import repeats
 from manifests.io import parquet_source, table_dir
 from manifests.io import read_parquet_sql as _read  # noqa: F401  (the raw parts, for stages that need file names)
-from manifests.tables import TABLES, VIEW_TABLES, schema_of
+from manifests import tables as registry
+from manifests.tables import Table
 
 READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
-# Schema modules cheap to import at connect (the encode stage's pulls in torch: ~0.7 GB, seconds).
-LIGHT_SCHEMA_MODULES = {"manifests.schema", "stages.judge.schema", "filters.rules"}
 
 
 class ReadOnlyError(ValueError):
@@ -56,14 +55,14 @@ def _first_part(folder: Path) -> Path | None:
     return None
 
 
-def _firsts(workdir: Path, table: str) -> list[Path]:
+def _firsts(workdir: Path, table: Table) -> list[Path]:
     """The table's first part and the first part of each dataset folder (a few files)."""
-    root = table_dir(workdir, table)
+    root = table_dir(workdir, table.name)
     first = _first_part(root)
     if first is None:
         return []
     out = [first]
-    if TABLES[table].partition:
+    if table.partition:
         for e in os.scandir(root):
             if e.is_dir() and not e.name.startswith("."):
                 p = _first_part(Path(e.path))
@@ -72,24 +71,38 @@ def _firsts(workdir: Path, table: str) -> list[Path]:
     return out
 
 
-def scan_sql(workdir: Path, table: str, firsts: list[Path], extra: str = "") -> str:
+def scan_sql(workdir: Path, table: Table, firsts: list[Path], extra: str = "") -> str:
     """read_parquet SQL over every part of ``table`` with its declared schema (see the module
     docstring; ``extra``: more read_parquet options)."""
     names = [set(pq.read_schema(p).names) for p in firsts]
-    module = TABLES[table].schema.split(":")[0]
-    if module in sys.modules or module in LIGHT_SCHEMA_MODULES:
-        declared = set(schema_of(table).names)
-    else:  # importing its module would load torch (encoded): the first parts must agree instead
-        declared = set.union(*names)
+    declared = set(table.schema.names)
     whole = all(declared <= n for n in names)
     union = "" if whole else ", union_by_name=true"
-    return f"read_parquet({parquet_source(workdir, table)}, hive_partitioning=false{union}{extra})"
+    return f"read_parquet({parquet_source(workdir, table.name)}, hive_partitioning=false{union}{extra})"
 
 
-def present_tables(workdir: str | os.PathLike) -> dict[str, list[Path]]:
+class NoTablesError(RuntimeError):
+    """connect() was given no table declarations and none are registered."""
+
+
+def declared_tables(tables: Iterable[Table] | dict[str, Table] | None = None) -> dict[str, Table]:
+    """{name: declaration} in pipeline order: ``tables`` as given, else the registered ones."""
+    if tables is None:
+        if not registry.TABLES:
+            raise NoTablesError(
+                "no tables are registered, so the catalog knows no table to show: import "
+                "pipeline.curate.registry, which registers every stage's tables, or pass tables= "
+                "(the stages' Table declarations) to catalog.connect")
+        return dict(registry.TABLES)
+    if isinstance(tables, dict):
+        return dict(tables)
+    return {t.name: t for t in tables}
+
+
+def present_tables(workdir: str | os.PathLike, tables: dict[str, Table]) -> dict[str, list[Path]]:
     """{table: its first parts} of the view tables that have a part, in pipeline order."""
     workdir = Path(workdir)
-    found = {t: _firsts(workdir, t) for t in VIEW_TABLES}
+    found = {t: _firsts(workdir, tables[t]) for t in registry.view_tables(tables)}
     return {t: f for t, f in found.items() if f}
 
 
@@ -110,27 +123,34 @@ def bound_memory(con: duckdb.DuckDBPyConnection, workdir: str | os.PathLike) -> 
     con.execute(f"SET temp_directory = '{spill.as_posix()}'")
 
 
-def connect(workdir: str | os.PathLike, threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with a view per existing stage table."""
+def connect(workdir: str | os.PathLike, threads: int | None = None,
+            tables: Iterable[Table] | dict[str, Table] | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with a view per existing stage table.
+
+    ``tables``: the table declarations, in pipeline order; None: the registered ones (the driver
+    imports the registry; a Ray task is handed them by the driver, since a worker imports only the
+    modules of the function it runs)."""
     workdir = Path(workdir)
+    tables = declared_tables(tables)
     con = duckdb.connect(":memory:")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     bound_memory(con, workdir)
-    present = present_tables(workdir)
+    present = present_tables(workdir, tables)
     for table, firsts in present.items():
         if table == "samples":
             # A sample listed twice by the dataset keeps its first occurrence; `repeats` shows the rest.
-            repeats.create_views(con, workdir, lambda extra, f=firsts: scan_sql(workdir, "samples", f, extra))
+            repeats.create_views(con, workdir,
+                                 lambda extra, f=firsts: scan_sql(workdir, tables["samples"], f, extra))
         else:
-            excluded = TABLES[table].view_exclude
+            excluded = tables[table].view_exclude
             exclude = f" EXCLUDE ({excluded})" if excluded else ""
-            con.execute(f"CREATE VIEW {table} AS SELECT *{exclude} FROM {scan_sql(workdir, table, firsts)}")
+            con.execute(f"CREATE VIEW {table} AS SELECT *{exclude} FROM {scan_sql(workdir, tables[table], firsts)}")
     if "samples" in present:
         cols, joins = ["s.*"], []
         for table in list(present)[1:]:
-            if TABLES[table].joined:
-                a, columns = TABLES[table].joined
+            if tables[table].joined:
+                a, columns = tables[table].joined
                 cols.append(columns)
                 joins.append(f"LEFT JOIN {table} {a} USING (sample_id)")
         con.execute(f"CREATE VIEW samples_full AS SELECT {', '.join(cols)} FROM samples s {' '.join(joins)}")
@@ -168,9 +188,9 @@ def query_relation(con: duckdb.DuckDBPyConnection, sql: str):
         raise QueryError(f"query failed: {e}") from None
 
 
-def query(workdir: str | os.PathLike, sql: str):
+def query(workdir: str | os.PathLike, sql: str, tables: Iterable[Table] | dict[str, Table] | None = None):
     """Run a read-only query over the run's views; returns a pyarrow Table."""
-    con = connect(workdir)
+    con = connect(workdir, tables=tables)
     rel = query_relation(con, sql)
     try:
         return rel.to_arrow_table()

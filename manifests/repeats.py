@@ -26,7 +26,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from manifests.io import atomic_write_json, list_parts, table_dir, write_part
-from manifests.tables import schema_of
+from manifests.schema import DUPLICATES
 
 TABLE = "duplicates"
 SAMPLES_DIR = "tables/samples/"
@@ -102,7 +102,7 @@ def mark(workdir: Path) -> int:
             f"(PARTITION BY f.sample_id ORDER BY f.part, f.file_row_number) AS k, "
             f"f.sample_id IN (SELECT sample_id FROM seen) AS earlier FROM {fresh} f "
             f"SEMI JOIN hit USING (sample_id)) WHERE k > 1 OR earlier ORDER BY part, file_row_number"
-        ).to_arrow_table().cast(schema_of(TABLE))  # the registry's schema: a drift fails here
+        ).to_arrow_table().cast(DUPLICATES)  # the declared schema: a drift fails here
         if dups.num_rows:
             write_part(out / f"part-{batches:05d}.parquet", dups)
             batches += 1

@@ -1,13 +1,14 @@
 """Every table of a run in one place: its name, the stage that writes it, its schema, how its parts
 are partitioned, and how the DuckDB catalog shows it.
 
-The writers take their schema from here (``schema_of``), the catalog builds its views from
+Each stage declares the tables it writes (``Stage.tables``, built with its own schema objects); the
+app's registry (``pipeline.curate.registry``) collects them in pipeline order and ``register``s
+them here, so this bottom layer never imports a stage. The catalog builds its views from
 ``TABLES`` (in pipeline order), `curate run` names the stage to run when an input table is missing,
 and `curate verify` reads the shard index tables by these names.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -17,47 +18,51 @@ import pyarrow as pa
 class Table:
     name: str
     stage: str  # the `curate run --stage` that writes it
-    # "module:ATTRIBUTE" of its Arrow schema (the module that builds its rows owns it); scores
-    # adds two columns per custom metric (stages.judge.schema.scores_schema).
-    schema: str
+    # Its Arrow schema (the module that builds its rows owns it); scores adds two columns per
+    # custom metric (stages.judge.schema.scores_schema).
+    schema: pa.Schema
     partition: str | None = "dataset"  # parts in one folder per value of this column (None: one folder)
     view: bool = True  # a catalog view of its own
     view_exclude: str | None = None  # columns the view leaves out (DuckDB then never reads them)
     # What it adds to the joined ``samples_full`` view: (alias, select list); None: not joined.
     joined: tuple[str, str] | None = None
 
+    def same_as(self, other: Table) -> bool:
+        """The same declaration (schemas compared with their metadata: a drift is a different table)."""
+        return (self.name, self.stage, self.partition, self.view, self.view_exclude, self.joined) == \
+            (other.name, other.stage, other.partition, other.view, other.view_exclude, other.joined) \
+            and self.schema.equals(other.schema, check_metadata=True)
 
-TABLES: dict[str, Table] = {t.name: t for t in [
-    Table("samples", "ingest", "manifests.schema:SAMPLES"),
-    # (part, file_row_number) of repeated sample ids: the samples view keeps the first.
-    Table("duplicates", "ingest", "manifests.schema:DUPLICATES", partition=None, view=False),
-    Table("probes", "probe", "manifests.schema:PROBES", joined=(
-        "p", "p.* EXCLUDE (sample_id, dataset, schema_version, error, error_kind), "
-             "p.error_kind AS probe_error_kind, p.error AS probe_error")),
-    # The screen stage (stages/screen): fingerprints and scores per sample, and the corpus-wide
-    # verdicts (duplicate groups, benchmark matches, the screen rule that drops a sample).
-    Table("screens", "screen", "stages.screen.schema:SCREENS", joined=(
-        "scr", "scr.copy_score, scr.motion_score, scr.content_motion, scr.camera_share, "
-               "scr.error_kind AS screen_error_kind")),
-    Table("screen_verdicts", "screen", "stages.screen.schema:SCREEN_VERDICTS", joined=(
-        "sv", "sv.duplicate_of, sv.duplicate_group, sv.benchmark, sv.benchmark_clip, sv.screen_drop, sv.judge_skip")),
-    Table("scores", "vlm-filter", "stages.judge.schema:SCORES", joined=(
-        "sc", "sc.* EXCLUDE (sample_id, dataset, schema_version, status, kind, error), "
-              "sc.status AS judge_status, sc.kind AS judge_kind, sc.error AS judge_error")),
-    Table("selected", "filter", "filters.rules:SELECTED", partition=None,
-          joined=("sel", "sel.kept, sel.rejected_by")),
-    # One row per shard key (sample x variant); the view leaves out the tensor blobs.
-    Table("encoded", "encode", "stages.encode.schema:ENCODED", view_exclude="tensors"),
-    # The shard index: one row per shard tar, and which shard holds each key.
-    Table("shards", "shard", "manifests.schema:SHARDS", partition=None),
-    Table("shard_keys", "shard", "manifests.schema:SHARD_KEYS", partition=None),
-]}
 
-# The tables with a catalog view, in pipeline order.
-VIEW_TABLES = [t.name for t in TABLES.values() if t.view]
+# name -> declaration, in pipeline order (the order of registration).
+TABLES: dict[str, Table] = {}
+
+
+class TableConflict(ValueError):
+    """Two declarations of one table name that differ."""
+
+
+def register(*tables: Table) -> None:
+    """Add the tables to ``TABLES``; registering an identical declaration again is a no-op (a module
+    imported twice, a test re-registering), a different one under a taken name is an error."""
+    for t in tables:
+        old = TABLES.get(t.name)
+        if old is None:
+            TABLES[t.name] = t
+        elif not old.same_as(t):
+            raise TableConflict(f"table {t.name!r} is declared twice, differently: by stage {old.stage!r} "
+                                f"and by stage {t.stage!r}; a table has one declaration, in the stage that writes it")
+
+
+def view_tables(tables: dict[str, Table] | None = None) -> list[str]:
+    """The tables with a catalog view, in pipeline order."""
+    return [t.name for t in (TABLES if tables is None else tables).values() if t.view]
 
 
 def schema_of(name: str) -> pa.Schema:
-    """The Arrow schema of table ``name`` (imported from the module that owns it)."""
-    module, attr = TABLES[name].schema.split(":")
-    return getattr(importlib.import_module(module), attr)
+    """The Arrow schema of the registered table ``name``."""
+    try:
+        return TABLES[name].schema
+    except KeyError:
+        raise KeyError(f"table {name!r} is not registered (import pipeline.curate.registry, which "
+                       f"registers every stage's tables)") from None

@@ -29,7 +29,8 @@ import pyarrow as pa
 
 from manifests import compact
 from manifests.io import atomic_write_json, clean_temporaries, list_parts, table_dir
-from manifests.tables import TABLES
+from manifests import tables as table_registry
+from manifests.tables import Table
 from pipeline.config_base import ConfigError
 from pipeline.progress import Progress, console, out, render_table
 
@@ -165,6 +166,9 @@ class Stage:
     plan: Callable[[Context], list[Unit]]
     phases: Callable[[Context], list[Phase]]
     summary: Callable[[Context], tuple[list[str], list[list]]]  # report columns and rows
+    # The declarations of the tables it writes (names: ``writes``, in that order), with the schemas
+    # it writes them with; the app's registry registers them (manifests.tables.register).
+    tables: tuple[Table, ...] = ()
     # scope -> the settings the output depends on; a resume with other settings is refused.
     fingerprint: Callable[[Context], dict[str, dict]] = lambda ctx: {}
     check: Callable[[Context], None] | None = None  # pre-flight: fail before any work, naming the field
@@ -309,8 +313,10 @@ def run_stage(stage: Stage, cfg, workdir: Path, limit: int | None = None, overwr
         check_dataset_roots(cfg)
     for table in stage.reads:
         if not list_parts(ctx.workdir, table):
-            raise ConfigError(f"{ctx.workdir}: no {table} yet; run `curate run --stage "
-                              f"{TABLES[table].stage}` first")
+            writer = table_registry.TABLES.get(table)
+            todo = (f"run `curate run --stage {writer.stage}` first" if writer is not None
+                    else f"run the stage that writes {table} first")
+            raise ConfigError(f"{ctx.workdir}: no {table} yet; {todo}")
     main = stage.writes[0]
     if overwrite:
         for extra in stage.outputs:

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# Every stage's tables registered, as the `curate` app has them: tests that open the catalog
+# directly (catalog.connect) see the same views the CLI does.
+import pipeline.curate.registry  # noqa: F401,E402
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_REALCLIPS = REPO.parent / "shared" / "realclips"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pipeline.curate.registry  # noqa: F401  (registers every stage's tables: the catalog's views)
 from manifests import catalog, repeats
 from stages.probe.counts import probe_counts
 from stages.judge.counts import judge_counts

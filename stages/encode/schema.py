@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import json
 
+from typing import TYPE_CHECKING
+
 import pyarrow as pa
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 ENCODED = pa.schema(
     [
@@ -40,7 +44,9 @@ ENCODED = pa.schema(
     metadata={"table": "encoded", "schema_version": "1"},
 )
 
-STORE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+# torch is imported by the functions that pack tensors only: the catalog and the registry read
+# ENCODED from here, and a catalog connect must not load torch (~0.7 GB, seconds).
+STORE_DTYPES = ("bfloat16", "float16")
 
 
 def key_of(sample_id: str, variant: str) -> str:
@@ -58,9 +64,12 @@ def purpose_of(modality: str, variant: str) -> str:
 
 def pack_tensors(tensors: dict[str, torch.Tensor], store_dtype: str) -> tuple[bytes, str]:
     """(safetensors blob, tensor_meta JSON) with every tensor cast to ``store_dtype``."""
+    import torch
     from safetensors.torch import save
 
-    dtype = STORE_DTYPES[store_dtype]
+    if store_dtype not in STORE_DTYPES:
+        raise KeyError(store_dtype)
+    dtype = getattr(torch, store_dtype)
     ready = {k: v.detach().to("cpu", dtype).contiguous() for k, v in sorted(tensors.items())}
     meta = {k: {"dtype": store_dtype, "shape": [int(s) for s in v.shape]} for k, v in ready.items()}
     return save(ready), json.dumps(meta, sort_keys=True)

@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 
 from manifests import catalog
 from manifests.io import dataset_dir, list_parts, table_dir, write_part
+from manifests.tables import Table
 from pipeline.config_base import ConfigError
 from pipeline.progress import console
 from pipeline.stage import (BATCHES, FLAT_MAP, REGROUP, UNIT_COLUMNS, Context, Phase, Resources, Stage, StageFacts,
@@ -44,6 +45,7 @@ from stages.encode.config import EncodeConfig
 from stages.encode.core import encode_table
 from stages.encode.decode import decode_sample, pack_decoded, unpack_decoded
 from stages.encode.encoders import Encoders, dir_identity, model_dirs, resolve_dtype
+from stages.encode.schema import ENCODED
 from stages.media.locate import dataset_roots
 from stages.pretext.config import PretextConfig
 
@@ -329,8 +331,6 @@ EMPTY_PART = "part-empty.parquet"
 def ensure_table(workdir: Path) -> None:
     """An empty selection still leaves an ``encoded`` table (one empty part) for the views and the
     shard stage; the empty part goes once real parts exist."""
-    from stages.encode.schema import ENCODED
-
     empty = table_dir(workdir, TABLE) / EMPTY_PART
     others = [p for p in list_parts(workdir, TABLE) if p != empty]
     if not others and not empty.exists():
@@ -386,6 +386,8 @@ def finish(ctx: Context, units: list[Unit]) -> None:
 
 STAGE = Stage(
     name="encode", reads=("selected",), writes=(TABLE,), section="encode", needs_media=True,
+    # One row per shard key (sample x variant); the view leaves out the tensor blobs.
+    tables=(Table(TABLE, "encode", ENCODED, view_exclude="tensors"),),
     facts=StageFacts(device="gpu", reaches="kept", counts=(TABLE, "count(*)", "count(DISTINCT sample_id)")),
     check=check,
     fingerprint=lambda ctx: {"all": fingerprint(ctx.cfg, ctx.workdir)},

@@ -11,6 +11,8 @@ import json
 
 from manifests import catalog, repeats
 from manifests.io import atomic_write_json
+from manifests.schema import DUPLICATES, SAMPLES
+from manifests.tables import Table
 from pipeline.config_base import ConfigError
 from pipeline.progress import console
 from pipeline.stage import Context, Phase, Stage, Unit, state_dir
@@ -73,6 +75,9 @@ def summary(ctx: Context) -> tuple[list[str], list[list]]:
 
 STAGE = Stage(
     name="ingest", reads=(), writes=("samples", "duplicates"), section="datasets",
+    tables=(Table("samples", "ingest", SAMPLES),
+            # (part, file_row_number) of repeated sample ids: the samples view keeps the first.
+            Table("duplicates", "ingest", DUPLICATES, partition=None, view=False)),
     plan=plan, phases=phases, summary=summary, fingerprint=fingerprint, check=check, needs_media=True,
     limit_by_rows=False, finish=finish,
     describe=lambda ctx, units, pending: f"ingest: {len(units)} units, {len(units) - len(pending)} already done",

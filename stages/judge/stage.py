@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 from manifests import catalog, compact
+from manifests.tables import Table
 from pipeline.stage import Context, Phase, Resources, Stage, StageFacts, Unit
 from stages.judge import vllm_backend
 from stages.judge.client import score_table, scoring_fingerprint
@@ -19,6 +20,7 @@ from stages.judge.config import JudgeConfig
 from stages.judge.outcome import JudgeOutcome
 from stages.judge.preflight import check_servers
 from stages.judge.prompts import load_prompts
+from stages.judge.schema import SCORES
 from stages.judge.units import finish_judge_unit, judge_todo, judge_units
 from stages.media.locate import dataset_roots
 from stages.judge.counts import judge_counts
@@ -58,6 +60,9 @@ def describe(ctx: Context, units: list[Unit], pending: list[Unit]) -> str:
 
 STAGE = Stage(
     name="vlm-filter", reads=("probes",), writes=("scores",), section="judge", needs_media=True,
+    tables=(Table("scores", "vlm-filter", SCORES, joined=(
+        "sc", "sc.* EXCLUDE (sample_id, dataset, schema_version, status, kind, error), "
+              "sc.status AS judge_status, sc.kind AS judge_kind, sc.error AS judge_error")),),
     facts=StageFacts(device="gpu", reaches="probed"),
     check=check,
     fingerprint=lambda ctx: {"all": scoring_fingerprint(ctx.cfg.judge, load_prompts(ctx.cfg.judge))},

@@ -11,6 +11,8 @@ import pyarrow.parquet as pq
 
 from manifests import catalog, compact, repeats
 from manifests.io import dataset_of, list_parts, read_slice, table_dir, write_part
+from manifests.schema import PROBES
+from manifests.tables import Table
 from pipeline.stage import Phase, Stage, StageFacts, Unit
 from stages.media.locate import dataset_roots
 from stages.probe.core import probe_table
@@ -56,6 +58,9 @@ def probe_units(workdir: Path, rows_per_task: int) -> list[Unit]:
 
 STAGE = Stage(
     name="probe", reads=("samples",), writes=("probes",), section="probe", needs_media=True,
+    tables=(Table("probes", "probe", PROBES, joined=(
+        "p", "p.* EXCLUDE (sample_id, dataset, schema_version, error, error_kind), "
+             "p.error_kind AS probe_error_kind, p.error AS probe_error")),),
     facts=StageFacts(reaches="samples"),
     fingerprint=lambda ctx: {"all": {"probe": ctx.cfg.probe.model_dump(mode="json")}},
     plan=lambda ctx: probe_units(ctx.workdir, ctx.cfg.probe.rows_per_task),

@@ -21,13 +21,14 @@ import pyarrow.parquet as pq
 
 from manifests import compact
 from manifests.io import list_parts, read_parquet_sql, table_dir, write_part
+from manifests.tables import Table
 from pipeline.stage import Context, Phase, Stage, Unit, state_dir
 from stages.media.locate import dataset_roots
 from stages.probe.stage import probe_units
 from stages.screen.benchmarks import benchmark_table, check_benchmarks
 from stages.screen.core import Settings, screen_table
 from stages.screen.groups import VALID_BAND_BITS, build
-from stages.screen.schema import SCREEN_VERDICTS
+from stages.screen.schema import SCREEN_VERDICTS, SCREENS
 
 SAMPLE_COLUMNS = ["sample_id", "dataset", "modality", "task", "source_uri", "target_uri", "clip_start_s", "clip_end_s"]
 TABLE_NAMES = ("screens", "screen_verdicts")
@@ -162,6 +163,14 @@ def _describe(ctx: Context, units: list[Unit], pending: list[Unit]) -> str:
 
 STAGE = Stage(
     name="screen", reads=("probes",), writes=TABLE_NAMES, section="screen", needs_media=True,
+    # Fingerprints and scores per sample, and the corpus-wide verdicts (duplicate groups, benchmark
+    # matches, the screen rule that drops a sample).
+    tables=(Table("screens", "screen", SCREENS, joined=(
+                "scr", "scr.copy_score, scr.motion_score, scr.content_motion, scr.camera_share, "
+                       "scr.error_kind AS screen_error_kind")),
+            Table("screen_verdicts", "screen", SCREEN_VERDICTS, joined=(
+                "sv", "sv.duplicate_of, sv.duplicate_group, sv.benchmark, sv.benchmark_clip, sv.screen_drop, "
+                      "sv.judge_skip"))),
     fingerprint=lambda ctx: ({"all": {"screen": {"frame_step_s": ctx.cfg.screen.frame_step_s,
                                                  "max_frames": ctx.cfg.screen.max_frames}}}
                              if ctx.cfg.screen.enabled else {}),

@@ -16,14 +16,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from manifests.io import atomic_file, table_dir, write_part
-from manifests.tables import schema_of
+from manifests.schema import SHARD_KEYS, SHARDS
+from manifests.tables import Table
 from pipeline.progress import console
 from pipeline.stage import Context, Phase, Stage, StageFacts, Unit, state_dir
 from stages.shard.plan import write_shard_plan
 from stages.shard.write import done_record_path, is_done, write_shard
-
-SHARDS_SCHEMA = schema_of("shards")
-SHARD_KEYS_SCHEMA = schema_of("shard_keys")
 
 
 def plan_path(workdir: Path) -> Path:
@@ -66,18 +64,18 @@ def write_index(workdir: Path, plan: Path, units: list[dict]) -> tuple[int, int]
     rows = []
     for u in done:
         rec = json.loads(done_record_path(workdir, u["shard"]).read_text())
-        rows.append({k: rec[k] for k in SHARDS_SCHEMA.names})
+        rows.append({k: rec[k] for k in SHARDS.names})
     shutil.rmtree(table_dir(workdir, "shards"), ignore_errors=True)
-    write_part(table_dir(workdir, "shards") / "part-00000.parquet", pa.Table.from_pylist(rows, SHARDS_SCHEMA))
+    write_part(table_dir(workdir, "shards") / "part-00000.parquet", pa.Table.from_pylist(rows, SHARDS))
     done_shards = pa.array([u["shard"] for u in done], pa.string())  # one entry per shard, not per key
     out = table_dir(workdir, "shard_keys") / "part-00000.parquet"
     shutil.rmtree(out.parent, ignore_errors=True)
     out.parent.mkdir(parents=True)
     n_keys = 0
-    with atomic_file(out) as f, pq.ParquetWriter(f, SHARD_KEYS_SCHEMA, compression="zstd") as writer:
-        for batch in pq.ParquetFile(plan).iter_batches(batch_size=65536, columns=SHARD_KEYS_SCHEMA.names):
-            table = pa.Table.from_batches([batch]).select(SHARD_KEYS_SCHEMA.names)
-            table = table.filter(pc.is_in(table["shard"], value_set=done_shards)).cast(SHARD_KEYS_SCHEMA)
+    with atomic_file(out) as f, pq.ParquetWriter(f, SHARD_KEYS, compression="zstd") as writer:
+        for batch in pq.ParquetFile(plan).iter_batches(batch_size=65536, columns=SHARD_KEYS.names):
+            table = pa.Table.from_batches([batch]).select(SHARD_KEYS.names)
+            table = table.filter(pc.is_in(table["shard"], value_set=done_shards)).cast(SHARD_KEYS)
             n_keys += table.num_rows
             writer.write_table(table)
     return len(done), n_keys
@@ -124,6 +122,8 @@ def finish(ctx: Context, units: list[Unit]) -> None:
 
 STAGE = Stage(
     name="shard", reads=("encoded", "selected"), writes=("shards", "shard_keys"), section="shard",
+    # The shard index: one row per shard tar, and which shard holds each key.
+    tables=(Table("shards", "shard", SHARDS, partition=None), Table("shard_keys", "shard", SHARD_KEYS, partition=None)),
     facts=StageFacts(reaches="kept", counts=("shard_keys", "count(*)", "count(DISTINCT sample_id)")),
     outputs=("shards",),
     fingerprint=lambda ctx: {"all": {"shard": {"target_bytes": ctx.cfg.shard.target_bytes}}},

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+import pipeline.curate.registry  # noqa: F401  (registers every stage's tables: the catalog's views)
 from manifests import catalog
 from pipeline.curate.report import cost, plots, queries
 from pipeline.curate.report.settings import CORPUS_SOURCES
