@@ -105,22 +105,11 @@ def test_the_kernel_and_manifests_import_no_stage_filter_or_app():
     assert offenders == [], "the kernel (pipeline/*.py) and manifests/ stand below every stage"
 
 
-# Known upward imports, each with what removes it; the test fails on any other one (delete an entry
-# once its import is gone, so the list only shrinks).
-NOT_YET_DOWN = {
-    # a Ray task re-validates the whole Config from JSON; it should receive its own section
-    "stages.ingest.stage -> pipeline.curate.config",
-    # the preview reads the run's dataset roots through the whole Config; the roots should be read
-    # by a function of the datasets section (stages/media/locate.dataset_roots)
-    "stages.shard.preview -> pipeline.curate.config",
-}
-
-
 def test_nothing_imports_upward():
     """A stage imports no filter and no app; a filter no app (the stages' shared helpers live in
     stages/media/, the kernel or manifests/)."""
-    offenders = {f"{m} -> {d}" for m, lm, d, ld in _edges() if _rank(ld) > _rank(lm)}
-    assert sorted(offenders - NOT_YET_DOWN) == []
+    offenders = sorted({f"{m} -> {d}" for m, lm, d, ld in _edges() if _rank(ld) > _rank(lm)})
+    assert offenders == []
 
 
 def test_the_apps_do_not_import_each_other():

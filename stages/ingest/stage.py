@@ -18,18 +18,19 @@ from pipeline.progress import console
 from pipeline.stage import Context, Phase, Stage, Unit, state_dir
 from stages.ingest import get_adapter
 from stages.ingest import base
+from stages.ingest.config import DatasetsConfig
 from stages.ingest.core import done_marker, ingest_unit
 
 
-def _ingest_unit_fn(cfg_json: str, workdir: str, limit: int | None):
+def _ingest_unit_fn(datasets_json: str, rows_per_part: int, workdir: str, limit: int | None):
+    """A Ray task gets the ``datasets:`` section it reads (and ``run.rows_per_part``), not the
+    whole run config: the stage stands below the app that assembles that config."""
     def run(item: dict) -> dict:
-        from pipeline.curate.config import Config
-
-        cfg = Config.model_validate_json(cfg_json)
+        datasets = DatasetsConfig.model_validate_json(datasets_json)
         ds_name = item["dataset"]
-        adapter = get_adapter(ds_name, getattr(cfg.datasets, ds_name))
+        adapter = get_adapter(ds_name, getattr(datasets, ds_name))
         unit = base.Unit(ds_name, item["key"], item["path"], json.loads(item["params"]))
-        return ingest_unit(adapter, unit, workdir, cfg.run.rows_per_part, limit).as_dict()
+        return ingest_unit(adapter, unit, workdir, rows_per_part, limit).as_dict()
 
     return run
 
@@ -56,7 +57,8 @@ def plan(ctx: Context) -> list[Unit]:
 
 
 def phases(ctx: Context) -> list[Phase]:
-    return [Phase("read", _ingest_unit_fn(ctx.cfg.model_dump_json(), str(ctx.workdir), ctx.limit))]
+    return [Phase("read", _ingest_unit_fn(ctx.cfg.datasets.model_dump_json(), ctx.cfg.run.rows_per_part,
+                                          str(ctx.workdir), ctx.limit))]
 
 
 def finish(ctx: Context, units: list[Unit]) -> None:

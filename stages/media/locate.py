@@ -39,8 +39,14 @@ class MediaError(Exception):
 
 def dataset_roots(cfg) -> dict[str, list[str]]:
     """dataset -> the directories its media may lie in (its configured roots, resolved)."""
+    return section_roots(cfg.datasets)
+
+
+def section_roots(datasets) -> dict[str, list[str]]:
+    """``dataset_roots`` of the ``datasets:`` section alone (what a reader of a run's config.json
+    validates, without the whole run config)."""
     roots = {}
-    for name, ds in cfg.datasets.enabled().items():
+    for name, ds in datasets.enabled().items():
         roots[name] = [str(Path(p).expanduser().resolve()) for p in ds.media_roots()]
     return roots
 

@@ -17,7 +17,8 @@ from PIL import Image, ImageDraw
 
 from manifests import catalog
 from stages.media.buckets import fit_to_bucket
-from stages.media.locate import dataset_roots, locate
+from stages.ingest.config import DatasetsConfig
+from stages.media.locate import locate, section_roots
 from stages.media.read import Video, read_image
 
 CELL_H = 96  # pixels: a frame's height in the sheet
@@ -34,14 +35,14 @@ class PreviewError(ValueError):
 
 
 def _roots(workdir: Path) -> dict[str, list[str]] | None:
-    """The run's dataset roots (media are read only inside them), from the run's config.json."""
-    from pipeline.curate.config import Config
-
+    """The run's dataset roots (media are read only inside them), from the run's config.json
+    (its ``datasets:`` section, the one this reads)."""
     path = Path(workdir) / "config.json"
     if not path.exists():
         return None
     try:
-        return dataset_roots(Config.model_validate_json(path.read_text()))
+        datasets = json.loads(path.read_text())["datasets"]
+        return section_roots(DatasetsConfig.model_validate_json(json.dumps(datasets)))
     except Exception as e:  # a broken config must not quietly lift the allowed-roots check
         raise PreviewError(f"{path}: cannot read the run's dataset roots from config.json: {e}") from None
 
