@@ -174,7 +174,7 @@ def _units_of(workdir: Path, dataset: str) -> list[Unit]:
             name = part_name(pf.read_row_group(rg, columns=["sample_id"])["sample_id"].to_pylist())
             out = dataset_dir(workdir, TABLE, dataset) / f"{name}.parquet"
             units.append(Unit(f"{dataset}/{name}", dataset, pf.metadata.row_group(rg).num_rows, str(out),
-                              {"unit": f"{dataset}/{name}", "plan": str(path), "row_group": rg}))
+                              {"plan": str(path), "row_group": rg}))
     return units
 
 
@@ -231,7 +231,7 @@ def write_unit(item: dict, rows: pa.Table) -> dict:
     """The regroup: a unit's encoded batches, in plan order, as its part (written atomically)."""
     table = pa.concat_tables([pa.ipc.open_stream(blob.as_py()).read_all() for blob in rows["encoded"]])
     write_part(Path(item["out"]), table, row_group_size=PART_ROW_GROUP)
-    return {"dataset": item["dataset"], "unit": item["unit"], "rows": table.num_rows,
+    return {"dataset": item["dataset"], "unit": item["key"], "rows": table.num_rows,
             "failed": table.num_rows - table["error"].null_count}
 
 

@@ -1,7 +1,7 @@
 """Ingest: one adapter per published dataset layout, mapping records into the `samples` table."""
 from __future__ import annotations
 
-from stages.ingest.base import Adapter, Unit
+from stages.ingest.base import Adapter, SourceRange
 
 # name in the config's `datasets:` section -> adapter class (import path), filled lazily so a
 # broken optional dependency of one adapter does not break the others.
@@ -25,4 +25,4 @@ def get_adapter(name: str, cfg) -> Adapter:
     return getattr(importlib.import_module(module), cls)(cfg)
 
 
-__all__ = ["ADAPTERS", "Adapter", "Unit", "get_adapter"]
+__all__ = ["ADAPTERS", "Adapter", "SourceRange", "get_adapter"]

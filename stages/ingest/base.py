@@ -24,7 +24,10 @@ from manifests.schema import empty_sample, make_sample_id
 
 
 @dataclass(frozen=True)
-class Unit:
+class SourceRange:
+    """What one ingest unit reads: a published file, or a row range of one (``params``). The
+    adapter's view; the stage turns each into a ``pipeline.stage.Unit`` (the contract's unit of work)."""
+
     dataset: str
     key: str  # filesystem-safe, stable: names the unit's output parts
     path: str  # the file the unit reads
@@ -116,10 +119,10 @@ class Adapter:
         self.cfg = cfg
         self.root: Path = cfg.resolved_root
 
-    def units(self) -> list[Unit]:
+    def units(self) -> list[SourceRange]:
         raise NotImplementedError
 
-    def read(self, unit: Unit) -> Iterator[dict[str, Any] | pa.Table]:
+    def read(self, unit: SourceRange) -> Iterator[dict[str, Any] | pa.Table]:
         raise NotImplementedError
 
     # -- helpers for subclasses

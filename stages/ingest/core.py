@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from manifests.io import atomic_write_json, dataset_dir, write_part
 from manifests.schema import SAMPLES, make_sample_id
-from stages.ingest.base import Adapter, Unit, to_json
+from stages.ingest.base import Adapter, SourceRange, to_json
 from stages.ingest.record_guard import check_regular, unconvertible_row
 
 TABLE = "samples"
@@ -33,11 +33,11 @@ class UnitResult:
         return self.__dict__.copy()
 
 
-def part_path(workdir: Path, unit: Unit, chunk: int) -> Path:
+def part_path(workdir: Path, unit: SourceRange, chunk: int) -> Path:
     return dataset_dir(workdir, TABLE, unit.dataset) / f"{unit.key}-{chunk:05d}.parquet"
 
 
-def done_marker(workdir: Path, unit: Unit) -> Path:
+def done_marker(workdir: Path, unit: SourceRange) -> Path:
     return Path(workdir) / "state" / TABLE / unit.dataset / f"{unit.key}.json"
 
 
@@ -76,7 +76,7 @@ def _convertible(row: dict) -> dict:
         return unconvertible_row(row, e)
 
 
-def _guarded(adapter: Adapter, unit: Unit) -> Iterator[dict | pa.Table]:
+def _guarded(adapter: Adapter, unit: SourceRange) -> Iterator[dict | pa.Table]:
     """The adapter's rows; if the unit itself breaks (unreadable file), one error row says so."""
     try:
         check_regular(unit.path)  # a FIFO would block the read below for ever
@@ -108,7 +108,7 @@ def _rechunk(tables: Iterator[pa.Table], rows_per_part: int) -> Iterator[pa.Tabl
 
 def ingest_unit(
     adapter: Adapter,
-    unit: Unit,
+    unit: SourceRange,
     workdir: str | Path,
     rows_per_part: int = 100_000,
     limit: int | None = None,

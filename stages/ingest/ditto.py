@@ -31,7 +31,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
-from stages.ingest.base import Adapter, PathEscapeError, Unit, metadata_files, to_json, unit_key
+from stages.ingest.base import Adapter, PathEscapeError, SourceRange, metadata_files, to_json, unit_key
 from stages.ingest.csv_records import iter_csv_records
 from stages.ingest.video_pairs import (
     LayoutProbe, NotFoundError, candidate_paths, clean_text, json_records, missing_text_fields, norm_rel,
@@ -87,11 +87,11 @@ class DittoAdapter(Adapter):
         super().__init__(cfg)
         self._captions: dict[str, str] | None = None
 
-    def units(self) -> list[Unit]:
+    def units(self) -> list[SourceRange]:
         files = metadata_files(self.root, self.cfg.metadata_glob)
-        return [Unit(self.name, unit_key(self.root, p), str(p)) for p in files]
+        return [SourceRange(self.name, unit_key(self.root, p), str(p)) for p in files]
 
-    def read(self, unit: Unit) -> Iterator[dict[str, Any]]:
+    def read(self, unit: SourceRange) -> Iterator[dict[str, Any]]:
         path = Path(unit.path)
         where = os.path.relpath(path, self.root)
         probes: dict[str, LayoutProbe] = {}  # one per top folder: archives extract independently

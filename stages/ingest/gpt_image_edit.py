@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 from stages.ingest.base import (
-    Adapter, PathEscapeError, Unit, extra_json, metadata_files, resolve_under, to_json, unit_key,
+    Adapter, PathEscapeError, SourceRange, extra_json, metadata_files, resolve_under, to_json, unit_key,
 )
 from stages.ingest.record_guard import open_regular
 from stages.ingest.image_edit_common import (
@@ -133,18 +133,18 @@ class GPTImageEditAdapter(Adapter):
         self.image_dir = image_dir
         self._last_hit: dict[str, int] = {}  # candidate index that resolved last, per unit kind
 
-    def units(self) -> list[Unit]:
-        units = [Unit(self.name, unit_key(self.ann_root, p, "training"), str(p), {"kind": "training"})
+    def units(self) -> list[SourceRange]:
+        units = [SourceRange(self.name, unit_key(self.ann_root, p, "training"), str(p), {"kind": "training"})
                  for p in metadata_files(self.ann_root, self.cfg.json_glob)]
         if self.cfg.metadata_glob:
             glob = self.cfg.metadata_glob if self.image_dir != self.root else "**/metadata/*.json"
-            units += [Unit(self.name, unit_key(self.root, p, "metadata"), str(p), {"kind": "metadata"})
+            units += [SourceRange(self.name, unit_key(self.root, p, "metadata"), str(p), {"kind": "metadata"})
                       for p in metadata_files(self.root, glob)]
         if not units:
-            return [Unit(self.name, unit_key(self.root, self.root, "no-json"), str(self.root), {"missing": True})]
+            return [SourceRange(self.name, unit_key(self.root, self.root, "no-json"), str(self.root), {"missing": True})]
         return units
 
-    def read(self, unit: Unit) -> Iterator[dict[str, Any]]:
+    def read(self, unit: SourceRange) -> Iterator[dict[str, Any]]:
         if unit.params.get("missing"):
             yield self.error_row(
                 ("no-json", self.cfg.json_glob),

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 
 from stages.ingest import get_adapter
-from stages.ingest.base import Adapter, Unit
+from stages.ingest.base import Adapter, SourceRange
 from stages.ingest.core import _convertible, _guarded, _limit_rows
 from stages.media.tar_members import split_ref
 
@@ -166,7 +166,7 @@ def inspect_adapter(adapter: Adapter, n: int) -> DatasetReport:
     return report
 
 
-def _unit_name(root: Path, unit: Unit) -> str:
+def _unit_name(root: Path, unit: SourceRange) -> str:
     try:
         return os.path.relpath(unit.path, root)
     except ValueError:

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from manifests.schema import SAMPLES, SCHEMA_VERSION, make_sample_id
-from stages.ingest.base import Adapter, Unit, metadata_files, unit_key
+from stages.ingest.base import Adapter, SourceRange, metadata_files, unit_key
 from stages.ingest.csv_blocks import CsvBlocks, record_ranges
 
 REQUIRED_COLUMNS = ("videoID", "timestamp", "caption")
@@ -207,11 +207,11 @@ class KoalaAdapter(Adapter):
     modality = "video"
     task = "t2v"
 
-    def units(self) -> list[Unit]:
+    def units(self) -> list[SourceRange]:
         files = sorted(metadata_files(self.root, self.cfg.csv_glob), key=_natural_sort_key)
         return [u for p in files for u in self._file_units(p)]
 
-    def _file_units(self, path: Path) -> list[Unit]:
+    def _file_units(self, path: Path) -> list[SourceRange]:
         """One unit for a file up to ``unit_mb`` (its key as it always was), else one per byte
         range (``<key>-r0000`` ...; params ``start``/``end``)."""
         key = unit_key(self.root, path)
@@ -219,13 +219,13 @@ class KoalaAdapter(Adapter):
             blocks = CsvBlocks.open(path, self.cfg.read_block_mb << 20)
             ranges = record_ranges(path, blocks.data_offset, self.cfg.unit_mb << 20, blocks.max_block_size)
         except OSError:  # unreadable or not a regular file: its one unit says why when read
-            return [Unit(self.name, key, str(path))]
+            return [SourceRange(self.name, key, str(path))]
         if len(ranges) == 1:
-            return [Unit(self.name, key, str(path))]
-        return [Unit(self.name, f"{key}-r{i:04d}", str(path), {"start": a, "end": b})
+            return [SourceRange(self.name, key, str(path))]
+        return [SourceRange(self.name, f"{key}-r{i:04d}", str(path), {"start": a, "end": b})
                 for i, (a, b) in enumerate(ranges)]
 
-    def read(self, unit: Unit) -> Iterator[dict[str, Any] | pa.Table]:
+    def read(self, unit: SourceRange) -> Iterator[dict[str, Any] | pa.Table]:
         import duckdb
 
         path = Path(unit.path)

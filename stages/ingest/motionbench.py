@@ -19,7 +19,7 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
-from stages.ingest.base import Adapter, Unit, resolve_under, to_json, unit_key
+from stages.ingest.base import Adapter, SourceRange, resolve_under, to_json, unit_key
 from stages.ingest.image_edit_common import iter_json_lines
 from stages.ingest.video_pairs import NotFoundError, TarShards
 
@@ -33,11 +33,11 @@ class MotionBenchAdapter(Adapter):
     modality = "video"
     task = "t2v"
 
-    def units(self) -> list[Unit]:
+    def units(self) -> list[SourceRange]:
         # Listed even when missing, so a wrong `jsonl` setting shows up as a unit error row
         # instead of silently ingesting nothing.
         path = self.root / self.cfg.jsonl
-        return [Unit(self.name, unit_key(self.root, path), str(path))]
+        return [SourceRange(self.name, unit_key(self.root, path), str(path))]
 
     def video_rel(self, video_path: str) -> str:
         """``video_path`` relative to the dataset root.
@@ -64,7 +64,7 @@ class MotionBenchAdapter(Adapter):
             return member
         raise NotFoundError("video_path", video_path, [str(path), f"members of {self._shards.describe()}"])
 
-    def read(self, unit: Unit) -> Iterator[dict[str, Any]]:
+    def read(self, unit: SourceRange) -> Iterator[dict[str, Any]]:
         self._shards = TarShards(self.root, [self.root / self.cfg.video_dir])
         path = Path(unit.path)
         # Blank lines are not records; a bad byte, a BOM or a too deeply nested line spoils one line.

@@ -29,7 +29,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stages.ingest.base import Adapter, PathEscapeError, Unit, resolve_under, extra_json, to_json, unit_key
+from stages.ingest.base import Adapter, PathEscapeError, SourceRange, resolve_under, extra_json, to_json, unit_key
 from stages.ingest.image_edit_common import (
     clean_text,
     int_or_none,
@@ -101,10 +101,10 @@ class NHREditAdapter(Adapter):
             roots.append((Path(self.cfg.part2_root).expanduser().resolve(), "part2"))
         return roots
 
-    def units(self) -> list[Unit]:
+    def units(self) -> list[SourceRange]:
         return [u for root, tag in self._roots() for u in self._root_units(root, tag)]
 
-    def _root_units(self, root: Path, tag: str | None) -> list[Unit]:
+    def _root_units(self, root: Path, tag: str | None) -> list[SourceRange]:
         layout = self.cfg.layout
         jsonl = root / JSONL_PATH
         parquets: list[Path] = []
@@ -120,15 +120,15 @@ class NHREditAdapter(Adapter):
                 layout = "missing"
         base = {"root": str(root), "tag": tag}
         if layout == "jsonl":
-            return [Unit(self.name, unit_key(self.root, jsonl, *([tag] if tag else [])), str(jsonl),
+            return [SourceRange(self.name, unit_key(self.root, jsonl, *([tag] if tag else [])), str(jsonl),
                          {**base, "layout": "jsonl"})]
         if layout == "parquet":
-            return [Unit(self.name, unit_key(self.root, p, *([tag] if tag else [])), str(p),
+            return [SourceRange(self.name, unit_key(self.root, p, *([tag] if tag else [])), str(p),
                          {**base, "layout": "parquet"}) for p in parquets]
-        return [Unit(self.name, unit_key(self.root, root, "missing-layout", *([tag] if tag else [])), str(root),
+        return [SourceRange(self.name, unit_key(self.root, root, "missing-layout", *([tag] if tag else [])), str(root),
                      {**base, "layout": "missing", "configured": self.cfg.layout})]
 
-    def read(self, unit: Unit) -> Iterator[dict[str, Any]]:
+    def read(self, unit: SourceRange) -> Iterator[dict[str, Any]]:
         layout = unit.params.get("layout")
         root, tag = Path(unit.params.get("root", self.root)), unit.params.get("tag")
         if layout == "jsonl":

@@ -30,7 +30,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
-from stages.ingest.base import Adapter, PathEscapeError, Unit, metadata_files, resolve_under, to_json, unit_key
+from stages.ingest.base import Adapter, PathEscapeError, SourceRange, metadata_files, resolve_under, to_json, unit_key
 from stages.ingest.csv_records import iter_csv_records
 from stages.ingest.record_guard import open_regular
 from stages.ingest.video_pairs import NotFoundError, clean_text, norm_rel, numeric_scores
@@ -103,7 +103,7 @@ class OpenVEAdapter(Adapter):
     # record fields read (curate inspect lists the others); *score* fields become native_scores
     fields_used = (*EDITED_COLUMNS, *SOURCE_COLUMNS, *PROMPT_COLUMNS, *ROW_CATEGORY_COLUMNS, "*score*")
 
-    def units(self) -> list[Unit]:
+    def units(self) -> list[SourceRange]:
         files = metadata_files(self.root, self.cfg.csv_glob)
         if not files and self.cfg.csv_glob == DEFAULT_CSV_GLOB:
             # No csv_files/ (CSVs moved or renamed): any CSV outside the video folder.
@@ -112,7 +112,7 @@ class OpenVEAdapter(Adapter):
         bench = self.root / BENCH_CSV
         if bench.is_file() and bench not in files:
             files.append(bench)
-        return [Unit(self.name, unit_key(self.root, p), str(p)) for p in files]
+        return [SourceRange(self.name, unit_key(self.root, p), str(p)) for p in files]
 
     def video_bases(self, csv_dir: Path) -> list[Path]:
         """Folders a CSV path may be relative to, in the order they are tried."""
@@ -124,7 +124,7 @@ class OpenVEAdapter(Adapter):
                 bases.append(base)
         return bases
 
-    def read(self, unit: Unit) -> Iterator[dict[str, Any]]:
+    def read(self, unit: SourceRange) -> Iterator[dict[str, Any]]:
         path = Path(unit.path)
         where = os.path.relpath(path, self.root)
         sep = self.cfg.separator

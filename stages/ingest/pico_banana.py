@@ -28,7 +28,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
-from stages.ingest.base import Adapter, PathEscapeError, Unit, extra_json, to_json, unit_key
+from stages.ingest.base import Adapter, PathEscapeError, SourceRange, extra_json, to_json, unit_key
 from stages.ingest.image_edit_common import (
     clean_text,
     iter_json_lines,
@@ -75,12 +75,12 @@ class PicoBananaAdapter(Adapter):
         self.csv = Path(cfg.openimages_csv).expanduser().resolve() if cfg.openimages_csv else None
         self._image_ids: dict[str, str] = {}  # OriginalURL -> ImageID for the unit being read
 
-    def units(self) -> list[Unit]:
+    def units(self) -> list[SourceRange]:
         units = []
         for split in dict.fromkeys(self.cfg.splits):  # de-duplicated, in the configured order
             candidates = [self.root / rel for rel in SPLIT_FILES[split]]
             path = next((p for p in candidates if p.is_file()), candidates[0])
-            units.append(Unit(self.name, unit_key(self.root, path, split), str(path), {"split": split}))
+            units.append(SourceRange(self.name, unit_key(self.root, path, split), str(path), {"split": split}))
         return units
 
     # ------------------------------------------------------------------ locations
@@ -110,7 +110,7 @@ class PicoBananaAdapter(Adapter):
         self._image_ids = url_image_ids(self.csv, (u.strip() for u in urls if isinstance(u, str)))
 
     # ------------------------------------------------------------------ reading
-    def read(self, unit: Unit) -> Iterator[dict[str, Any]]:
+    def read(self, unit: SourceRange) -> Iterator[dict[str, Any]]:
         split = unit.params["split"]
         path = Path(unit.path)
         rel = posix_rel(path, self.root)

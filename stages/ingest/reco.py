@@ -28,7 +28,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from stages.ingest.base import Adapter, PathEscapeError, Unit, extra_json, to_json, unit_key
+from stages.ingest.base import Adapter, PathEscapeError, SourceRange, extra_json, to_json, unit_key
 from stages.ingest.video_pairs import (
     LayoutProbe, NotFoundError, TarShards, candidate_paths, clean_text, json_records, missing_text_fields, norm_rel,
     numeric_scores,
@@ -57,7 +57,7 @@ class ReCoAdapter(Adapter):
     # alt_instructions, *score* fields native_scores
     fields_used = (SOURCE, TARGET, "*instruction*", "caption", "*score*")
 
-    def units(self) -> list[Unit]:
+    def units(self) -> list[SourceRange]:
         units = []
         for task in self.cfg.tasks:
             folder = self.root / task
@@ -66,10 +66,10 @@ class ReCoAdapter(Adapter):
             # else the expected path, so a configured task that is missing becomes a unit error row.
             configs = [expected] if expected.is_file() else sorted(folder.glob("*data_configs*.json"))
             for path in configs or [expected]:
-                units.append(Unit(self.name, unit_key(self.root, path, task), str(path), {"task": task}))
+                units.append(SourceRange(self.name, unit_key(self.root, path, task), str(path), {"task": task}))
         return units
 
-    def read(self, unit: Unit) -> Iterator[dict[str, Any]]:
+    def read(self, unit: SourceRange) -> Iterator[dict[str, Any]]:
         task = unit.params["task"]
         path = Path(unit.path)
         where = os.path.relpath(path, self.root)

@@ -29,7 +29,7 @@ def _ingest_unit_fn(datasets_json: str, rows_per_part: int, workdir: str, limit:
         datasets = DatasetsConfig.model_validate_json(datasets_json)
         ds_name = item["dataset"]
         adapter = get_adapter(ds_name, getattr(datasets, ds_name))
-        unit = base.Unit(ds_name, item["key"], item["path"], json.loads(item["params"]))
+        unit = base.SourceRange(ds_name, item["key"], item["path"], json.loads(item["params"]))
         return ingest_unit(adapter, unit, workdir, rows_per_part, limit).as_dict()
 
     return run

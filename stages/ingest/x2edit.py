@@ -34,7 +34,7 @@ import tarfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
-from stages.ingest.base import Adapter, Unit, extra_json, metadata_files, to_json, unit_key
+from stages.ingest.base import Adapter, SourceRange, extra_json, metadata_files, to_json, unit_key
 from stages.ingest.image_edit_common import (
     clean_text,
     instruction_text,
@@ -129,15 +129,15 @@ class X2EditAdapter(Adapter):
         super().__init__(cfg)
         self.excluded = {task_key(t) for t in cfg.exclude_tasks}  # normalised once, not per sample
 
-    def units(self) -> list[Unit]:
+    def units(self) -> list[SourceRange]:
         tars = metadata_files(self.root, self.cfg.tar_glob)
         if not tars and self.cfg.tar_glob == DEFAULT_GLOB:
             # the root is X2Edit_data/ itself (or a generator folder): its tars, wherever they are
             tars = sorted(p for p in self.root.glob("**/*.tar") if p.is_file()
                           and not any(part.startswith(".") for part in p.relative_to(self.root).parts))
         if not tars:
-            return [Unit(self.name, unit_key(self.root, self.root, "no-tars"), str(self.root), {"missing": True})]
-        return [Unit(self.name, unit_key(self.root, p), str(p)) for p in tars]
+            return [SourceRange(self.name, unit_key(self.root, self.root, "no-tars"), str(self.root), {"missing": True})]
+        return [SourceRange(self.name, unit_key(self.root, p), str(p)) for p in tars]
 
     def _subset(self, rel: str) -> str | None:
         parts = PurePosixPath(rel).parts
@@ -145,7 +145,7 @@ class X2EditAdapter(Adapter):
             return parts[1]
         return parts[0] if len(parts) > 1 else None
 
-    def read(self, unit: Unit) -> Iterator[dict[str, Any]]:
+    def read(self, unit: SourceRange) -> Iterator[dict[str, Any]]:
         if unit.params.get("missing"):
             yield self.error_row(("no-tars", self.cfg.tar_glob),
                                  f"no tars match {self.cfg.tar_glob!r} under the root",
