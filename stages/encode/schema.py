@@ -10,9 +10,12 @@ the VAE's ``latents_mean`` / ``latents_std``.
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 ENCODED = pa.schema(
     [
@@ -40,8 +43,6 @@ ENCODED = pa.schema(
     metadata={"table": "encoded", "schema_version": "1"},
 )
 
-STORE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 def key_of(sample_id: str, variant: str) -> str:
     """Shard key: ``koala:0123456789abcdef`` + ``cube`` -> ``koala-0123456789abcdef-cube``."""
@@ -58,9 +59,12 @@ def purpose_of(modality: str, variant: str) -> str:
 
 def pack_tensors(tensors: dict[str, torch.Tensor], store_dtype: str) -> tuple[bytes, str]:
     """(safetensors blob, tensor_meta JSON) with every tensor cast to ``store_dtype``."""
+    # torch is imported here, not at the top: the catalog, `curate status` and the report read this
+    # module's schema and must not load torch (seconds, ~0.7 GB) to do it.
+    import torch
     from safetensors.torch import save
 
-    dtype = STORE_DTYPES[store_dtype]
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[store_dtype]
     ready = {k: v.detach().to("cpu", dtype).contiguous() for k, v in sorted(tensors.items())}
     meta = {k: {"dtype": store_dtype, "shape": [int(s) for s in v.shape]} for k, v in ready.items()}
     return save(ready), json.dumps(meta, sort_keys=True)
