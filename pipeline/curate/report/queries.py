@@ -75,30 +75,40 @@ def funnel(con, top: int = 3) -> dict[str, list[Step]]:
     join_sql = " ".join(joins[used[n]] for n, _, _ in steps if n in used)
     lost_at = "CASE " + " ".join(f"WHEN NOT coalesce({c}, false) THEN {i}" for i, (_, c, _) in enumerate(steps, 1)) + " ELSE 0 END"
     reason = "CASE " + " ".join(f"WHEN NOT coalesce({c}, false) THEN {r}" for _, c, r in steps) + " ELSE NULL END"
-    rows = con.execute(
-        f"SELECT dataset, lost_at, reason, count(*), min(sample_id, 2) FROM (SELECT s.sample_id, s.dataset, "
-        f"{lost_at} AS lost_at, {reason} AS reason FROM samples s {join_sql}) GROUP BY ALL").fetchall()
+    classified = (f"SELECT s.sample_id, s.dataset, {lost_at} AS lost_at, {reason} AS reason "
+                  f"FROM samples s {join_sql}")
+    keys = [n for n, _, _ in steps][-1] == "kept" and "encoded" in present
+    if keys:
+        # The key steps need the samples that passed every step: classified once into a temp table
+        # (DuckDB spills it under its memory limit) rather than the same join run a second time.
+        con.execute(f"CREATE TEMP TABLE _classified AS {classified}")
+        classified = "SELECT * FROM _classified"
+    rows = con.execute(f"SELECT dataset, lost_at, reason, count(*), min(sample_id, 2) FROM ({classified}) "
+                       "GROUP BY ALL").fetchall()
     out = _tally(rows, len(steps), top)
     for ds_steps in out.values():
         for step, (name, _, _) in zip(ds_steps[1:], steps):
             step.name = name
-    if [n for n, _, _ in steps][-1] == "kept" and "encoded" in present:
+    if keys:
+        con.execute("CREATE TEMP VIEW _kept AS SELECT sample_id, dataset FROM _classified WHERE lost_at = 0")
         _key_steps(con, present, out, top)
+        con.execute("DROP VIEW _kept")
+        con.execute("DROP TABLE _classified")
     return dict(sorted(out.items()))
 
 
 def _key_steps(con, present: set[str], out: dict[str, list[Step]], top: int) -> None:
-    """``encoded keys`` and ``sharded samples``: keys of kept samples, then samples in a shard."""
-    kept = ("CREATE TEMP TABLE _kept AS SELECT s.sample_id, s.dataset FROM samples s JOIN probes p USING (sample_id) "
-            f"JOIN scores j USING (sample_id) JOIN selected k USING (sample_id) WHERE s.error IS NULL AND p.error IS NULL "
-            f"AND j.status IN {SCORED} AND k.kept")
-    con.execute(kept)  # the kept ids: one column pair, as large as the selection (DuckDB spills it)
-    lost = con.execute(
-        f"SELECT dataset, reason, count(*), min(sample_id, 2) FROM (SELECT e.sample_id, s.dataset, {_reason('e.error')} AS reason "
-        "FROM encoded e JOIN _kept s USING (sample_id) WHERE e.error IS NOT NULL UNION ALL "
+    """``encoded keys`` and ``sharded samples``: keys of the kept samples (``_kept``), then samples
+    in a shard."""
+    # One join of the keys with the kept samples gives both the keys made (reason NULL) and the
+    # failed ones by reason.
+    groups = con.execute(
+        f"SELECT dataset, reason, count(*), min(sample_id, 2) FROM (SELECT e.sample_id, s.dataset, "
+        f"CASE WHEN e.error IS NOT NULL THEN {_reason('e.error')} END AS reason "
+        "FROM encoded e JOIN _kept s USING (sample_id) UNION ALL "
         "SELECT sample_id, dataset, 'not encoded yet' FROM _kept ANTI JOIN encoded USING (sample_id)) GROUP BY ALL").fetchall()
-    ok = dict(con.execute("SELECT s.dataset, count(*) FROM encoded e JOIN _kept s USING (sample_id) "
-                          "WHERE e.error IS NULL GROUP BY 1").fetchall())
+    ok = {ds: n for ds, reason, n, _ in groups if reason is None}
+    lost = [g for g in groups if g[1] is not None]
     _append(out, "encoded keys", ok, lost, top)
     if "shard_keys" in present:
         enc = "SELECT DISTINCT e.sample_id, s.dataset FROM encoded e JOIN _kept s USING (sample_id) WHERE e.error IS NULL"
@@ -107,7 +117,6 @@ def _key_steps(con, present: set[str], out: dict[str, list[Step]], top: int) -> 
         lost = con.execute(f"SELECT dataset, 'not sharded yet', count(*), min(sample_id, 2) FROM ({enc}) "
                            "ANTI JOIN (SELECT DISTINCT sample_id FROM shard_keys) USING (sample_id) GROUP BY ALL").fetchall()
         _append(out, "sharded samples", sharded, lost, top)
-    con.execute("DROP TABLE _kept")
 
 
 def _append(out: dict[str, list[Step]], name: str, ok: dict, lost_rows, top: int) -> None:
