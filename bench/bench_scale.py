@@ -178,11 +178,14 @@ def phase(name: str, workdir: Path) -> dict:
         from manifests.io import parquet_glob
 
         con = catalog.connect(workdir)
-        times = {}
-        for label, src in (("view", "samples"), ("raw", f"read_parquet('{parquet_glob(workdir, 'samples')}')")):
-            t0 = time.perf_counter()
-            con.execute(f"SELECT dataset, count(*) FROM {src} GROUP BY 1").fetchall()
-            times[label] = time.perf_counter() - t0
+        times = {"view": float("inf"), "raw": float("inf")}
+        # Best of three, alternating: a single shot charged the cold reads of the parts to whichever
+        # query ran first (the view), and on a shared machine one shot swings 2x either way.
+        for _ in range(3):
+            for label, src in (("view", "samples"), ("raw", f"read_parquet('{parquet_glob(workdir, 'samples')}')")):
+                t0 = time.perf_counter()
+                con.execute(f"SELECT dataset, count(*) FROM {src} GROUP BY 1").fetchall()
+                times[label] = min(times[label], time.perf_counter() - t0)
         return times
     if name == "plan":
         from stages.shard.plan import write_shard_plan

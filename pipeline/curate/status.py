@@ -33,7 +33,8 @@ def stage_status(workdir: Path) -> list[list]:
         rows.append(["repeats", n_repeats, 0, 0, "rows repeating an earlier sample id, dropped from "
                      "samples (query the `repeats` view)"])
     if "samples" in present:
-        done, pfail, pending = (sum(r[i] for r in probe_counts(con)) for i in (2, 3, 4))
+        probed = probe_counts(con)  # once: a join of the whole manifest with the probes
+        done, pfail, pending = (sum(r[i] for r in probed) for i in (2, 3, 4))
         rows.append(["probe", done, pfail, pending, ""])
         probed_ok = done
         skipped = 0

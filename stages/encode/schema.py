@@ -10,7 +10,6 @@ the VAE's ``latents_mean`` / ``latents_std``.
 from __future__ import annotations
 
 import json
-
 from typing import TYPE_CHECKING
 
 import pyarrow as pa

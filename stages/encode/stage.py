@@ -44,7 +44,6 @@ from pipeline.stage import (BATCHES, FLAT_MAP, REGROUP, UNIT_COLUMNS, Context, P
 from stages.encode.config import EncodeConfig
 from stages.encode.core import encode_table
 from stages.encode.decode import decode_sample, pack_decoded, unpack_decoded
-from stages.encode.encoders import Encoders, dir_identity, model_dirs, resolve_dtype
 from stages.encode.schema import ENCODED
 from stages.media.locate import dataset_roots
 from stages.pretext.config import PretextConfig
@@ -211,6 +210,8 @@ class EncodeActor:
     def __init__(self, enc_json: str, pre_json: str, seed: int):
         self.enc, self.pre = _configs(enc_json, pre_json)
         self.seed = seed
+        from stages.encode.encoders import Encoders  # torch: only where the models run
+
         self.encoders = Encoders(self.enc)
 
     def __call__(self, batch: dict) -> dict:
@@ -283,6 +284,8 @@ def fingerprint(cfg, workdir: Path) -> dict:
     """What the encoded bytes depend on. Left out: how the work is spread (batch size, workers,
     actors, GPUs per actor, VAE slicing), which changes no value beyond float rounding."""
     import torch
+
+    from stages.encode.encoders import dir_identity, model_dirs, resolve_dtype
 
     device, _ = placement(cfg)
     return {
@@ -360,6 +363,8 @@ def summary(workdir: Path) -> list[list]:
 
 
 def check(ctx: Context) -> None:
+    from stages.encode.encoders import model_dirs
+
     model_dirs(ctx.cfg.encode)  # a missing model directory fails before any work
     _forget_selection(ctx.workdir)
 

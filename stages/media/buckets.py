@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
 
 def generate_buckets(area: int, multiple: int, min_aspect: float, max_aspect: float) -> list[tuple[int, int]]:
@@ -75,6 +74,9 @@ def fit_to_bucket(frames: np.ndarray, bucket: tuple[int, int]) -> np.ndarray:
     The resize is antialiased bilinear on uint8 (torchvision's vectorised path: an area-like filter
     when shrinking, several times faster than PIL per frame).
     """
+    # torch is imported here, not at the top: the registry imports this module through the
+    # encode stage, and `curate status` / `curate report` must not pay torch's seconds and memory.
+    import torch
     import torchvision.transforms.v2.functional as TF
 
     t, h, w, _ = frames.shape

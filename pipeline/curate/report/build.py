@@ -85,30 +85,29 @@ def _threshold_sheets(con, cfg, workdir: Path) -> list[dict]:
     have = {r[0] for r in con.execute("DESCRIBE samples_full").fetchall()}
     cols = [c for c in cols if c in have]
     n = cfg.report.examples_per_side
-    sheets = []
     kinds = [r[0] for r in con.execute("SELECT DISTINCT kind FROM scores").fetchall()]
-    for kind in ("video_edit", "image_edit", "clip"):
-        if kind not in kinds:
-            continue
-        for metric, ths in thresholds_of(cfg.filter, kind).items():
-            for op, value in ths:
-                above, below = queries.near_threshold(con, kind, metric, op, value, cfg.filter.score_field, n)
-                sides = []
-                for items in (above, below):
-                    side = []
-                    # One lookup per side, not per example: each is a scan of the manifest.
-                    ids = [item[0] for item in items]
-                    marks = ", ".join("?" * len(ids)) or "NULL"
-                    found = {r[0]: r for r in con.execute(
-                        f"SELECT {', '.join(cols)} FROM samples_full WHERE sample_id IN ({marks})", ids).fetchall()}
-                    for sid, ds, score, instruction, caption in items:
-                        sample = dict(zip(cols, found[sid]))
-                        side.append({"sample_id": sid, "dataset": ds, "score": f"{score:g}",
-                                     "text": instruction or caption or "",
-                                     "png": _b64(strip(sample, roots.get(ds) if roots else None))})
-                    sides.append(side)
-                sheets.append({"kind": kind, "metric": metric, "op": op, "value": f"{value:g}",
-                               "above": sides[0], "below": sides[1]})
+    rules = [(kind, metric, op, value) for kind in ("video_edit", "image_edit", "clip") if kind in kinds
+             for metric, ths in thresholds_of(cfg.filter, kind).items() for op, value in ths]
+    picked = [(*rule, sides) for rule, sides in zip(rules, queries.near_thresholds(con, rules, cfg.filter.score_field, n))]
+    # One lookup for every example of every sheet, not one per side: each is a scan of the manifest
+    # and of every table samples_full joins.
+    ids = sorted({item[0] for *_, sides in picked for items in sides for item in items})
+    where, params = queries.ids_where(ids)
+    found = {r[0]: r for r in con.execute(
+        f"SELECT {', '.join(cols)} FROM samples_full WHERE {where}", params).fetchall()} if ids else {}
+    sheets = []
+    for kind, metric, op, value, (above, below) in picked:
+        sides = []
+        for items in (above, below):
+            side = []
+            for sid, ds, score, instruction, caption in items:
+                sample = dict(zip(cols, found[sid]))
+                side.append({"sample_id": sid, "dataset": ds, "score": f"{score:g}",
+                             "text": instruction or caption or "",
+                             "png": _b64(strip(sample, roots.get(ds) if roots else None))})
+            sides.append(side)
+        sheets.append({"kind": kind, "metric": metric, "op": op, "value": f"{value:g}",
+                       "above": sides[0], "below": sides[1]})
     return sheets
 
 

@@ -75,30 +75,40 @@ def funnel(con, top: int = 3) -> dict[str, list[Step]]:
     join_sql = " ".join(joins[used[n]] for n, _, _ in steps if n in used)
     lost_at = "CASE " + " ".join(f"WHEN NOT coalesce({c}, false) THEN {i}" for i, (_, c, _) in enumerate(steps, 1)) + " ELSE 0 END"
     reason = "CASE " + " ".join(f"WHEN NOT coalesce({c}, false) THEN {r}" for _, c, r in steps) + " ELSE NULL END"
-    rows = con.execute(
-        f"SELECT dataset, lost_at, reason, count(*), min(sample_id, 2) FROM (SELECT s.sample_id, s.dataset, "
-        f"{lost_at} AS lost_at, {reason} AS reason FROM samples s {join_sql}) GROUP BY ALL").fetchall()
+    classified = (f"SELECT s.sample_id, s.dataset, {lost_at} AS lost_at, {reason} AS reason "
+                  f"FROM samples s {join_sql}")
+    keys = [n for n, _, _ in steps][-1] == "kept" and "encoded" in present
+    if keys:
+        # The key steps need the samples that passed every step: classified once into a temp table
+        # (DuckDB spills it under its memory limit) rather than the same join run a second time.
+        con.execute(f"CREATE TEMP TABLE _classified AS {classified}")
+        classified = "SELECT * FROM _classified"
+    rows = con.execute(f"SELECT dataset, lost_at, reason, count(*), min(sample_id, 2) FROM ({classified}) "
+                       "GROUP BY ALL").fetchall()
     out = _tally(rows, len(steps), top)
     for ds_steps in out.values():
         for step, (name, _, _) in zip(ds_steps[1:], steps):
             step.name = name
-    if [n for n, _, _ in steps][-1] == "kept" and "encoded" in present:
+    if keys:
+        con.execute("CREATE TEMP VIEW _kept AS SELECT sample_id, dataset FROM _classified WHERE lost_at = 0")
         _key_steps(con, present, out, top)
+        con.execute("DROP VIEW _kept")
+        con.execute("DROP TABLE _classified")
     return dict(sorted(out.items()))
 
 
 def _key_steps(con, present: set[str], out: dict[str, list[Step]], top: int) -> None:
-    """``encoded keys`` and ``sharded samples``: keys of kept samples, then samples in a shard."""
-    kept = ("CREATE TEMP TABLE _kept AS SELECT s.sample_id, s.dataset FROM samples s JOIN probes p USING (sample_id) "
-            f"JOIN scores j USING (sample_id) JOIN selected k USING (sample_id) WHERE s.error IS NULL AND p.error IS NULL "
-            f"AND j.status IN {SCORED} AND k.kept")
-    con.execute(kept)  # the kept ids: one column pair, as large as the selection (DuckDB spills it)
-    lost = con.execute(
-        f"SELECT dataset, reason, count(*), min(sample_id, 2) FROM (SELECT e.sample_id, s.dataset, {_reason('e.error')} AS reason "
-        "FROM encoded e JOIN _kept s USING (sample_id) WHERE e.error IS NOT NULL UNION ALL "
+    """``encoded keys`` and ``sharded samples``: keys of the kept samples (``_kept``), then samples
+    in a shard."""
+    # One join of the keys with the kept samples gives both the keys made (reason NULL) and the
+    # failed ones by reason.
+    groups = con.execute(
+        f"SELECT dataset, reason, count(*), min(sample_id, 2) FROM (SELECT e.sample_id, s.dataset, "
+        f"CASE WHEN e.error IS NOT NULL THEN {_reason('e.error')} END AS reason "
+        "FROM encoded e JOIN _kept s USING (sample_id) UNION ALL "
         "SELECT sample_id, dataset, 'not encoded yet' FROM _kept ANTI JOIN encoded USING (sample_id)) GROUP BY ALL").fetchall()
-    ok = dict(con.execute("SELECT s.dataset, count(*) FROM encoded e JOIN _kept s USING (sample_id) "
-                          "WHERE e.error IS NULL GROUP BY 1").fetchall())
+    ok = {ds: n for ds, reason, n, _ in groups if reason is None}
+    lost = [g for g in groups if g[1] is not None]
     _append(out, "encoded keys", ok, lost, top)
     if "shard_keys" in present:
         enc = "SELECT DISTINCT e.sample_id, s.dataset FROM encoded e JOIN _kept s USING (sample_id) WHERE e.error IS NULL"
@@ -107,7 +117,6 @@ def _key_steps(con, present: set[str], out: dict[str, list[Step]], top: int) -> 
         lost = con.execute(f"SELECT dataset, 'not sharded yet', count(*), min(sample_id, 2) FROM ({enc}) "
                            "ANTI JOIN (SELECT DISTINCT sample_id FROM shard_keys) USING (sample_id) GROUP BY ALL").fetchall()
         _append(out, "sharded samples", sharded, lost, top)
-    con.execute("DROP TABLE _kept")
 
 
 def _append(out: dict[str, list[Step]], name: str, ok: dict, lost_rows, top: int) -> None:
@@ -161,35 +170,76 @@ def metric_kinds(con, judge_cfg) -> list[tuple[str, str]]:
 
 def near_threshold(con, kind: str, metric: str, op: str, value: float, field: str, n: int) -> tuple[list, list]:
     """Up to n samples just above (kept by this rule) and n just below (failed by it), nearest first."""
+    return near_thresholds(con, [(kind, metric, op, value)], field, n)[0]
+
+
+def near_thresholds(con, rules: list[tuple[str, str, str, float]], field: str, n: int) -> list[tuple[list, list]]:
+    """``near_threshold`` of each (kind, metric, op, value), with one ``samples`` lookup for the
+    candidates of every rule (each lookup is a scan of the manifest's ids)."""
     cols = {r[0] for r in con.execute("DESCRIBE scores").fetchall()}
-    score = f'CAST("{metric}" AS DOUBLE)'
-    if field == "expected" and f"{metric}_expected" in cols:
-        score = f'coalesce("{metric}_expected", {score})'
-    passes = f"score {op} {float(value)!r}"
-    return (_nearest(con, kind, score, passes, "score, sample_id", n),
-            _nearest(con, kind, score, f"NOT ({passes})", "score DESC, sample_id", n))
-
-
-def _nearest(con, kind: str, score: str, where: str, order: str, n: int) -> list:
-    """The first n scored rows of ``kind`` in ``order`` that have a sample, with its text.
-
-    The order is taken over ``scores`` alone (a top-n scan) and only those few candidates are joined
-    with ``samples``: joining every score with every sample first, as a plain query would, is a hash
-    join over the whole manifest and dominated the report at 1M rows. A candidate without a sample
-    row is skipped, so when too few survive the join the candidate list grows (same rows either way).
-    """
     candidates = max(4 * int(n), 16)
-    while True:
-        top = (f"SELECT * FROM (SELECT sample_id, dataset, {score} AS score FROM scores "
-               f"WHERE status IN {SCORED} AND kind = ? AND {score} IS NOT NULL) WHERE {where} "
-               f"ORDER BY {order} LIMIT {candidates}")
-        found = con.execute(f"SELECT count(*) FROM ({top})", [kind]).fetchone()[0]
-        rows = con.execute(f"SELECT c.sample_id, c.dataset, c.score, s.instruction, s.caption FROM ({top}) c "
-                           f"JOIN samples s USING (sample_id) ORDER BY {order.replace('score', 'c.score').replace('sample_id', 'c.sample_id')} "
-                           f"LIMIT {int(n)}", [kind]).fetchall()
-        if len(rows) >= n or found < candidates:
-            return rows
-        candidates *= 4
+    plans = []
+    for kind, metric, op, value in rules:
+        score = f'CAST("{metric}" AS DOUBLE)'
+        if field == "expected" and f"{metric}_expected" in cols:
+            score = f'coalesce("{metric}_expected", {score})'
+        passes = f"score {op} {float(value)!r}"
+        for where, order in ((passes, "score, sample_id"), (f"NOT ({passes})", "score DESC, sample_id")):
+            plans.append((kind, score, where, order, _top(con, kind, score, where, order, candidates)))
+    have = _sampled(con, [c[0] for *_, top in plans for c in top])
+    sides = []
+    for kind, score, where, order, top in plans:
+        rows, size = [c for c in top if c[0] in have][:n], candidates
+        while len(rows) < n and len(top) == size:  # too few candidates had a sample: take more
+            size *= 4
+            top = _top(con, kind, score, where, order, size)
+            have |= _sampled(con, [c[0] for c in top if c[0] not in have])
+            rows = [c for c in top if c[0] in have][:n]
+        sides.append(rows)
+    texts = _texts(con, [c[0] for rows in sides for c in rows])  # the few shown, not the candidates
+    sides = [[(*c, *texts[c[0]]) for c in rows] for rows in sides]
+    return [(sides[i], sides[i + 1]) for i in range(0, len(sides), 2)]
+
+
+def _top(con, kind: str, score: str, where: str, order: str, limit: int) -> list[tuple]:
+    """The first ``limit`` scored rows of ``kind`` in ``order``: (sample_id, dataset, score).
+
+    A top-n scan over ``scores`` alone; only the few ids it names are then looked up in ``samples``
+    (``_sampled``, then ``_texts`` for those shown). Joining every score with every sample first, as a plain query would, is a hash
+    join over the whole manifest and dominated the report at 1M rows."""
+    return con.execute(f"SELECT * FROM (SELECT sample_id, dataset, {score} AS score FROM scores "
+                       f"WHERE status IN {SCORED} AND kind = ? AND {score} IS NOT NULL) WHERE {where} "
+                       f"ORDER BY {order} LIMIT {int(limit)}", [kind]).fetchall()
+
+
+def ids_where(ids: list[str], column: str = "sample_id") -> tuple[str, list[str]]:
+    """(SQL condition, its parameters) that holds for the rows whose ``column`` is one of ``ids``.
+
+    Written as an OR of closed ranges, not ``IN (...)``: DuckDB uses an IN list only to skip Parquet
+    row groups (then decodes every column of the row groups left, and captions of ~1 KB a row made
+    a lookup of a few ids cost as much as reading the whole manifest's text), while the ranges are
+    evaluated inside the scan, which then decodes the other columns of the matching rows only."""
+    if not ids:
+        return "false", []
+    return " OR ".join([f"({column} >= ? AND {column} <= ?)"] * len(ids)), [x for i in ids for x in (i, i)]
+
+
+def _sampled(con, ids: list[str]) -> set[str]:
+    """Those of ``ids`` that have a ``samples`` row (a scan of the ids alone)."""
+    if not ids:
+        return set()
+    marks = ", ".join("?" * len(ids))
+    return {r[0] for r in con.execute(f"SELECT sample_id FROM samples WHERE sample_id IN ({marks})", list(ids)).fetchall()}
+
+
+def _texts(con, ids: list[str]) -> dict[str, tuple]:
+    """{sample_id: (instruction, caption)} of ``ids``: one filtered scan that decodes the text
+    columns of the matching rows only (``ids_where``)."""
+    if not ids:
+        return {}
+    where, params = ids_where(sorted(set(ids)))
+    return {r[0]: r[1:] for r in con.execute(
+        f"SELECT sample_id, instruction, caption FROM samples WHERE {where}", params).fetchall()}
 
 
 def judge_health(con) -> dict:
