@@ -118,6 +118,20 @@ def duplicates_table(made, screened, cfg) -> list[tuple]:
     return out
 
 
+def margin(made, screened, cfg) -> str:
+    """How close distinct sources come: the fewest bits between a frame of one and a frame, or a
+    window, of another (a match needs <= match_bits on two frames)."""
+    def bits(a, b):
+        x = np.ascontiguousarray(np.array(a, np.int64)[:, None] ^ np.array(b, np.int64)[None, :])
+        return int(np.unpackbits(x.view(np.uint8)).reshape(len(a), len(b), 64).sum(-1).min()) if len(a) and len(b) else 64
+    rows = [screened[n] for n, _, _ in made["orig"]]
+    whole = [[h for h, i in zip(r["target_hashes"], r["target_informative"]) if i] for r in rows]
+    wins = [[h for h in r["target_windows"] if h is not None] for r in rows]
+    pairs = [(i, j) for i in range(len(rows)) for j in range(len(rows)) if i != j]
+    return (f"  closest distinct sources: {min(bits(whole[i], whole[j]) for i, j in pairs)} bits frame to frame, "
+            f"{min(bits(whole[i], wins[j]) for i, j in pairs)} frame to window (match_bits={cfg.match_bits})")
+
+
 def contamination_table(made, screened, cfg, settings) -> list[tuple]:
     half = len(made["orig"]) // 2 or 1
     bdir = OUT / "benchmark"
@@ -169,6 +183,7 @@ def main() -> None:
     print("duplicates (goal: recall >= 0.95, precision >= 0.99)")
     for row in duplicates_table(made, screened, cfg):
         print(line.format(*row))
+    print(margin(made, screened, cfg))
     print("contamination (benchmark = half the sources, goal as duplicates)")
     for row in contamination_table(made, screened, cfg, settings):
         print(line.format(*row))
@@ -266,6 +281,8 @@ def scale_child(n: int, cfg: ScreenConfig) -> None:
         synthetic(n, path.with_suffix(".tmp"))
         path.with_suffix(".tmp").rename(path)
     t = time.perf_counter()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = usage.ru_utime + usage.ru_stime
     con = duckdb.connect()
     con.execute("SET memory_limit = '1GB'")
     con.execute(f"SET temp_directory = '{OUT / 'spill'}'")
@@ -274,11 +291,12 @@ def scale_child(n: int, cfg: ScreenConfig) -> None:
     build(con, "screens", cfg)
     groups = con.execute("SELECT count(*) FILTER (duplicate_of IS NOT NULL) FROM verdict").fetchone()[0]
     seconds = time.perf_counter() - t
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    rss, cpu = usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime - cpu0
     bands = 64 // cfg.band_bits
-    frames, probes = con.execute(f"SELECT count(*), sum({' + '.join(f'(1 << bit_count((weak >> {b * cfg.band_bits}) & {(1 << cfg.band_bits) - 1}))' for b in range(bands))}) FROM frames").fetchone()
+    frames, probes = con.execute(f"SELECT count(*), sum({' + '.join(f'(1::BIGINT << bit_count((weak >> {b * cfg.band_bits}) & {(1 << cfg.band_bits) - 1}))' for b in range(bands))}) FROM frames").fetchone()
     windows = con.execute("SELECT count(*) FROM wins").fetchone()[0]
-    print(json.dumps({"n": n, "seconds": seconds, "rss_mb": rss, "duplicates": groups,
+    print(json.dumps({"n": n, "seconds": seconds, "cpu_s": cpu, "rss_mb": rss, "duplicates": groups,
                       "exact_rows": (frames + windows) * bands, "probe_rows": int(probes)}))
 
 
@@ -294,7 +312,7 @@ def scale(points: list[int], band_bits: int) -> None:
     for r in results:
         per = r["seconds"] / r["n"]
         print(f"  {r['n']:>9} samples: {r['seconds']:7.1f} s, {1e6 * per:6.1f} us/sample ({per / base:.2f}x the "
-              f"first point), peak RSS {r['rss_mb']:.0f} MB, {r['duplicates']} duplicates found; band rows "
+              f"first point; CPU {r['cpu_s']:.1f} s), peak RSS {r['rss_mb']:.0f} MB, {r['duplicates']} duplicates found; band rows "
               f"{r['exact_rows'] / r['n']:.0f} exact + {r['probe_rows'] / r['n']:.0f} probes a sample")
 
 

@@ -17,7 +17,7 @@ from stages.media.locate import MediaError
 from stages.media.locate import short_error as _short
 from stages.screen.frames import Frames, read_media
 from stages.screen.motion import clip_motion
-from stages.screen.phash import frame_fingerprint, window_hashes
+from stages.screen.phash import WEAK_PER_HALF, WINDOWS, frame_fingerprint, window_hashes
 from stages.screen.schema import SCREENS
 
 
@@ -34,6 +34,8 @@ class Settings:
 # Frames per side hashed on the windows too: enough that a crop's candidate pair is found and
 # verified on two frames, few enough that the windows cost 4 x 16 hashes, not 16 x 16.
 WINDOW_FRAMES = 4
+# What a screens part's hash columns hold (the stage's fingerprint: parts of another layout are redone).
+FINGERPRINT_LAYOUT = f"phash64+weak{WEAK_PER_HALF}+{WINDOW_FRAMES}x{len(WINDOWS)}windows"
 
 
 def window_frames(informative: list[bool], n: int = WINDOW_FRAMES) -> list[int]:

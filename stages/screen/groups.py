@@ -173,14 +173,21 @@ def build(con, screens: str, cfg, benchmark_frames: str | None = None) -> None:
              c.benchmark, c.clip, c.bt, c.side, c.t, c.m
       FROM {screens} s LEFT JOIN contam c USING (sample_id)""")
     # ---- duplicates: candidates from the target frames' probes against the target frames' and
-    # windows' exact bands, checked on every frame
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE cand AS
-      WITH tp AS ({_probes_sql("(SELECT * FROM frames WHERE side = 'target')", 'sample_id, kind', bb)}),
-           te AS ({_bands_sql("(SELECT sample_id, kind, h FROM frames WHERE side = 'target' UNION ALL "
-                              "SELECT sample_id, kind, h FROM wins WHERE side = 'target')", bb)})
-      SELECT DISTINCT least(x.sample_id, y.sample_id) AS a, greatest(x.sample_id, y.sample_id) AS b
-      FROM tp x JOIN te y ON x.band = y.band AND x.v = y.v AND x.kind = y.kind AND x.sample_id <> y.sample_id
+    # windows' exact bands (integer keys: the exact side is the join's hash table, ~15 rows a
+    # frame), checked on every frame
+    con.execute("""CREATE OR REPLACE TEMP TABLE ids AS
+      SELECT sample_id, kind, row_number() OVER (ORDER BY sample_id) AS sid,
+             dense_rank() OVER (ORDER BY kind) AS kid FROM (SELECT DISTINCT sample_id, kind FROM frames)""")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE cand_ids AS
+      WITH tf AS (SELECT i.sid, i.kid, f.h, f.weak FROM frames f JOIN ids i USING (sample_id) WHERE f.side = 'target'),
+           tw AS (SELECT i.sid, i.kid, w.h FROM wins w JOIN ids i USING (sample_id) WHERE w.side = 'target'),
+           tp AS ({_probes_sql('tf', 'sid, kid', bb)}),
+           te AS ({_bands_sql('(SELECT sid, kid, h FROM tf UNION ALL SELECT sid, kid, h FROM tw)', bb)})
+      SELECT DISTINCT least(x.sid, y.sid) AS a, greatest(x.sid, y.sid) AS b
+      FROM tp x JOIN te y ON x.band = y.band AND x.v = y.v AND x.kid = y.kid AND x.sid <> y.sid
       WHERE bit_count(xor(x.h, y.h)) <= {bits}""")
+    con.execute("""CREATE OR REPLACE TEMP TABLE cand AS
+      SELECT ia.sample_id AS a, ib.sample_id AS b FROM cand_ids c JOIN ids ia ON ia.sid = c.a JOIN ids ib ON ib.sid = c.b""")
     con.execute(f"CREATE OR REPLACE TEMP TABLE ok_target AS {_side_ok_sql('cand', 'target', cfg)}")
     con.execute(f"CREATE OR REPLACE TEMP TABLE ok_source AS {_side_ok_sql('ok_target', 'source', cfg)}")
     con.execute("""CREATE OR REPLACE TEMP TABLE dup_pairs AS
