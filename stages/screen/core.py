@@ -32,7 +32,7 @@ class Settings:
 
 
 # Frames per side hashed on the windows too: enough that a crop's candidate pair is found and
-# verified on two frames, few enough that the windows cost 4 x 16 hashes, not 16 x 16.
+# verified on two frames, few enough that the windows cost 4 x 15 hashes a side, not 16 x 15.
 WINDOW_FRAMES = 4
 # What a screens part's hash columns hold (the stage's fingerprint: parts of another layout are redone).
 FINGERPRINT_LAYOUT = f"phash64+weak{WEAK_PER_HALF}+{WINDOW_FRAMES}x{len(WINDOWS)}windows"
