@@ -294,7 +294,9 @@ def scale_child(n: int, cfg: ScreenConfig) -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     rss, cpu = usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime - cpu0
     bands = 64 // cfg.band_bits
-    frames, probes = con.execute(f"SELECT count(*), sum({' + '.join(f'(1::BIGINT << bit_count((weak >> {b * cfg.band_bits}) & {(1 << cfg.band_bits) - 1}))' for b in range(bands))}) FROM frames").fetchone()
+    mask = (1 << cfg.band_bits) - 1  # probe rows: 2 ** (weak bits in the band), per frame and band
+    per_frame = " + ".join(f"(1::BIGINT << bit_count((weak >> {b * cfg.band_bits}) & {mask}))" for b in range(bands))
+    frames, probes = con.execute(f"SELECT count(*), sum({per_frame}) FROM frames").fetchone()
     windows = con.execute("SELECT count(*) FROM wins").fetchone()[0]
     print(json.dumps({"n": n, "seconds": seconds, "cpu_s": cpu, "rss_mb": rss, "duplicates": groups,
                       "exact_rows": (frames + windows) * bands, "probe_rows": int(probes)}))
