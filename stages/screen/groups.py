@@ -30,20 +30,20 @@ from stages.screen.phash import WINDOWS
 VALID_BAND_BITS = (16, 32)
 
 
-def _bands_sql(frames: str, band_bits: int) -> str:
+def _bands_sql(frames: str, band_bits: int, bands: list[int] | None = None) -> str:
     """Every row of ``frames`` once per band: (its columns, band, v = the band's bits)."""
     mask = (1 << band_bits) - 1
-    n = 64 // band_bits
-    parts = [f"SELECT *, {b} AS band, (h >> {b * band_bits}) & {mask} AS v FROM {frames}" for b in range(n)]
+    bands = range(64 // band_bits) if bands is None else bands
+    parts = [f"SELECT *, {b} AS band, (h >> {b * band_bits}) & {mask} AS v FROM {frames}" for b in bands]
     return " UNION ALL ".join(parts)
 
 
-def _probes_sql(frames: str, cols: str, band_bits: int) -> str:
+def _probes_sql(frames: str, cols: str, band_bits: int, bands: list[int] | None = None) -> str:
     """Every row of ``frames`` (``cols`` and h, weak) once per band and per combination of the weak
     bits of that band flipped: (cols, h, band, v)."""
     mask = (1 << band_bits) - 1
     parts = []
-    for b in range(64 // band_bits):
+    for b in (range(64 // band_bits) if bands is None else bands):
         shift = b * band_bits
         parts.append(f"""
           SELECT {cols}, h, {b} AS band,
@@ -178,14 +178,20 @@ def build(con, screens: str, cfg, benchmark_frames: str | None = None) -> None:
     con.execute("""CREATE OR REPLACE TEMP TABLE ids AS
       SELECT sample_id, kind, row_number() OVER (ORDER BY sample_id) AS sid,
              dense_rank() OVER (ORDER BY kind) AS kid FROM (SELECT DISTINCT sample_id, kind FROM frames)""")
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE cand_ids AS
-      WITH tf AS (SELECT i.sid, i.kid, f.h, f.weak FROM frames f JOIN ids i USING (sample_id) WHERE f.side = 'target'),
-           tw AS (SELECT i.sid, i.kid, w.h FROM wins w JOIN ids i USING (sample_id) WHERE w.side = 'target'),
-           tp AS ({_probes_sql('tf', 'sid, kid', bb)}),
-           te AS ({_bands_sql('(SELECT sid, kid, h FROM tf UNION ALL SELECT sid, kid, h FROM tw)', bb)})
-      SELECT DISTINCT least(x.sid, y.sid) AS a, greatest(x.sid, y.sid) AS b
-      FROM tp x JOIN te y ON x.band = y.band AND x.v = y.v AND x.kid = y.kid AND x.sid <> y.sid
-      WHERE bit_count(xor(x.h, y.h)) <= {bits}""")
+    con.execute("""CREATE OR REPLACE TEMP TABLE tf AS SELECT i.sid::UINTEGER AS sid, i.kid::UTINYINT AS kid, f.h, f.weak
+                   FROM frames f JOIN ids i USING (sample_id) WHERE f.side = 'target'""")
+    con.execute("""CREATE OR REPLACE TEMP TABLE tw AS SELECT i.sid::UINTEGER AS sid, i.kid::UTINYINT AS kid, w.h
+                   FROM wins w JOIN ids i USING (sample_id) WHERE w.side = 'target'""")
+    con.execute("CREATE OR REPLACE TEMP TABLE cand_ids (a UINTEGER, b UINTEGER)")
+    # one band at a time: the exact side of a band is what the join holds in memory
+    for band in range(64 // bb):
+        con.execute(f"""INSERT INTO cand_ids
+          WITH tp AS ({_probes_sql('tf', 'sid, kid', bb, [band])}),
+               te AS ({_bands_sql('(SELECT sid, kid, h FROM tf UNION ALL SELECT sid, kid, h FROM tw)', bb, [band])})
+          SELECT DISTINCT least(x.sid, y.sid) AS a, greatest(x.sid, y.sid) AS b
+          FROM tp x JOIN te y ON x.v = y.v AND x.kid = y.kid AND x.sid <> y.sid
+          WHERE bit_count(xor(x.h, y.h)) <= {bits}""")
+    con.execute("CREATE OR REPLACE TEMP TABLE cand_ids AS SELECT DISTINCT a, b FROM cand_ids")
     con.execute("""CREATE OR REPLACE TEMP TABLE cand AS
       SELECT ia.sample_id AS a, ib.sample_id AS b FROM cand_ids c JOIN ids ia ON ia.sid = c.a JOIN ids ib ON ib.sid = c.b""")
     con.execute(f"CREATE OR REPLACE TEMP TABLE ok_target AS {_side_ok_sql('cand', 'target', cfg)}")
