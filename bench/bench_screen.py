@@ -9,8 +9,9 @@ a window of the clip); the distinct sources are the negatives. Contamination: ha
 are the benchmark (a folder, as screen.benchmarks names it), every duplicate is a training sample;
 a black and a title-card clip sit on both sides and must match nothing. Copies: (source, its
 re-encode) and (source, source) pairs against the real (source, edited) pairs. Motion: a still, a
-zoom and a pan over a still against the real clips. Scale: random hash rows (8 frames a sample,
-1 % near-duplicate pairs) grouped in a child process per size: seconds per sample and peak RSS.
+zoom and a pan over a still against the real clips. Scale: random hash rows (8 frames a sample
+with weak bits, windows on 4; 1 % near-duplicates 4 bits away, 0.5 % crops matching a window)
+grouped in a child process per size: seconds per sample, peak RSS, band rows per sample.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from stages.screen.benchmarks import benchmark_table  # noqa: E402
 from stages.screen.config import ScreenConfig  # noqa: E402
 from stages.screen.core import Settings, screen_row  # noqa: E402
 from stages.screen.groups import build  # noqa: E402
+from stages.screen.phash import WEAK_PER_HALF, WINDOWS  # noqa: E402
 from stages.screen.schema import SCREENS  # noqa: E402
 
 OUT = REPO / "bench" / "out" / "screen"
@@ -116,6 +118,20 @@ def duplicates_table(made, screened, cfg) -> list[tuple]:
     return out
 
 
+def margin(made, screened, cfg) -> str:
+    """How close distinct sources come: the fewest bits between a frame of one and a frame, or a
+    window, of another (a match needs <= match_bits on two frames)."""
+    def bits(a, b):
+        x = np.ascontiguousarray(np.array(a, np.int64)[:, None] ^ np.array(b, np.int64)[None, :])
+        return int(np.unpackbits(x.view(np.uint8)).reshape(len(a), len(b), 64).sum(-1).min()) if len(a) and len(b) else 64
+    rows = [screened[n] for n, _, _ in made["orig"]]
+    whole = [[h for h, i in zip(r["target_hashes"], r["target_informative"]) if i] for r in rows]
+    wins = [[h for h in r["target_windows"] if h is not None] for r in rows]
+    pairs = [(i, j) for i in range(len(rows)) for j in range(len(rows)) if i != j]
+    return (f"  closest distinct sources: {min(bits(whole[i], whole[j]) for i, j in pairs)} bits frame to frame, "
+            f"{min(bits(whole[i], wins[j]) for i, j in pairs)} frame to window (match_bits={cfg.match_bits})")
+
+
 def contamination_table(made, screened, cfg, settings) -> list[tuple]:
     half = len(made["orig"]) // 2 or 1
     bdir = OUT / "benchmark"
@@ -167,6 +183,7 @@ def main() -> None:
     print("duplicates (goal: recall >= 0.95, precision >= 0.99)")
     for row in duplicates_table(made, screened, cfg):
         print(line.format(*row))
+    print(margin(made, screened, cfg))
     print("contamination (benchmark = half the sources, goal as duplicates)")
     for row in contamination_table(made, screened, cfg, settings):
         print(line.format(*row))
@@ -219,32 +236,53 @@ def judge_cost(pairs, screen_cpu: float) -> None:
           f"ratio {screen_cpu / judge:.2f} (goal <= 0.3)")
 
 
+def _weak(rng, shape) -> np.ndarray:
+    """Random weak-bit masks: phash.WEAK_PER_HALF positions per 32-bit half (repeats allowed)."""
+    pos = rng.integers(0, 32, (*shape, 2, WEAK_PER_HALF)) + np.array([0, 32])[:, None]
+    return np.bitwise_or.reduce(np.left_shift(np.uint64(1), pos.astype(np.uint64)), axis=(-2, -1)).view(np.int64)
+
+
 def synthetic(n: int, path: Path, seed: int = 0) -> None:
-    """n samples of 8 random frame hashes; 1 % are a 2-bit variant of another sample."""
+    """n samples of 8 random frame hashes with weak bits, and windows on 4 of them; 1 % are a
+    variant of another sample 2 bits away in each half (the weak bits they flip marked, so only the
+    probes find them), 0.5 % a crop of another (4 frames equal to one of its windows)."""
     rng = np.random.default_rng(seed)
+    nw, wf = len(WINDOWS), [0, 2, 4, 6]
     with pq.ParquetWriter(path, SCREENS) as w:
         for start in range(0, n, 100_000):
             m = min(100_000, n - start)
             h = rng.integers(-2**63, 2**63 - 1, (m, 8), dtype=np.int64)
+            weak = _weak(rng, (m, 8))
+            wins = rng.integers(-2**63, 2**63 - 1, (m, len(wf) * nw), dtype=np.int64)
             dup = rng.random(m) < 0.01
-            h[dup] = h[rng.integers(0, m, dup.sum())] ^ 0b1001
+            flip = np.int64((1 << 3) | (1 << 9) | (1 << 37) | (1 << 50))
+            h[dup] = h[rng.integers(0, m, dup.sum())] ^ flip
+            weak[dup] |= flip
+            crop = ~dup & (rng.random(m) < 0.005)
+            of = rng.integers(0, m, crop.sum())
+            h[np.ix_(crop, wf)] = wins[of][:, [5 + nw * i for i in range(len(wf))]]
             ids = [f"syn:{start + i:09d}" for i in range(m)]
             cols = {f.name: pa.nulls(m, f.type) for f in SCREENS}
             w.write_table(pa.table({**cols,
                 "sample_id": ids, "dataset": ["syn"] * m, "kind": ["clip"] * m,
                 "target_hashes": pa.array(list(h), pa.list_(pa.int64())),
+                "target_weak": pa.array(list(weak), pa.list_(pa.int64())),
                 "target_informative": pa.array([[True] * 8] * m, pa.list_(pa.bool_())),
                 "target_times": pa.array([[0.25 * k for k in range(8)]] * m, pa.list_(pa.float32())),
+                "target_windows": pa.array(list(wins), pa.list_(pa.int64())),
+                "target_window_frames": pa.array([wf] * m, pa.list_(pa.int16())),
                 "content_motion": np.full(m, 5.0), "schema_version": np.ones(m, np.int16)}, schema=SCREENS))
 
 
 def scale_child(n: int, cfg: ScreenConfig) -> None:
-    path = OUT / f"syn-{n}.parquet"
+    path = OUT / f"syn2-{n}.parquet"
     OUT.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         synthetic(n, path.with_suffix(".tmp"))
         path.with_suffix(".tmp").rename(path)
     t = time.perf_counter()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = usage.ru_utime + usage.ru_stime
     con = duckdb.connect()
     con.execute("SET memory_limit = '1GB'")
     con.execute(f"SET temp_directory = '{OUT / 'spill'}'")
@@ -253,8 +291,15 @@ def scale_child(n: int, cfg: ScreenConfig) -> None:
     build(con, "screens", cfg)
     groups = con.execute("SELECT count(*) FILTER (duplicate_of IS NOT NULL) FROM verdict").fetchone()[0]
     seconds = time.perf_counter() - t
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"n": n, "seconds": seconds, "rss_mb": rss, "duplicates": groups}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    rss, cpu = usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime - cpu0
+    bands = 64 // cfg.band_bits
+    mask = (1 << cfg.band_bits) - 1  # probe rows: 2 ** (weak bits in the band), per frame and band
+    per_frame = " + ".join(f"(1::BIGINT << bit_count((weak >> {b * cfg.band_bits}) & {mask}))" for b in range(bands))
+    frames, probes = con.execute(f"SELECT count(*), sum({per_frame}) FROM frames").fetchone()
+    windows = con.execute("SELECT count(*) FROM wins").fetchone()[0]
+    print(json.dumps({"n": n, "seconds": seconds, "cpu_s": cpu, "rss_mb": rss, "duplicates": groups,
+                      "exact_rows": (frames + windows) * bands, "probe_rows": int(probes)}))
 
 
 def scale(points: list[int], band_bits: int) -> None:
@@ -264,12 +309,13 @@ def scale(points: list[int], band_bits: int) -> None:
                            capture_output=True, text=True, check=True)
         results.append(json.loads(r.stdout.strip().splitlines()[-1]))
     base = results[0]["seconds"] / results[0]["n"]
-    print(f"grouping at scale (8 frames a sample, band_bits={band_bits}; goal: peak RSS <= 2 GB, time per "
+    print(f"grouping at scale (8 frames a sample, 4 with {len(WINDOWS)} windows, band_bits={band_bits}; goal: peak RSS <= 2 GB, time per "
           f"sample at 1M <= 1.2x at 100k)")
     for r in results:
         per = r["seconds"] / r["n"]
         print(f"  {r['n']:>9} samples: {r['seconds']:7.1f} s, {1e6 * per:6.1f} us/sample ({per / base:.2f}x the "
-              f"first point), peak RSS {r['rss_mb']:.0f} MB, {r['duplicates']} duplicates found")
+              f"first point; CPU {r['cpu_s']:.1f} s), peak RSS {r['rss_mb']:.0f} MB, {r['duplicates']} duplicates found; band rows "
+              f"{r['exact_rows'] / r['n']:.0f} exact + {r['probe_rows'] / r['n']:.0f} probes a sample")
 
 
 if __name__ == "__main__":

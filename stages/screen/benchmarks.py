@@ -1,7 +1,9 @@
 """Fingerprints of the evaluation benchmarks named in ``screen.benchmarks`` (name -> folder or glob).
 
 Every video and image under a benchmark root is fingerprinted like a sample (same time grid, same
-hash); only informative frames are kept, so a black or title-card frame never makes a match.
+hash); only informative frames are kept, so a black or title-card frame never makes a match. Every
+kept frame is hashed on the windows too (``w`` >= 0; ``w`` = -1 is the whole frame, with its weak
+bits): benchmarks are few, so a training clip cropped from one is found on any of its frames.
 """
 from __future__ import annotations
 
@@ -12,13 +14,14 @@ import pyarrow as pa
 
 from pipeline.config_base import ConfigError
 from stages.media.locate import MediaError
-from stages.screen.core import Settings, fingerprint
+from stages.screen.core import Settings
 from stages.screen.frames import read_media
+from stages.screen.phash import frame_fingerprint, window_hashes
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 BENCHMARK_FRAMES = pa.schema([("benchmark", pa.string()), ("clip", pa.string()), ("k", pa.int64()),
-                              ("h", pa.int64()), ("t", pa.float32())])
+                              ("w", pa.int16()), ("h", pa.int64()), ("weak", pa.int64()), ("t", pa.float32())])
 
 
 def benchmark_files(name: str, where: str) -> list[Path]:
@@ -56,9 +59,12 @@ def benchmark_table(benchmarks: dict[str, str], settings: Settings) -> tuple[pa.
             except MediaError as e:
                 unreadable.append(f"{name}: {path}: {e}")
                 continue
-            hashes, informative = fingerprint(frames)
-            for k, (h, keep, t) in enumerate(zip(hashes, informative, frames.times.tolist())):
-                if keep:
-                    for col, v in zip(cols, (name, str(path), k, h, t)):
+            for k, (gray, t) in enumerate(zip(frames.gray, frames.times.tolist())):
+                h, weak, keep = frame_fingerprint(gray)
+                if not keep:
+                    continue
+                rows = [(-1, h, weak)] + [(w, x, None) for w, x in enumerate(window_hashes(gray)) if x is not None]
+                for w, x, weak_bits in rows:
+                    for col, v in zip(cols, (name, str(path), k, w, x, weak_bits, t)):
                         cols[col].append(v)
     return pa.table(cols, schema=BENCHMARK_FRAMES), unreadable

@@ -17,7 +17,7 @@ from stages.media.locate import MediaError
 from stages.media.locate import short_error as _short
 from stages.screen.frames import Frames, read_media
 from stages.screen.motion import clip_motion
-from stages.screen.phash import frame_hash
+from stages.screen.phash import WEAK_PER_HALF, WINDOWS, frame_fingerprint, window_hashes
 from stages.screen.schema import SCREENS
 
 
@@ -31,9 +31,30 @@ class Settings:
         return cls(screen_cfg.frame_step_s, screen_cfg.max_frames)
 
 
-def fingerprint(frames: Frames) -> tuple[list[int], list[bool]]:
-    pairs = [frame_hash(g) for g in frames.gray]
-    return [h for h, _ in pairs], [i for _, i in pairs]
+# Frames per side hashed on the windows too: enough that a crop's candidate pair is found and
+# verified on two frames, few enough that the windows cost 4 x 15 hashes a side, not 16 x 15.
+WINDOW_FRAMES = 4
+# What a screens part's hash columns hold (the stage's fingerprint: parts of another layout are redone).
+FINGERPRINT_LAYOUT = f"phash64+weak{WEAK_PER_HALF}+{WINDOW_FRAMES}x{len(WINDOWS)}windows"
+
+
+def window_frames(informative: list[bool], n: int = WINDOW_FRAMES) -> list[int]:
+    """Indices of up to n informative frames spread evenly over the clip."""
+    idx = [k for k, i in enumerate(informative) if i]
+    if len(idx) <= n:
+        return idx
+    return sorted({idx[int((j + 0.5) * len(idx) / n)] for j in range(n)})
+
+
+def side_fingerprint(frames: Frames, side: str) -> dict:
+    """The ``screens`` columns of one side: hashes, weak bits, informative, times and windows."""
+    prints = [frame_fingerprint(g) for g in frames.gray]
+    informative = [i for _, _, i in prints]
+    chosen = window_frames(informative)
+    return {f"{side}_hashes": [h for h, _, _ in prints], f"{side}_weak": [w for _, w, _ in prints],
+            f"{side}_informative": informative, f"{side}_times": frames.times.tolist(),
+            f"{side}_windows": [h for k in chosen for h in window_hashes(frames.gray[k])],
+            f"{side}_window_frames": chosen}
 
 
 COPY_BLOCK = 8  # pixels of the SIDE x SIDE grey frames per block of the copy score
@@ -62,12 +83,10 @@ def screen_row(row: dict, settings: Settings, roots: list[str] | None = None) ->
         target = None
         if row.get("target_uri") or not row.get("source_uri"):  # a sample may publish its source only
             target = read_media(row["target_uri"], modality, roots, settings.step_s, settings.max_frames, *window)
-            out["target_hashes"], out["target_informative"] = fingerprint(target)
-            out["target_times"] = target.times.tolist()
+            out.update(side_fingerprint(target, "target"))
         if row.get("source_uri"):
             source = read_media(row["source_uri"], modality, roots, settings.step_s, settings.max_frames, *window)
-            out["source_hashes"], out["source_informative"] = fingerprint(source)
-            out["source_times"] = source.times.tolist()
+            out.update(side_fingerprint(source, "source"))
             if target is not None:
                 out["copy_score"] = copy_score(source, target)
         elif kind == "clip":

@@ -1,40 +1,83 @@
 """Near-duplicate groups and benchmark matches over the whole corpus, in DuckDB (no all-pairs).
 
-Frames are matched through equal *bands* of their 64-bit hashes (64 / band_bits slices): two
-hashes within ``match_bits`` bits share a band whenever they differ in fewer bits than there are
-bands, and usually when a little more; a sample pair becomes a candidate when any of their
-informative target frames share a band, and is then checked on all its frames (Hamming distance
-by ``bit_count(xor)``). Candidates are only ever pairs inside one band bucket, so the join grows
-with the corpus, not with its square, and DuckDB spills to disk under its memory limit.
+Frames are matched through equal *bands* of their 64-bit hashes (64 / band_bits slices). An exact
+band rarely survives a few flipped bits (two hashes 4 bits apart share a 32-bit half about one
+time in nine), so one side of the join *probes*: per band, every combination of the frame's weak
+bits flipped (stages/screen/phash.py: the bits nearest the median, the ones a re-encode, a shifted
+frame grid or a crop flips first), at most 2**WEAK_PER_HALF keys per 32-bit band, against the
+other side's exact bands. The exact side holds every informative frame's hash and the *window*
+hashes of a few frames per sample (sub-windows of the frame at 2.5 % / 7.5 % from each edge), so a
+copy cropped by up to ~10 % from any sides, whose whole frame looks like one of the original's
+windows, meets it in the same join. A candidate pair needs one probe within ``match_bits`` bits
+of an exact hash; it is then checked on all its frames (Hamming distance by ``bit_count(xor)``):
+whole frame against whole frame, or the whole frames of one against one window (the same window on
+every frame: a crop is the same on the whole clip) of the other. The join only ever meets rows in
+one band bucket, so it grows with the corpus, not with its square, and DuckDB spills to disk under
+its memory limit.
 
 Duplicates are pairs of the same kind whose target frames match (for edit pairs, and whose source
 frames match too: the same source edited twice is two samples); the groups are the connected
 components, found by propagating the smallest key; the keeper is the member no other screen rule
 drops, then the smallest sample_id. A benchmark match is a sample whose source or target frames
-match at least ``min_matched_frames`` frames of one benchmark clip (a temporal overlap is enough).
-Uninformative frames take part in nothing.
+match at least ``min_matched_frames`` frames of one benchmark clip (a temporal overlap is enough),
+whole frames or through one window of either. Uninformative frames and flat windows take part in
+nothing.
 """
 from __future__ import annotations
+
+from stages.screen.phash import WINDOWS
 
 VALID_BAND_BITS = (16, 32)
 
 
-def _bands_sql(frames: str, band_bits: int) -> str:
+def _bands_sql(frames: str, band_bits: int, bands: list[int] | None = None) -> str:
+    """Every row of ``frames`` once per band: (its columns, band, v = the band's bits)."""
     mask = (1 << band_bits) - 1
-    n = 64 // band_bits
-    parts = [f"SELECT *, {b} AS band, (h >> {b * band_bits}) & {mask} AS v FROM {frames}" for b in range(n)]
+    bands = range(64 // band_bits) if bands is None else bands
+    parts = [f"SELECT *, {b} AS band, (h >> {b * band_bits}) & {mask} AS v FROM {frames}" for b in bands]
+    return " UNION ALL ".join(parts)
+
+
+def _probes_sql(frames: str, cols: str, band_bits: int, bands: list[int] | None = None) -> str:
+    """Every row of ``frames`` (``cols`` and h, weak) once per band and per combination of the weak
+    bits of that band flipped: (cols, h, band, v)."""
+    mask = (1 << band_bits) - 1
+    parts = []
+    for b in (range(64 // band_bits) if bands is None else bands):
+        shift = b * band_bits
+        parts.append(f"""
+          SELECT {cols}, h, {b} AS band,
+                 xor(v0, coalesce(list_sum(list_transform(range(len(pos)), lambda i: ((j >> i) & 1) << pos[i + 1])), 0)) AS v
+          FROM (SELECT *, unnest(range(1 << len(pos))) AS j FROM (
+                SELECT {cols}, h, (h >> {shift}) & {mask} AS v0,
+                       list_filter(range({band_bits}), lambda p: ((weak >> ({shift} + p)) & 1) = 1) AS pos
+                FROM {frames}))""")
     return " UNION ALL ".join(parts)
 
 
 def frames_sql(screens: str) -> str:
-    """Informative frames (sample_id, kind, side, k, h, t) of a screens relation."""
+    """Informative frames (sample_id, kind, side, k, h, weak, t) of a screens relation."""
     sides = []
     for side in ("target", "source"):
         sides.append(
             f"SELECT sample_id, kind, '{side}' AS side, unnest(range(len({side}_hashes))) AS k, "
-            f"unnest({side}_hashes) AS h, unnest({side}_informative) AS inf, unnest({side}_times) AS t "
-            f"FROM {screens} WHERE error_kind IS NULL AND {side}_hashes IS NOT NULL")
-    return f"SELECT sample_id, kind, side, k, h::BIGINT AS h, t FROM ({' UNION ALL '.join(sides)}) WHERE inf"
+            f"unnest({side}_hashes) AS h, unnest({side}_weak) AS weak, unnest({side}_informative) AS inf, "
+            f"unnest({side}_times) AS t FROM {screens} WHERE error_kind IS NULL AND {side}_hashes IS NOT NULL")
+    return f"SELECT sample_id, kind, side, k, h::BIGINT AS h, weak::BIGINT AS weak, t FROM ({' UNION ALL '.join(sides)}) WHERE inf"
+
+
+def windows_sql(screens: str) -> str:
+    """Window hashes (sample_id, kind, side, k, w, h, t) of a screens relation, flat windows left out."""
+    n = len(WINDOWS)
+    sides = []
+    for side in ("target", "source"):
+        sides.append(
+            f"SELECT sample_id, kind, '{side}' AS side, {side}_window_frames[i // {n} + 1]::BIGINT AS k, "
+            f"(i % {n})::INTEGER AS w, {side}_windows[i + 1] AS h, "
+            f"{side}_times[{side}_window_frames[i // {n} + 1] + 1] AS t FROM "
+            f"(SELECT *, unnest(range(len({side}_windows))) AS i FROM {screens} "
+            f"WHERE error_kind IS NULL AND {side}_windows IS NOT NULL)")
+    return f"SELECT sample_id, kind, side, k, w, h::BIGINT AS h, t FROM ({' UNION ALL '.join(sides)}) WHERE h IS NOT NULL"
 
 
 def _matched_sql(pairs: str, side: str, bits: int) -> str:
@@ -48,30 +91,70 @@ def _matched_sql(pairs: str, side: str, bits: int) -> str:
       GROUP BY p.a, p.b"""
 
 
-def _passes(side: str, share: float, min_frames: int) -> str:
-    na, nb = f"na_{side}", f"nb_{side}"
-    return (f"(m_{side}.ma >= least({min_frames}, {na}) AND m_{side}.mb >= least({min_frames}, {nb}) "
-            f"AND greatest(m_{side}.ma / {na}, m_{side}.mb / {nb}) >= {share})")
+def _window_matched_sql(pairs: str, side: str, bits: int, whole: str, cropped: str) -> str:
+    """Per candidate pair (a, b) and window w of ``cropped`` (a or b): frames of ``whole`` matching
+    window w of some frame of ``cropped`` (ma), and ``cropped``'s frames whose window w matches (mb)."""
+    return f"""
+      SELECT p.a, p.b, fw.w,
+             count(DISTINCT fa.k) FILTER (WHERE bit_count(xor(fa.h, fw.h)) <= {bits}) AS ma,
+             count(DISTINCT fw.k) FILTER (WHERE bit_count(xor(fa.h, fw.h)) <= {bits}) AS mb
+      FROM {pairs} p JOIN frames fa ON fa.sample_id = p.{whole} AND fa.side = '{side}'
+                     JOIN wins fw ON fw.sample_id = p.{cropped} AND fw.side = '{side}'
+      GROUP BY p.a, p.b, fw.w"""
+
+
+def _side_ok_sql(pairs: str, side: str, cfg) -> str:
+    """Pairs (a, b) of ``pairs`` whose ``side`` frames match: whole frames against whole frames,
+    or the whole frames of one against one window of the other's frames."""
+    bits, share, least = cfg.match_bits, cfg.duplicate_share, cfg.min_matched_frames
+
+    def passes(m: str, na: str, nb: str) -> str:
+        return f"({m}.ma >= least({least}, {na}.n) AND {m}.mb >= least({least}, {nb}.n) " \
+               f"AND greatest({m}.ma / {na}.n, {m}.mb / {nb}.n) >= {share})"
+
+    parts = [f"""SELECT m.a, m.b FROM ({_matched_sql(pairs, side, bits)}) m
+                 JOIN nframes na ON na.sample_id = m.a AND na.side = '{side}'
+                 JOIN nframes nb ON nb.sample_id = m.b AND nb.side = '{side}'
+                 WHERE {passes('m', 'na', 'nb')}"""]
+    for whole, cropped in (("a", "b"), ("b", "a")):
+        parts.append(f"""SELECT m.a, m.b FROM ({_window_matched_sql(pairs, side, bits, whole, cropped)}) m
+                 JOIN nframes na ON na.sample_id = m.{whole} AND na.side = '{side}'
+                 JOIN nwins nb ON nb.sample_id = m.{cropped} AND nb.side = '{side}'
+                 WHERE {passes('m', 'na', 'nb')}""")
+    return " UNION ".join(parts)
 
 
 def build(con, screens: str, cfg, benchmark_frames: str | None = None) -> None:
     """Create ``verdict`` (sample_id, dataset, duplicate_of, ...) in ``con`` from a screens relation
-    (a table or view name) and optionally the benchmark frames (benchmark, clip, k, h, t)."""
+    (a table or view name) and optionally the benchmark frames (benchmark, clip, k, w, h, weak, t;
+    w = -1 for a whole frame, else its window)."""
     bits, bb = cfg.match_bits, cfg.band_bits
     if bb not in VALID_BAND_BITS:
         raise ValueError(f"screen.band_bits: {bb} is not one of {VALID_BAND_BITS}")
     con.execute(f"CREATE OR REPLACE TEMP TABLE frames AS {frames_sql(screens)}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE wins AS {windows_sql(screens)}")
     con.execute("CREATE OR REPLACE TEMP TABLE nframes AS SELECT sample_id, side, count(*) AS n FROM frames GROUP BY ALL")
-    # ---- contamination: any side of a sample against every benchmark clip
+    con.execute("CREATE OR REPLACE TEMP TABLE nwins AS SELECT sample_id, side, count(DISTINCT k) AS n FROM wins GROUP BY ALL")
+    # ---- contamination: any side of a sample against every benchmark clip, whole frames or windows
     if benchmark_frames is not None:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE bframes AS SELECT benchmark, clip, k, h::BIGINT AS h, t FROM {benchmark_frames}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE bframes AS SELECT benchmark, clip, k, w::INTEGER AS w, h::BIGINT AS h, "
+                    f"weak::BIGINT AS weak, t FROM {benchmark_frames}")
         con.execute(f"""CREATE OR REPLACE TEMP TABLE contam AS
-          WITH fb AS ({_bands_sql('frames', bb)}), bb AS ({_bands_sql('bframes', bb)}),
-          hits AS (SELECT DISTINCT fb.sample_id, fb.side, fb.k, fb.h, fb.t, bb.benchmark, bb.clip, bb.k AS bk, bb.t AS bt
-                   FROM fb JOIN bb USING (band, v) WHERE bit_count(xor(fb.h, bb.h)) <= {bits}),
-          per AS (SELECT sample_id, side, benchmark, clip, count(DISTINCT k) AS m,
+          WITH fp AS ({_probes_sql('frames', 'sample_id, side, k, t', bb)}),
+               be AS ({_bands_sql('bframes', bb)}),
+               bp AS ({_probes_sql('(SELECT * FROM bframes WHERE w < 0)', 'benchmark, clip, k, t', bb)}),
+               we AS ({_bands_sql('wins', bb)}),
+          hits AS (SELECT DISTINCT fp.sample_id, fp.side, fp.k, fp.t, be.benchmark, be.clip, be.k AS bk, be.t AS bt,
+                          'whole' AS via, be.w
+                   FROM fp JOIN be USING (band, v) WHERE bit_count(xor(fp.h, be.h)) <= {bits}
+                   UNION
+                   SELECT DISTINCT we.sample_id, we.side, we.k, we.t, bp.benchmark, bp.clip, bp.k AS bk, bp.t AS bt,
+                          'window' AS via, we.w
+                   FROM bp JOIN we USING (band, v) WHERE bit_count(xor(bp.h, we.h)) <= {bits}),
+          per AS (SELECT sample_id, side, benchmark, clip, via, w, count(DISTINCT k) AS m,
                          min(t) AS t, arg_min(bt, t) AS bt FROM hits GROUP BY ALL),
-          ok AS (SELECT per.* FROM per JOIN nframes n USING (sample_id, side) WHERE m >= least({cfg.min_matched_frames}, n.n))
+          ok AS (SELECT per.* FROM per JOIN nframes n USING (sample_id, side) LEFT JOIN nwins nw USING (sample_id, side)
+                 WHERE m >= least({cfg.min_matched_frames}, CASE WHEN via = 'whole' THEN n.n ELSE nw.n END))
           SELECT sample_id, arg_max(benchmark, (m, benchmark, clip)) AS benchmark, arg_max(clip, (m, benchmark, clip)) AS clip,
                  arg_max(bt, (m, benchmark, clip)) AS bt, arg_max(side, (m, benchmark, clip)) AS side,
                  arg_max(t, (m, benchmark, clip)) AS t, max(m) AS m
@@ -89,24 +172,37 @@ def build(con, screens: str, cfg, benchmark_frames: str | None = None) -> None:
              END AS other_drop,
              c.benchmark, c.clip, c.bt, c.side, c.t, c.m
       FROM {screens} s LEFT JOIN contam c USING (sample_id)""")
-    # ---- duplicates: candidates from the target bands, checked on every frame
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE cand AS
-      WITH tb AS ({_bands_sql("(SELECT * FROM frames WHERE side = 'target')", bb)})
-      SELECT DISTINCT x.sample_id AS a, y.sample_id AS b FROM tb x JOIN tb y
-        ON x.band = y.band AND x.v = y.v AND x.kind = y.kind AND x.sample_id < y.sample_id""")
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE dup_pairs AS
-      WITH m_target AS ({_matched_sql('cand', 'target', bits)}),
-           m_source AS ({_matched_sql('cand', 'source', bits)})
-      SELECT m_target.a, m_target.b FROM m_target
-        JOIN nframes nta ON nta.sample_id = m_target.a AND nta.side = 'target'
-        JOIN nframes ntb ON ntb.sample_id = m_target.b AND ntb.side = 'target'
-        LEFT JOIN m_source USING (a, b)
-        LEFT JOIN nframes nsa ON nsa.sample_id = m_target.a AND nsa.side = 'source'
-        LEFT JOIN nframes nsb ON nsb.sample_id = m_target.b AND nsb.side = 'source'
-        JOIN base ka ON ka.sample_id = m_target.a
-      WHERE {_passes('target', cfg.duplicate_share, cfg.min_matched_frames).replace('na_target', 'nta.n').replace('nb_target', 'ntb.n')}
-        AND (ka.kind = 'clip' OR (nsa.n IS NULL AND nsb.n IS NULL) OR (m_source.a IS NOT NULL AND
-             {_passes('source', cfg.duplicate_share, cfg.min_matched_frames).replace('na_source', 'nsa.n').replace('nb_source', 'nsb.n')}))""")
+    # ---- duplicates: candidates from the target frames' probes against the target frames' and
+    # windows' exact bands (integer keys: the exact side is the join's hash table, ~15 rows a
+    # frame), checked on every frame
+    con.execute("""CREATE OR REPLACE TEMP TABLE ids AS
+      SELECT sample_id, kind, row_number() OVER (ORDER BY sample_id) AS sid,
+             dense_rank() OVER (ORDER BY kind) AS kid FROM (SELECT DISTINCT sample_id, kind FROM frames)""")
+    con.execute("""CREATE OR REPLACE TEMP TABLE tf AS SELECT i.sid::UINTEGER AS sid, i.kid::UTINYINT AS kid, f.h, f.weak
+                   FROM frames f JOIN ids i USING (sample_id) WHERE f.side = 'target'""")
+    con.execute("""CREATE OR REPLACE TEMP TABLE tw AS SELECT i.sid::UINTEGER AS sid, i.kid::UTINYINT AS kid, w.h
+                   FROM wins w JOIN ids i USING (sample_id) WHERE w.side = 'target'""")
+    con.execute("CREATE OR REPLACE TEMP TABLE cand_ids (a UINTEGER, b UINTEGER)")
+    # one band at a time: the exact side of a band is what the join holds in memory
+    for band in range(64 // bb):
+        con.execute(f"""INSERT INTO cand_ids
+          WITH tp AS ({_probes_sql('tf', 'sid, kid', bb, [band])}),
+               te AS ({_bands_sql('(SELECT sid, kid, h FROM tf UNION ALL SELECT sid, kid, h FROM tw)', bb, [band])})
+          SELECT DISTINCT least(x.sid, y.sid) AS a, greatest(x.sid, y.sid) AS b
+          FROM tp x JOIN te y ON x.v = y.v AND x.kid = y.kid AND x.sid <> y.sid
+          WHERE bit_count(xor(x.h, y.h)) <= {bits}""")
+    con.execute("CREATE OR REPLACE TEMP TABLE cand_ids AS SELECT DISTINCT a, b FROM cand_ids")
+    con.execute("""CREATE OR REPLACE TEMP TABLE cand AS
+      SELECT ia.sample_id AS a, ib.sample_id AS b FROM cand_ids c JOIN ids ia ON ia.sid = c.a JOIN ids ib ON ib.sid = c.b""")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE ok_target AS {_side_ok_sql('cand', 'target', cfg)}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE ok_source AS {_side_ok_sql('ok_target', 'source', cfg)}")
+    con.execute("""CREATE OR REPLACE TEMP TABLE dup_pairs AS
+      SELECT t.a, t.b FROM ok_target t
+        JOIN base ka ON ka.sample_id = t.a
+        LEFT JOIN nframes nsa ON nsa.sample_id = t.a AND nsa.side = 'source'
+        LEFT JOIN nframes nsb ON nsb.sample_id = t.b AND nsb.side = 'source'
+        LEFT JOIN ok_source s ON s.a = t.a AND s.b = t.b
+      WHERE ka.kind = 'clip' OR (nsa.n IS NULL AND nsb.n IS NULL) OR s.a IS NOT NULL""")
     _components(con)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE verdict AS
       SELECT b.sample_id, b.dataset,

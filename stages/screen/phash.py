@@ -4,7 +4,12 @@
 against their median), written over NumPy because neither OpenCV's img_hash nor imagehash is in the
 project's environment; tests/stages/screen/test_screen_core.py checks the DCT against an FFT-based one.
 Letterbox and pillarbox bars are cut before hashing, so a letterboxed re-upload hashes like the
-original. A frame is *uninformative* (black, one colour, a title card of text on a flat ground)
+original. Two things make crops and near misses findable without comparing all pairs
+(stages/screen/groups.py): each hash comes with its *weak bits* (per 32-bit half, the WEAK_PER_HALF
+bits whose DCT coefficient lies nearest the median, the ones a re-encode or a shifted frame flips
+first), and a few frames per sample are also hashed on WINDOWS, sub-windows of the frame, so a
+copy cropped by up to ~10 % from any sides hashes close to one of the original's windows.
+A frame is *uninformative* (black, one colour, a title card of text on a flat ground)
 when almost all its pixels sit near its median grey: such frames never make a match on their own.
 """
 from __future__ import annotations
@@ -19,6 +24,18 @@ FLAT_LEVELS = 12
 FLAT_SHARE = 0.9
 BAR_LEVEL = 24  # rows/columns darker than this on average are letterbox bars
 MAX_BAR_SHARE = 0.3  # never cut more than this share of a side (a dark scene is not a bar)
+# Per 32-bit half of a hash, this many bits nearest the median are its weak bits: the grouping
+# probes every combination of them flipped (2**WEAK_PER_HALF keys per half), which finds pairs a few
+# bits apart that share no exact 32-bit half (most pairs 3-8 bits apart do not).
+WEAK_PER_HALF = 4
+# Window edges, as a share of the side cut from (left, top, right, bottom): each edge 0 or 7 %
+# (not all 0: that is the whole frame), so a crop of up to 10 % from any sides has a window
+# whose every edge is within 3.5 % of it, within 3 % for the common crops of 0 or 4-10 % a side; a
+# misplaced edge of 2.5 % costs ~4 bits. On the real clips this grid brings 99.7 % of cropped frames
+# within match_bits of a window, against 98.7 % for edges of 2.5 / 7.5 % (one-side crops suffer).
+WINDOW_EDGES = (0.0, 0.07)
+WINDOWS = tuple((l, t, r, b) for l in WINDOW_EDGES for t in WINDOW_EDGES for r in WINDOW_EDGES for b in WINDOW_EDGES
+                if (l, t, r, b) != (0.0, 0.0, 0.0, 0.0))
 
 
 def _dct_matrix(n: int) -> np.ndarray:
@@ -75,19 +92,54 @@ def informative(gray: np.ndarray) -> bool:
     return bool(near.mean() < FLAT_SHARE)
 
 
-def phash(gray: np.ndarray) -> int:
-    """64-bit DCT perceptual hash (as a signed int64 value) of a 2-D grey frame (0..255)."""
-    small = resize_area(np.asarray(gray, np.float64), HASH_SIDE, HASH_SIDE)
-    low = dct2(small)[:LOW, :LOW].ravel()
-    bits = low > np.median(low)
+def _int64(bits: np.ndarray) -> int:
     value = int(np.packbits(bits).view(">u8")[0])
     return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _low(gray: np.ndarray) -> np.ndarray:
+    small = resize_area(np.asarray(gray, np.float64), HASH_SIDE, HASH_SIDE)
+    return dct2(small)[:LOW, :LOW].ravel()
+
+
+def phash(gray: np.ndarray) -> int:
+    """64-bit DCT perceptual hash (as a signed int64 value) of a 2-D grey frame (0..255)."""
+    low = _low(gray)
+    return _int64(low > np.median(low))
+
+
+def phash_weak(gray: np.ndarray) -> tuple[int, int]:
+    """(phash, weak): ``weak`` has the WEAK_PER_HALF bits of each 32-bit half set whose coefficient
+    is nearest the median (same bit order as the hash)."""
+    low = _low(gray)
+    median = np.median(low)
+    margin = np.abs(low - median).reshape(2, 32)
+    weak = np.zeros((2, 32), bool)
+    np.put_along_axis(weak, np.argsort(margin, axis=1, kind="stable")[:, :WEAK_PER_HALF], True, axis=1)
+    return _int64(low > median), _int64(weak.ravel())
 
 
 def frame_hash(gray: np.ndarray) -> tuple[int, bool]:
     """(hash, informative) of one grey frame, bars cut first."""
     core = trim_bars(np.asarray(gray, np.float64))
     return phash(core), informative(core)
+
+
+def frame_fingerprint(gray: np.ndarray) -> tuple[int, int, bool]:
+    """(hash, weak bits, informative) of one grey frame, bars cut first."""
+    core = trim_bars(np.asarray(gray, np.float64))
+    return (*phash_weak(core), informative(core))
+
+
+def window_hashes(gray: np.ndarray) -> list[int | None]:
+    """The hash of each of WINDOWS of a grey frame (bars cut first); None for a flat window."""
+    core = trim_bars(np.asarray(gray, np.float64))
+    h, w = core.shape
+    out = []
+    for left, top, right, bottom in WINDOWS:
+        win = core[round(top * h):h - round(bottom * h), round(left * w):w - round(right * w)]
+        out.append(phash(win) if informative(win) else None)
+    return out
 
 
 def hamming(a: int, b: int) -> int:

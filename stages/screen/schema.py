@@ -22,9 +22,19 @@ SCREENS = pa.schema(
         pa.field("target_hashes", pa.list_(pa.int64())),
         pa.field("target_informative", pa.list_(pa.bool_())),
         pa.field("target_times", pa.list_(pa.float32())),
+        # Per frame, its hash's weak bits (stages/screen/phash.py: the bits a small change flips
+        # first, probed by the grouping); then the window hashes of a few informative frames (their
+        # indices in target_window_frames), len(phash.WINDOWS) per frame in that order, null for a
+        # flat window: a cropped copy of this clip matches one of them.
+        pa.field("target_weak", pa.list_(pa.int64())),
+        pa.field("target_windows", pa.list_(pa.int64())),
+        pa.field("target_window_frames", pa.list_(pa.int16())),
         pa.field("source_hashes", pa.list_(pa.int64())),
         pa.field("source_informative", pa.list_(pa.bool_())),
         pa.field("source_times", pa.list_(pa.float32())),
+        pa.field("source_weak", pa.list_(pa.int64())),
+        pa.field("source_windows", pa.list_(pa.int64())),
+        pa.field("source_window_frames", pa.list_(pa.int16())),
         # Edit pairs: the largest local grey difference (/255) of time-aligned source/target frames
         # (stages.screen.core.copy_score); near 0 when the target is the source.
         pa.field("copy_score", pa.float64()),

@@ -3,7 +3,7 @@ slice of samples); each writes a ``screens`` part (``core.screen_table``), then 
 recomputes ``screen_verdicts`` over the whole corpus in DuckDB (``groups.build``): duplicate
 groups, benchmark matches, and which samples the screen rules drop. The verdicts are cheap and
 depend on thresholds the user tunes, so they are redone on every run and are not fingerprinted;
-the per-unit fingerprints are (frame grid), and a resume with another grid is refused.
+the per-unit fingerprints are (frame grid and hash layout), and a resume with another is refused.
 
 ``screen.enabled: false`` makes the stage remove its tables, so no later stage reads them and
 the outputs are those of a run without it.
@@ -26,7 +26,7 @@ from pipeline.stage import Context, Phase, Stage, Unit, state_dir
 from stages.media.locate import dataset_roots
 from stages.probe.stage import probe_units
 from stages.screen.benchmarks import benchmark_table, check_benchmarks
-from stages.screen.core import Settings, screen_table
+from stages.screen.core import FINGERPRINT_LAYOUT, Settings, screen_table
 from stages.screen.groups import VALID_BAND_BITS, build
 from stages.screen.schema import SCREEN_VERDICTS, SCREENS
 
@@ -171,8 +171,10 @@ STAGE = Stage(
             Table("screen_verdicts", "screen", SCREEN_VERDICTS, joined=(
                 "sv", "sv.duplicate_of, sv.duplicate_group, sv.benchmark, sv.benchmark_clip, sv.screen_drop, "
                       "sv.judge_skip"))),
+    # the fingerprint layout too: parts hashed without weak bits or windows cannot be grouped with new ones
     fingerprint=lambda ctx: ({"all": {"screen": {"frame_step_s": ctx.cfg.screen.frame_step_s,
-                                                 "max_frames": ctx.cfg.screen.max_frames}}}
+                                                 "max_frames": ctx.cfg.screen.max_frames,
+                                                 "hashes": FINGERPRINT_LAYOUT}}}
                              if ctx.cfg.screen.enabled else {}),
     plan=lambda ctx: screen_units(ctx.workdir, ctx.cfg.probe.rows_per_task) if ctx.cfg.screen.enabled else [],
     phases=lambda ctx: [Phase("screen", _unit_fn(Settings.of(ctx.cfg.screen), dataset_roots(ctx.cfg)))],

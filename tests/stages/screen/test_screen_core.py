@@ -12,7 +12,8 @@ from stages.screen.core import Settings, copy_score, screen_table
 from stages.screen.frames import Frames, read_video
 from stages.screen.groups import build
 from stages.screen.motion import clip_motion
-from stages.screen.phash import dct2, frame_hash, hamming, informative, phash, trim_bars
+from stages.screen.phash import (WINDOWS, dct2, frame_fingerprint, frame_hash, hamming, informative, phash,
+                                 resize_area, trim_bars, window_hashes)
 from stages.screen.schema import SCREENS
 
 
@@ -47,6 +48,42 @@ def test_phash_survives_noise_and_letterbox_but_not_another_image():
     assert trim_bars(boxed).shape == (72, 96)
     assert hamming(frame_hash(a)[0], frame_hash(boxed)[0]) <= 10
     assert hamming(phash(a), phash(_textured(3))) > 16
+
+
+def test_a_crop_hashes_close_to_one_of_the_windows_of_the_original(realclips):
+    import decord
+
+    limit, whole_misses = ScreenConfig().match_bits, []
+    for clip in ("hl09", "zs01", "hl06"):
+        reader = decord.VideoReader(str(realclips / "videos" / f"{clip}_source.mp4"))
+        for rgb in reader.get_batch([5, 15, 25]).asnumpy().astype(np.float64):
+            gray = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+            h, w = gray.shape
+            original = resize_area(gray, 96, 96)  # what the screen decodes: the whole picture at 96x96
+            windows = window_hashes(original)
+            # (left, top, right, bottom): the bench's corner crop, one side, every side, two sides
+            for left, top, right, bottom in [(0.08, 0.08, 0, 0), (0, 0, 0.1, 0), (0.05,) * 4, (0.1, 0, 0.1, 0)]:
+                cropped = gray[round(top * h):h - round(bottom * h), round(left * w):w - round(right * w)]
+                whole = frame_hash(resize_area(cropped, 96, 96))[0]
+                whole_misses.append(hamming(whole, frame_hash(original)[0]) > limit)
+                assert min(hamming(whole, x) for x in windows) <= limit, (clip, left, top, right, bottom)
+    assert np.mean(whole_misses) > 0.5  # the whole-frame hash alone misses most of them
+
+
+def test_weak_bits_are_the_coefficients_nearest_the_median_four_per_half():
+    frame = _textured(5)
+    h, weak, inf = frame_fingerprint(frame)
+    assert h == frame_hash(frame)[0] and inf
+    mask = weak & ((1 << 64) - 1)
+    assert bin(mask >> 32).count("1") == 4 and bin(mask & 0xFFFFFFFF).count("1") == 4
+    # noise flips weak bits first: 8 of the 64 bits, most of the flips
+    flips = weak_flips = 0
+    for seed in range(20):
+        noisy = np.clip(frame + np.random.default_rng(seed).normal(0, 24, frame.shape), 0, 255)
+        flipped = (h ^ frame_hash(noisy)[0]) & ((1 << 64) - 1)
+        flips, weak_flips = flips + bin(flipped).count("1"), weak_flips + bin(flipped & mask).count("1")
+    assert flips >= 5 and weak_flips / flips >= 0.8, (flips, weak_flips)
+    assert len(window_hashes(frame)) == len(WINDOWS) and window_hashes(np.zeros((96, 96))) == [None] * len(WINDOWS)
 
 
 def test_flat_frames_are_uninformative():
@@ -98,8 +135,10 @@ def test_screen_table_keeps_every_sample_as_a_row_or_an_error_row(realclips):
 
 
 # ------------------------------------------------------------------ grouping (hash rows only)
-def _row(sid, kind, target, source=None, copy=None, content=None, informative_=None):
+def _row(sid, kind, target, source=None, copy=None, content=None, informative_=None, weak=None,
+         windows=None, window_frames=None):
     return {"sample_id": sid, "dataset": sid.split(":")[0], "kind": kind, "target_hashes": target,
+            "target_weak": weak, "target_windows": windows, "target_window_frames": window_frames,
             "target_informative": informative_ or [True] * len(target),
             "target_times": [0.25 * i for i in range(len(target))], "source_hashes": source,
             "source_informative": None if source is None else [True] * len(source),
@@ -152,8 +191,9 @@ def test_keeper_is_a_sample_no_other_rule_drops_and_uninformative_frames_never_m
 
 def test_contamination_marks_a_temporal_overlap_with_a_benchmark_clip():
     h = [(i * 0x2545F4914F6CDD1D) % 2**63 for i in range(1, 17)]
-    bench = [{"benchmark": "vie", "clip": "/b/c1.mp4", "k": k, "h": x ^ 1, "t": 0.25 * k} for k, x in enumerate(h[4:10])]
-    bench += [{"benchmark": "vie", "clip": "/b/black.mp4", "k": 0, "h": 0, "t": 0.0}]
+    bench = [{"benchmark": "vie", "clip": "/b/c1.mp4", "k": k, "w": -1, "h": x ^ 1, "weak": 0, "t": 0.25 * k}
+             for k, x in enumerate(h[4:10])]
+    bench += [{"benchmark": "vie", "clip": "/b/black.mp4", "k": 0, "w": -1, "h": 0, "weak": 0, "t": 0.0}]
     rows = [_row("a:1", "clip", h, content=5.0), _row("a:2", "video_edit", [7, 9], source=h[5:8], copy=0.3),
             _row("a:3", "clip", [h[0] ^ -1, h[1] ^ -1], content=5.0)]
     v = _verdicts(rows, bench)
@@ -161,3 +201,46 @@ def test_contamination_marks_a_temporal_overlap_with_a_benchmark_clip():
     assert v["a:2"][3:5] == ("vie", "/b/c1.mp4")
     assert v["a:3"][3] is None
     assert _verdicts(rows, bench, drop_contaminated=False)["a:1"][5] is None
+
+
+def _random_hashes(seed: int, n: int) -> list[int]:
+    return [int(x) for x in np.random.default_rng(seed).integers(-2**63, 2**63 - 1, n, dtype=np.int64)]
+
+
+def _signed(x: int) -> int:
+    return x - (1 << 64) if x >= 1 << 63 else x
+
+
+def test_probing_the_weak_bits_finds_a_pair_that_shares_no_exact_band():
+    h = _random_hashes(10, 8)
+    flip = (1 << 3) | (1 << 17) | (1 << 40) | (1 << 61)  # 4 bits, 2 in each 32-bit half
+    near = [_signed((x ^ flip) & ((1 << 64) - 1)) for x in h]
+    rows = [_row("a:1", "clip", h, content=5.0), _row("a:2", "clip", near, content=5.0)]
+    assert _verdicts(rows)["a:2"][1] is None  # no weak bits: no band of a:2 equals one of a:1
+    rows[1] = _row("a:2", "clip", near, content=5.0, weak=[_signed(flip)] * 8)
+    assert _verdicts(rows)["a:2"][1] == "a:1"
+    assert _verdicts(rows, band_bits=16)["a:2"][1] == "a:1"
+
+
+def test_a_crop_matches_one_window_of_the_original_on_several_frames():
+    nw = len(WINDOWS)
+    h, wins = _random_hashes(11, 8), _random_hashes(12, 3 * nw)
+    frames = [1, 4, 6]
+    orig = _row("a:1", "clip", h, content=5.0, windows=wins, window_frames=frames)
+    crop = list(_random_hashes(13, 8))
+    for i, k in enumerate(frames):
+        crop[k] = wins[i * nw + 5] ^ 0b11  # window 5 of frame k, 2 bits off
+    mixed = list(_random_hashes(14, 8))
+    mixed[1], mixed[4] = wins[5], wins[nw + 7]  # two frames, but two different windows: no crop
+    wins_flat = list(wins)
+    wins_flat[5:nw * 3:nw] = [None] * 3  # window 5 flat on every frame: nothing to match
+    v = _verdicts([orig, _row("b:2", "clip", crop, content=5.0), _row("c:3", "clip", mixed, content=5.0)])
+    assert v["b:2"][1] == "a:1" and v["c:3"][1] is None
+    flat = _row("a:1", "clip", h, content=5.0, windows=wins_flat, window_frames=frames)
+    assert _verdicts([flat, _row("b:2", "clip", crop, content=5.0)])["b:2"][1] is None
+    # a benchmark clip's windows catch a training clip cropped from it
+    bench = [{"benchmark": "vie", "clip": "/b/c.mp4", "k": k, "w": -1 if i == 0 else i - 1,
+              "h": h[k] if i == 0 else wins[(frames.index(k)) * nw + i - 1], "weak": 0 if i == 0 else None, "t": 0.25 * k}
+             for k in frames for i in range(nw + 1)]
+    v = _verdicts([_row("b:2", "clip", crop, content=5.0)], bench)
+    assert v["b:2"][3:6] == ("vie", "/b/c.mp4", "screen.contaminated")
