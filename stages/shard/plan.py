@@ -163,10 +163,12 @@ def _distinct(arr: pa.Array) -> tuple[list, pa.Array]:
     return values.to_pylist(), enc.indices
 
 
-def _by_value(arr: pa.Array, make) -> pa.Array:
-    """``make(value)`` (a str, or None for null) for every row, called once per distinct value."""
+def _by_value(arr: pa.Array, make, prefix: str = "") -> pa.Array:
+    """``prefix + make(value)`` (or null where ``make`` gives None) for every row, ``make`` called
+    once per distinct value (the prefix saves a column in the row-wise concatenation)."""
     values, index = _distinct(arr)
-    return pa.array([make(v) for v in values], pa.string()).take(index)
+    texts = [make(v) for v in values]
+    return pa.array([t if t is None else prefix + t for t in texts], pa.string()).take(index)
 
 
 def _quoted(arr: pa.Array, ascii: bool = False) -> pa.Array:
@@ -242,40 +244,40 @@ class _Docs:
             raise ValueError("an encoded key without num_frames")
         metas, meta_index = _distinct(c("tensor_meta"))
         metas = [self._meta(m) for m in metas]
-        members = pa.array([m[0] for m in metas], pa.string()).take(meta_index)
-        has_source = pa.array([m[1] for m in metas], pa.string()).take(meta_index)
+        members = pa.array([',"members":' + m[0] for m in metas], pa.string()).take(meta_index)
+        has_source = pa.array([',"has_source":' + m[1] for m in metas], pa.string()).take(meta_index)
         tensor_bytes = np.array([m[2] for m in metas], np.int64)[meta_index.to_numpy(zero_copy_only=False)]
         key = _quoted(c("key"))
         judge = []
         for j, name in enumerate(self.judge):
-            value = _by_value(c(f"sc__{name}"), _s) if f"sc__{name}" in names else "null"
-            judge += ["," if j else "", f'"{name}":', value]
+            head = f'{"," if j else ""}"{name}":'
+            judge.append(_by_value(c(f"sc__{name}"), _s, head) if f"sc__{name}" in names else head + "null")
         samples_part = self.rel(c("samples_part"))
         parts = [
             '{"anchor_indices":', _int_lists(c("anchor_indices")),
-            ',"bucket":', _by_value(c("bucket"), _s),
-            ',"dataset":', _by_value(c("dataset"), _s),
-            ',"fps":', _by_value(c("fps"), lambda v: "0.0" if v is None else _float(v)),
-            ',"has_source":', has_source,
+            _by_value(c("bucket"), _s, ',"bucket":'),
+            _by_value(c("dataset"), _s, ',"dataset":'),
+            _by_value(c("fps"), lambda v: "0.0" if v is None else _float(v), ',"fps":'),
+            has_source,
             ',"instruction":', _quoted(pc.fill_null(c("instruction"), "")),
             ',"key":', key,
             ',"latent_shape":', _int_lists(c("latent_shape")),
             ',"lineage":{"encoded":{"key":', key, ',"table":"encoded"},"judge":{', *judge,
-            '},"manifest":{"part":', _by_value(samples_part, _s), ',"row":', _int_text(c("samples_row")),
+            _by_value(samples_part, _s, '},"manifest":{"part":'), ',"row":', _int_text(c("samples_row")),
             ',"table":"samples"}}',
-            ',"members":', members,
-            ',"modality":', _by_value(c("modality"), _s),
-            ',"models":', _by_value(c("models"), lambda v: _dump(_json_or(v, {}))),
+            members,
+            _by_value(c("modality"), _s, ',"modality":'),
+            _by_value(c("models"), lambda v: _dump(_json_or(v, {})), ',"models":'),
             ',"num_frames":', _int_text(c("num_frames"), lambda v: str(int(v))),
-            ',"pretext":', _by_value(c("pretext"), _pretext),
-            ',"purpose":', _by_value(c("purpose"), _s),
+            _by_value(c("pretext"), _pretext, ',"pretext":'),
+            _by_value(c("purpose"), _s, ',"purpose":'),
             ',"sample_id":', _quoted(c("sample_id")),
             ',"scores":', self._scores(batch),
             ',"source_indices":', _int_lists(c("source_indices")),
             ',"target_indices":', _int_lists(c("target_indices")),
-            ',"task":', _by_value(c("variant"), lambda v: _s(task_of(v))),
-            ',"task_token":', _by_value(c("task_token"), lambda v: _s(v or "")),
-            ',"variant":', _by_value(c("variant"), _s), "}",
+            _by_value(c("variant"), lambda v: _s(task_of(v)), ',"task":'),
+            _by_value(c("task_token"), lambda v: _s(v or ""), ',"task_token":'),
+            _by_value(c("variant"), _s, ',"variant":'), "}",
         ]
         docs = _join(*parts) if n else pa.array([], pa.string())
         lengths = pc.binary_length(docs).to_numpy(zero_copy_only=False).astype(np.int64)
