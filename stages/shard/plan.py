@@ -300,6 +300,9 @@ class _Docs:
         return _join("[", pc.utf8_slice_codeunits(_join(*entries), start=1), "]")
 
 
+DOC_ROWS = 8192  # keys whose documents are built at once: the Arrow temporaries of a DuckDB batch, in slices
+
+
 def assign_shards(batches: Iterable[pa.RecordBatch], target_bytes: int, root: str
                   ) -> Iterator[tuple[list[ShardSpec], pa.Table]]:
     """(shards begun or continued, plan rows) per record batch of ordered metadata rows: the
@@ -309,7 +312,7 @@ def assign_shards(batches: Iterable[pa.RecordBatch], target_bytes: int, root: st
     group = None
     numbers: dict[tuple[str, str, str], int] = {}
     docs_of: _Docs | None = None
-    for batch in batches:
+    for batch in (b.slice(i, DOC_ROWS) for b in batches for i in range(0, max(b.num_rows, 1), DOC_ROWS)):
         if docs_of is None:
             docs_of = _Docs(batch.schema.names, root)
         n = batch.num_rows

@@ -200,6 +200,7 @@ def test_plan_matches_the_per_row_definition(tmp_path, monkeypatch, samples):
     work = tmp_path / "run"
     varied_run(work, samples)
     monkeypatch.setattr(plan, "PLAN_ROW_GROUP", 7)  # row groups that straddle the record batches
+    monkeypatch.setattr(plan, "DOC_ROWS", 3)  # documents built in slices of a record batch
     want_specs, want_rows = reference_plan(work, 60_000)
     assert len(want_specs) > 10 and len({s["shard"].rsplit("/", 1)[0] for s in want_specs}) > 2
     assert sum(s["samples"] for s in want_specs) == len(want_rows) > 100
