@@ -24,30 +24,47 @@ MAX_LISTED = 20  # problems of one kind listed before "... and N more"
 
 @dataclass
 class VerifyReport:
+    """What verify found: every problem counted, the first ``MAX_LISTED`` of each kind kept (a
+    corpus where every key is missing must not hold millions of messages)."""
+
     shards: int = 0
     keys: int = 0
     bytes: int = 0
     problems: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def add(self, kind: str, msg: str) -> None:
-        self.problems[kind].append(msg)
+        self.add_many(kind, [msg], 1)
+
+    def add_many(self, kind: str, msgs: list[str], count: int) -> None:
+        """``count`` problems of one kind, of which ``msgs`` are the first."""
+        kept = self.problems[kind]
+        kept += msgs[:MAX_LISTED - len(kept)]
+        self.counts[kind] += count
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.counts
 
     def render(self) -> str:
         head = f"verified {self.shards} shards, {self.keys} keys, {self.bytes} bytes: "
         if self.ok:
             return head + "OK"
-        lines = [head + f"{sum(len(v) for v in self.problems.values())} problems"]
-        for kind in sorted(self.problems):
-            msgs = self.problems[kind]
-            lines.append(f"  {kind} ({len(msgs)}):")
-            lines += [f"    {m}" for m in msgs[:MAX_LISTED]]
-            if len(msgs) > MAX_LISTED:
-                lines.append(f"    ... and {len(msgs) - MAX_LISTED} more")
+        lines = [head + f"{sum(self.counts.values())} problems"]
+        for kind in sorted(self.counts):
+            msgs, n = self.problems[kind], self.counts[kind]
+            lines.append(f"  {kind} ({n}):")
+            lines += [f"    {m}" for m in msgs]
+            if n > len(msgs):
+                lines.append(f"    ... and {n - len(msgs)} more")
         return "\n".join(lines)
+
+
+def _listed(con, report: VerifyReport, kind: str, sql: str, message) -> None:
+    """Count the rows of ``sql`` in DuckDB and bring only the first ``MAX_LISTED`` into Python."""
+    n = con.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
+    if n:
+        report.add_many(kind, [message(*r) for r in con.execute(f"{sql} LIMIT {MAX_LISTED}").fetchall()], n)
 
 
 def _tensor_header(data: bytes) -> dict:
@@ -196,23 +213,22 @@ def verify_workdir(workdir: Path, read_tars: bool = True) -> VerifyReport:
     for batch in reader:
         for row in batch.to_pylist():
             _check_shard(workdir, row, keys_con, report, read_tars)
-    for (rel,) in con.execute("SELECT DISTINCT shard FROM shard_keys ANTI JOIN shards USING (shard) ORDER BY 1").fetchall():
-        report.add("shard_keys mismatch", f"shard_keys names {rel}, which the shards index does not list")
+    _listed(con, report, "shard_keys mismatch", "SELECT DISTINCT shard FROM shard_keys ANTI JOIN shards USING (shard) "
+            "ORDER BY 1", lambda rel: f"shard_keys names {rel}, which the shards index does not list")
     indexed = con.execute("SELECT list(shard) FROM shards").fetchone()[0] or []
     indexed = set(indexed)  # one path per shard: as many as there are tars
     root = workdir / "shards"
     for p in sorted(root.rglob("*.tar")) if root.exists() else []:
         if str(p.relative_to(workdir)) not in indexed:
             report.add("unindexed shard", f"{p.relative_to(workdir)} is on disk but not in the index")
-    for key, n in con.execute("SELECT key, count(*) FROM shard_keys GROUP BY 1 HAVING count(*) > 1 ORDER BY 1").fetchall():
-        report.add("duplicate key", f"{key} is in {n} shards")
+    _listed(con, report, "duplicate key", "SELECT key, count(*) FROM shard_keys GROUP BY 1 HAVING count(*) > 1 "
+            "ORDER BY 1", lambda key, n: f"{key} is in {n} shards")
     expected = _expected_sql(workdir, con)
     if expected is not None:
-        for key, sid in con.execute(f"SELECT key, sample_id FROM ({expected}) ANTI JOIN shard_keys USING (key) "
-                                    "ORDER BY 1").fetchall():
-            report.add("key not in any shard", f"{key} ({sid}) is kept and encoded")
-        for (key,) in con.execute(f"SELECT key FROM shard_keys ANTI JOIN ({expected}) USING (key) ORDER BY 1").fetchall():
-            report.add("unexpected key", f"{key} is in a shard but not kept+encoded")
+        _listed(con, report, "key not in any shard", f"SELECT key, sample_id FROM ({expected}) ANTI JOIN shard_keys "
+                "USING (key) ORDER BY 1", lambda key, sid: f"{key} ({sid}) is kept and encoded")
+        _listed(con, report, "unexpected key", f"SELECT key FROM shard_keys ANTI JOIN ({expected}) USING (key) "
+                "ORDER BY 1", lambda key: f"{key} is in a shard but not kept+encoded")
     return report
 
 

@@ -24,7 +24,7 @@ from pipeline.curate.config import load_config
 from stages.shard.layout import estimated_bytes, write_tar
 from stages.shard.plan import write_shard_plan
 from stages.shard.stage import plan_path, write_index
-from stages.shard.verify import verify_workdir
+from stages.shard.verify import MAX_LISTED, verify_workdir
 from stages.shard.write import write_shard
 
 from conftest import curate_bin
@@ -263,6 +263,24 @@ def test_verify_reports_what_is_wrong(run_dir):
     res = subprocess.run([curate_bin(), "verify", "--workdir", str(work)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 1
     assert "sha256 mismatch" in res.stdout and "member missing" in res.stdout and "shard-000099.tar" in res.stdout
+
+
+def test_verify_counts_every_problem_and_lists_the_first(tmp_path):
+    """An index that lost every key: each missing key is counted in DuckDB, only the first few
+    reach Python and the report (a corpus of missing keys must not become a list of messages)."""
+    work = tmp_path / "run"
+    expected = build_run(work, per_dataset=15)
+    shard_locally(work)
+    keys = table_dir(work, "shard_keys") / "part-00000.parquet"
+    write_part(keys, read_table(work, "shard_keys").slice(0, 0))
+    report = verify_workdir(work, read_tars=False)
+    n = len(expected["kept_keys"])
+    assert n > 2 * MAX_LISTED
+    assert report.counts["key not in any shard"] == n and len(report.problems["key not in any shard"]) == MAX_LISTED
+    assert report.problems["key not in any shard"][0].startswith(min(expected["kept_keys"]))  # sorted
+    text = report.render()
+    assert f"key not in any shard ({n}):" in text and f"... and {n - MAX_LISTED} more" in text
+    assert f": {n} problems" in text
 
 
 @pytest.mark.ray
