@@ -7,7 +7,9 @@ run yet" for work still pending), each reason with two example sample ids.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from manifests import catalog
 from stages.judge.schema import SCORED_STATUSES
@@ -78,22 +80,34 @@ def funnel(con, top: int = 3) -> dict[str, list[Step]]:
     classified = (f"SELECT s.sample_id, s.dataset, {lost_at} AS lost_at, {reason} AS reason "
                   f"FROM samples s {join_sql}")
     keys = [n for n, _, _ in steps][-1] == "kept" and "encoded" in present
+    spill = None
     if keys:
-        # The key steps need the samples that passed every step: classified once into a temp table
-        # (DuckDB spills it under its memory limit) rather than the same join run a second time.
-        con.execute(f"CREATE TEMP TABLE _classified AS {classified}")
-        classified = "SELECT * FROM _classified"
-    rows = con.execute(f"SELECT dataset, lost_at, reason, count(*), min(sample_id, 2) FROM ({classified}) "
-                       "GROUP BY ALL").fetchall()
-    out = _tally(rows, len(steps), top)
-    for ds_steps in out.values():
-        for step, (name, _, _) in zip(ds_steps[1:], steps):
-            step.name = name
-    if keys:
-        con.execute("CREATE TEMP VIEW _kept AS SELECT sample_id, dataset FROM _classified WHERE lost_at = 0")
-        _key_steps(con, present, out, top)
-        con.execute("DROP VIEW _kept")
-        con.execute("DROP TABLE _classified")
+        # The key steps need the samples that passed every step: classified once rather than the
+        # same join run a second time. Into a Parquet file beside DuckDB's spill files, not a temp
+        # table: an in-memory database keeps a temp table in memory, and at 5M samples that alone
+        # passed the memory limit; COPY streams the join to disk in bounded memory.
+        folder = Path(con.execute("SELECT current_setting('temp_directory')").fetchone()[0] or ".")
+        folder.mkdir(parents=True, exist_ok=True)
+        spill = folder / f"_classified-{os.getpid()}.parquet"
+    try:
+        if spill is not None:
+            con.execute(f"COPY ({classified}) TO '{spill.as_posix()}' (FORMAT parquet)")
+            con.execute(f"CREATE TEMP VIEW _classified AS SELECT * FROM read_parquet('{spill.as_posix()}')")
+            classified = "SELECT * FROM _classified"
+        rows = con.execute(f"SELECT dataset, lost_at, reason, count(*), min(sample_id, 2) FROM ({classified}) "
+                           "GROUP BY ALL").fetchall()
+        out = _tally(rows, len(steps), top)
+        for ds_steps in out.values():
+            for step, (name, _, _) in zip(ds_steps[1:], steps):
+                step.name = name
+        if spill is not None:
+            con.execute("CREATE TEMP VIEW _kept AS SELECT sample_id, dataset FROM _classified WHERE lost_at = 0")
+            _key_steps(con, present, out, top)
+            con.execute("DROP VIEW _kept")
+            con.execute("DROP VIEW _classified")
+    finally:
+        if spill is not None:
+            spill.unlink(missing_ok=True)
     return dict(sorted(out.items()))
 
 
