@@ -32,7 +32,7 @@ def _reason(expr: str) -> str:
 
 def _sample_steps(present: set[str]) -> list[tuple[str, str, str]]:
     """(step, passes, reason it did not) of the per-sample steps after ``records``, over the
-    aliases of ``funnel``'s one join (s samples, p probes, j scores, k selected)."""
+    columns of ``funnel``'s per-sample rows (s samples, p probes, j scores, k selected: a struct each)."""
     steps = [("samples", "s.error IS NULL", _reason("s.error"))]
     chain = [("probes", "probed", "p.sample_id IS NOT NULL AND p.error IS NULL",
               "coalesce(p.error_kind, CASE WHEN p.sample_id IS NULL THEN 'not probed yet' ELSE 'probe error' END)"),
@@ -65,20 +65,33 @@ def _tally(rows, n_steps: int, top: int) -> dict[str, list[Step]]:
 
 def funnel(con, top: int = 3) -> dict[str, list[Step]]:
     """Per dataset, the steps in STEPS order (those whose table exists), in one scan of each table:
-    every sample is joined once to its probe, score and selection, classified by the first step it
-    did not pass, and counted per (dataset, step, reason) with two example ids per reason."""
+    every sample's probe, score and selection are gathered once, the sample is classified by the
+    first step it did not pass, and counted per (dataset, step, reason) with two example ids per reason."""
     present = set(catalog.views(con))
     if "samples" not in present:
         return {}
     steps = _sample_steps(present)
-    joins = {"probes": "LEFT JOIN probes p USING (sample_id)", "scores": "LEFT JOIN scores j USING (sample_id)",
-             "selected": "LEFT JOIN selected k USING (sample_id)"}
+    # Each sample's rows of the four tables side by side, as one aggregation over their union rather
+    # than a chain of outer joins: DuckDB spills a GROUP BY under its memory limit, while the outer
+    # joins' state did not fit 1 GB at 5M samples. Each table's columns arrive as one struct named
+    # like the alias the steps use (s.error, p.error_kind ...); a sample without a row has NULL.
+    fields = {"probes": ("p", "sample_id, error, error_kind"), "scores": ("j", "status"),
+              "selected": ("k", "kept, rejected_by")}
     used = {"probed": "probes", "judged": "scores", "kept": "selected"}
-    join_sql = " ".join(joins[used[n]] for n, _, _ in steps if n in used)
+    union = ["SELECT sample_id, dataset, {'error': error} AS s FROM samples"]
+    aliases = ["s"]
+    for name, _, _ in steps:
+        if name in used:
+            alias, cols = fields[used[name]]
+            struct = ", ".join(f"'{c}': {c}" for c in cols.split(", "))
+            union.append(f"SELECT sample_id, {{{struct}}} AS {alias} FROM {used[name]}")
+            aliases.append(alias)
+    per_sample = (f"SELECT sample_id, any_value(dataset) AS dataset, "
+                  + ", ".join(f"any_value({a}) AS {a}" for a in aliases)
+                  + f" FROM ({' UNION ALL BY NAME '.join(union)}) GROUP BY sample_id HAVING any_value(s) IS NOT NULL")
     lost_at = "CASE " + " ".join(f"WHEN NOT coalesce({c}, false) THEN {i}" for i, (_, c, _) in enumerate(steps, 1)) + " ELSE 0 END"
     reason = "CASE " + " ".join(f"WHEN NOT coalesce({c}, false) THEN {r}" for _, c, r in steps) + " ELSE NULL END"
-    classified = (f"SELECT s.sample_id, s.dataset, {lost_at} AS lost_at, {reason} AS reason "
-                  f"FROM samples s {join_sql}")
+    classified = f"SELECT sample_id, dataset, {lost_at} AS lost_at, {reason} AS reason FROM ({per_sample})"
     keys = [n for n, _, _ in steps][-1] == "kept" and "encoded" in present
     spill = None
     if keys:
