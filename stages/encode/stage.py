@@ -40,7 +40,7 @@ from manifests.tables import Table
 from pipeline.config_base import ConfigError
 from pipeline.progress import console
 from pipeline.stage import (BATCHES, FLAT_MAP, REGROUP, UNIT_COLUMNS, Context, Phase, Resources, Stage, StageFacts,
-                            Unit, state_dir)
+                            StatusContext, Unit, state_dir)
 from stages.encode.config import EncodeConfig
 from stages.encode.core import encode_table
 from stages.encode.decode import decode_sample, pack_decoded, unpack_decoded
@@ -389,11 +389,32 @@ def finish(ctx: Context, units: list[Unit]) -> None:
                       f"shards; `curate prune --workdir {ctx.workdir}` removes them")
 
 
+def status(sc: StatusContext) -> list[list]:
+    """Keys of kept samples (ok, failed), kept samples not encoded yet, and the keys of samples
+    no longer kept (left out of the shards; `curate prune` removes them). An exact count needs
+    the kept ids matched with the keys: one full join of those two id columns (a kept sample
+    without a key is one unmatched row, so no distinct count of the keys is needed)."""
+    if "samples" not in sc.present or "selected" not in sc.present or "encoded" not in sc.present:
+        return []
+    ok, failed, pending, stale = sc.con.execute(
+        "SELECT count(*) FILTER (k.sample_id IS NOT NULL AND e.sample_id IS NOT NULL AND e.error IS NULL), "
+        "count(*) FILTER (k.sample_id IS NOT NULL AND e.error IS NOT NULL), "
+        "count(*) FILTER (e.sample_id IS NULL), count(*) FILTER (k.sample_id IS NULL) "
+        f"FROM (SELECT sample_id FROM selected WHERE kept) k FULL JOIN (SELECT sample_id, error FROM {TABLE}) e "
+        "USING (sample_id)").fetchone()
+    sc.figures["encoded_ok"] = ok
+    note = "keys (sample x variant) of kept samples; pending = kept samples"
+    if stale:
+        note += f"; {stale} keys no longer kept (`curate prune` removes them)"
+    return [["encode", ok, failed, pending, note]]
+
+
 STAGE = Stage(
     name="encode", reads=("selected",), writes=(TABLE,), section="encode", needs_media=True,
     # One row per shard key (sample x variant); the view leaves out the tensor blobs.
     tables=(Table(TABLE, "encode", ENCODED, view_exclude="tensors"),),
-    facts=StageFacts(device="gpu", reaches="kept", counts=(TABLE, "count(*)", "count(DISTINCT sample_id)")),
+    facts=StageFacts(device="gpu", reaches="kept", counts=(TABLE, "count(*)", "count(DISTINCT sample_id)"),
+                     status=status),
     check=check,
     fingerprint=lambda ctx: {"all": fingerprint(ctx.cfg, ctx.workdir)},
     plan=lambda ctx: write_encode_plan(ctx.cfg, ctx.workdir),  # only the kept samples not encoded yet
