@@ -40,9 +40,10 @@ from manifests.tables import Table
 from pipeline.config_base import ConfigError
 from pipeline.progress import console
 from pipeline.stage import (BATCHES, FLAT_MAP, REGROUP, UNIT_COLUMNS, Context, Phase, Resources, Stage, StageFacts,
-                            StatusContext, Unit, state_dir)
+                            Unit, state_dir)
 from stages.encode.config import EncodeConfig
 from stages.encode.core import encode_table
+from stages.encode.counts import counts, encode_status
 from stages.encode.decode import decode_sample, pack_decoded, unpack_decoded
 from stages.encode.schema import ENCODED
 from stages.media.locate import dataset_roots
@@ -319,15 +320,6 @@ def _forget_selection(workdir: Path) -> None:
             atomic_write_json(path, {k: v for k, v in old.items() if k not in _NO_LONGER_FINGERPRINTED})
 
 
-def counts(workdir: Path) -> tuple[int, int]:
-    """(kept samples, kept samples with encoded rows)."""
-    con = catalog.connect(workdir)
-    enc = "encoded" if "encoded" in catalog.views(con) else "(SELECT NULL::VARCHAR AS sample_id WHERE false)"
-    kept, done = con.execute(f"SELECT count(*), count(*) FILTER (sample_id IN (SELECT sample_id FROM {enc})) "
-                             f"FROM selected WHERE kept").fetchone()
-    return int(kept), int(done)
-
-
 EMPTY_PART = "part-empty.parquet"
 
 
@@ -389,32 +381,12 @@ def finish(ctx: Context, units: list[Unit]) -> None:
                       f"shards; `curate prune --workdir {ctx.workdir}` removes them")
 
 
-def status(sc: StatusContext) -> list[list]:
-    """Keys of kept samples (ok, failed), kept samples not encoded yet, and the keys of samples
-    no longer kept (left out of the shards; `curate prune` removes them). An exact count needs
-    the kept ids matched with the keys: one full join of those two id columns (a kept sample
-    without a key is one unmatched row, so no distinct count of the keys is needed)."""
-    if "samples" not in sc.present or "selected" not in sc.present or "encoded" not in sc.present:
-        return []
-    ok, failed, pending, stale = sc.con.execute(
-        "SELECT count(*) FILTER (k.sample_id IS NOT NULL AND e.sample_id IS NOT NULL AND e.error IS NULL), "
-        "count(*) FILTER (k.sample_id IS NOT NULL AND e.error IS NOT NULL), "
-        "count(*) FILTER (e.sample_id IS NULL), count(*) FILTER (k.sample_id IS NULL) "
-        f"FROM (SELECT sample_id FROM selected WHERE kept) k FULL JOIN (SELECT sample_id, error FROM {TABLE}) e "
-        "USING (sample_id)").fetchone()
-    sc.figures["encoded_ok"] = ok
-    note = "keys (sample x variant) of kept samples; pending = kept samples"
-    if stale:
-        note += f"; {stale} keys no longer kept (`curate prune` removes them)"
-    return [["encode", ok, failed, pending, note]]
-
-
 STAGE = Stage(
     name="encode", reads=("selected",), writes=(TABLE,), section="encode", needs_media=True,
     # One row per shard key (sample x variant); the view leaves out the tensor blobs.
     tables=(Table(TABLE, "encode", ENCODED, view_exclude="tensors"),),
     facts=StageFacts(device="gpu", reaches="kept", counts=(TABLE, "count(*)", "count(DISTINCT sample_id)"),
-                     status=status),
+                     status=encode_status),
     check=check,
     fingerprint=lambda ctx: {"all": fingerprint(ctx.cfg, ctx.workdir)},
     plan=lambda ctx: write_encode_plan(ctx.cfg, ctx.workdir),  # only the kept samples not encoded yet
