@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from manifests import catalog, repeats
-from manifests.io import atomic_write_json, parquet_source
+from manifests.io import atomic_write_json, null_counts, parquet_source
 from manifests.schema import DUPLICATES, SAMPLES
 from manifests.tables import Table
 from pipeline.config_base import ConfigError
@@ -77,14 +77,16 @@ def summary(ctx: Context) -> tuple[list[str], list[list]]:
 
 def status(sc: StatusContext) -> list[list]:
     """The ingest row (units done; samples ok and failed) and the repeats row. The samples are
-    counted on the parts themselves (one column, no join) less the repeating rows, whose failed
-    ones are found by joining only the failed rows with the (small) repeats."""
+    counted on the parts themselves (the error column's null counts in their footers, else a scan
+    of that one column; no join) less the repeating rows, whose failed ones are found by joining
+    only the failed rows with the (small) repeats."""
     units_file = state_dir(sc.workdir, "samples") / "_units.json"
     units = json.loads(units_file.read_text()) if units_file.exists() else []
     done_units = {p.stem for p in state_dir(sc.workdir, "samples").glob("*/*.json")}
     ok = failed = n_repeats = 0
     if "samples" in sc.present:
-        raw_ok, raw_failed = sc.con.execute(
+        footers = null_counts(sc.workdir, "samples", "error")
+        raw_ok, raw_failed = (footers[1], footers[0] - footers[1]) if footers else sc.con.execute(
             "SELECT count(*) FILTER (error IS NULL), count(*) FILTER (error IS NOT NULL) FROM "
             f"read_parquet({parquet_source(sc.workdir, 'samples')}, hive_partitioning=false)").fetchone()
         n_repeats = repeats.count(sc.workdir)
