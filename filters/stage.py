@@ -9,7 +9,7 @@ from pathlib import Path
 from manifests import catalog
 from manifests.io import table_dir
 from manifests.tables import Table
-from pipeline.stage import Context, Phase, Resources, Stage, Unit
+from pipeline.stage import Context, Phase, Resources, Stage, StageFacts, StatusContext, Unit
 from filters.rules import SELECTED
 from filters.selection import no_scores_message, write_selected
 from pipeline.config_base import ConfigError
@@ -49,6 +49,16 @@ def summary(ctx: Context) -> tuple[list[str], list[list]]:
     return ["dataset", "candidates", "kept", "rejected"], [list(r) for r in rows]
 
 
+def status(sc: StatusContext) -> list[list]:
+    """The filter's `curate status` row: kept and rejected samples, one column of its own table."""
+    if "samples" not in sc.present or "selected" not in sc.present:
+        return []
+    kept, rejected = sc.con.execute(
+        "SELECT count(*) FILTER (kept), count(*) FILTER (NOT kept) FROM selected").fetchone()
+    sc.figures["kept"] = kept
+    return [["filter", kept, 0, 0, f"{rejected} rejected by a rule"]]
+
+
 STAGE = Stage(
     name="filter", reads=("scores",), writes=("selected",), section="filter",
     tables=(Table("selected", "filter", SELECTED, partition=None, joined=("sel", "sel.kept, sel.rejected_by")),),
@@ -58,6 +68,6 @@ STAGE = Stage(
     phases=lambda ctx: [Phase("select", _select_fn(ctx.cfg.filter.model_dump_json(), str(ctx.workdir),
                                                    tuple(catalog.declared_tables().values())),
                               Resources(cpus=1))],
-    check=check, summary=summary,
+    check=check, summary=summary, facts=StageFacts(status=status),
     describe=lambda ctx, units, pending: "filter: thresholds and categories over the stored scores",
 )

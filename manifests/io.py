@@ -168,3 +168,22 @@ def read_parquet_sql(workdir: Path, table: str, extra: str = "") -> str:
     return (
         f"read_parquet({parquet_source(workdir, table)}, union_by_name=true, hive_partitioning=false{extra})"
     )
+
+
+def null_counts(workdir: Path, table: str, column: str) -> tuple[int, int] | None:
+    """(rows, rows whose top-level ``column`` is null) of a whole table, from its parts' footers:
+    the row-group statistics the writers keep, so no data page is read. None where a part lacks
+    the column or its null counts (the caller then scans the column)."""
+    rows = nulls = 0
+    for p in list_parts(workdir, table):
+        md = pq.ParquetFile(p).metadata
+        leaf = next((i for i in range(md.num_columns) if md.schema.column(i).path == column), None)
+        if leaf is None:
+            return None
+        for g in range(md.num_row_groups):
+            stats = md.row_group(g).column(leaf).statistics
+            if stats is None or not stats.has_null_count:
+                return None
+            rows += md.row_group(g).num_rows
+            nulls += stats.null_count
+    return rows, nulls

@@ -146,6 +146,18 @@ def _unit_done(ctx: Context, unit: Unit) -> bool:
     return unit.out_exists() or unit.out in ctx.merged
 
 
+@dataclass
+class StatusContext:
+    """What a stage's `curate status` rows read: the catalog, the views present, and the figures
+    earlier stages' rows left for later ones (``figures``: e.g. the samples a probe should reach),
+    so each row is an aggregation over the stage's own table and no whole tables are joined."""
+
+    con: Any  # a catalog connection (manifests.catalog.connect)
+    workdir: Path
+    present: frozenset[str]  # the views the catalog has
+    figures: dict[str, int] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class StageFacts:
     """What status, the report and the cost model know of a stage, declared once by the stage."""
@@ -155,6 +167,9 @@ class StageFacts:
     # (table, rows counted, samples counted): what rows/s and cost per 1,000 samples divide by;
     # None: its first written table, count(*) for both.
     counts: tuple[str, str, str] | None = None
+    # Its `curate status` rows, [stage, done, failed, pending, note] each, in the stage's module;
+    # None: no row. Called in pipeline order (so a row may read ``figures`` of earlier stages).
+    status: Callable[[StatusContext], list[list]] | None = None
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from pipeline.stage import (BATCHES, FLAT_MAP, REGROUP, UNIT_COLUMNS, Context, P
                             Unit, state_dir)
 from stages.encode.config import EncodeConfig
 from stages.encode.core import encode_table
+from stages.encode.counts import counts, encode_status
 from stages.encode.decode import decode_sample, pack_decoded, unpack_decoded
 from stages.encode.schema import ENCODED
 from stages.media.locate import dataset_roots
@@ -319,15 +320,6 @@ def _forget_selection(workdir: Path) -> None:
             atomic_write_json(path, {k: v for k, v in old.items() if k not in _NO_LONGER_FINGERPRINTED})
 
 
-def counts(workdir: Path) -> tuple[int, int]:
-    """(kept samples, kept samples with encoded rows)."""
-    con = catalog.connect(workdir)
-    enc = "encoded" if "encoded" in catalog.views(con) else "(SELECT NULL::VARCHAR AS sample_id WHERE false)"
-    kept, done = con.execute(f"SELECT count(*), count(*) FILTER (sample_id IN (SELECT sample_id FROM {enc})) "
-                             f"FROM selected WHERE kept").fetchone()
-    return int(kept), int(done)
-
-
 EMPTY_PART = "part-empty.parquet"
 
 
@@ -393,7 +385,8 @@ STAGE = Stage(
     name="encode", reads=("selected",), writes=(TABLE,), section="encode", needs_media=True,
     # One row per shard key (sample x variant); the view leaves out the tensor blobs.
     tables=(Table(TABLE, "encode", ENCODED, view_exclude="tensors"),),
-    facts=StageFacts(device="gpu", reaches="kept", counts=(TABLE, "count(*)", "count(DISTINCT sample_id)")),
+    facts=StageFacts(device="gpu", reaches="kept", counts=(TABLE, "count(*)", "count(DISTINCT sample_id)"),
+                     status=encode_status),
     check=check,
     fingerprint=lambda ctx: {"all": fingerprint(ctx.cfg, ctx.workdir)},
     plan=lambda ctx: write_encode_plan(ctx.cfg, ctx.workdir),  # only the kept samples not encoded yet

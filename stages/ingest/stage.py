@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 
 from manifests import catalog, repeats
-from manifests.io import atomic_write_json
+from manifests.io import atomic_write_json, null_counts, parquet_source
 from manifests.schema import DUPLICATES, SAMPLES
 from manifests.tables import Table
 from pipeline.config_base import ConfigError
 from pipeline.progress import console
-from pipeline.stage import Context, Phase, Stage, Unit, state_dir
+from pipeline.stage import Context, Phase, Stage, StageFacts, StatusContext, Unit, state_dir
 from stages.ingest import get_adapter
 from stages.ingest import base
 from stages.ingest.config import DatasetsConfig
@@ -75,12 +75,39 @@ def summary(ctx: Context) -> tuple[list[str], list[list]]:
     return ["dataset", "records", "samples", "failed"], [list(r) for r in rows]
 
 
+def status(sc: StatusContext) -> list[list]:
+    """The ingest row (units done; samples ok and failed) and the repeats row. The samples are
+    counted on the parts themselves (the error column's null counts in their footers, else a scan
+    of that one column; no join) less the repeating rows, whose failed ones are found by joining
+    only the failed rows with the (small) repeats."""
+    units_file = state_dir(sc.workdir, "samples") / "_units.json"
+    units = json.loads(units_file.read_text()) if units_file.exists() else []
+    done_units = {p.stem for p in state_dir(sc.workdir, "samples").glob("*/*.json")}
+    ok = failed = n_repeats = 0
+    if "samples" in sc.present:
+        footers = null_counts(sc.workdir, "samples", "error")
+        raw_ok, raw_failed = (footers[1], footers[0] - footers[1]) if footers else sc.con.execute(
+            "SELECT count(*) FILTER (error IS NULL), count(*) FILTER (error IS NOT NULL) FROM "
+            f"read_parquet({parquet_source(sc.workdir, 'samples')}, hive_partitioning=false)").fetchone()
+        n_repeats = repeats.count(sc.workdir)
+        failed_repeats = sc.con.execute("SELECT count(*) FROM repeats WHERE error IS NOT NULL").fetchone()[0]
+        ok, failed = raw_ok - (n_repeats - failed_repeats), raw_failed - failed_repeats
+    sc.figures["samples_ok"] = ok
+    pending_units = len(set(units) - done_units)
+    rows = [["ingest", ok, failed, f"{pending_units} units" if pending_units else 0,
+             f"{len(units) - pending_units}/{len(units)} units done"]]
+    if "samples" in sc.present:
+        rows.append(["repeats", n_repeats, 0, 0, "rows repeating an earlier sample id, dropped from "
+                     "samples (query the `repeats` view)"])
+    return rows
+
+
 STAGE = Stage(
     name="ingest", reads=(), writes=("samples", "duplicates"), section="datasets",
     tables=(Table("samples", "ingest", SAMPLES),
             # (part, file_row_number) of repeated sample ids: the samples view keeps the first.
             Table("duplicates", "ingest", DUPLICATES, partition=None, view=False)),
     plan=plan, phases=phases, summary=summary, fingerprint=fingerprint, check=check, needs_media=True,
-    limit_by_rows=False, finish=finish,
+    limit_by_rows=False, finish=finish, facts=StageFacts(status=status),
     describe=lambda ctx, units, pending: f"ingest: {len(units)} units, {len(units) - len(pending)} already done",
 )

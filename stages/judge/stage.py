@@ -23,7 +23,7 @@ from stages.judge.prompts import load_prompts
 from stages.judge.schema import SCORES
 from stages.judge.units import finish_judge_unit, judge_todo, judge_units
 from stages.media.locate import dataset_roots
-from stages.judge.counts import judge_counts
+from stages.judge.counts import judge_counts, judge_status
 
 
 def _judge_unit_fn(judge_json: str, prompts, roots: dict[str, list[str]]) -> Callable[[dict], dict]:
@@ -63,7 +63,7 @@ STAGE = Stage(
     tables=(Table("scores", "vlm-filter", SCORES, joined=(
         "sc", "sc.* EXCLUDE (sample_id, dataset, schema_version, status, kind, error), "
               "sc.status AS judge_status, sc.kind AS judge_kind, sc.error AS judge_error")),),
-    facts=StageFacts(device="gpu", reaches="probed"),
+    facts=StageFacts(device="gpu", reaches="probed", status=judge_status),
     check=check,
     fingerprint=lambda ctx: {"all": scoring_fingerprint(ctx.cfg.judge, load_prompts(ctx.cfg.judge))},
     plan=lambda ctx: judge_units(ctx.workdir, ctx.cfg.probe.rows_per_task),

@@ -16,7 +16,7 @@ from manifests.tables import Table
 from pipeline.stage import Phase, Stage, StageFacts, Unit
 from stages.media.locate import dataset_roots
 from stages.probe.core import probe_table
-from stages.probe.counts import probe_counts
+from stages.probe.counts import probe_counts, probe_status
 
 PROBE_COLUMNS = ["sample_id", "dataset", "modality", "source_uri", "target_uri", "clip_start_s", "clip_end_s",
                  "skip_frames", "error"]
@@ -61,7 +61,7 @@ STAGE = Stage(
     tables=(Table("probes", "probe", PROBES, joined=(
         "p", "p.* EXCLUDE (sample_id, dataset, schema_version, error, error_kind), "
              "p.error_kind AS probe_error_kind, p.error AS probe_error")),),
-    facts=StageFacts(reaches="samples"),
+    facts=StageFacts(reaches="samples", status=probe_status),
     fingerprint=lambda ctx: {"all": {"probe": ctx.cfg.probe.model_dump(mode="json")}},
     plan=lambda ctx: probe_units(ctx.workdir, ctx.cfg.probe.rows_per_task),
     phases=lambda ctx: [Phase("probe", _probe_unit_fn(ctx.cfg.probe.decode_check, dataset_roots(ctx.cfg)))],

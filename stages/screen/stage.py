@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from manifests import compact
 from manifests.io import list_parts, read_parquet_sql, table_dir, write_part
 from manifests.tables import Table
-from pipeline.stage import Context, Phase, Stage, Unit, state_dir
+from pipeline.stage import Context, Phase, Stage, StageFacts, StatusContext, Unit, state_dir
 from stages.media.locate import dataset_roots
 from stages.probe.stage import probe_units
 from stages.screen.benchmarks import benchmark_table, check_benchmarks
@@ -161,6 +161,17 @@ def _describe(ctx: Context, units: list[Unit], pending: list[Unit]) -> str:
     return f"screen: {len(units)} units, {len(units) - len(pending)} already done"
 
 
+def status(sc: StatusContext) -> list[list]:
+    """The screen's `curate status` row, and how many samples the judge skips (its pending)."""
+    if "samples" not in sc.present or "screen_verdicts" not in sc.present:
+        return []
+    screened, serr, skipped = sc.con.execute(
+        "SELECT count(*), count(*) FILTER (error_kind IS NOT NULL), (SELECT count(*) FILTER (judge_skip) "
+        "FROM screen_verdicts) FROM screens").fetchone()
+    sc.figures["judge_skipped"] = skipped
+    return [["screen", screened - serr, serr, 0, f"{skipped} dropped before the judge"]]
+
+
 STAGE = Stage(
     name="screen", reads=("probes",), writes=TABLE_NAMES, section="screen", needs_media=True,
     # Fingerprints and scores per sample, and the corpus-wide verdicts (duplicate groups, benchmark
@@ -181,4 +192,5 @@ STAGE = Stage(
     summary=summary, check=check, finish=finish, describe=_describe,
     # screens only: verdicts are rewritten whole by finish, one part per (merged) screens part
     compact=lambda ctx, units: {"screens": compact.by_input_part(units)},
+    facts=StageFacts(status=status),
 )

@@ -19,7 +19,7 @@ from manifests.io import atomic_file, table_dir, write_part
 from manifests.schema import SHARD_KEYS, SHARDS
 from manifests.tables import Table
 from pipeline.progress import console
-from pipeline.stage import Context, Phase, Stage, StageFacts, Unit, state_dir
+from pipeline.stage import Context, Phase, Stage, StageFacts, StatusContext, Unit, state_dir
 from stages.shard.plan import write_shard_plan
 from stages.shard.write import done_record_path, is_done, write_shard
 
@@ -120,11 +120,22 @@ def finish(ctx: Context, units: list[Unit]) -> None:
                       "shard_keys tables are empty and no tar remains")
 
 
+def status(sc: StatusContext) -> list[list]:
+    """The shard's `curate status` row: keys in shards, and the encoded keys of kept samples not in
+    one yet (a difference of counts: every shard key is one such key)."""
+    if "samples" not in sc.present or "selected" not in sc.present or "shard_keys" not in sc.present:
+        return []
+    sharded, n_shards = sc.con.execute("SELECT count(*), count(DISTINCT shard) FROM shard_keys").fetchone()
+    return [["shard", sharded, 0, max(0, sc.figures.get("encoded_ok", 0) - sharded),
+             f"{n_shards} shards; `curate verify` checks them"]]
+
+
 STAGE = Stage(
     name="shard", reads=("encoded", "selected"), writes=("shards", "shard_keys"), section="shard",
     # The shard index: one row per shard tar, and which shard holds each key.
     tables=(Table("shards", "shard", SHARDS, partition=None), Table("shard_keys", "shard", SHARD_KEYS, partition=None)),
-    facts=StageFacts(reaches="kept", counts=("shard_keys", "count(*)", "count(DISTINCT sample_id)")),
+    facts=StageFacts(reaches="kept", counts=("shard_keys", "count(*)", "count(DISTINCT sample_id)"),
+                     status=status),
     outputs=("shards",),
     fingerprint=lambda ctx: {"all": {"shard": {"target_bytes": ctx.cfg.shard.target_bytes}}},
     plan=plan, describe=describe,
