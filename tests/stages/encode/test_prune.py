@@ -57,11 +57,11 @@ def test_an_older_workdir_forgets_the_selection_in_its_fingerprint(tmp_path):
     size; those keys are dropped, the settings that matter are kept (and still compared)."""
     import json
 
-    from stages.encode.stage import _forget_selection, state_dir
+    from stages.encode.stage import _upgrade_record, state_dir
 
     path = state_dir(tmp_path, "encoded") / "_fingerprint-all.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"encode": {"fps": 16.0}, "seed": 0, "samples_per_unit": 4,
                                 "selection": {"kept": 3, "digest": "1"}}))
-    _forget_selection(tmp_path)
+    _upgrade_record(tmp_path)
     assert json.loads(path.read_text()) == {"encode": {"fps": 16.0}, "seed": 0}
