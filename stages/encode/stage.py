@@ -45,6 +45,7 @@ from stages.encode.config import EncodeConfig
 from stages.encode.core import encode_table
 from stages.encode.decode import decode_sample, pack_decoded, unpack_decoded
 from stages.encode.schema import ENCODED
+from stages.encode.upgrade import upgrade_record
 from stages.media.locate import dataset_roots
 from stages.pretext.config import PretextConfig
 
@@ -302,29 +303,6 @@ def fingerprint(cfg, workdir: Path) -> dict:
     }
 
 
-_NO_LONGER_FINGERPRINTED = ("selection", "samples_per_unit")
-
-
-def _upgrade_record(workdir: Path) -> None:
-    """A workdir encoded before re-curation was incremental fingerprinted the selection and the
-    unit size: drop them from its record, so a re-threshold there is not refused either. One
-    encoded while the decoder was the probe's setting recorded "none" where the probe's check was
-    off, though decord decoded it: record the decoder that was used, which is what the setting now
-    names."""
-    import json
-
-    from manifests.io import atomic_write_json
-
-    path = state_dir(workdir, TABLE) / "_fingerprint-all.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        new = {k: v for k, v in old.items() if k not in _NO_LONGER_FINGERPRINTED}
-        if new.get("decoder") == "none":
-            new["decoder"] = "decord"
-        if new != old:
-            atomic_write_json(path, new)
-
-
 def counts(workdir: Path) -> tuple[int, int]:
     """(kept samples, kept samples with encoded rows)."""
     con = catalog.connect(workdir)
@@ -372,7 +350,7 @@ def check(ctx: Context) -> None:
     from stages.encode.encoders import model_dirs
 
     model_dirs(ctx.cfg.encode)  # a missing model directory fails before any work
-    _upgrade_record(ctx.workdir)
+    upgrade_record(ctx.workdir)
 
 
 def describe(ctx: Context, units: list[Unit], pending: list[Unit]) -> str:
