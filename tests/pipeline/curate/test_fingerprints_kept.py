@@ -42,7 +42,7 @@ def test_demo_fingerprints_are_the_same_under_old_and_new_keys(ray_session, tiny
     assert set(after) >= {"probe", "screen", "vlm-filter", "encode"} and before == after
     # the records keep their old shape: the probe's two keys, encode's decoder
     assert json.loads(after["probe"]) == {"all": {"probe": {"rows_per_task": 8, "decode_check": "decord"}}}
-    assert json.loads(after["encode"])["decoder"] == "decord"
+    assert json.loads(after["encode"])["all"]["decoder"] == "decord"
     # the check turned off is recorded as it was ("none"), and only in the probe's record
     off_old = load_config(_old_demo(tmp_path), [*models, "probe.decode_check=none"])
     off_new = load_config(REPO / "configs" / "demo.yaml", [*models, "probe.decode=false"])
