@@ -61,6 +61,7 @@ class RayConfig(Strict):
 # reads media finds its roots there) and how media are decoded. Every other section is one stage's.
 SHARED_SECTIONS = ("run", "ray", "datasets", "media")
 
+
 def _notice(old: str, new: str) -> None:
     print(f"config: {old} is deprecated; use {new}", file=sys.stderr)
 
