@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 # Fixed writer settings: the same rows give the same bytes on every run.
 PARQUET_KW = dict(compression="zstd", use_dictionary=True, write_statistics=True)
-# Rows per row group: the unit of the stages that read a slice of a part (probe.rows_per_task is
+# Rows per row group: the unit of the stages that read a slice of a part (run.rows_per_task is
 # 1,000 by default), so such a unit reads the row groups of its own rows only (``read_slice``),
 # not the whole part (100k rows).
 ROW_GROUP_ROWS = 1000

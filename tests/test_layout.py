@@ -184,6 +184,47 @@ def test_every_stage_is_registered_with_its_tables_and_section():
             assert TABLES[table].stage == stage.name
 
 
+# The pretext operators run inside the encode stage (its decode and encoder phases), from their own
+# section; the pretext folder has no stage of its own.
+PART_OF_STAGE = {"encode": ("pretext",), "pretext": ("pretext",)}
+
+
+def _sections_read(path: Path, sections) -> set[str]:
+    """The config sections a module reads as ``cfg.<section>`` (also ``ctx.cfg.``, ``self.cfg.``)."""
+    read = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute) and node.attr in sections:
+            v = node.value
+            if (isinstance(v, ast.Name) and v.id == "cfg") or (isinstance(v, ast.Attribute) and v.attr == "cfg"):
+                read.add(node.attr)
+    return read
+
+
+def test_a_stage_reads_only_its_own_section_and_the_shared_ones():
+    """A setting two stages need lives in a shared section, so a stage's section can change
+    without changing what another stage does."""
+    import sys
+
+    from pipeline.curate.config import SHARED_SECTIONS, Config
+    from pipeline.curate.registry import STAGES
+
+    own: dict[str, set[str]] = {k: set(v) for k, v in PART_OF_STAGE.items()}
+    for mod in list(sys.modules.values()):
+        stage = getattr(mod, "STAGE", None)
+        if stage in STAGES.values() and mod.__name__.startswith(("stages.", "filters.")):
+            parts = mod.__name__.split(".")
+            own.setdefault(parts[1] if parts[0] == "stages" else parts[0], set()).add(stage.section)
+    assert {"probe", "screen", "judge", "encode", "filters"} <= set(own)
+    sections = set(Config.model_fields)
+    offenders = []
+    for path in [*(REPO / "stages").rglob("*.py"), *(REPO / "filters").rglob("*.py")]:
+        rel = path.relative_to(REPO).parts
+        folder = rel[1] if rel[0] == "stages" and len(rel) > 2 else rel[0]
+        foreign = _sections_read(path, sections) - own.get(folder, set()) - set(SHARED_SECTIONS)
+        offenders += [f"{path.relative_to(REPO)}: cfg.{s}" for s in sorted(foreign)]
+    assert offenders == []
+
+
 def test_the_registry_exposes_each_stage_s_own_table_declarations():
     """A table is declared once, by the stage that writes it; the registry holds those very
     declarations, in pipeline order."""

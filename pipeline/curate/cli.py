@@ -50,7 +50,7 @@ def run(
     ray_address: Optional[str] = typer.Option(None, help="join this Ray cluster (default: RAY_ADDRESS or a local one)"),
     limit: Optional[int] = typer.Option(None, min=1, help="ingest: at most N records per input file; later stages: about N samples"),
     overwrite: bool = typer.Option(False, help="discard the stage's earlier output instead of resuming"),
-    set_: List[str] = typer.Option([], "--set", help="override a config field, e.g. --set probe.rows_per_task=64"),
+    set_: List[str] = typer.Option([], "--set", help="override a config field, e.g. --set run.rows_per_task=64"),
 ) -> None:
     """Run one stage or all of them; a re-run resumes where the last one stopped."""
     from pipeline.curate import runner

@@ -46,6 +46,7 @@ from stages.encode.core import encode_table
 from stages.encode.counts import counts, encode_status
 from stages.encode.decode import decode_sample, pack_decoded, unpack_decoded
 from stages.encode.schema import ENCODED
+from stages.encode.upgrade import upgrade_record
 from stages.media.locate import dataset_roots
 from stages.pretext.config import PretextConfig
 
@@ -268,7 +269,7 @@ def phases(ctx: Context) -> list[Phase]:
     device, gpus = placement(cfg)
     enc_json = cfg.encode.model_copy(update={"device": device}).model_dump_json()
     pre_json = cfg.pretext.model_dump_json()
-    backend = "pyav" if cfg.probe.decode_check == "pyav" else "decord"
+    backend = cfg.media.decoder
     # The decode tasks reserve the memory of the frames they hold, which also keeps them a Ray
     # Data stage of their own (decoding inside the actor would leave the GPU waiting).
     return [Phase("decode", _decode_fn(enc_json, pre_json, cfg.run.seed, backend, dataset_roots(cfg)),
@@ -296,28 +297,13 @@ def fingerprint(cfg, workdir: Path) -> dict:
         "compute": {"device": device, "dtype": str(resolve_dtype(cfg.encode.dtype, torch.device(device)))},
         "pretext": cfg.pretext.model_dump(mode="json"),
         "seed": cfg.run.seed,
-        "decoder": cfg.probe.decode_check,
+        "decoder": cfg.media.decoder,
         "models": {k: dir_identity(v) for k, v in sorted(model_dirs(cfg.encode).items())},
         # Not the selection (a changed one encodes only what it adds, see the module docstring)
         # nor samples_per_unit (parts are named by their samples, not by their place in a plan).
     }
 
 
-_NO_LONGER_FINGERPRINTED = ("selection", "samples_per_unit")
-
-
-def _forget_selection(workdir: Path) -> None:
-    """A workdir encoded before re-curation was incremental fingerprinted the selection and the
-    unit size: drop them from its record, so a re-threshold there is not refused either."""
-    import json
-
-    from manifests.io import atomic_write_json
-
-    path = state_dir(workdir, TABLE) / "_fingerprint-all.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        if any(k in old for k in _NO_LONGER_FINGERPRINTED):
-            atomic_write_json(path, {k: v for k, v in old.items() if k not in _NO_LONGER_FINGERPRINTED})
 
 
 EMPTY_PART = "part-empty.parquet"
@@ -358,7 +344,7 @@ def check(ctx: Context) -> None:
     from stages.encode.encoders import model_dirs
 
     model_dirs(ctx.cfg.encode)  # a missing model directory fails before any work
-    _forget_selection(ctx.workdir)
+    upgrade_record(ctx.workdir)
 
 
 def describe(ctx: Context, units: list[Unit], pending: list[Unit]) -> str:

@@ -66,7 +66,7 @@ STAGE = Stage(
     facts=StageFacts(device="gpu", reaches="probed", status=judge_status),
     check=check,
     fingerprint=lambda ctx: {"all": scoring_fingerprint(ctx.cfg.judge, load_prompts(ctx.cfg.judge))},
-    plan=lambda ctx: judge_units(ctx.workdir, ctx.cfg.probe.rows_per_task),
+    plan=lambda ctx: judge_units(ctx.workdir, ctx.cfg.run.rows_per_task),
     is_done=lambda ctx, unit: ctx.cfg.judge.rescore != "failed" and (unit.out_exists() or unit.out in ctx.merged),
     phases=phases, describe=describe,
     # every request failed at the server: exit non-zero with the commonest error

@@ -19,13 +19,13 @@ from stages.judge.schema import SCORED_STATUSES
 from stages.probe.stage import probe_units
 
 
-def judge_units(workdir: Path, probe_rows_per_task: int) -> list[Unit]:
+def judge_units(workdir: Path, rows_per_task: int) -> list[Unit]:
     """One unit per finished probe unit: the same slice of samples, its probe rows, one scores part."""
     units = []
     merged = compact.locate(workdir, "probes")  # probe units merged into one part per samples part
     screens = compact.locate(workdir, "screens")
     scores = compact.locate(workdir, "scores")
-    for u in probe_units(workdir, probe_rows_per_task):
+    for u in probe_units(workdir, rows_per_task):
         probe_part = Path(u.out)
         source = compact.unit_source(u.out, merged)
         if source is not None:

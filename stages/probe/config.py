@@ -1,14 +1,16 @@
-"""The ``probe:`` section."""
+"""The ``probe:`` section. The unit size (``run.rows_per_task``) and the decoder (``media.decoder``)
+are shared settings and live in shared sections; ``probe.rows_per_task`` and ``probe.decode_check``
+are their old names, still accepted (``pipeline/curate/config.py`` maps them)."""
 from __future__ import annotations
-
-from typing import Literal
-
-from pydantic import Field
 
 from pipeline.config_base import Strict
 
 
 class ProbeConfig(Strict):
-    rows_per_task: int = Field(1000, ge=1, description="samples probed by one Ray task")
-    # The decoder that must be able to read a clip; the encode stage uses the same one.
-    decode_check: Literal["decord", "pyav", "none"] = "decord"
+    # false: metadata only (PyAV demux, image headers), for a fast first pass over a corpus.
+    decode: bool = True
+
+
+def decode_check(cfg) -> str:
+    """The probe's decode check as the probe core names it: the shared decoder, or none."""
+    return cfg.media.decoder if cfg.probe.decode else "none"

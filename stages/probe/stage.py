@@ -1,5 +1,5 @@
 """`curate run --stage probe`: every resolved samples row measured by ``core.probe_table`` in Ray
-tasks, one unit per slice of ``probe.rows_per_task`` rows of a samples part (stable names)."""
+tasks, one unit per slice of ``run.rows_per_task`` rows of a samples part (stable names)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,6 +15,7 @@ from manifests.schema import PROBES
 from manifests.tables import Table
 from pipeline.stage import Phase, Stage, StageFacts, Unit
 from stages.media.locate import dataset_roots
+from stages.probe.config import decode_check
 from stages.probe.core import probe_table
 from stages.probe.counts import probe_counts, probe_status
 
@@ -22,7 +23,7 @@ PROBE_COLUMNS = ["sample_id", "dataset", "modality", "source_uri", "target_uri",
                  "skip_frames", "error"]
 
 
-def _probe_unit_fn(decode_check: str, roots: dict[str, list[str]]) -> Callable[[dict], dict]:
+def _probe_unit_fn(check: str, roots: dict[str, list[str]]) -> Callable[[dict], dict]:
     def run(item: dict) -> dict:
         present = pq.read_schema(item["part"]).names  # parts written before skip_frames lack it
         table = read_slice(item["part"], item["offset"], item["length"], [c for c in PROBE_COLUMNS if c in present])
@@ -30,7 +31,7 @@ def _probe_unit_fn(decode_check: str, roots: dict[str, list[str]]) -> Callable[[
             drop = set(item["drop"])
             keep = [i for i in range(table.num_rows) if i not in drop]
             table = table.take(pa.array(keep, pa.int64()))
-        out = probe_table(table, decode_check=decode_check, allowed_roots=roots)
+        out = probe_table(table, decode_check=check, allowed_roots=roots)
         write_part(Path(item["out"]), out)
         failed = int(pc.sum(pc.is_valid(out["error"])).as_py() or 0) if out.num_rows else 0
         return {"dataset": item["dataset"], "rows": out.num_rows, "failed": failed}
@@ -62,9 +63,12 @@ STAGE = Stage(
         "p", "p.* EXCLUDE (sample_id, dataset, schema_version, error, error_kind), "
              "p.error_kind AS probe_error_kind, p.error AS probe_error")),),
     facts=StageFacts(reaches="samples", status=probe_status),
-    fingerprint=lambda ctx: {"all": {"probe": ctx.cfg.probe.model_dump(mode="json")}},
-    plan=lambda ctx: probe_units(ctx.workdir, ctx.cfg.probe.rows_per_task),
-    phases=lambda ctx: [Phase("probe", _probe_unit_fn(ctx.cfg.probe.decode_check, dataset_roots(ctx.cfg)))],
+    # The record keeps the shape it had when both settings were the probe's own (rows_per_task,
+    # decode_check), so a workdir probed then resumes with the same effective settings.
+    fingerprint=lambda ctx: {"all": {"probe": {"rows_per_task": ctx.cfg.run.rows_per_task,
+                                               "decode_check": decode_check(ctx.cfg)}}},
+    plan=lambda ctx: probe_units(ctx.workdir, ctx.cfg.run.rows_per_task),
+    phases=lambda ctx: [Phase("probe", _probe_unit_fn(decode_check(ctx.cfg), dataset_roots(ctx.cfg)))],
     summary=lambda ctx: (["dataset", "to probe", "probed", "failed", "pending"],
                          probe_counts(catalog.connect(ctx.workdir))),
     compact=lambda ctx, units: {"probes": compact.by_input_part(units)},

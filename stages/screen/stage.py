@@ -35,11 +35,11 @@ TABLE_NAMES = ("screens", "screen_verdicts")
 DUCKDB_MEMORY = "1GB"  # the grouping spills to disk beyond this (the driver stays small at corpus scale)
 
 
-def screen_units(workdir: Path, probe_rows_per_task: int) -> list[Unit]:
+def screen_units(workdir: Path, rows_per_task: int) -> list[Unit]:
     """One unit per finished probe unit (the same slice and part name), like the judge's."""
     units = []
     merged = compact.locate(workdir, "probes")  # probe units merged into one part per samples part
-    for u in probe_units(workdir, probe_rows_per_task):
+    for u in probe_units(workdir, rows_per_task):
         probe_part = Path(u.out)
         source = compact.unit_source(u.out, merged)
         if source is not None:
@@ -187,7 +187,7 @@ STAGE = Stage(
                                                  "max_frames": ctx.cfg.screen.max_frames,
                                                  "hashes": FINGERPRINT_LAYOUT}}}
                              if ctx.cfg.screen.enabled else {}),
-    plan=lambda ctx: screen_units(ctx.workdir, ctx.cfg.probe.rows_per_task) if ctx.cfg.screen.enabled else [],
+    plan=lambda ctx: screen_units(ctx.workdir, ctx.cfg.run.rows_per_task) if ctx.cfg.screen.enabled else [],
     phases=lambda ctx: [Phase("screen", _unit_fn(Settings.of(ctx.cfg.screen), dataset_roots(ctx.cfg)))],
     summary=summary, check=check, finish=finish, describe=_describe,
     # screens only: verdicts are rewritten whole by finish, one part per (merged) screens part

@@ -24,7 +24,7 @@ STAGES = "ingest,probe"
 
 def test_kill9_mid_probe_then_resume_matches_uninterrupted(ray_session, demo_corpus, tmp_path):
     config = demo_config_file(demo_corpus, tmp_path)
-    overrides = ["probe.rows_per_task=1"]  # many small units, so the kill lands mid-stage
+    overrides = ["run.rows_per_task=1"]  # many small units, so the kill lands mid-stage
     cfg = load_config(config, overrides)
 
     reference = tmp_path / "reference"

@@ -37,8 +37,8 @@ def test_unknown_key_names_the_field(tmp_path):
 
 
 def test_wrong_type_names_the_field_and_value():
-    with pytest.raises(ConfigError, match=r"probe\.rows_per_task: .*integer.*'many'"):
-        load_config(None, ["probe.rows_per_task=many"])
+    with pytest.raises(ConfigError, match=r"run\.rows_per_task: .*integer.*'many'"):
+        load_config(None, ["run.rows_per_task=many"])
 
 
 def test_missing_root_says_what_to_do(tmp_path):
@@ -67,9 +67,9 @@ def test_disabled_dataset_needs_no_root(tmp_path):
 
 
 def test_overrides_keep_yaml_types(tmp_path):
-    cfg = load_config(None, ["run.seed=7", "probe.decode_check=pyav", f"datasets.ditto.root={tmp_path}",
+    cfg = load_config(None, ["run.seed=7", "media.decoder=pyav", f"datasets.ditto.root={tmp_path}",
                              "filter.keep_categories.ditto=[style, local_change]"])
-    assert cfg.run.seed == 7 and cfg.probe.decode_check == "pyav"
+    assert cfg.run.seed == 7 and cfg.media.decoder == "pyav"
     assert cfg.filter.keep_categories["ditto"] == ["style", "local_change"]
 
 
@@ -96,3 +96,34 @@ def test_demo_config_is_valid(demo_config):
     cfg = load_config(demo_config)
     assert set(cfg.datasets.enabled()) == {
         "ditto", "openve", "reco", "koala", "motionbench", "nhr_edit", "gpt_image_edit", "x2edit", "pico_banana"}
+
+
+def test_old_probe_keys_map_onto_the_shared_ones_with_a_notice(capsys):
+    cfg = load_config(None, ["probe.rows_per_task=64", "probe.decode_check=pyav"])
+    assert (cfg.run.rows_per_task, cfg.media.decoder, cfg.probe.decode) == (64, "pyav", True)
+    notes = capsys.readouterr().err.splitlines()
+    assert notes == ["config: probe.rows_per_task is deprecated; use run.rows_per_task",
+                     "config: probe.decode_check is deprecated; use media.decoder"]
+    assert cfg == load_config(None, ["run.rows_per_task=64", "media.decoder=pyav"])
+    # "none" turned the check off; encode decoded with decord then, the shared default now
+    off = load_config(None, ["probe.decode_check=none"])
+    assert (off.probe.decode, off.media.decoder) == (False, "decord")
+    assert "use probe.decode: false" in capsys.readouterr().err
+    # an old key that agrees with its new one is no conflict
+    assert load_config(None, ["probe.rows_per_task=5", "run.rows_per_task=5"]).run.rows_per_task == 5
+
+
+@pytest.mark.parametrize("overrides, fields", [
+    (["probe.rows_per_task=3", "run.rows_per_task=4"], r"probe\.rows_per_task and run\.rows_per_task: 3 and 4"),
+    (["probe.decode_check=pyav", "media.decoder=decord"], r"probe\.decode_check and media\.decoder: 'pyav' and"),
+    (["probe.decode_check=none", "probe.decode=true"], r"probe\.decode_check and probe\.decode: 'none' and True"),
+    (["probe.decode_check=decord", "probe.decode=false"], r"probe\.decode_check and probe\.decode"),
+])
+def test_old_and_new_keys_that_disagree_fail_naming_both(overrides, fields):
+    with pytest.raises(ConfigError, match=fields + r".*keep only"):
+        load_config(None, overrides)
+
+
+def test_a_bad_old_decode_check_names_the_field_and_the_new_keys():
+    with pytest.raises(ConfigError, match=r"probe\.decode_check: 'opencv' is not decord, pyav or none.*media\.decoder"):
+        load_config(None, ["probe.decode_check=opencv"])

@@ -89,7 +89,7 @@ def test_same_config_elsewhere_gives_same_bytes(demo_run, tmp_path):
 def test_changed_settings_refuse_to_mix(demo_run):
     cfg, workdir, _ = demo_run
     changed = cfg.model_copy(deep=True)
-    changed.probe.decode_check = "pyav"
+    changed.media.decoder = "pyav"
     with pytest.raises(ConfigError, match="different settings.*--overwrite"):
         runner.run(changed, "probe", workdir)
 
@@ -147,7 +147,7 @@ def test_limit_then_continue(ray_session, demo_corpus, tmp_path):
     """--limit on probe runs whole units only; a later run finishes the rest."""
     from conftest import demo_config_file
 
-    cfg = load_config(demo_config_file(demo_corpus, tmp_path), ["probe.rows_per_task=2"])
+    cfg = load_config(demo_config_file(demo_corpus, tmp_path), ["run.rows_per_task=2"])
     workdir = tmp_path / "w"
     runner.run(cfg, "ingest", workdir)
     runner.run(cfg, "probe", workdir, limit=3)

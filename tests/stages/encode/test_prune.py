@@ -57,11 +57,31 @@ def test_an_older_workdir_forgets_the_selection_in_its_fingerprint(tmp_path):
     size; those keys are dropped, the settings that matter are kept (and still compared)."""
     import json
 
-    from stages.encode.stage import _forget_selection, state_dir
+    from pipeline.stage import state_dir
+    from stages.encode.upgrade import upgrade_record
 
     path = state_dir(tmp_path, "encoded") / "_fingerprint-all.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"encode": {"fps": 16.0}, "seed": 0, "samples_per_unit": 4,
                                 "selection": {"kept": 3, "digest": "1"}}))
-    _forget_selection(tmp_path)
+    upgrade_record(tmp_path)
     assert json.loads(path.read_text()) == {"encode": {"fps": 16.0}, "seed": 0}
+
+
+def test_an_older_workdir_records_the_decoder_it_used(tmp_path):
+    """While the decoder was the probe's setting, a run with the probe's check off recorded
+    "decoder": "none" though decord decoded it; the record now names decord, what media.decoder's
+    default (the same run today) fingerprints, so that workdir resumes."""
+    import json
+
+    from pipeline.stage import state_dir
+    from stages.encode.upgrade import upgrade_record
+
+    path = state_dir(tmp_path, "encoded") / "_fingerprint-all.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"seed": 0, "decoder": "none"}))
+    upgrade_record(tmp_path)
+    assert json.loads(path.read_text()) == {"seed": 0, "decoder": "decord"}
+    path.write_text(json.dumps({"seed": 0, "decoder": "pyav"}))
+    upgrade_record(tmp_path)
+    assert json.loads(path.read_text()) == {"seed": 0, "decoder": "pyav"}

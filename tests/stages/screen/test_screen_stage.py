@@ -123,7 +123,7 @@ def test_benchmarks_filter_judge_and_screening_off(probed, demo_corpus, tmp_path
     html = screen_section(con, set(catalog.views(con)), cfg)
     assert html.count("data:image/png") >= len(hits) + 2 and "judge requests saved" in html
     # the judge does not pay for what the screen drops
-    units = judge_units(wd, cfg.probe.rows_per_task)
+    units = judge_units(wd, cfg.run.rows_per_task)
     todo = {s for u in units for s in judge_todo(u.item())["sample_id"].to_pylist()}
     assert todo and not todo & {s for s, _ in hits}
     # screening off: its tables go, and the selection is that of a run that never screened
