@@ -75,16 +75,16 @@ def funnel(con, top: int = 3) -> dict[str, list[Step]]:
     # than a chain of outer joins: DuckDB spills a GROUP BY under its memory limit, while the outer
     # joins' state did not fit 1 GB at 5M samples. Each table's columns arrive as one struct named
     # like the alias the steps use (s.error, p.error_kind ...); a sample without a row has NULL.
-    fields = {"probes": ("p", "sample_id, error, error_kind"), "scores": ("j", "status"),
-              "selected": ("k", "kept, rejected_by")}
-    used = {"probed": "probes", "judged": "scores", "kept": "selected"}
+    # step -> (its table, the alias its condition uses, the columns the condition reads)
+    tables = {"probed": ("probes", "p", ("sample_id", "error", "error_kind")), "judged": ("scores", "j", ("status",)),
+              "kept": ("selected", "k", ("kept", "rejected_by"))}
     union = ["SELECT sample_id, dataset, {'error': error} AS s FROM samples"]
     aliases = ["s"]
     for name, _, _ in steps:
-        if name in used:
-            alias, cols = fields[used[name]]
-            struct = ", ".join(f"'{c}': {c}" for c in cols.split(", "))
-            union.append(f"SELECT sample_id, {{{struct}}} AS {alias} FROM {used[name]}")
+        if name in tables:
+            table, alias, cols = tables[name]
+            struct = ", ".join(f"'{c}': {c}" for c in cols)
+            union.append(f"SELECT sample_id, {{{struct}}} AS {alias} FROM {table}")
             aliases.append(alias)
     per_sample = (f"SELECT sample_id, any_value(dataset) AS dataset, "
                   + ", ".join(f"any_value({a}) AS {a}" for a in aliases)
