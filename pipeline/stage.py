@@ -87,6 +87,10 @@ class Phase:
     kind: str = MAP
     batch_size: int | None = 1  # rows per call of a ``batches`` phase (None: a block as it comes)
     batch_format: str = "numpy"  # of a ``batches`` phase: "numpy" (dict of arrays) or "pyarrow"
+    # Expected seconds one unit spends in this phase, which sizes the plan's blocks (see
+    # ``pipeline.units.units_per_block``): a cheap phase runs in as few tasks as there are cores, a
+    # slow one in many small tasks for balance. None (unknown) is taken as slow.
+    unit_seconds: float | None = None
 
     def __post_init__(self):
         if isinstance(self.fn, type) and self.kind == MAP:
@@ -259,7 +263,7 @@ def run_phases(phases: list[Phase], units: list[Unit], progress: Progress, plan_
     (``pipeline.units``), read back as the pipeline's source."""
     import ray
 
-    from pipeline.units import Regroup, read_unit_plan, units_per_block, write_unit_plan
+    from pipeline.units import Regroup, plan_table, read_unit_plan, units_per_block, write_unit_plan
 
     if not units:
         return
@@ -269,8 +273,11 @@ def run_phases(phases: list[Phase], units: list[Unit], progress: Progress, plan_
     # A phase that reserves the memory of one unit (decoded frames ...) must see one unit per task.
     one = any(p.resources.memory is not None for p in phases)
     widest = max((p.resources.replicas or 0 for p in phases), default=0)
-    per_block = units_per_block(len(units), int(ray.cluster_resources().get("CPU", 1)), 4 * widest, one)
-    ds = read_unit_plan(write_unit_plan([u.item() for u in units], plan_dir, per_block))
+    costs = [p.unit_seconds for p in phases]
+    unit_seconds = None if None in costs else sum(costs)
+    per_block = units_per_block(len(units), int(ray.cluster_resources().get("CPU", 1)), 4 * widest, one,
+                                unit_seconds)
+    ds = read_unit_plan(write_unit_plan(plan_table(units), plan_dir, per_block))
     for phase in phases:
         ds = _chain(ds, phase, Regroup)
     summaries = 0
