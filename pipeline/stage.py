@@ -97,6 +97,8 @@ class Phase:
             object.__setattr__(self, "kind", BATCHES)
         if self.kind not in KINDS:
             raise ValueError(f"phase {self.name!r}: kind {self.kind!r}; choose from {', '.join(KINDS)}")
+        if self.unit_seconds is not None and not self.unit_seconds >= 0:
+            raise ValueError(f"phase {self.name!r}: unit_seconds {self.unit_seconds!r} is not a duration")
         if (self.kind == BATCHES) != isinstance(self.fn, type):
             raise ValueError(f"phase {self.name!r}: a {self.kind} phase takes a "
                              f"{'class' if self.kind == BATCHES else 'function'}")

@@ -177,6 +177,8 @@ def test_flat_map_batches_and_regroup_run_as_declared(ray_session, tmp_path, mon
 def test_phase_declarations_are_checked():
     with pytest.raises(ValueError, match="a batches phase takes a class"):
         Phase("x", _lengths, kind=BATCHES)
+    with pytest.raises(ValueError, match="unit_seconds -1 is not a duration"):
+        Phase("x", _lengths, unit_seconds=-1)
     with pytest.raises(ValueError, match="kind 'nope'"):
         Phase("x", _lengths, kind="nope")
     assert Phase("w", Writer).kind == BATCHES  # a class is an actor phase of one unit per call
