@@ -12,7 +12,7 @@ import pytest
 from manifests.io import write_part
 from pipeline.stage import Phase, Resources, Unit, run_phases
 from pipeline.units import (BLOCKS_PER_CPU, MAX_CHEAP_UNITS_PER_BLOCK, MAX_UNITS_PER_BLOCK, TARGET_BLOCK_SECONDS,
-                            units_per_block)
+                            plan_table, units_per_block)
 
 
 def test_undeclared_cost_keeps_many_small_blocks_for_balance():
@@ -36,6 +36,16 @@ def test_declared_cost_sizes_blocks_by_seconds_of_work():
     # never fewer blocks than a phase's replicas ask for (min_blocks), nor than the cores
     assert units_per_block(2000, 2, min_blocks=40, unit_seconds=1e-5) == 50
     assert units_per_block(2000, 16, unit_seconds=1e-5) == 125
+
+
+def test_plan_table_is_the_units_items_as_a_table():
+    """Built column by column, it is the table of the units' items (the first item's keys, a
+    missing parameter null, nested values kept), so the phases see the same rows as before."""
+    units = [Unit("a", "ds", 3, "/o/a", {"part": "p0", "offset": 0, "ids": [1, 2], "extra": None}),
+             Unit("b", "ds", 4, "/o/b", {"part": "p1", "offset": 3, "ids": [], "extra": "x"}),
+             Unit("c", "ds2", 0, "/o/c", {"offset": 7, "more": 1})]
+    assert plan_table(units).equals(pa.Table.from_pylist([u.item() for u in units]))
+    assert plan_table(units).column_names == ["part", "offset", "ids", "extra", "key", "dataset", "length", "out"]
 
 
 def _write_unit(item: dict) -> dict:
