@@ -139,13 +139,14 @@ def read_table(workdir: str | os.PathLike, table: str, columns: list[str] | None
 
 
 def clean_temporaries(workdir: str | os.PathLike, table: str) -> int:
-    """Remove temp files a killed run left behind; returns how many."""
-    root = table_dir(workdir, table)
+    """Remove temp files a killed run left behind, in the table and in its state folder (done
+    markers, ledgers and fingerprints are written atomically there too); returns how many."""
     n = 0
-    if root.exists():
-        for p in root.rglob(".*.tmp"):
-            p.unlink(missing_ok=True)
-            n += 1
+    for root in (table_dir(workdir, table), Path(workdir) / "state" / table):
+        if root.exists():
+            for p in root.rglob(".*.tmp"):
+                p.unlink(missing_ok=True)
+                n += 1
     return n
 
 

@@ -87,12 +87,18 @@ class Phase:
     kind: str = MAP
     batch_size: int | None = 1  # rows per call of a ``batches`` phase (None: a block as it comes)
     batch_format: str = "numpy"  # of a ``batches`` phase: "numpy" (dict of arrays) or "pyarrow"
+    # Expected seconds one unit spends in this phase, which sizes the plan's blocks (see
+    # ``pipeline.units.units_per_block``): a cheap phase runs in as few tasks as there are cores, a
+    # slow one in many small tasks for balance. None (unknown) is taken as slow.
+    unit_seconds: float | None = None
 
     def __post_init__(self):
         if isinstance(self.fn, type) and self.kind == MAP:
             object.__setattr__(self, "kind", BATCHES)
         if self.kind not in KINDS:
             raise ValueError(f"phase {self.name!r}: kind {self.kind!r}; choose from {', '.join(KINDS)}")
+        if self.unit_seconds is not None and not self.unit_seconds >= 0:
+            raise ValueError(f"phase {self.name!r}: unit_seconds {self.unit_seconds!r} is not a duration")
         if (self.kind == BATCHES) != isinstance(self.fn, type):
             raise ValueError(f"phase {self.name!r}: a {self.kind} phase takes a "
                              f"{'class' if self.kind == BATCHES else 'function'}")
@@ -259,7 +265,7 @@ def run_phases(phases: list[Phase], units: list[Unit], progress: Progress, plan_
     (``pipeline.units``), read back as the pipeline's source."""
     import ray
 
-    from pipeline.units import Regroup, read_unit_plan, units_per_block, write_unit_plan
+    from pipeline.units import Regroup, plan_table, read_unit_plan, units_per_block, write_unit_plan
 
     if not units:
         return
@@ -269,8 +275,11 @@ def run_phases(phases: list[Phase], units: list[Unit], progress: Progress, plan_
     # A phase that reserves the memory of one unit (decoded frames ...) must see one unit per task.
     one = any(p.resources.memory is not None for p in phases)
     widest = max((p.resources.replicas or 0 for p in phases), default=0)
-    per_block = units_per_block(len(units), int(ray.cluster_resources().get("CPU", 1)), 4 * widest, one)
-    ds = read_unit_plan(write_unit_plan([u.item() for u in units], plan_dir, per_block))
+    costs = [p.unit_seconds for p in phases]
+    unit_seconds = None if None in costs else sum(costs)
+    per_block = units_per_block(len(units), int(ray.cluster_resources().get("CPU", 1)), 4 * widest, one,
+                                unit_seconds)
+    ds = read_unit_plan(write_unit_plan(plan_table(units), plan_dir, per_block))
     for phase in phases:
         ds = _chain(ds, phase, Regroup)
     summaries = 0

@@ -17,41 +17,75 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-# Blocks per CPU of the cluster: enough that a slow unit does not leave the other cores idle at the
-# end, few enough that scheduling a block costs little beside its units.
+# How many units go in a block (so in one task of a map phase). Each task costs Ray a few
+# milliseconds to schedule and ship (``bench/bench_units.py``): a trivial unit (microseconds) wants
+# as few blocks as there are cores, a slow unit (a probe, a judge, an encode: seconds each) wants
+# many small blocks so that the last ones do not leave cores idle behind one long task. A constant
+# number of blocks per CPU fits one of them only, so the count follows the phases' declared cost
+# (``Phase.unit_seconds``): enough blocks that one holds about ``TARGET_BLOCK_SECONDS`` of work,
+# never fewer than the cores (nor than ``min_blocks``), never more than the units. The cost is
+# declared rather than learnt from the first blocks: a Ray Data plan's blocks are fixed before it
+# runs, and re-cutting the plan mid-run would cost the scheduling it is meant to save.
+# A phase that declares no cost is taken to be slow (every real stage today): ``BLOCKS_PER_CPU``
+# blocks per CPU of at most ``MAX_UNITS_PER_BLOCK`` units each, as before.
+TARGET_BLOCK_SECONDS = 2.0
 BLOCKS_PER_CPU = 8
 MAX_UNITS_PER_BLOCK = 1024
+# Of a declared-cheap phase: a plan row is ~100 bytes, so a block stays a few megabytes even when
+# a million trivial units would fit in the time target.
+MAX_CHEAP_UNITS_PER_BLOCK = 65536
 
 
-def units_per_block(n_units: int, cpus: int, min_blocks: int = 0, one_per_block: bool = False) -> int:
-    """How many units one block (so one task of a map phase) holds."""
+def units_per_block(n_units: int, cpus: int, min_blocks: int = 0, one_per_block: bool = False,
+                    unit_seconds: float | None = None) -> int:
+    """How many units one block (so one task of a map phase) holds; ``unit_seconds``: the
+    expected seconds of one unit through all the phases (None: unknown, taken as slow)."""
     if one_per_block or n_units <= 0:
         return 1
-    blocks = max(BLOCKS_PER_CPU * max(cpus, 1), min_blocks)
-    return max(1, min(MAX_UNITS_PER_BLOCK, math.ceil(n_units / blocks)))
+    cpus = max(cpus, 1)
+    if unit_seconds is None:
+        blocks = max(BLOCKS_PER_CPU * cpus, min_blocks)
+        return max(1, min(MAX_UNITS_PER_BLOCK, math.ceil(n_units / blocks)))
+    blocks = min(n_units, max(math.ceil(n_units * unit_seconds / TARGET_BLOCK_SECONDS), cpus, min_blocks))
+    return max(1, min(MAX_CHEAP_UNITS_PER_BLOCK, math.ceil(n_units / blocks)))
 
 
-def write_unit_plan(items: list[dict[str, Any]], directory: Path, per_block: int) -> list[str]:
-    """Write the items as Parquet files of ``per_block`` rows each (one schema for all: a column
-    empty in one unit has the type it has in the others); returns the files, in item order."""
+def plan_table(units: list) -> pa.Table:
+    """The units' items (``pipeline.stage.Unit.item``) as one Arrow table, built column by column:
+    the same table as ``pa.Table.from_pylist([u.item() for u in units])`` (columns: the first
+    item's keys) without a dict per unit, which cost the driver most of its per-unit time."""
+    if not units:
+        return pa.table({})
+    own = {"key": lambda u: u.key, "dataset": lambda u: u.dataset, "length": lambda u: u.rows, "out": lambda u: u.out}
+    columns = {}
+    for name in units[0].item():
+        get = own.get(name)
+        columns[name] = pa.array([get(u) for u in units] if get else [u.params.get(name) for u in units])
+    return pa.table(columns)
+
+
+def write_unit_plan(table: pa.Table, directory: Path, per_block: int) -> list[pa.Table]:
+    """Write the plan as Parquet files of ``per_block`` rows each (one schema for all: a column
+    empty in one unit has the type it has in the others); returns the blocks written, in unit
+    order, to be handed to Ray as they are (reading the files back would cost the driver again
+    what it has in memory already)."""
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
-    table = pa.Table.from_pylist(items)
-    paths = []
+    blocks = []
     for i, start in enumerate(range(0, table.num_rows, per_block)):
-        path = directory / f"units-{i:06d}.parquet"
-        pq.write_table(table.slice(start, per_block), path, compression="zstd")
-        paths.append(str(path))
-    return paths
+        block = table.slice(start, per_block)
+        pq.write_table(block, directory / f"units-{i:06d}.parquet", compression="zstd")
+        blocks.append(block)
+    return blocks
 
 
-def read_unit_plan(paths: list[str]):
-    """The plan files as a Ray Dataset: a block per file (units are rows). Read here and handed
-    over as Arrow blocks: Ray's Parquet reader starts listing and read tasks (seconds of worker
-    start-up on a small machine) for files of a few kilobytes each."""
+def read_unit_plan(blocks: list[pa.Table]):
+    """The plan's blocks as a Ray Dataset (units are rows, a block a task of a map phase). Handed
+    over as Arrow blocks, not read by Ray's Parquet reader: that starts listing and read tasks
+    (seconds of worker start-up on a small machine) for files of a few kilobytes each."""
     import ray
 
-    return ray.data.from_arrow([pq.read_table(p) for p in paths])
+    return ray.data.from_arrow(blocks)
 
 
 class Regroup:

@@ -83,3 +83,73 @@ def test_kill9_mid_ingest_then_resume(ray_session, demo_corpus, tmp_path):
     time.sleep(1.0)
     runner.run(cfg, "ingest", victim)
     assert part_digests(victim, "samples") == part_digests(reference, "samples")
+
+
+def _koala_csv(root: Path, rows: int) -> Path:
+    """A Koala-style CSV in the published columns (a quoted multi-line caption now and then, so a
+    range boundary must find a record boundary)."""
+    import csv
+
+    from pipeline.curate.demo.koala import COLUMNS
+
+    root.mkdir(parents=True)
+    path = root / "Koala_36M_1.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(COLUMNS)
+        for i in range(rows):
+            caption = f'clip {i}, "quoted"\nsecond line' if i % 97 == 0 else f"clip {i} " + "w" * 180
+            w.writerow([f"vid{i // 4:07d}abc_{i % 4}", f"https://www.youtube.com/watch?v=v{i // 4:010d}",
+                        "['0:00:01.000', '0:00:04.500']", caption, 0.5, 4.0, 0.3, 0.9])
+    return path
+
+
+def test_kill9_mid_koala_range_rereads_only_the_interrupted_ranges(ray_session, tmp_path):
+    """A large Koala CSV is byte-range units: kill -9 while a range is half written, and the resume
+    runs only the ranges without a done marker (the finished ranges' markers and parts are not
+    touched), ending with the bytes of an uninterrupted run."""
+    csv_path = _koala_csv(tmp_path / "koala", 60_000)
+    config = tmp_path / "koala.yaml"
+    config.write_text(
+        "run:\n  rows_per_part: 500\n"  # many parts per range: a kill lands inside a range
+        "datasets:\n  koala:\n"
+        f"    root: {csv_path.parent}\n    video_root: {csv_path.parent}\n    download: youtube\n"
+        "    unit_mb: 1\n    read_block_mb: 1\n")
+    cfg = load_config(config, [])
+    reference = tmp_path / "reference"
+    total = runner.run(cfg, "ingest", reference)[0].units_total
+    assert total >= 6, "the CSV should be several byte ranges"
+
+    victim = tmp_path / "victim"
+    markers = victim / "state" / "samples" / "koala"
+    address = ray_session.get_runtime_context().gcs_address
+    proc = subprocess.Popen(
+        [curate_bin(), "run", "--config", str(config), "--stage", "ingest", "--workdir", str(victim),
+         "--ray-address", address],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def half_written() -> bool:  # a range finished, and another with parts but no marker yet
+        done = {p.stem for p in markers.glob("*.json")}
+        started = {p.name.rsplit("-", 1)[0] for p in list_parts(victim, "samples")}
+        return bool(done) and bool(started - done)
+
+    deadline = time.time() + 300
+    while time.time() < deadline and not half_written():
+        assert proc.poll() is None, "the ingest ended before it could be killed"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    time.sleep(2.0)  # the dead driver's tasks are torn down by Ray
+    done = {p.stem: p.stat().st_mtime_ns for p in markers.glob("*.json")}
+    parts = {p: os.stat(p).st_mtime_ns for p in list_parts(victim, "samples")}
+    assert 0 < len(done) < total, "the kill should land between the first and the last range"
+    interrupted = {p.name.rsplit("-", 1)[0] for p in parts} - set(done)
+    assert interrupted, "the kill should land inside a range"
+
+    report = runner.run(cfg, "ingest", victim)[0]
+    assert report.units_run == total - len(done)  # only the ranges without a marker are read again
+    assert {p.stem: p.stat().st_mtime_ns for p in markers.glob("*.json") if p.stem in done} == done
+    kept = {p: t for p, t in parts.items() if p.name.rsplit("-", 1)[0] in done}
+    assert kept and {p: os.stat(p).st_mtime_ns for p in kept} == kept  # finished ranges untouched
+    assert part_digests(victim, "samples") == part_digests(reference, "samples")
+    assert not list(victim.rglob("*.tmp"))

@@ -90,9 +90,12 @@ def test_run_resume_limit_fingerprint_overwrite(ray_session, tmp_path):
     stray = table_dir(tmp_path, "lengths") / ".part-9.parquet.tmp"  # a killed run's temporary
     stray.parent.mkdir(parents=True)
     stray.write_bytes(b"half")
+    marker = tmp_path / "state" / "lengths" / "demo" / ".u1.json.x1y2.tmp"  # a done marker half written
+    marker.parent.mkdir(parents=True)
+    marker.write_bytes(b"{")
 
     first = run_stage(_stage(), cfg, tmp_path, limit=3)  # whole units of about 3 rows: 2 of 3
-    assert (first.units_total, first.units_run) == (3, 2) and not stray.exists()
+    assert (first.units_total, first.units_run) == (3, 2) and not stray.exists() and not marker.exists()
     rest = run_stage(_stage(), cfg, tmp_path)
     assert (rest.units_total, rest.units_run) == (3, 1)
     assert _values(tmp_path) == {f"demo:{p}-{r}": p + r + 1 for p in range(3) for r in range(2)}
@@ -174,6 +177,8 @@ def test_flat_map_batches_and_regroup_run_as_declared(ray_session, tmp_path, mon
 def test_phase_declarations_are_checked():
     with pytest.raises(ValueError, match="a batches phase takes a class"):
         Phase("x", _lengths, kind=BATCHES)
+    with pytest.raises(ValueError, match="unit_seconds -1 is not a duration"):
+        Phase("x", _lengths, unit_seconds=-1)
     with pytest.raises(ValueError, match="kind 'nope'"):
         Phase("x", _lengths, kind="nope")
     assert Phase("w", Writer).kind == BATCHES  # a class is an actor phase of one unit per call
