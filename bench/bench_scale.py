@@ -448,6 +448,35 @@ def run_size(n: int, code: Path, keep: bool, reuse: bool = False, probe_rows: in
     return rows
 
 
+def recut_copy(src: Path) -> None:
+    """The re-cut alone, on a copy of another workdir's ingested ``samples`` parts (e.g. a 5M
+    workdir ingested by code from before the re-cut): parts before and after, its wall, and the
+    rows and order-free digest of every column before and after. Prints one JSON line."""
+    import duckdb
+
+    from manifests.io import list_parts, parquet_source
+    from stages.ingest.core import bound_parts
+
+    work = OUT / f"recut-{src.name}"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(src / "tables" / "samples", work / "tables" / "samples")
+
+    def digest() -> tuple:
+        return tuple(duckdb.connect().execute(f"SELECT count(*), sum(hash(t)::HUGEINT) FROM read_parquet("
+                                              f"{parquet_source(work, 'samples')}, union_by_name=true) t").fetchone())
+
+    before, parts_before = digest(), len(list_parts(work, "samples"))
+    t0 = time.perf_counter()
+    written = bound_parts(work, ROWS_PER_PART)
+    s = time.perf_counter() - t0
+    after = digest()
+    datasets = len({p.parent.name for p in list_parts(work, "samples")})
+    print(json.dumps({"rows": before[0], "parts_before": parts_before, "parts_after": len(list_parts(work, "samples")),
+                      "goal": before[0] / ROWS_PER_PART + datasets, "recut_s": s, "written": written,
+                      "rows_and_digest_equal": before == after}), flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="100k,1M,5M", help="comma-separated N (k/M suffixes)")
@@ -457,8 +486,13 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="N = 2,000, seconds (the tests run it)")
     ap.add_argument("--probe-rows", type=int, default=PROBE_ROWS,
                     help="rows `curate run --stage probe` is timed on (0: not timed)")
+    ap.add_argument("--recut-copy", type=Path, metavar="WORKDIR",
+                    help="only the re-cut, on a copy of WORKDIR's samples parts (parts before/after, digest)")
     ap.add_argument("--phase", nargs=2, metavar=("NAME", "WORKDIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.recut_copy:
+        recut_copy(args.recut_copy)
+        return
     if args.phase:
         print(json.dumps(phase(args.phase[0], Path(args.phase[1]))))
         return
