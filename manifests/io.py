@@ -112,20 +112,31 @@ def list_parts(workdir: str | os.PathLike, table: str) -> list[Path]:
 
 
 LEDGER_DIR = "_compacted"  # state/<table>/_compacted/*.json: merged parts and the unit parts they replace
+RECUT_DIR = "_recut"  # state/<table>/_recut/*.json: re-cut batches (manifests.recut), outputs and what they replace
 
 
 def superseded(workdir: str | os.PathLike, table: str) -> set[str]:
-    """Unit parts whose rows a merged part already holds (its ledger entry written, the part renamed
-    into place) but that a killed merge left on disk: readers skip them so no row counts twice.
-    Read-only (the next run of the stage deletes them); one small JSON per merged part."""
-    root = Path(workdir) / "state" / table / LEDGER_DIR
-    if not root.exists():
-        return set()
+    """Parts a killed merge or re-cut left on disk beside the parts that hold their rows: readers
+    skip them so no row counts twice. A merged part hides the unit parts it replaces once it is in
+    place. A re-cut batch hides what it replaces once all its outputs are in place; while only
+    some are (a kill between two renames), those outputs are hidden instead and the replaced
+    parts still read. Read-only (the next run of the stage finishes the job); one small JSON per
+    merged part or batch."""
+    base = Path(workdir)
     out: set[str] = set()
-    for entry in root.glob("*.json"):
-        e = json.loads(entry.read_text())
-        if (Path(workdir) / e["part"]).exists():
-            out.update(str(Path(workdir) / o) for o in e["replaces"] if o != e["part"])
+    root = base / "state" / table / LEDGER_DIR
+    if root.exists():
+        for entry in root.glob("*.json"):
+            e = json.loads(entry.read_text())
+            if (base / e["part"]).exists():
+                out.update(str(base / o) for o in e["replaces"] if o != e["part"])
+    root = base / "state" / table / RECUT_DIR
+    if root.exists():
+        for entry in root.glob("*.json"):
+            e = json.loads(entry.read_text())
+            present = [(base / p).exists() for p in e["parts"]]
+            out.update(str(base / o) for o in (e["replaces"] if all(present) else
+                                                [p for p, there in zip(e["parts"], present) if there]))
     return out
 
 

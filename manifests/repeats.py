@@ -66,6 +66,13 @@ def _scanned(workdir: Path) -> tuple[list[str], int]:
     return state["parts"], state["batches"]
 
 
+def scanned_names(workdir: Path) -> set[str]:
+    """Part names an earlier mark scanned (read-only): the duplicates table names their rows by
+    (part, row), so those parts must never be rewritten."""
+    path = _scanned_path(workdir)
+    return set(json.loads(path.read_text())["parts"]) if path.exists() else set()
+
+
 def _scanned_path(workdir: Path) -> Path:
     return Path(workdir) / "state" / "samples" / SCANNED
 

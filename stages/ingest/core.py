@@ -12,7 +12,10 @@ from typing import Any, Iterable, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from manifests.io import atomic_write_json, dataset_dir, write_part
+import pyarrow.parquet as pq
+
+from manifests import recut, repeats
+from manifests.io import atomic_write_json, dataset_dir, list_parts, write_part
 from manifests.schema import SAMPLES, make_sample_id
 from stages.ingest.base import Adapter, SourceRange, to_json
 from stages.ingest.record_guard import check_regular, unconvertible_row
@@ -149,6 +152,36 @@ def ingest_adapter(adapter: Adapter, workdir: str | Path, rows_per_part: int = 1
     return [ingest_unit(adapter, u, workdir, rows_per_part, limit) for u in adapter.units()]
 
 
+def bound_parts(workdir: str | Path, rows_per_part: int = 100_000, stop_after: int | None = None) -> int:
+    """Re-cut the short parts ingest wrote since it last finished into full ones (``manifests.recut``),
+    so a dataset has ``ceil(rows / rows_per_part)`` parts however many units it was read in (each
+    unit ends on a short part: Koala's byte ranges, one published file per unit elsewhere). Run
+    once every unit is done, before the repeats mark; returns the parts written.
+
+    Only parts no earlier mark scanned are re-cut: the duplicates table names rows by (part, row),
+    and the stages after ingest name their units after samples parts, so a part that outlived an
+    ingest run is final. A batch of fewer rows than one part is left as written (at most a part
+    per unit, less than one part's rows: a handful of small files, as in the demo and the tests).
+    ``stop_after``: the first dataset's re-cut stops there, as a kill would (``recut.recut``; tests)."""
+    workdir = Path(workdir)
+    recut.recover(workdir, TABLE)
+    final, earlier = repeats.scanned_names(workdir), recut.outputs(workdir, TABLE)
+    new = [p for p in list_parts(workdir, TABLE) if repeats.part_name(p) not in final and str(p) not in earlier]
+    rows = {p: pq.ParquetFile(p).metadata.num_rows for p in new}
+    if sum(rows.values()) < rows_per_part:
+        return 0
+    short: dict[str, list[Path]] = {}
+    for p in new:  # list_parts is sorted: each dataset's short parts in name (unit, chunk) order
+        if rows[p] < rows_per_part:
+            short.setdefault(p.parent.name, []).append(p)
+    written = 0
+    for ds, parts in sorted(short.items()):
+        written += len(recut.recut(workdir, TABLE, ds, parts, rows_per_part, stop_after))
+        if stop_after is not None:
+            break
+    return written
+
+
 def _limit_rows(items: Iterator[dict | pa.Table], limit: int) -> Iterator[dict | pa.Table]:
     left = limit
     for item in items:
@@ -162,4 +195,4 @@ def _limit_rows(items: Iterator[dict | pa.Table], limit: int) -> Iterator[dict |
         yield item
 
 
-__all__ = ["TABLE", "UnitResult", "ingest_unit", "ingest_adapter", "part_path", "done_marker", "make_sample_id", "to_json"]
+__all__ = ["TABLE", "UnitResult", "ingest_unit", "ingest_adapter", "bound_parts", "part_path", "done_marker", "make_sample_id", "to_json"]

@@ -1,0 +1,165 @@
+"""Re-cut the small parts of one dataset of a table into full parts of ``rows_per_part`` rows.
+
+Why: a writer whose units do not hold a multiple of ``rows_per_part`` rows ends each unit with a
+short part (Koala's byte-range units, one published file per unit elsewhere), so parts grow with
+the number of units, not with rows. Re-cutting the short parts of a batch together (full parts are
+left alone) gives ``ceil(rows / rows_per_part)`` parts for the dataset's rows of that batch.
+
+Why a step after the units, not parts cut across units while they are written: units run in
+parallel Ray tasks and a killed run redoes only unfinished units, so a part spanning two units
+would need both to be done and an order between the tasks; after the units, the inputs are
+fixed files in a fixed (name) order and the output is a pure function of them, which keeps a
+resumed run byte-identical by construction.
+
+Steps, each safe to be killed after (kill -9):
+  1. write every output under a hidden temp name (``.<name>.compacting``: no reader lists it);
+  2. write the ledger entry ``state/<table>/_recut/<dataset>--b<batch>.json`` (atomic): the
+     outputs, their row counts and bytes, and the parts they replace (the commit point);
+  3. rename the temps into place;
+  4. delete the replaced parts.
+Readers (``manifests.io.superseded``) see exactly one copy of every row at every step: before step
+3 ends, the outputs already renamed are hidden and the replaced parts shown; once every output is
+in place, the replaced parts are hidden. ``recover`` rolls a committed entry forward and drops
+temps no entry names; an uncommitted batch is simply redone, giving the same bytes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from manifests.io import RECUT_DIR, atomic_write_json, table_dir, write_part
+
+TEMP_SUFFIX = ".compacting"
+
+
+def ledger_dir(workdir: str | os.PathLike, table: str) -> Path:
+    return Path(workdir) / "state" / table / RECUT_DIR
+
+
+def _temp_of(part: Path) -> Path:
+    return part.with_name(f".{part.name}{TEMP_SUFFIX}")
+
+
+def entries(workdir: str | os.PathLike, table: str) -> list[dict]:
+    """The committed batches, paths resolved against the workdir (stored relative to it, so a
+    moved or copied workdir keeps its ledger)."""
+    root, base = ledger_dir(workdir, table), Path(workdir)
+    if not root.exists():
+        return []
+    out = []
+    for p in sorted(root.glob("*.json")):
+        e = json.loads(p.read_text())
+        out.append({**e, "parts": [str(base / x) for x in e["parts"]],
+                    "replaces": [str(base / x) for x in e["replaces"]]})
+    return out
+
+
+def outputs(workdir: str | os.PathLike, table: str) -> set[str]:
+    """Every part a re-cut wrote: never re-cut again (it may already be referenced downstream)."""
+    return {p for e in entries(workdir, table) for p in e["parts"]}
+
+
+def _finish(entry: dict) -> None:
+    for part in map(Path, entry["parts"]):
+        temp = _temp_of(part)
+        if temp.exists():
+            os.replace(temp, part)
+    missing = [p for p in entry["parts"] if not Path(p).exists()]
+    if missing:  # only by hand: the replaced parts are deleted after every output is in place
+        raise RuntimeError(f"re-cut outputs {missing} are gone while their ledger entry stands; "
+                           f"re-run with --overwrite")
+    for src in entry["replaces"]:
+        Path(src).unlink(missing_ok=True)
+
+
+def recover(workdir: str | os.PathLike, table: str) -> int:
+    """Finish the batches a killed run committed; drop temps of batches it did not commit.
+    Returns how many batches were rolled forward plus temps dropped."""
+    n = 0
+    named = set()
+    for entry in entries(workdir, table):
+        named.update(entry["parts"])
+        if any(_temp_of(Path(p)).exists() for p in entry["parts"]) or \
+                any(Path(s).exists() for s in entry["replaces"]):
+            _finish(entry)
+            n += 1
+    tdir = table_dir(workdir, table)
+    if tdir.exists():
+        for temp in tdir.rglob(f".*{TEMP_SUFFIX}"):
+            if str(temp.with_name(temp.name[1:-len(TEMP_SUFFIX)])) not in named:
+                temp.unlink(missing_ok=True)
+                n += 1
+    return n
+
+
+def _cut(sources: list[Path], rows_per_part: int) -> Iterator[pa.Table]:
+    """The sources' rows in order, cut into tables of ``rows_per_part`` rows (the last shorter).
+    Holds at most one output plus one source (each source is shorter than an output)."""
+    buf: list[pa.Table] = []
+    n = 0
+    for src in sources:
+        t = pq.read_table(src)
+        while t.num_rows:
+            take = min(rows_per_part - n, t.num_rows)
+            buf.append(t.slice(0, take))
+            n += take
+            t = t.slice(take)
+            if n == rows_per_part:
+                yield pa.concat_tables(buf)
+                buf, n = [], 0
+    if n:
+        yield pa.concat_tables(buf)
+
+
+def plan_outputs(workdir: str | os.PathLike, table: str, dataset: str, rows: int,
+                 rows_per_part: int) -> list[Path]:
+    """The output names of the next batch of ``dataset``: ``merged-b<batch>-<j>.parquet``, the
+    batch numbered after the committed ones (a later ingest run that adds units adds a batch)."""
+    batch = sum(1 for p in ledger_dir(workdir, table).glob(f"{dataset}--b*.json")) \
+        if ledger_dir(workdir, table).exists() else 0
+    folder = table_dir(workdir, table) / dataset
+    return [folder / f"merged-b{batch:04d}-{j:05d}.parquet" for j in range(math.ceil(rows / rows_per_part))]
+
+
+def recut(workdir: str | os.PathLike, table: str, dataset: str, sources: list[Path], rows_per_part: int,
+          stop_after: int | None = None) -> list[Path]:
+    """Re-cut ``sources`` (short parts of one dataset, in this order) into full parts; returns the
+    outputs (none when that would not lower the part count). ``stop_after`` stops as a kill would
+    (for tests): 1 after the temps, 2 after the commit, 3 after the first rename, 4 after them all."""
+    workdir = Path(workdir)
+    sizes = [pq.ParquetFile(s).metadata.num_rows for s in sources]
+    total = sum(sizes)
+    outs = plan_outputs(workdir, table, dataset, total, rows_per_part)
+    if len(outs) >= len(sources):
+        return []
+    written = []
+    for out, t in zip(outs, _cut(sources, rows_per_part), strict=True):
+        write_part(_temp_of(out), t)
+        written.append(t.num_rows)
+    if sum(written) != total:  # nothing may be lost: checked before the commit
+        raise RuntimeError(f"re-cut of {dataset}: {sum(written)} rows written for {total} read")
+    if stop_after == 1:
+        return outs
+    rel = lambda p: str(Path(p).relative_to(workdir))  # noqa: E731
+    entry = {"parts": [rel(o) for o in outs], "rows": written,
+             "bytes": [_temp_of(o).stat().st_size for o in outs],
+             "replaces": [rel(s) for s in sources], "replaced_rows": sizes}
+    batch = outs[0].stem.split("-")[1]
+    atomic_write_json(ledger_dir(workdir, table) / f"{dataset}--{batch}.json", entry)
+    if stop_after == 2:
+        return outs
+    for i, o in enumerate(outs):
+        os.replace(_temp_of(o), o)
+        if stop_after == 3 and i == 0:  # killed between two renames
+            return outs
+    if stop_after == 4:
+        return outs
+    for s in sources:
+        Path(s).unlink()
+    return outs
