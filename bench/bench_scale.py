@@ -234,8 +234,9 @@ def synth_tables(workdir: Path) -> None:
                   f"caption_alignment_expected, 1 AS attempts, 0.5 + ({h} % 100) / 50.0 AS latency_s, "
                   f"900 + {h} % 50 AS prompt_tokens, 20 AS output_tokens, 'bench' AS model, 'openai' AS backend, "
                   "1 AS schema_version FROM probes",
-        "selected": f"SELECT sample_id, dataset, {h} % 4 <> 0 AS kept, CASE WHEN {h} % 4 = 0 THEN "
-                    "'clip.at_least.visual_quality' END AS rejected_by FROM scores",
+        # as the filter decides: a sample the judge did not score is rejected by judge_status
+        "selected": f"SELECT sample_id, dataset, status = 'ok' AND {h} % 4 <> 0 AS kept, CASE WHEN status <> 'ok' "
+                    f"THEN 'judge_status' WHEN {h} % 4 = 0 THEN 'clip.at_least.visual_quality' END AS rejected_by FROM scores",
         "encoded": "SELECT sample_id || '#none' AS key, sample_id, dataset, 'video' AS modality, 'none' AS variant, "
                    "'stage0' AS purpose, 't2v' AS task_token, '832x480' AS bucket, 81 AS num_frames, 16.0 AS fps, "
                    "[16, 21, 60, 104] AS latent_shape, '{}' AS pretext, x'00' AS tensors, "

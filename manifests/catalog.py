@@ -133,6 +133,9 @@ def connect(workdir: str | os.PathLike, threads: int | None = None,
     workdir = Path(workdir)
     tables = declared_tables(tables)
     con = duckdb.connect(":memory:")
+    # DuckDB draws its own progress bar on stdout for a query past ~2 s: it would land in `curate
+    # query`'s results and in the middle of our tables; the commands say what they do themselves.
+    con.execute("SET enable_progress_bar = false")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     bound_memory(con, workdir)

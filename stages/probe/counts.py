@@ -5,14 +5,18 @@ from manifests import catalog
 
 
 def probe_counts(con) -> list[list]:
-    """Per dataset: [dataset, to probe, probed ok, failed, pending] over the samples ingest resolved."""
-    if "probes" not in catalog.views(con):
-        sql = "SELECT dataset, count(*), 0, 0, count(*) FROM samples WHERE error IS NULL GROUP BY 1 ORDER BY 1"
-    else:
-        sql = ("SELECT s.dataset, count(*), count(p.sample_id) FILTER (p.error IS NULL), "
-               "count(p.sample_id) FILTER (p.error IS NOT NULL), count(*) - count(p.sample_id) "
-               "FROM samples s LEFT JOIN probes p USING (sample_id) WHERE s.error IS NULL GROUP BY 1 ORDER BY 1")
-    return [list(r) for r in con.execute(sql).fetchall()]
+    """Per dataset: [dataset, to probe, probed ok, failed, pending] over the samples ingest resolved.
+
+    Counts of each table, not a join: every probes row is one distinct resolved sample (the probe
+    plans over those), so pending is the difference, as in ``probe_status``."""
+    rows = {ds: [n, 0, 0] for ds, n in con.execute(
+        "SELECT dataset, count(*) FROM samples WHERE error IS NULL GROUP BY 1").fetchall()}
+    if "probes" in catalog.views(con):
+        for ds, ok, failed in con.execute("SELECT dataset, count(*) FILTER (error IS NULL), "
+                                          "count(*) FILTER (error IS NOT NULL) FROM probes GROUP BY 1").fetchall():
+            if ds in rows:
+                rows[ds][1:] = [ok, failed]
+    return [[ds, n, ok, failed, max(0, n - ok - failed)] for ds, (n, ok, failed) in sorted(rows.items())]
 
 
 def probe_status(sc) -> list[list]:

@@ -7,6 +7,8 @@ import base64
 import json
 import os
 import tempfile
+import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -82,19 +84,27 @@ def _threshold_sheets(con, cfg, workdir: Path) -> list[dict]:
     roots = _roots(workdir) or {}
     cols = ["sample_id", "dataset", "modality", "source_uri", "target_uri", "clip_start_s", "clip_end_s",
             "source_frames", "source_fps", "target_frames", "target_fps"]
-    have = {r[0] for r in con.execute("DESCRIBE samples_full").fetchall()}
-    cols = [c for c in cols if c in have]
+    own = {r[0] for r in con.execute("DESCRIBE samples").fetchall()}
+    probed = {r[0] for r in con.execute("DESCRIBE probes").fetchall()} - own if "probes" in catalog.views(con) else set()
+    cols = [c for c in cols if c in own | probed]
     n = cfg.report.examples_per_side
     kinds = [r[0] for r in con.execute("SELECT DISTINCT kind FROM scores").fetchall()]
     rules = [(kind, metric, op, value) for kind in ("video_edit", "image_edit", "clip") if kind in kinds
              for metric, ths in thresholds_of(cfg.filter, kind).items() for op, value in ths]
     picked = [(*rule, sides) for rule, sides in zip(rules, queries.near_thresholds(con, rules, cfg.filter.score_field, n))]
-    # One lookup for every example of every sheet, not one per side: each is a scan of the manifest
-    # and of every table samples_full joins.
+    # One lookup for every example of every sheet, not one per side, with the ids filtering each
+    # table before the join: through samples_full every table it joins would be hashed whole.
     ids = sorted({item[0] for *_, sides in picked for items in sides for item in items})
     where, params = queries.ids_where(ids)
-    found = {r[0]: r for r in con.execute(
-        f"SELECT {', '.join(cols)} FROM samples_full WHERE {where}", params).fetchall()} if ids else {}
+    found = {}
+    if ids:
+        pcols = [c for c in cols if c in probed]
+        scols = [c for c in cols if c in own]
+        sql = (f"SELECT {', '.join(('s.' if c in own else 'p.') + c for c in cols)} FROM "
+               f"(SELECT {', '.join(scols)} FROM samples WHERE {where}) s")
+        if pcols:
+            sql += f" LEFT JOIN (SELECT sample_id, {', '.join(pcols)} FROM probes WHERE {where}) p USING (sample_id)"
+        found = {r[0]: r for r in con.execute(sql, params * (2 if pcols else 1)).fetchall()}
     sheets = []
     for kind, metric, op, value, (above, below) in picked:
         sides = []
@@ -180,40 +190,72 @@ def _cost_section(cfg, costs, funnel) -> dict:
             "cost": {"rows": rows, "cores": cores, "gpus": gpus}}
 
 
-def report_data(workdir: Path, cfg) -> dict:
+class _Parts:
+    """Says each part of the report that took a second or more, as it finishes (stderr): at corpus
+    scale the page takes tens of seconds, and the lines show where; ``times`` keeps every part's."""
+
+    def __init__(self, quiet: bool = False):
+        self.times: dict[str, float] = {}
+        self.quiet = quiet
+
+    @contextmanager
+    def part(self, name: str):
+        t0 = time.perf_counter()
+        yield
+        self.times[name] = time.perf_counter() - t0
+        if not self.quiet and self.times[name] >= 1.0:
+            from pipeline.progress import console
+
+            console.print(f"report: {name} {self.times[name]:.1f} s")
+
+
+def report_data(workdir: Path, cfg, parts: _Parts | None = None) -> dict:
     """Everything the page shows, as plain values (the tests read it too)."""
     from filters.selection import FORMAT_COLUMNS, explain_catalog, format_explain
 
-    con = catalog.connect(workdir)
-    present = set(catalog.views(con))
-    funnel = queries.funnel(con)
+    parts = parts or _Parts(quiet=True)
+    with parts.part("catalog"):
+        con = catalog.connect(workdir)
+        present = set(catalog.views(con))
+    with parts.part("funnel"):
+        funnel = queries.funnel(con)
     notes = []
     data = {"workdir": str(workdir), "sections": SECTIONS, "funnel": funnel, "notes": notes,
             "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "score_field": cfg.filter.score_field,
             "stage_columns": STAGE_COLUMNS, "cost_columns": COST_COLUMNS, "yield_columns": FORMAT_COLUMNS}
-    data["funnel_png"] = _b64(plots.funnel({ds: [(s.name, s.count) for s in steps] for ds, steps in funnel.items()})) \
-        if funnel else None
+    with parts.part("funnel plot"):
+        data["funnel_png"] = _b64(plots.funnel({ds: [(s.name, s.count) for s in steps] for ds, steps in funnel.items()})) \
+            if funnel else None
     from pipeline.curate.report.screen import screen_section
 
-    data["screen_html"] = screen_section(con, present, cfg)  # None when the run was not screened
+    with parts.part("screen"):
+        data["screen_html"] = screen_section(con, present, cfg)  # None when the run was not screened
     scored = "scores" in present
-    data["histograms"] = _histograms(con, cfg) if scored else []
-    data["yields"] = format_explain(explain_catalog(con, cfg.filter)) if scored else []
-    data["threshold_sheets"] = _threshold_sheets(con, cfg, workdir) if scored else []
-    data["judge"], data["judge_pngs"] = _judge(con) if scored else ({}, [])
-    runs = load_runs(workdir)
-    costs = cost.stage_costs(runs, queries.stage_rows(con), cfg.report.judge_server_gpus)
+    with parts.part("score histograms"):
+        data["histograms"] = _histograms(con, cfg) if scored else []
+    with parts.part("yields"):
+        data["yields"] = format_explain(explain_catalog(con, cfg.filter)) if scored else []
+    with parts.part("threshold sheets"):
+        data["threshold_sheets"] = _threshold_sheets(con, cfg, workdir) if scored else []
+    with parts.part("judge health"):
+        data["judge"], data["judge_pngs"] = _judge(con) if scored else ({}, [])
+    with parts.part("stage costs"):
+        runs = load_runs(workdir)
+        costs = cost.stage_costs(runs, queries.stage_rows(con), cfg.report.judge_server_gpus)
     data["stage_costs"], data["stage_rows"] = costs, _stage_rows(costs)
-    mix = dict(queries.variant_mix(con))
-    weights = dict(cfg.pretext.weights)
-    data["mix"] = mix
-    data["mix_png"] = _b64(plots.variant_mix(mix, weights)) if mix else None
+    with parts.part("pretext mix"):
+        mix = dict(queries.variant_mix(con))
+        weights = dict(cfg.pretext.weights)
+        data["mix"] = mix
+        data["mix_png"] = _b64(plots.variant_mix(mix, weights)) if mix else None
     data["mix_text"] = ", ".join(f"{v}: {mix.get(v, 0)} drawn / weight {weights.get(v, 0):g}"
                                  for v in ("none", "cube", "speed", "tube"))
     if cfg.pretext.mode == "all":
         notes.append("pretext.mode is all: every variant is made for every clip, so the drawn mix is not 1:2:3:4 by design.")
-    data["preview_png"], data["preview_note"] = _preview(con, workdir)
-    data.update(_cost_section(cfg, costs, funnel))
+    with parts.part("contact sheet"):
+        data["preview_png"], data["preview_note"] = _preview(con, workdir)
+    with parts.part("cost model"):
+        data.update(_cost_section(cfg, costs, funnel))
     return data
 
 
@@ -230,7 +272,10 @@ def build_report(workdir: Path, out: Path | None = None, cfg=None) -> Path:
         raise ConfigError(f"{workdir} holds no run (no tables/); pass --workdir of a run")
     cfg = cfg or load_run_config(workdir)
     out = out or workdir / "report.html"
-    html = render(report_data(workdir, cfg))
+    parts = _Parts()
+    data = report_data(workdir, cfg, parts)
+    with parts.part("page"):
+        html = render(data)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # a reader never sees half a page
     tmp.write_text(html, encoding="utf-8")

@@ -7,9 +7,7 @@ run yet" for work still pending), each reason with two example sample ids.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from manifests import catalog
 from stages.judge.schema import SCORED_STATUSES
@@ -30,119 +28,117 @@ def _reason(expr: str) -> str:
     return f"left(trim(split_part({expr}, ':', 1)), 60)"
 
 
-def _sample_steps(present: set[str]) -> list[tuple[str, str, str]]:
-    """(step, passes, reason it did not) of the per-sample steps after ``records``, over the
-    columns of ``funnel``'s per-sample rows (s samples, p probes, j scores, k selected: a struct each)."""
-    steps = [("samples", "s.error IS NULL", _reason("s.error"))]
-    chain = [("probes", "probed", "p.sample_id IS NOT NULL AND p.error IS NULL",
-              "coalesce(p.error_kind, CASE WHEN p.sample_id IS NULL THEN 'not probed yet' ELSE 'probe error' END)"),
-             ("scores", "judged", f"j.status IN {SCORED}", "coalesce('judge ' || j.status, 'not judged yet')"),
-             ("selected", "kept", "k.kept IS TRUE", "coalesce('rejected_by ' || k.rejected_by, 'not filtered yet')")]
-    for table, name, passes, reason in chain:
-        if table not in present:
-            break
-        steps.append((name, passes, reason))
-    return steps
+# Each step after ``samples`` is counted on its own stage's table: (step, table, what passes, the
+# reason a row did not, the reason for a sample with no row yet). A stage plans over the samples
+# that passed the step before it (the probe over resolved samples, the judge over probed ones), so
+# its table holds only those: a step's rows are counted without joining them to the samples, and
+# what has no row yet is a difference of counts.
+CHAIN = [("probed", "probes", "error IS NULL", "coalesce(error_kind, 'probe error')", "not probed yet"),
+         ("judged", "scores", f"status IN {SCORED}", "'judge ' || status", "not judged yet")]
 
 
-def _tally(rows, n_steps: int, top: int) -> dict[str, list[Step]]:
-    """Steps per dataset from (dataset, lost_at, reason, n, two ids) groups; lost_at 0 = passed all."""
-    by_ds: dict[str, dict[int, list]] = {}
-    for ds, lost_at, reason, n, ids in rows:
-        by_ds.setdefault(ds, {}).setdefault(lost_at, []).append((reason, n, sorted(ids)))
-    out = {}
-    for ds, groups in by_ds.items():
-        total = sum(n for g in groups.values() for _, n, _ in g)
-        steps, remaining = [Step("records", total)], total
-        for i in range(1, n_steps + 1):
-            reasons = sorted(groups.get(i, []), key=lambda r: (-r[1], r[0]))
-            lost = sum(r[1] for r in reasons)
-            remaining -= lost
-            steps.append(Step("", remaining, lost, reasons[:top]))
-        out[ds] = steps
-    return out
+def _groups(con, sql: str) -> tuple[dict[str, int], list]:
+    """({dataset: rows that passed}, [(dataset, reason, n, two ids)] of the rest) of a query
+    returning (dataset, reason, n, ids) with reason NULL for the passing rows."""
+    ok, lost = {}, []
+    for ds, reason, n, ids in con.execute(sql).fetchall():
+        if reason is None:
+            ok[ds] = ok.get(ds, 0) + n
+        else:
+            lost.append((ds, reason, n, ids or []))
+    return ok, lost
+
+
+def _one_table(table: str, passes: str, reason: str, ids: str = "sample_id", where: str = "") -> str:
+    """Per (dataset, reason) over one table: reason NULL for the rows that pass, two example ids
+    for the others (only theirs are kept: a top-2 over the passing millions would cost for nothing)."""
+    return (f"SELECT dataset, CASE WHEN NOT coalesce({passes}, false) THEN {reason} END AS reason, count(*), "
+            f"min({ids}, 2) FILTER (WHERE NOT coalesce({passes}, false)) FROM {table} {where} GROUP BY ALL")
+
+
+def _not_yet(con, before: str, table: str, reason: str) -> list:
+    """(dataset, reason, n, two ids) of the samples that passed the step before (``before``: their
+    sample_id, dataset) and have no row in ``table`` yet: an anti-join on the ids alone, run only
+    when the counts say some are missing."""
+    return [(ds, reason, n, ids) for ds, n, ids in con.execute(
+        f"SELECT dataset, count(*), min(sample_id, 2) FROM ({before}) ANTI JOIN "
+        f"(SELECT sample_id FROM {table}) USING (sample_id) GROUP BY 1").fetchall()]
 
 
 def funnel(con, top: int = 3) -> dict[str, list[Step]]:
-    """Per dataset, the steps in STEPS order (those whose table exists), in one scan of each table:
-    every sample's probe, score and selection are gathered once, the sample is classified by the
-    first step it did not pass, and counted per (dataset, step, reason) with two example ids per reason."""
+    """Per dataset, the steps in STEPS order (those whose table exists), each counted per (dataset,
+    reason) with two example ids per reason.
+
+    ``records`` and ``samples``, ``probed`` and ``judged`` are aggregates of one table each (one scan
+    of the few columns a step reads, grouped by dataset and reason); what a stage has not reached yet
+    is the previous step's count less its table's rows, and only when that is not zero an anti-join
+    of the ids names two of them. ``kept`` is the one join of the judged samples with their
+    selection (the selection holds every sample, whichever step it failed); the key steps join the
+    kept samples with their keys."""
     present = set(catalog.views(con))
     if "samples" not in present:
         return {}
-    steps = _sample_steps(present)
-    # Each sample's rows of the four tables side by side, as one aggregation over their union rather
-    # than a chain of outer joins: DuckDB spills a GROUP BY under its memory limit, while the outer
-    # joins' state did not fit 1 GB at 5M samples. Each table's columns arrive as one struct named
-    # like the alias the steps use (s.error, p.error_kind ...); a sample without a row has NULL.
-    # step -> (its table, the alias its condition uses, the columns the condition reads)
-    tables = {"probed": ("probes", "p", ("sample_id", "error", "error_kind")), "judged": ("scores", "j", ("status",)),
-              "kept": ("selected", "k", ("kept", "rejected_by"))}
-    union = ["SELECT sample_id, dataset, {'error': error} AS s FROM samples"]
-    aliases = ["s"]
-    for name, _, _ in steps:
-        if name in tables:
-            table, alias, cols = tables[name]
-            struct = ", ".join(f"'{c}': {c}" for c in cols)
-            union.append(f"SELECT sample_id, {{{struct}}} AS {alias} FROM {table}")
-            aliases.append(alias)
-    per_sample = (f"SELECT sample_id, any_value(dataset) AS dataset, "
-                  + ", ".join(f"any_value({a}) AS {a}" for a in aliases)
-                  + f" FROM ({' UNION ALL BY NAME '.join(union)}) GROUP BY sample_id HAVING any_value(s) IS NOT NULL")
-    lost_at = "CASE " + " ".join(f"WHEN NOT coalesce({c}, false) THEN {i}" for i, (_, c, _) in enumerate(steps, 1)) + " ELSE 0 END"
-    reason = "CASE " + " ".join(f"WHEN NOT coalesce({c}, false) THEN {r}" for _, c, r in steps) + " ELSE NULL END"
-    classified = f"SELECT sample_id, dataset, {lost_at} AS lost_at, {reason} AS reason FROM ({per_sample})"
-    keys = [n for n, _, _ in steps][-1] == "kept" and "encoded" in present
-    spill = None
-    if keys:
-        # The key steps need the samples that passed every step: classified once rather than the
-        # same join run a second time. Into a Parquet file beside DuckDB's spill files, not a temp
-        # table: an in-memory database keeps a temp table in memory, and at 5M samples that alone
-        # passed the memory limit; COPY streams the join to disk in bounded memory.
-        folder = Path(con.execute("SELECT current_setting('temp_directory')").fetchone()[0] or ".")
-        folder.mkdir(parents=True, exist_ok=True)
-        spill = folder / f"_classified-{os.getpid()}.parquet"
-    try:
-        if spill is not None:
-            con.execute(f"COPY ({classified}) TO '{spill.as_posix()}' (FORMAT parquet)")
-            con.execute(f"CREATE TEMP VIEW _classified AS SELECT * FROM read_parquet('{spill.as_posix()}')")
-            classified = "SELECT * FROM _classified"
-        rows = con.execute(f"SELECT dataset, lost_at, reason, count(*), min(sample_id, 2) FROM ({classified}) "
-                           "GROUP BY ALL").fetchall()
-        out = _tally(rows, len(steps), top)
-        for ds_steps in out.values():
-            for step, (name, _, _) in zip(ds_steps[1:], steps):
-                step.name = name
-        if spill is not None:
-            con.execute("CREATE TEMP VIEW _kept AS SELECT sample_id, dataset FROM _classified WHERE lost_at = 0")
-            _key_steps(con, present, out, top)
-            con.execute("DROP VIEW _kept")
-            con.execute("DROP VIEW _classified")
-    finally:
-        if spill is not None:
-            spill.unlink(missing_ok=True)
+    ok, lost = _groups(con, _one_table("samples", "error IS NULL", _reason("error")))
+    records = dict(ok)
+    for ds, _, n, _ in lost:
+        records[ds] = records.get(ds, 0) + n
+    datasets = sorted(records)
+    out = {ds: [Step("records", records[ds])] for ds in datasets}
+    _append(out, "samples", ok, lost, top)
+    before = "SELECT sample_id, dataset FROM samples WHERE error IS NULL"
+    kept = None
+    for name, table, passes, reason, pending in CHAIN:
+        if table not in present:
+            break
+        prev = {ds: steps[-1].count for ds, steps in out.items()}
+        ok, lost = _groups(con, _one_table(table, passes, reason))
+        rows = dict(ok)
+        for ds, _, n, _ in lost:
+            rows[ds] = rows.get(ds, 0) + n
+        if any(prev[ds] > rows.get(ds, 0) for ds in datasets):
+            lost += _not_yet(con, before, table, pending)
+        _append(out, name, ok, lost, top)
+        before = f"SELECT sample_id, dataset FROM {table} WHERE {passes}"
+    else:
+        if "selected" in present:
+            # The selection has a row for every sample (rejected_by names the first rule it failed,
+            # from the sample's error on), so its rows are joined with the judged ones rather than
+            # counted alone; a judged sample without a row has not been filtered yet.
+            ok, lost = _groups(con, (
+                "SELECT j.dataset, CASE WHEN NOT coalesce(k.kept, false) THEN coalesce('rejected_by ' || "
+                "k.rejected_by, 'not filtered yet') END AS reason, count(*), min(j.sample_id, 2) FILTER "
+                f"(WHERE NOT coalesce(k.kept, false)) FROM ({before}) j LEFT JOIN "
+                "(SELECT sample_id, kept, rejected_by FROM selected) k USING (sample_id) GROUP BY ALL"))
+            _append(out, "kept", ok, lost, top)
+            kept = "SELECT sample_id, dataset FROM selected WHERE kept"
+            # The filter keeps only judged samples, so its kept rows are the kept step's; where they
+            # are more (the selection predates a rescore), only the judged ones are.
+            if con.execute(f"SELECT count(*) FROM ({kept})").fetchone()[0] != sum(ok.values()):
+                kept += f" AND sample_id IN (SELECT sample_id FROM ({before}))"
+    if kept and "encoded" in present:
+        _key_steps(con, present, out, top, kept)
     return dict(sorted(out.items()))
 
 
-def _key_steps(con, present: set[str], out: dict[str, list[Step]], top: int) -> None:
-    """``encoded keys`` and ``sharded samples``: keys of the kept samples (``_kept``), then samples
-    in a shard."""
-    # One join of the keys with the kept samples gives both the keys made (reason NULL) and the
-    # failed ones by reason.
-    groups = con.execute(
-        f"SELECT dataset, reason, count(*), min(sample_id, 2) FROM (SELECT e.sample_id, s.dataset, "
-        f"CASE WHEN e.error IS NOT NULL THEN {_reason('e.error')} END AS reason "
-        "FROM encoded e JOIN _kept s USING (sample_id) UNION ALL "
-        "SELECT sample_id, dataset, 'not encoded yet' FROM _kept ANTI JOIN encoded USING (sample_id)) GROUP BY ALL").fetchall()
-    ok = {ds: n for ds, reason, n, _ in groups if reason is None}
-    lost = [g for g in groups if g[1] is not None]
+def _key_steps(con, present: set[str], out: dict[str, list[Step]], top: int, kept: str) -> None:
+    """``encoded keys`` and ``sharded samples``: keys of the kept samples (``kept``: their
+    sample_id, dataset), then samples in a shard."""
+    # One join of the kept samples with their keys gives the keys made (reason NULL), the failed
+    # ones by reason and the samples with no key yet.
+    ok, lost = _groups(con, (
+        "SELECT s.dataset, CASE WHEN e.sample_id IS NULL THEN 'not encoded yet' WHEN e.error IS NOT NULL "
+        f"THEN {_reason('e.error')} END AS reason, count(*), min(s.sample_id, 2) FILTER (WHERE e.sample_id IS NULL "
+        f"OR e.error IS NOT NULL) FROM ({kept}) s LEFT JOIN (SELECT sample_id, error FROM encoded) e "
+        "USING (sample_id) GROUP BY ALL"))
     _append(out, "encoded keys", ok, lost, top)
     if "shard_keys" in present:
-        enc = "SELECT DISTINCT e.sample_id, s.dataset FROM encoded e JOIN _kept s USING (sample_id) WHERE e.error IS NULL"
-        sharded = dict(con.execute("SELECT dataset, count(*) FROM (SELECT DISTINCT k.sample_id, e.dataset "
-                                   "FROM shard_keys k JOIN encoded e USING (key)) GROUP BY 1").fetchall())
-        lost = con.execute(f"SELECT dataset, 'not sharded yet', count(*), min(sample_id, 2) FROM ({enc}) "
-                           "ANTI JOIN (SELECT DISTINCT sample_id FROM shard_keys) USING (sample_id) GROUP BY ALL").fetchall()
+        # A key names its sample (stages/encode/schema.key_of), so the encoded rows of the keys in a
+        # shard give the sharded samples and their dataset.
+        sharded = dict(con.execute("SELECT dataset, count(DISTINCT sample_id) FROM (SELECT key, sample_id, dataset "
+                                   "FROM encoded) SEMI JOIN (SELECT key FROM shard_keys) USING (key) GROUP BY 1").fetchall())
+        lost = con.execute(f"SELECT dataset, 'not sharded yet', count(*), min(sample_id, 2) FROM ({kept}) s SEMI JOIN "
+                           "(SELECT sample_id FROM encoded WHERE error IS NULL) USING (sample_id) ANTI JOIN "
+                           "(SELECT sample_id FROM shard_keys) USING (sample_id) GROUP BY ALL").fetchall()
         _append(out, "sharded samples", sharded, lost, top)
 
 

@@ -39,3 +39,28 @@ def test_status_counts_equal_the_views_with_failed_repeats(tmp_path):
     # nothing probed yet: every sample ingest resolved is pending, as the per-dataset join says
     to_probe = probe_counts(con)
     assert rows["probe"][1:4] == [0, 0, sum(r[4] for r in to_probe)] == [0, 0, 4]
+
+
+def test_probe_counts_per_table_equal_the_join(tmp_path):
+    """The probe stage's summary counts each table; on what the probe writes (a row per resolved
+    sample it reached) that is the join of the resolved samples with their probes."""
+    from manifests.schema import PROBES
+
+    for ds, n in (("koala", 9), ("ditto", 5)):
+        ids = [f"{ds}:{i}" for i in range(n)]
+        write_part(dataset_dir(tmp_path, "samples", ds) / "part-00000.parquet",
+                   _samples(ids, [None if i % 4 else "bad" for i in range(n)]).set_column(
+                       1, SAMPLES.field("dataset"), pa.array([ds] * n)))
+        probed = [s for i, s in enumerate(ids) if i % 4 and i < n - 1]  # the last one not reached yet
+        cols = {f.name: pa.nulls(len(probed), f.type) for f in PROBES}
+        cols.update(sample_id=pa.array(probed), dataset=pa.array([ds] * len(probed)),
+                    error=pa.array(["broken" if i % 3 == 0 else None for i in range(len(probed))], pa.string()),
+                    schema_version=pa.array([1] * len(probed), pa.int16()))
+        write_part(dataset_dir(tmp_path, "probes", ds) / "part-00000.parquet", pa.table(cols).cast(PROBES))
+    con = catalog.connect(tmp_path)
+    joined = con.execute(
+        "SELECT s.dataset, count(*), count(p.sample_id) FILTER (p.error IS NULL), "
+        "count(p.sample_id) FILTER (p.error IS NOT NULL), count(*) - count(p.sample_id) "
+        "FROM samples s LEFT JOIN probes p USING (sample_id) WHERE s.error IS NULL GROUP BY 1 ORDER BY 1").fetchall()
+    assert probe_counts(con) == [list(r) for r in joined]
+    assert all(r[4] == 1 for r in joined) and any(r[3] for r in joined)  # pending and failed both seen

@@ -143,6 +143,21 @@ def test_funnel_numbers_equal_the_tables(run, page):
     assert sum(s["kept"]["lost"] for s in page.funnel.values()) > 0  # the thresholds cut something
 
 
+def test_funnel_equals_the_classification_of_every_sample(run):
+    """The funnel counted per table gives, on a whole demo run (screened, with judge faults and
+    thresholds), every figure, reason and example id of joining each sample with all its rows."""
+    from pipeline.curate.report.queries import funnel
+
+    from _funnel import classified
+
+    work, _, _ = run
+    con = catalog.connect(work)
+    present = set(catalog.views(con))
+    assert {"probes", "scores", "selected", "encoded", "shard_keys"} <= present
+    assert funnel(con, top=100) == classified(con, present, top=100)
+    assert funnel(con) == classified(con, present)
+
+
 def test_thresholds_drawn_are_the_configs(run, page):
     _, cfg, _ = run
     sections = {"video_edit": cfg.filter.video, "image_edit": cfg.filter.image, "clip": cfg.filter.clip}
