@@ -9,7 +9,9 @@ a window of the clip); the distinct sources are the negatives. Contamination: ha
 are the benchmark (a folder, as screen.benchmarks names it), every duplicate is a training sample;
 a black and a title-card clip sit on both sides and must match nothing. Copies: (source, its
 re-encode) and (source, source) pairs against the real (source, edited) pairs. Motion: a still, a
-zoom and a pan over a still against the real clips. Scale: random hash rows (8 frames a sample
+zoom and a pan over a still against the real clips. Images: JPEG stills of real frames (three
+a clip, source and edited) as one-frame samples, and a re-encode, corner crop, 5 % trim and
+letterbox of the source stills, each a duplicate of its still. Scale: random hash rows (8 frames a sample
 with weak bits, windows on 4; 1 % near-duplicates 4 bits away, 0.5 % crops matching a window)
 grouped in a child process per size: seconds per sample, peak RSS, band rows per sample.
 """
@@ -201,7 +203,8 @@ def images_table(images: list[tuple], cfg, settings) -> tuple[list[tuple], str]:
             if original is not None:
                 tp, fn = tp + (original in mates), fn + (original not in mates)
         out.append(("distinct stills" if kind == "orig" else kind, len(items), *pr(tp, fp, fn), fp))
-    return out, margin([r for r, (n, *_) in zip(rows, images) if n.startswith("img-orig:")], cfg, [clip[n] for n, *_ in images if n.startswith("img-orig:")])
+    stills = [(r, clip[n]) for r, (n, *_) in zip(rows, images) if n.startswith("img-orig:")]
+    return out, margin([r for r, _ in stills], cfg, [c for _, c in stills])
 
 
 def main() -> None:
