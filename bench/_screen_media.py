@@ -98,3 +98,37 @@ def flat_clip(path: Path, kind: str, n: int = 24) -> Path:
     if kind == "title":
         frames[:, 110:126, 40:280:12] = 255
     return write(path, frames, 24)
+
+
+# Image copies of a real frame (RGB): each is a known duplicate of the still it was made from.
+def write_still(path: Path, rgb: np.ndarray, quality: int = 90) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(rgb)).save(path, format="JPEG", quality=quality)
+    return path
+
+
+def image_reencode(rgb):
+    h, w = rgb.shape[:2]
+    return np.asarray(Image.fromarray(rgb).resize((w * 2 // 3, h * 2 // 3), Image.BILINEAR)), 35  # smaller, low quality
+
+
+def image_crop(rgb):
+    h, w = rgb.shape[:2]
+    return rgb[int(h * 0.08):, int(w * 0.08):], 90  # 8 % off, all on one corner's sides
+
+
+def image_trim(rgb):
+    h, w = rgb.shape[:2]
+    return rgb[int(h * 0.05):h - int(h * 0.05), int(w * 0.05):w - int(w * 0.05)], 90  # 5 % off every side
+
+
+def image_letterbox(rgb):
+    h, w = rgb.shape[:2]
+    inner = np.asarray(Image.fromarray(rgb).resize((w, int(h * 0.75)), Image.BILINEAR))
+    out = np.zeros_like(rgb)
+    top = (h - inner.shape[0]) // 2
+    out[top:top + inner.shape[0]] = inner
+    return out, 90
+
+
+IMAGE_KINDS = {"reencode": image_reencode, "crop": image_crop, "trim": image_trim, "letterbox": image_letterbox}

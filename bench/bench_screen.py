@@ -9,7 +9,9 @@ a window of the clip); the distinct sources are the negatives. Contamination: ha
 are the benchmark (a folder, as screen.benchmarks names it), every duplicate is a training sample;
 a black and a title-card clip sit on both sides and must match nothing. Copies: (source, its
 re-encode) and (source, source) pairs against the real (source, edited) pairs. Motion: a still, a
-zoom and a pan over a still against the real clips. Scale: random hash rows (8 frames a sample
+zoom and a pan over a still against the real clips. Images: JPEG stills of real frames (three
+a clip, source and edited) as one-frame samples, and a re-encode, corner crop, 5 % trim and
+letterbox of the source stills, each a duplicate of its still. Scale: random hash rows (8 frames a sample
 with weak bits, windows on 4; 1 % near-duplicates 4 bits away, 0.5 % crops matching a window)
 grouped in a child process per size: seconds per sample, peak RSS, band rows per sample.
 """
@@ -38,7 +40,7 @@ import _screen_media as media  # noqa: E402
 from stages.screen.benchmarks import benchmark_table  # noqa: E402
 from stages.screen.config import ScreenConfig  # noqa: E402
 from stages.screen.core import Settings, screen_row  # noqa: E402
-from stages.screen.groups import build  # noqa: E402
+from stages.screen.groups import build, window_bits  # noqa: E402
 from stages.screen.phash import WEAK_PER_HALF, WINDOWS  # noqa: E402
 from stages.screen.schema import SCREENS  # noqa: E402
 
@@ -118,18 +120,19 @@ def duplicates_table(made, screened, cfg) -> list[tuple]:
     return out
 
 
-def margin(made, screened, cfg) -> str:
+def margin(rows: list[dict], cfg, origin: list | None = None) -> str:
     """How close distinct sources come: the fewest bits between a frame of one and a frame, or a
-    window, of another (a match needs <= match_bits on two frames)."""
+    window, of another (of another origin, when given)."""
     def bits(a, b):
         x = np.ascontiguousarray(np.array(a, np.int64)[:, None] ^ np.array(b, np.int64)[None, :])
         return int(np.unpackbits(x.view(np.uint8)).reshape(len(a), len(b), 64).sum(-1).min()) if len(a) and len(b) else 64
-    rows = [screened[n] for n, _, _ in made["orig"]]
+    origin = origin or list(range(len(rows)))
     whole = [[h for h, i in zip(r["target_hashes"], r["target_informative"]) if i] for r in rows]
     wins = [[h for h in r["target_windows"] if h is not None] for r in rows]
-    pairs = [(i, j) for i in range(len(rows)) for j in range(len(rows)) if i != j]
+    pairs = [(i, j) for i in range(len(rows)) for j in range(len(rows)) if origin[i] != origin[j]]
     return (f"  closest distinct sources: {min(bits(whole[i], whole[j]) for i, j in pairs)} bits frame to frame, "
-            f"{min(bits(whole[i], wins[j]) for i, j in pairs)} frame to window (match_bits={cfg.match_bits})")
+            f"{min(bits(whole[i], wins[j]) for i, j in pairs)} frame to window (match_bits={cfg.match_bits}, "
+            f"window_bits={window_bits(cfg.match_bits)} where a side has one frame)")
 
 
 def contamination_table(made, screened, cfg, settings) -> list[tuple]:
@@ -158,6 +161,52 @@ def contamination_table(made, screened, cfg, settings) -> list[tuple]:
     return out
 
 
+IMAGE_AT = (0.25, 0.5, 0.75)  # where in each clip its stills are taken
+
+
+def make_images(pairs: list[dict]) -> list[tuple]:
+    """JPEG stills of real frames (source and edited clips, three times each) and copies of the
+    source stills at 1/4 and 3/4 (bench/_screen_media.py IMAGE_KINDS): [(name, path, clip, original)]."""
+    out = []
+    for p in pairs:
+        for clip, side in ((p["source"], "s"), (p["edited"], "e")):
+            if clip is None:
+                continue
+            frames, _ = media.read_rgb(clip)
+            for at in IMAGE_AT:
+                rgb, still = frames[int(at * (len(frames) - 1))], f"{p['id']}{side}{int(at * 100)}"
+                path = OUT / "images" / f"{still}.jpg"
+                out.append((f"img-orig:{still}", path if path.exists() else media.write_still(path, rgb), p["id"], None))
+                if side == "e" or at == 0.5:
+                    continue
+                for kind, fn in media.IMAGE_KINDS.items():
+                    path = OUT / "images" / f"{still}_{kind}.jpg"
+                    out.append((f"img-{kind}:{still}", path if path.exists() else media.write_still(path, *fn(rgb)),
+                                p["id"], f"img-orig:{still}"))
+    return out
+
+
+def images_table(images: list[tuple], cfg, settings) -> tuple[list[tuple], str]:
+    """Image samples (one frame each, no source) grouped: a copy must join its own still; a still of
+    another clip in its group is a false match (stills of the same clip, or of its edit, may match)."""
+    rows = [screen_row({"sample_id": n, "dataset": n.split(":")[0], "modality": "image", "task": "edit",
+                        "source_uri": None, "target_uri": str(path)}, settings) for n, path, _, _ in images]
+    v = verdicts(rows, cfg)
+    clip = {n: c for n, _, c, _ in images}
+    out = []
+    for kind in [*media.IMAGE_KINDS, "orig"]:
+        items = [(n, o) for n, _, _, o in images if n.startswith(f"img-{kind}:")]
+        tp = fp = fn = 0
+        for n, original in items:
+            mates = [m for m in clip if m != n and v[n][0] is not None and v[m][0] == v[n][0]]
+            fp += sum(clip[m] != clip[n] for m in mates)
+            if original is not None:
+                tp, fn = tp + (original in mates), fn + (original not in mates)
+        out.append(("distinct stills" if kind == "orig" else kind, len(items), *pr(tp, fp, fn), fp))
+    stills = [(r, clip[n]) for r, (n, *_) in zip(rows, images) if n.startswith("img-orig:")]
+    return out, margin([r for r, _ in stills], cfg, [c for _, c in stills])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true", help="3 source clips and a 2,000-row scale point")
@@ -183,10 +232,15 @@ def main() -> None:
     print("duplicates (goal: recall >= 0.95, precision >= 0.99)")
     for row in duplicates_table(made, screened, cfg):
         print(line.format(*row))
-    print(margin(made, screened, cfg))
+    print(margin([screened[n] for n, _, _ in made["orig"]], cfg))
     print("contamination (benchmark = half the sources, goal as duplicates)")
     for row in contamination_table(made, screened, cfg, settings):
         print(line.format(*row))
+    images, image_margin = images_table(make_images(pairs), cfg, settings)
+    print("images: JPEG stills of the real frames, copies of them (goal as duplicates)")
+    for row in images:
+        print(line.format(*row))
+    print(image_margin)
     copies_and_motion(pairs, made, screened, cfg, settings)
     judge_cost(pairs, float(np.mean(cpu)))
     points = [2000] if args.smoke else [int(x) for x in args.scale.split(",") if x]
@@ -296,8 +350,9 @@ def scale_child(n: int, cfg: ScreenConfig) -> None:
     bands = 64 // cfg.band_bits
     mask = (1 << cfg.band_bits) - 1  # probe rows: 2 ** (weak bits in the band), per frame and band
     per_frame = " + ".join(f"(1::BIGINT << bit_count((weak >> {b * cfg.band_bits}) & {mask}))" for b in range(bands))
-    frames, probes = con.execute(f"SELECT count(*), sum({per_frame}) FROM frames").fetchone()
-    windows = con.execute("SELECT count(*) FROM wins").fetchone()[0]
+    frames, probes = con.execute(f"SELECT count(*), sum({per_frame}) FROM (SELECT unnest(target_weak) AS weak "
+                                 f"FROM screens)").fetchone()
+    windows = con.execute("SELECT count(h) FROM (SELECT unnest(target_windows) AS h FROM screens)").fetchone()[0]
     print(json.dumps({"n": n, "seconds": seconds, "cpu_s": cpu, "rss_mb": rss, "duplicates": groups,
                       "exact_rows": (frames + windows) * bands, "probe_rows": int(probes)}))
 
@@ -308,13 +363,13 @@ def scale(points: list[int], band_bits: int) -> None:
         r = subprocess.run([sys.executable, __file__, "--scale-child", str(n), "--band-bits", str(band_bits)],
                            capture_output=True, text=True, check=True)
         results.append(json.loads(r.stdout.strip().splitlines()[-1]))
-    base = results[0]["seconds"] / results[0]["n"]
+    base, base_cpu = results[0]["seconds"] / results[0]["n"], results[0]["cpu_s"] / results[0]["n"]
     print(f"grouping at scale (8 frames a sample, 4 with {len(WINDOWS)} windows, band_bits={band_bits}; goal: peak RSS <= 2 GB, time per "
           f"sample at 1M <= 1.2x at 100k)")
     for r in results:
         per = r["seconds"] / r["n"]
         print(f"  {r['n']:>9} samples: {r['seconds']:7.1f} s, {1e6 * per:6.1f} us/sample ({per / base:.2f}x the "
-              f"first point; CPU {r['cpu_s']:.1f} s), peak RSS {r['rss_mb']:.0f} MB, {r['duplicates']} duplicates found; band rows "
+              f"first point; CPU {r['cpu_s']:.1f} s, {r['cpu_s'] / r['n'] / base_cpu:.2f}x), peak RSS {r['rss_mb']:.0f} MB, {r['duplicates']} duplicates found; band rows "
               f"{r['exact_rows'] / r['n']:.0f} exact + {r['probe_rows'] / r['n']:.0f} probes a sample")
 
 

@@ -25,9 +25,28 @@ nothing.
 """
 from __future__ import annotations
 
-from stages.screen.phash import WINDOWS
+from math import comb
+
+from stages.screen.phash import WEAK_PER_HALF, WINDOWS
 
 VALID_BAND_BITS = (16, 32)
+
+
+def window_bits(match_bits: int, tests: int = 2 * len(WINDOWS)) -> int:
+    """The bit limit of a window match where a side has ONE frame (an image, a one-frame clip).
+
+    A video pair needs the same window matched on two frames, two coincidences; a one-frame pair
+    has a single frame, and its window match is any of ``tests`` comparisons (each window of either
+    side against the other's whole frame) where a whole-frame match is one. So the window match
+    gets the largest limit at which ``tests`` comparisons of unrelated hashes (uniform bits) are no
+    likelier to pass than one comparison at ``match_bits``: 8 for 10.
+    """
+    def tail(t: int) -> int:
+        return sum(comb(64, k) for k in range(t + 1))
+    t = match_bits
+    while t > 0 and tests * tail(t) > tail(match_bits):
+        t -= 1
+    return t
 
 
 def _bands_sql(frames: str, band_bits: int, bands: list[int] | None = None) -> str:
@@ -40,18 +59,24 @@ def _bands_sql(frames: str, band_bits: int, bands: list[int] | None = None) -> s
 
 def _probes_sql(frames: str, cols: str, band_bits: int, bands: list[int] | None = None) -> str:
     """Every row of ``frames`` (``cols`` and h, weak) once per band and per combination of the weak
-    bits of that band flipped: (cols, h, band, v)."""
+    bits of that band flipped: (cols, h, band, v).
+
+    The weak bits are peeled off one at a time, lowest first (``w & -w`` is the lowest set bit,
+    ``w & (w - 1)`` the rest), so each probe is plain integer arithmetic on its row (the list
+    lambdas this replaced cost more than the join)."""
     mask = (1 << band_bits) - 1
     parts = []
     for b in (range(64 // band_bits) if bands is None else bands):
         shift = b * band_bits
+        peeled = f"SELECT {cols}, h, (h >> {shift}) & {mask} AS v0, coalesce((weak >> {shift}) & {mask}, 0) AS w0 FROM {frames}"
+        for i in range(1, WEAK_PER_HALF + 1):
+            peeled = f"SELECT *, w{i - 1} & -w{i - 1} AS m{i}, w{i - 1} & (w{i - 1} - 1) AS w{i} FROM ({peeled})"
+        v = "v0"
+        for i in range(1, WEAK_PER_HALF + 1):
+            v = f"xor({v}, m{i} * ((j >> {i - 1}) & 1))"
         parts.append(f"""
-          SELECT {cols}, h, {b} AS band,
-                 xor(v0, coalesce(list_sum(list_transform(range(len(pos)), lambda i: ((j >> i) & 1) << pos[i + 1])), 0)) AS v
-          FROM (SELECT *, unnest(range(1 << len(pos))) AS j FROM (
-                SELECT {cols}, h, (h >> {shift}) & {mask} AS v0,
-                       list_filter(range({band_bits}), lambda p: ((weak >> ({shift} + p)) & 1) = 1) AS pos
-                FROM {frames}))""")
+          SELECT {cols}, h, {b} AS band, {v} AS v
+          FROM (SELECT *, unnest(range(1::BIGINT << bit_count(xor(w0, w{WEAK_PER_HALF})))) AS j FROM ({peeled}))""")
     return " UNION ALL ".join(parts)
 
 
@@ -93,11 +118,15 @@ def _matched_sql(pairs: str, side: str, bits: int) -> str:
 
 def _window_matched_sql(pairs: str, side: str, bits: int, whole: str, cropped: str) -> str:
     """Per candidate pair (a, b) and window w of ``cropped`` (a or b): frames of ``whole`` matching
-    window w of some frame of ``cropped`` (ma), and ``cropped``'s frames whose window w matches (mb)."""
+    window w of some frame of ``cropped`` (ma), and ``cropped``'s frames whose window w matches (mb);
+    ta, tb: the same within window_bits (what a one-frame side needs)."""
+    tight = window_bits(bits)
     return f"""
       SELECT p.a, p.b, fw.w,
              count(DISTINCT fa.k) FILTER (WHERE bit_count(xor(fa.h, fw.h)) <= {bits}) AS ma,
-             count(DISTINCT fw.k) FILTER (WHERE bit_count(xor(fa.h, fw.h)) <= {bits}) AS mb
+             count(DISTINCT fw.k) FILTER (WHERE bit_count(xor(fa.h, fw.h)) <= {bits}) AS mb,
+             count(DISTINCT fa.k) FILTER (WHERE bit_count(xor(fa.h, fw.h)) <= {tight}) AS ta,
+             count(DISTINCT fw.k) FILTER (WHERE bit_count(xor(fa.h, fw.h)) <= {tight}) AS tb
       FROM {pairs} p JOIN frames fa ON fa.sample_id = p.{whole} AND fa.side = '{side}'
                      JOIN wins fw ON fw.sample_id = p.{cropped} AND fw.side = '{side}'
       GROUP BY p.a, p.b, fw.w"""
@@ -108,9 +137,15 @@ def _side_ok_sql(pairs: str, side: str, cfg) -> str:
     or the whole frames of one against one window of the other's frames."""
     bits, share, least = cfg.match_bits, cfg.duplicate_share, cfg.min_matched_frames
 
-    def passes(m: str, na: str, nb: str) -> str:
-        return f"({m}.ma >= least({least}, {na}.n) AND {m}.mb >= least({least}, {nb}.n) " \
-               f"AND greatest({m}.ma / {na}.n, {m}.mb / {nb}.n) >= {share})"
+    def passes(m: str, na: str, nb: str, a: str = "ma", b: str = "mb") -> str:
+        return f"({m}.{a} >= least({least}, {na}.n) AND {m}.{b} >= least({least}, {nb}.n) " \
+               f"AND greatest({m}.{a} / {na}.n, {m}.{b} / {nb}.n) >= {share})"
+
+    def window_passes(m: str, na: str, nb: str) -> str:
+        # a side with fewer than min_matched_frames frames shows one coincidence, not several:
+        # its window match must be within window_bits
+        return f"(CASE WHEN {na}.n >= {least} AND {nb}.n >= {least} THEN {passes(m, na, nb)} " \
+               f"ELSE {passes(m, na, nb, 'ta', 'tb')} END)"
 
     parts = [f"""SELECT m.a, m.b FROM ({_matched_sql(pairs, side, bits)}) m
                  JOIN nframes na ON na.sample_id = m.a AND na.side = '{side}'
@@ -120,7 +155,7 @@ def _side_ok_sql(pairs: str, side: str, cfg) -> str:
         parts.append(f"""SELECT m.a, m.b FROM ({_window_matched_sql(pairs, side, bits, whole, cropped)}) m
                  JOIN nframes na ON na.sample_id = m.{whole} AND na.side = '{side}'
                  JOIN nwins nb ON nb.sample_id = m.{cropped} AND nb.side = '{side}'
-                 WHERE {passes('m', 'na', 'nb')}""")
+                 WHERE {window_passes('m', 'na', 'nb')}""")
     return " UNION ".join(parts)
 
 
@@ -128,33 +163,71 @@ def build(con, screens: str, cfg, benchmark_frames: str | None = None) -> None:
     """Create ``verdict`` (sample_id, dataset, duplicate_of, ...) in ``con`` from a screens relation
     (a table or view name) and optionally the benchmark frames (benchmark, clip, k, w, h, weak, t;
     w = -1 for a whole frame, else its window)."""
-    bits, bb = cfg.match_bits, cfg.band_bits
+    bits, bb, least, tight = cfg.match_bits, cfg.band_bits, cfg.min_matched_frames, window_bits(cfg.match_bits)
     if bb not in VALID_BAND_BITS:
         raise ValueError(f"screen.band_bits: {bb} is not one of {VALID_BAND_BITS}")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE frames AS {frames_sql(screens)}")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE wins AS {windows_sql(screens)}")
-    con.execute("CREATE OR REPLACE TEMP TABLE nframes AS SELECT sample_id, side, count(*) AS n FROM frames GROUP BY ALL")
-    con.execute("CREATE OR REPLACE TEMP TABLE nwins AS SELECT sample_id, side, count(DISTINCT k) AS n FROM wins GROUP BY ALL")
+    # Only integer-keyed rows are held for the whole corpus (ids, and the target frames: 8 a
+    # sample), the windows (60 a sample) are streamed from the screens relation; the string-keyed
+    # frame and window rows the checks read are made for the few samples with a candidate or a hit.
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE ids AS
+      SELECT sample_id, row_number() OVER (ORDER BY sample_id)::UINTEGER AS sid,
+             dense_rank() OVER (ORDER BY kind)::UTINYINT AS kid
+      FROM {screens} WHERE error_kind IS NULL AND target_hashes IS NOT NULL""")
+    target = f"""(SELECT i.sid, i.kid, s.target_hashes, s.target_weak, s.target_informative, s.target_windows
+                  FROM {screens} s JOIN ids i USING (sample_id))"""
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE tf AS SELECT sid, kid, h::BIGINT AS h, weak::BIGINT AS weak FROM (
+               SELECT sid, kid, unnest(target_hashes) AS h, unnest(target_weak) AS weak,
+                      unnest(target_informative) AS inf FROM {target}) WHERE inf""")
+    tw = f"""(SELECT sid, kid, h::BIGINT AS h FROM (SELECT sid, kid, unnest(target_windows) AS h FROM {target})
+             WHERE h IS NOT NULL)"""
+    # ---- duplicates: candidates from the target frames' probes against the target frames' and
+    # windows' exact bands (integer keys: the exact side is the join's hash table, ~15 rows a
+    # frame), streamed from the screens relation, one band at a time
+    con.execute("CREATE OR REPLACE TEMP TABLE cand_ids (a UINTEGER, b UINTEGER)")
+    for band in range(64 // bb):
+        con.execute(f"""INSERT INTO cand_ids
+          WITH tp AS ({_probes_sql('tf', 'sid, kid', bb, [band])}),
+               te AS ({_bands_sql(f'(SELECT sid, kid, h FROM tf UNION ALL SELECT sid, kid, h FROM {tw})', bb, [band])})
+          SELECT DISTINCT least(x.sid, y.sid) AS a, greatest(x.sid, y.sid) AS b
+          FROM tp x JOIN te y ON x.v = y.v AND x.kid = y.kid AND x.sid <> y.sid
+          WHERE bit_count(xor(x.h, y.h)) <= {bits}""")
+    con.execute("""CREATE OR REPLACE TEMP TABLE cand AS
+      SELECT ia.sample_id AS a, ib.sample_id AS b FROM (SELECT DISTINCT a, b FROM cand_ids) c
+      JOIN ids ia ON ia.sid = c.a JOIN ids ib ON ib.sid = c.b""")
     # ---- contamination: any side of a sample against every benchmark clip, whole frames or windows
     if benchmark_frames is not None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE bframes AS SELECT benchmark, clip, k, w::INTEGER AS w, h::BIGINT AS h, "
                     f"weak::BIGINT AS weak, t FROM {benchmark_frames}")
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE contam AS
-          WITH fp AS ({_probes_sql('frames', 'sample_id, side, k, t', bb)}),
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE chits AS
+          WITH fp AS ({_probes_sql(f'({frames_sql(screens)})', 'sample_id, side, k, t', bb)}),
                be AS ({_bands_sql('bframes', bb)}),
                bp AS ({_probes_sql('(SELECT * FROM bframes WHERE w < 0)', 'benchmark, clip, k, t', bb)}),
-               we AS ({_bands_sql('wins', bb)}),
-          hits AS (SELECT DISTINCT fp.sample_id, fp.side, fp.k, fp.t, be.benchmark, be.clip, be.k AS bk, be.t AS bt,
-                          'whole' AS via, be.w
-                   FROM fp JOIN be USING (band, v) WHERE bit_count(xor(fp.h, be.h)) <= {bits}
-                   UNION
-                   SELECT DISTINCT we.sample_id, we.side, we.k, we.t, bp.benchmark, bp.clip, bp.k AS bk, bp.t AS bt,
-                          'window' AS via, we.w
-                   FROM bp JOIN we USING (band, v) WHERE bit_count(xor(bp.h, we.h)) <= {bits}),
-          per AS (SELECT sample_id, side, benchmark, clip, via, w, count(DISTINCT k) AS m,
-                         min(t) AS t, arg_min(bt, t) AS bt FROM hits GROUP BY ALL),
-          ok AS (SELECT per.* FROM per JOIN nframes n USING (sample_id, side) LEFT JOIN nwins nw USING (sample_id, side)
-                 WHERE m >= least({cfg.min_matched_frames}, CASE WHEN via = 'whole' THEN n.n ELSE nw.n END))
+               we AS ({_bands_sql(f'({windows_sql(screens)})', bb)})
+          SELECT DISTINCT fp.sample_id, fp.side, fp.k, fp.t, be.benchmark, be.clip, be.k AS bk, be.t AS bt,
+                 'whole' AS via, be.w, be.w < 0 OR bit_count(xor(fp.h, be.h)) <= {tight} AS tight
+          FROM fp JOIN be USING (band, v) WHERE bit_count(xor(fp.h, be.h)) <= {bits}
+          UNION
+          SELECT DISTINCT we.sample_id, we.side, we.k, we.t, bp.benchmark, bp.clip, bp.k AS bk, bp.t AS bt,
+                 'window' AS via, we.w, bit_count(xor(bp.h, we.h)) <= {tight} AS tight
+          FROM bp JOIN we USING (band, v) WHERE bit_count(xor(bp.h, we.h)) <= {bits}""")
+    else:
+        con.execute("CREATE OR REPLACE TEMP TABLE chits (sample_id VARCHAR)")
+    # ---- the frames and windows of the samples in a candidate pair or a benchmark hit
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE few AS SELECT * FROM {screens} WHERE sample_id IN
+      (SELECT a FROM cand UNION SELECT b FROM cand UNION SELECT sample_id FROM chits)""")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE frames AS {frames_sql('few')}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE wins AS {windows_sql('few')}")
+    con.execute("CREATE OR REPLACE TEMP TABLE nframes AS SELECT sample_id, side, count(*) AS n FROM frames GROUP BY ALL")
+    con.execute("CREATE OR REPLACE TEMP TABLE nwins AS SELECT sample_id, side, count(DISTINCT k) AS n FROM wins GROUP BY ALL")
+    if benchmark_frames is not None:
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE contam AS
+          WITH per AS (SELECT sample_id, side, benchmark, clip, via, w, count(DISTINCT k) AS m,
+                              count(DISTINCT k) FILTER (WHERE tight) AS mt,
+                              min(t) AS t, arg_min(bt, t) AS bt FROM chits GROUP BY ALL),
+          -- a side of one frame matching through a window needs it within window_bits (see window_bits)
+          ok AS (SELECT * FROM (SELECT per.*, CASE WHEN via = 'whole' THEN n.n ELSE nw.n END AS nn
+                                FROM per JOIN nframes n USING (sample_id, side) LEFT JOIN nwins nw USING (sample_id, side))
+                 WHERE (CASE WHEN nn >= {least} THEN m ELSE mt END) >= least({least}, nn))
           SELECT sample_id, arg_max(benchmark, (m, benchmark, clip)) AS benchmark, arg_max(clip, (m, benchmark, clip)) AS clip,
                  arg_max(bt, (m, benchmark, clip)) AS bt, arg_max(side, (m, benchmark, clip)) AS side,
                  arg_max(t, (m, benchmark, clip)) AS t, max(m) AS m
@@ -172,28 +245,7 @@ def build(con, screens: str, cfg, benchmark_frames: str | None = None) -> None:
              END AS other_drop,
              c.benchmark, c.clip, c.bt, c.side, c.t, c.m
       FROM {screens} s LEFT JOIN contam c USING (sample_id)""")
-    # ---- duplicates: candidates from the target frames' probes against the target frames' and
-    # windows' exact bands (integer keys: the exact side is the join's hash table, ~15 rows a
-    # frame), checked on every frame
-    con.execute("""CREATE OR REPLACE TEMP TABLE ids AS
-      SELECT sample_id, kind, row_number() OVER (ORDER BY sample_id) AS sid,
-             dense_rank() OVER (ORDER BY kind) AS kid FROM (SELECT DISTINCT sample_id, kind FROM frames)""")
-    con.execute("""CREATE OR REPLACE TEMP TABLE tf AS SELECT i.sid::UINTEGER AS sid, i.kid::UTINYINT AS kid, f.h, f.weak
-                   FROM frames f JOIN ids i USING (sample_id) WHERE f.side = 'target'""")
-    con.execute("""CREATE OR REPLACE TEMP TABLE tw AS SELECT i.sid::UINTEGER AS sid, i.kid::UTINYINT AS kid, w.h
-                   FROM wins w JOIN ids i USING (sample_id) WHERE w.side = 'target'""")
-    con.execute("CREATE OR REPLACE TEMP TABLE cand_ids (a UINTEGER, b UINTEGER)")
-    # one band at a time: the exact side of a band is what the join holds in memory
-    for band in range(64 // bb):
-        con.execute(f"""INSERT INTO cand_ids
-          WITH tp AS ({_probes_sql('tf', 'sid, kid', bb, [band])}),
-               te AS ({_bands_sql('(SELECT sid, kid, h FROM tf UNION ALL SELECT sid, kid, h FROM tw)', bb, [band])})
-          SELECT DISTINCT least(x.sid, y.sid) AS a, greatest(x.sid, y.sid) AS b
-          FROM tp x JOIN te y ON x.v = y.v AND x.kid = y.kid AND x.sid <> y.sid
-          WHERE bit_count(xor(x.h, y.h)) <= {bits}""")
-    con.execute("CREATE OR REPLACE TEMP TABLE cand_ids AS SELECT DISTINCT a, b FROM cand_ids")
-    con.execute("""CREATE OR REPLACE TEMP TABLE cand AS
-      SELECT ia.sample_id AS a, ib.sample_id AS b FROM cand_ids c JOIN ids ia ON ia.sid = c.a JOIN ids ib ON ib.sid = c.b""")
+    # ---- candidates checked on every frame
     con.execute(f"CREATE OR REPLACE TEMP TABLE ok_target AS {_side_ok_sql('cand', 'target', cfg)}")
     con.execute(f"CREATE OR REPLACE TEMP TABLE ok_source AS {_side_ok_sql('ok_target', 'source', cfg)}")
     con.execute("""CREATE OR REPLACE TEMP TABLE dup_pairs AS

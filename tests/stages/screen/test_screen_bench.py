@@ -17,7 +17,7 @@ def test_bench_screen_smoke(realclips):
     r = subprocess.run([sys.executable, str(REPO / "bench" / "bench_screen.py"), "--smoke"], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=840)
     assert r.returncode == 0, r.stderr[-2000:]
-    for line in ("duplicates (goal", "contamination (benchmark", "copied edits at", "still / camera-only",
-                 "CPU per video sample", "grouping at scale"):
+    for line in ("duplicates (goal", "contamination (benchmark", "images: JPEG stills", "copied edits at",
+                 "still / camera-only", "CPU per video sample", "grouping at scale"):
         assert line in r.stdout, r.stdout
-    assert "reencode" in r.stdout and "zoom" in r.stdout and "2000 samples" in r.stdout
+    assert "reencode" in r.stdout and "zoom" in r.stdout and "2000 samples" in r.stdout and "distinct stills" in r.stdout

@@ -10,7 +10,7 @@ import pytest
 from stages.screen.config import ScreenConfig
 from stages.screen.core import Settings, copy_score, screen_table
 from stages.screen.frames import Frames, read_video
-from stages.screen.groups import build
+from stages.screen.groups import build, window_bits
 from stages.screen.motion import clip_motion
 from stages.screen.phash import (WINDOWS, dct2, frame_fingerprint, frame_hash, hamming, informative, phash,
                                  resize_area, trim_bars, window_hashes)
@@ -244,3 +244,51 @@ def test_a_crop_matches_one_window_of_the_original_on_several_frames():
              for k in frames for i in range(nw + 1)]
     v = _verdicts([_row("b:2", "clip", crop, content=5.0)], bench)
     assert v["b:2"][3:6] == ("vie", "/b/c.mp4", "screen.contaminated")
+
+
+def _flip(x: int, n: int) -> int:
+    """x with its n lowest bits flipped (all in the low 32-bit half: the other band stays exact)."""
+    return _signed((x ^ ((1 << n) - 1)) & ((1 << 64) - 1))
+
+
+def test_a_one_frame_sample_needs_its_window_match_within_window_bits():
+    nw, tight = len(WINDOWS), window_bits(ScreenConfig().match_bits)
+    assert tight == 8  # 30 window comparisons at 8 bits pass unrelated hashes no likelier than one at 10
+    h, wins = _random_hashes(21, 2), _random_hashes(22, 2 * nw)
+    image = _row("a:1", "image_edit", h[:1], windows=wins[:nw], window_frames=[0])
+    near = _row("b:1", "image_edit", [_flip(wins[5], tight)])  # a crop of it: window 5, 8 bits off
+    far = _row("c:1", "image_edit", [_flip(wins[7], tight + 2)])  # 10 bits from window 7: a coincidence
+    v = _verdicts([image, near, far])
+    assert v["b:1"][1] == "a:1" and v["c:1"][1] is None
+    # a clip showing the same window on two frames 10 bits off is a crop (two coincidences)
+    clip = _row("a:2", "clip", h, content=5.0, windows=wins, window_frames=[0, 1])
+    crop = _row("b:2", "clip", [_flip(wins[7], tight + 2), _flip(wins[nw + 7], tight + 2)], content=5.0)
+    assert _verdicts([clip, crop])["b:2"][1] == "a:2"
+
+
+def test_real_stills_group_with_their_copies_and_not_with_each_other(realclips, tmp_path):
+    """JPEG stills of real frames as image samples: a smaller low-quality re-encode, an 8 % corner
+    crop and a letterboxed copy each join their still; stills of different clips never group."""
+    import decord
+    from PIL import Image
+
+    rows, origin = [], {}
+    for clip in ("hl09", "zs01", "hl06", "st02", "hl10"):
+        rgb = decord.VideoReader(str(realclips / "videos" / f"{clip}_source.mp4")).get_batch([12]).asnumpy()[0]
+        h, w = rgb.shape[:2]
+        boxed = np.zeros_like(rgb)
+        boxed[h // 8:h // 8 + h * 3 // 4] = np.asarray(Image.fromarray(rgb).resize((w, h * 3 // 4)))
+        copies = {"still": (rgb, 90), "small": (np.asarray(Image.fromarray(rgb).resize((w * 2 // 3, h * 2 // 3))), 35),
+                  "crop": (rgb[int(h * 0.08):, int(w * 0.08):], 90), "boxed": (boxed, 90)}
+        for name, (img, quality) in copies.items():
+            path = tmp_path / f"{clip}_{name}.jpg"
+            Image.fromarray(np.ascontiguousarray(img)).save(path, quality=quality)
+            rows.append({"sample_id": f"{clip}:{name}", "dataset": clip, "modality": "image", "task": "edit",
+                         "source_uri": None, "target_uri": str(path)})
+            origin[f"{clip}:{name}"] = clip
+    screens = screen_table(pa.Table.from_pylist(rows), {}, Settings())
+    assert screens["error_kind"].null_count == len(rows)
+    v = _verdicts(screens.to_pylist())
+    for sid, clip in origin.items():
+        assert v[sid][1] in (None, f"{clip}:boxed", f"{clip}:crop", f"{clip}:small", f"{clip}:still"), sid
+        assert v[sid][1] is not None or v[sid][2] == 4, (sid, v[sid])  # the keeper heads its group of 4
