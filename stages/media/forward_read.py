@@ -50,6 +50,11 @@ class ForwardReader:
                 raise Unsupported(f"pixel format {self._ctx.pix_fmt}")
             self._ctx.thread_type = "SLICE"  # frame threads would reorder skip_frame changes
             self._skip_ok = self._ctx.name in SKIPPABLE_CODECS
+            # What the container declares (0 when it does not): the frame count and rate decord
+            # and PyAV report, so a Video that reads through this reader needs no other opener.
+            self.declared_frames = int(self._stream.frames or 0)
+            rate = self._stream.average_rate
+            self.average_rate = float(rate) if rate else 0.0
             self._index()
         except BaseException:
             self._container.close()
