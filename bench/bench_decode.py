@@ -18,12 +18,24 @@ pair and <= 1.5 for a Koala window.
 
 ``--code DIR`` imports the pipeline from DIR (e.g. a ``git archive`` of main) to print "before".
 
+``ref*`` / ``ratio*``: the same reference converting with one cached swscale context, as the
+forward reader now does (``frame.to_ndarray`` builds a new context per frame, about 1 ms of an
+832x480 frame's ~1.3 ms conversion); the stricter yardstick.
+
 Measured on the shared 2-core dev box (heavily loaded; CPU seconds, so load inflates both alike),
 ratio before -> after the forward reader and the open-video cache: video pair (realclips) 3.11 ->
-2.19, video pair (demo) 3.76 -> 2.29, Koala window 3.19 -> 1.82, raw clip 2.50 -> 2.01. What is
-left is mostly structural: the judge runs before the filter and the encoder after it, in other
-workers, so each decodes the clip up to its last wanted frame once (the judge's few frames span
-the clip; only non-reference frames can be skipped).
+2.19, video pair (demo) 3.76 -> 2.29, Koala window 3.19 -> 1.82, raw clip 2.50 -> 2.01.
+
+Then (docs/scaling.md, "Decode work per sample", has the table): a Video read by the forward
+reader takes its frame count and rate from that reader's container and no longer opens decord
+(decord opened only when a read falls back to it), and the forward reader converts with one
+cached swscale context. Same pixels (tests/stages/media/test_open_once.py). On a machine at load
+average 12-28 the run-to-run noise (the reference itself moved 10-25 %) is larger than these
+savings: realclips pair 1.97 -> 2.14 (ratio*: 2.18 -> 2.05), Koala window 2.01 -> see the doc.
+What is left is structural: per pair, the probe's decord check is ~0.15 of the reference, the
+judge ~0.6 (its last frame is the clip's last frame: every reference frame is decoded) and the
+encode ~1.0, in three workers, before and after the filter. 1.3 needs one decode shared across the
+filter; see the doc.
 """
 from __future__ import annotations
 
