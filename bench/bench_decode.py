@@ -29,9 +29,10 @@ ratio before -> after the forward reader and the open-video cache: video pair (r
 Then (docs/scaling.md, "Decode work per sample", has the table): a Video read by the forward
 reader takes its frame count and rate from that reader's container and no longer opens decord
 (decord opened only when a read falls back to it), and the forward reader converts with one
-cached swscale context. Same pixels (tests/stages/media/test_open_once.py). On a machine at load
-average 12-28 the run-to-run noise (the reference itself moved 10-25 %) is larger than these
-savings: realclips pair 1.97 -> 2.14 (ratio*: 2.18 -> 2.05), Koala window 2.01 -> see the doc.
+cached swscale context. Same pixels (tests/stages/media/test_open_once.py). At load average 12-28,
+single runs are noisier than these savings (the reference itself moved 10-25 %); the minimum of
+two passes: decode work per realclips pair 0.902 -> 0.804 s (ratio 2.27 -> 1.98, ratio* 2.31 ->
+2.09), per Koala window 0.766 -> 0.727 s (ratio 1.79 -> 1.56, ratio* 1.78 -> 1.88).
 What is left is structural: per pair, the probe's decord check is ~0.15 of the reference, the
 judge ~0.6 (its last frame is the clip's last frame: every reference frame is decoded) and the
 encode ~1.0, in three workers, before and after the filter. 1.3 needs one decode shared across the
