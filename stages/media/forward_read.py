@@ -12,7 +12,10 @@ in ascending order:
   nothing else depends on them, so the frames returned are bit-identical to a full decode.
 
 Frames are numbered by presentation order (the rank of their pts), as decord numbers them; the
-RGB conversion is FFmpeg's (the same swscale path decord takes: tests check equality).
+RGB conversion is FFmpeg's (the same swscale path decord takes: tests check equality). One
+converter serves all frames of a reader: ``frame.to_ndarray(format=...)`` builds a new swscale
+context for every frame, which cost four times the conversion itself, and swscale's default of
+one thread per core only adds wake-ups for a row-local conversion (same bytes either way).
 
 It refuses (``Unsupported``) files it cannot index exactly: no pts on some packet, duplicate pts,
 a pixel format other than the plain 4:2:0 checked against decord. ``stages.media.read.Video``
@@ -50,6 +53,14 @@ class ForwardReader:
                 raise Unsupported(f"pixel format {self._ctx.pix_fmt}")
             self._ctx.thread_type = "SLICE"  # frame threads would reorder skip_frame changes
             self._skip_ok = self._ctx.name in SKIPPABLE_CODECS
+            from av.video.reformatter import VideoReformatter
+
+            self._rgb = VideoReformatter()  # keeps its swscale context from frame to frame
+            # What the container declares (0 when it does not): the frame count and rate decord
+            # and PyAV report, so a Video that reads through this reader needs no other opener.
+            self.declared_frames = int(self._stream.frames or 0)
+            rate = self._stream.average_rate
+            self.average_rate = float(rate) if rate else 0.0
             self._index()
         except BaseException:
             self._container.close()
@@ -127,5 +138,5 @@ class ForwardReader:
                     raise Unsupported("a decoded frame with an unknown pts")
                 self._front = j if self._front is None else max(self._front, j)
                 if j in remaining and j >= self._floor:
-                    got[j] = frame.to_ndarray(format="rgb24")
+                    got[j] = self._rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
                     remaining.discard(j)

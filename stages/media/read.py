@@ -23,7 +23,16 @@ class Video:
                  fps: float | None = None):
         self.src, self.backend, self._reader = src, backend, None
         self._forward = None  # ForwardReader, created on the first read; False: not for this file
-        if backend == "decord":
+        self._decord_pending = False  # decord not opened yet: the forward reader serves the reads
+        self.frames = None
+        meta = self._forward_meta()
+        if meta is not None:
+            # decord's count and rate are the container's nb_frames and average rate when it
+            # declares them, and so are PyAV's (the fallback's): opening decord (or PyAV again)
+            # would only index the file a second time. decord is opened when a read needs it.
+            n, rate = meta
+            self._decord_pending = backend == "decord"
+        elif backend == "decord":
             try:
                 import decord
 
@@ -33,7 +42,7 @@ class Video:
                 n, rate = len(self._reader), float(self._reader.get_avg_fps())
             except Exception:  # decord raises RuntimeError, DECORDError ...: try PyAV
                 self.backend, self._reader = "pyav", None
-        if self.backend == "pyav":
+        if self.backend == "pyav" and meta is None:
             n, rate = self._pyav_meta()
         # The probe counted packets (exact, also for files decord miscounts); never ask for more
         # frames than the decoder holds.
@@ -41,9 +50,33 @@ class Video:
         self.fps = float(fps) if fps else rate
         if not self.frames or not self.fps:
             raise MediaError("undecodable", f"no frames or no frame rate ({self.frames} frames, {self.fps} fps)")
+        self._check_forward_count()
+
+    def _forward_meta(self) -> tuple[int, float] | None:
+        """Open the forward reader now; (nb_frames, average rate) when the container declares both
+        and the reader takes the file, else None (then decord is opened as before)."""
+        forward = self._forward_reader()
+        if forward is None or not forward.declared_frames or not forward.average_rate:
+            return None
+        return forward.declared_frames, forward.average_rate
+
+    def _open_decord(self) -> None:
+        """The decord reader a fallback read needs, opened on first use (PyAV when decord fails)."""
+        if not self._decord_pending:
+            return
+        self._decord_pending = False
+        try:
+            import decord
+
+            if isinstance(self.src, io.BytesIO):
+                self.src.seek(0)
+            self._reader = decord.VideoReader(self.src, ctx=decord.cpu(0), num_threads=1)
+        except Exception:  # as at open: decord cannot read it, PyAV does
+            self.backend, self._reader = "pyav", None
 
     def size(self) -> tuple[int, int]:
         """(height, width) of the frames."""
+        self._open_decord()
         if self._reader is not None:
             return tuple(self._reader[0].shape[:2])
         import av
@@ -79,6 +112,7 @@ class Video:
             except Exception:  # Unsupported, FFmpegError, a frame missing: the general path decides
                 self._forward = False
                 forward.close()
+        self._open_decord()
         unique = sorted(set(indices))
         if self._reader is not None:
             try:
@@ -102,17 +136,21 @@ class Video:
                 forward = ForwardReader(own)
             except Exception:  # Unsupported, or a file PyAV cannot open: the general path decides
                 forward = False
-            if forward and forward.frames < self.frames:
-                forward.close()  # it sees fewer frames than the frame count in use
-                forward = False
             self._forward = forward
-        return forward or None
+            self._check_forward_count()
+        return self._forward or None
+
+    def _check_forward_count(self) -> None:
+        # (frames is None while __init__ asks the reader for the metadata)
+        if self._forward and self.frames is not None and self._forward.frames < self.frames:
+            self._forward.close()  # it sees fewer frames than the frame count in use
+            self._forward = False
 
     def close(self) -> None:
         """Release the decoders now (they are also released when the object is collected)."""
         if self._forward:
             self._forward.close()
-        self._forward, self._reader = False, None
+        self._forward, self._reader, self._decord_pending = False, None, False
 
     def _read_pyav(self, unique: list[int]) -> np.ndarray:
         import av
