@@ -20,7 +20,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from manifests import repeats
-from manifests.io import parquet_source, table_dir
+from manifests.io import duckdb_connect, parquet_source, table_dir
 from manifests.io import read_parquet_sql as _read  # noqa: F401  (the raw parts, for stages that need file names)
 from manifests import tables as registry
 from manifests.tables import Table
@@ -132,10 +132,7 @@ def connect(workdir: str | os.PathLike, threads: int | None = None,
     modules of the function it runs)."""
     workdir = Path(workdir)
     tables = declared_tables(tables)
-    con = duckdb.connect(":memory:")
-    # DuckDB draws its own progress bar on stdout for a query past ~2 s: it would land in `curate
-    # query`'s results and in the middle of our tables; the commands say what they do themselves.
-    con.execute("SET enable_progress_bar = false")
+    con = duckdb_connect()
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     bound_memory(con, workdir)

@@ -30,6 +30,18 @@ PARQUET_KW = dict(compression="zstd", use_dictionary=True, write_statistics=True
 ROW_GROUP_ROWS = 1000
 
 
+def duckdb_connect(database: str = ":memory:"):
+    """A DuckDB connection without DuckDB's own progress bar, which it draws on stdout for a query
+    past ~2 s: it would land in `curate query`'s results and in the middle of our tables and
+    progress lines; the commands say what they do themselves. (A per-connection setting: DuckDB
+    refuses it in connect's config.)"""
+    import duckdb
+
+    con = duckdb.connect(database)
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
 def table_dir(workdir: str | os.PathLike, table: str) -> Path:
     return Path(workdir) / "tables" / table
 

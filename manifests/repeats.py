@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from manifests.io import atomic_write_json, list_parts, table_dir, write_part
+from manifests.io import atomic_write_json, duckdb_connect, list_parts, table_dir, write_part
 from manifests.schema import DUPLICATES
 
 TABLE = "duplicates"
@@ -80,8 +80,6 @@ def _scanned_path(workdir: Path) -> Path:
 def mark(workdir: Path) -> int:
     """Scan the samples parts no earlier run scanned for repeated ids; returns how many rows of the
     whole table repeat an id. Columns: sample_id, dataset, part, file_row_number (of the repeat)."""
-    import duckdb
-
     workdir = Path(workdir)
     out = table_dir(workdir, TABLE)
     parts = list_parts(workdir, "samples")  # the one listing of every part: ingest's finish only
@@ -103,7 +101,7 @@ def mark(workdir: Path) -> int:
         if old:
             seen = (f"SELECT DISTINCT sample_id FROM read_parquet({_sql_list(old)}) "
                     f"WHERE sample_id IN (SELECT sample_id FROM {fresh})")
-        dups = duckdb.connect().sql(
+        dups = duckdb_connect().sql(
             f"WITH seen AS ({seen}), hit AS ({repeated} UNION SELECT sample_id FROM seen) "
             f"SELECT sample_id, dataset, part, file_row_number FROM (SELECT f.*, row_number() OVER "
             f"(PARTITION BY f.sample_id ORDER BY f.part, f.file_row_number) AS k, "

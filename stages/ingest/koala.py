@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from manifests.io import duckdb_connect
 from manifests.schema import SAMPLES, SCHEMA_VERSION, make_sample_id
 from stages.ingest.base import Adapter, SourceRange, metadata_files, unit_key
 from stages.ingest.csv_blocks import CsvBlocks, record_ranges
@@ -226,8 +227,6 @@ class KoalaAdapter(Adapter):
                 for i, (a, b) in enumerate(ranges)]
 
     def read(self, unit: SourceRange) -> Iterator[dict[str, Any] | pa.Table]:
-        import duckdb
-
         path = Path(unit.path)
         blocks = CsvBlocks.open(path, self.cfg.read_block_mb << 20)
         missing = [c for c in REQUIRED_COLUMNS if c not in blocks.columns]
@@ -238,7 +237,7 @@ class KoalaAdapter(Adapter):
         # Rows with the wrong number of fields cannot be parsed into columns: they become error
         # rows, yielded after their block's table.
         seen: Counter[str] = Counter()
-        con = duckdb.connect()
+        con = duckdb_connect()
         # One thread per unit: the runner already runs the CSVs in parallel, one task per core.
         con.execute("SET threads = 1")
         try:

@@ -14,13 +14,12 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from manifests import compact
-from manifests.io import list_parts, read_parquet_sql, table_dir, write_part
+from manifests.io import duckdb_connect, list_parts, read_parquet_sql, table_dir, write_part
 from manifests.tables import Table
 from pipeline.stage import Context, Phase, Stage, StageFacts, StatusContext, Unit, state_dir
 from stages.media.locate import dataset_roots
@@ -109,7 +108,7 @@ def finish(ctx: Context, units: list[Unit]) -> None:
         return
     spill = state_dir(ctx.workdir, "screens") / "duckdb-spill"
     spill.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(":memory:")
+    con = duckdb_connect()
     con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
     con.execute(f"SET temp_directory = '{spill}'")
     con.execute("SET preserve_insertion_order = false")
@@ -144,7 +143,7 @@ def summary(ctx: Context) -> tuple[list[str], list[list]]:
     columns = ["dataset", "screened", "errors", "duplicates", "contaminated", "copies", "static"]
     if not list_parts(ctx.workdir, "screens"):
         return columns, []
-    con = duckdb.connect(":memory:")
+    con = duckdb_connect()
     verdicts = (read_parquet_sql(ctx.workdir, "screen_verdicts") if list_parts(ctx.workdir, "screen_verdicts")
                 else "(SELECT NULL::VARCHAR AS sample_id, NULL::VARCHAR AS screen_drop)")
     rows = con.execute(f"""SELECT s.dataset, count(*), count(*) FILTER (s.error_kind IS NOT NULL),
