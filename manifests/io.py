@@ -30,6 +30,24 @@ PARQUET_KW = dict(compression="zstd", use_dictionary=True, write_statistics=True
 ROW_GROUP_ROWS = 1000
 
 
+def rechunk(tables: Iterator[pa.Table], rows_per_part: int) -> Iterator[pa.Table]:
+    """Re-cut a stream of tables into parts of exactly ``rows_per_part`` rows (the last shorter).
+    Holds at most one output plus one input table."""
+    buf: list[pa.Table] = []
+    n = 0
+    for t in tables:
+        while t.num_rows:
+            take = min(rows_per_part - n, t.num_rows)
+            buf.append(t.slice(0, take))
+            n += take
+            t = t.slice(take)
+            if n == rows_per_part:
+                yield pa.concat_tables(buf)
+                buf, n = [], 0
+    if n:
+        yield pa.concat_tables(buf)
+
+
 def duckdb_connect(database: str = ":memory:"):
     """A DuckDB connection without DuckDB's own progress bar, which it draws on stdout for a query
     past ~2 s: it would land in `curate query`'s results and in the middle of our tables and

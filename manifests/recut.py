@@ -28,12 +28,10 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Iterator
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from manifests.io import RECUT_DIR, atomic_write_json, table_dir, write_part
+from manifests.io import RECUT_DIR, atomic_write_json, rechunk, table_dir, write_part
 
 TEMP_SUFFIX = ".compacting"
 
@@ -98,25 +96,6 @@ def recover(workdir: str | os.PathLike, table: str) -> int:
     return n
 
 
-def _cut(sources: list[Path], rows_per_part: int) -> Iterator[pa.Table]:
-    """The sources' rows in order, cut into tables of ``rows_per_part`` rows (the last shorter).
-    Holds at most one output plus one source (each source is shorter than an output)."""
-    buf: list[pa.Table] = []
-    n = 0
-    for src in sources:
-        t = pq.read_table(src)
-        while t.num_rows:
-            take = min(rows_per_part - n, t.num_rows)
-            buf.append(t.slice(0, take))
-            n += take
-            t = t.slice(take)
-            if n == rows_per_part:
-                yield pa.concat_tables(buf)
-                buf, n = [], 0
-    if n:
-        yield pa.concat_tables(buf)
-
-
 def plan_outputs(workdir: str | os.PathLike, table: str, dataset: str, rows: int,
                  rows_per_part: int) -> list[Path]:
     """The output names of the next batch of ``dataset``: ``merged-b<batch>-<j>.parquet``, the
@@ -139,7 +118,7 @@ def recut(workdir: str | os.PathLike, table: str, dataset: str, sources: list[Pa
     if len(outs) >= len(sources):
         return []
     written = []
-    for out, t in zip(outs, _cut(sources, rows_per_part), strict=True):
+    for out, t in zip(outs, rechunk((pq.read_table(src) for src in sources), rows_per_part), strict=True):
         write_part(_temp_of(out), t)
         written.append(t.num_rows)
     if sum(written) != total:  # nothing may be lost: checked before the commit

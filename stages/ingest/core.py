@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from manifests import recut, repeats
-from manifests.io import atomic_write_json, dataset_dir, list_parts, write_part
+from manifests.io import atomic_write_json, dataset_dir, list_parts, rechunk, write_part
 from manifests.schema import SAMPLES, make_sample_id
 from stages.ingest.base import Adapter, SourceRange, to_json
 from stages.ingest.record_guard import check_regular, unconvertible_row
@@ -92,23 +92,6 @@ def _guarded(adapter: Adapter, unit: SourceRange) -> Iterator[dict | pa.Table]:
         )
 
 
-def _rechunk(tables: Iterator[pa.Table], rows_per_part: int) -> Iterator[pa.Table]:
-    """Re-cut a stream of tables into parts of exactly ``rows_per_part`` rows (the last shorter)."""
-    buf: list[pa.Table] = []
-    n = 0
-    for t in tables:
-        while t.num_rows:
-            take = min(rows_per_part - n, t.num_rows)
-            buf.append(t.slice(0, take))
-            n += take
-            t = t.slice(take)
-            if n == rows_per_part:
-                yield pa.concat_tables(buf)
-                buf, n = [], 0
-    if n:
-        yield pa.concat_tables(buf)
-
-
 def ingest_unit(
     adapter: Adapter,
     unit: SourceRange,
@@ -135,7 +118,7 @@ def ingest_unit(
     if limit is not None:
         rows = _limit_rows(rows, limit)
     total = errors = parts = 0
-    for chunk, table in enumerate(_rechunk(_rows_to_tables(rows, 8192), rows_per_part)):
+    for chunk, table in enumerate(rechunk(_rows_to_tables(rows, 8192), rows_per_part)):
         total += table.num_rows
         errors += table.num_rows - pc.sum(pc.is_null(table["error"])).as_py() if table.num_rows else 0
         path = part_path(workdir, unit, chunk)
