@@ -49,6 +49,14 @@ def _groups(con, sql: str) -> tuple[dict[str, int], list]:
     return ok, lost
 
 
+def _rows(ok: dict[str, int], lost: list) -> dict[str, int]:
+    """{dataset: rows} of a table, passing or not, from ``_groups``' two halves."""
+    rows = dict(ok)
+    for ds, _, n, _ in lost:
+        rows[ds] = rows.get(ds, 0) + n
+    return rows
+
+
 def _one_table(table: str, passes: str, reason: str, ids: str = "sample_id", where: str = "") -> str:
     """Per (dataset, reason) over one table: reason NULL for the rows that pass, two example ids
     for the others (only theirs are kept: a top-2 over the passing millions would cost for nothing)."""
@@ -79,9 +87,7 @@ def funnel(con, top: int = 3) -> dict[str, list[Step]]:
     if "samples" not in present:
         return {}
     ok, lost = _groups(con, _one_table("samples", "error IS NULL", _reason("error")))
-    records = dict(ok)
-    for ds, _, n, _ in lost:
-        records[ds] = records.get(ds, 0) + n
+    records = _rows(ok, lost)
     datasets = sorted(records)
     out = {ds: [Step("records", records[ds])] for ds in datasets}
     _append(out, "samples", ok, lost, top)
@@ -92,9 +98,7 @@ def funnel(con, top: int = 3) -> dict[str, list[Step]]:
             break
         prev = {ds: steps[-1].count for ds, steps in out.items()}
         ok, lost = _groups(con, _one_table(table, passes, reason))
-        rows = dict(ok)
-        for ds, _, n, _ in lost:
-            rows[ds] = rows.get(ds, 0) + n
+        rows = _rows(ok, lost)
         if any(prev[ds] > rows.get(ds, 0) for ds in datasets):
             lost += _not_yet(con, before, table, pending)
         _append(out, name, ok, lost, top)
