@@ -325,6 +325,14 @@ def expected_score(tokens: list[dict], offsets: list[int], start: int, chosen: i
     return sum(s * p for s, p in mass.items()) / total
 
 
+# Expected scores are kept to 4 decimals. The logprobs a server returns for the same request move in
+# the 7th decimal with how it batched the request (vLLM's CPU kernels are not batch-invariant: on the
+# demo 2-4 of 47 rows differ run to run by up to 1e-7), so unrounded scores, and the shards that
+# carry them, would never be the same bytes twice. A 1-10 score needs no more than 4 decimals; a
+# re-run now flips a value only when it lies within ~1e-7 of a rounding boundary.
+EXPECTED_DECIMALS = 4
+
+
 def parse_completion(completion: Completion, metrics: list[str], score_min: int = 1, score_max: int = 10,
                      out_of_range: str = "reject") -> Parsed:
     """Scores, expected scores and status of one completion."""
@@ -337,6 +345,6 @@ def parse_completion(completion: Completion, metrics: list[str], score_min: int 
         return parsed
     for m in metrics:
         if positions.get(m) is not None and parsed.scores.get(m) is not None:
-            parsed.expected[m] = expected_score(completion.tokens, offsets, positions[m], parsed.scores[m],
-                                                score_min, score_max)
+            value = expected_score(completion.tokens, offsets, positions[m], parsed.scores[m], score_min, score_max)
+            parsed.expected[m] = None if value is None else round(value, EXPECTED_DECIMALS)
     return parsed

@@ -26,6 +26,7 @@ from PIL import Image  # noqa: E402
 
 from manifests.schema import SAMPLES, empty_sample  # noqa: E402
 from pipeline.curate.config import JudgeConfig  # noqa: E402
+from stages.judge.parse import EXPECTED_DECIMALS
 from stages.judge.client import Scorer, score_table  # noqa: E402
 from stages.judge.hf_backend import (GenerationTimeout, HFModelError, HFTransport, load_judge_model,  # noqa: E402
                                      logprob_entries, read_messages, token_pieces, unload_judge_models)
@@ -110,7 +111,7 @@ def test_logprob_entries_on_a_known_distribution():
     # What the client makes of it: the integer written, and the probability-weighted mean.
     parsed = parse_completion(Completion('{"visual_quality": 8}', entries), ["visual_quality"])
     assert parsed.status == "ok" and parsed.scores == {"visual_quality": 8}
-    assert parsed.expected["visual_quality"] == pytest.approx(0.1 * 7 + 0.6 * 8 + 0.3 * 9)
+    assert parsed.expected["visual_quality"] == round(0.1 * 7 + 0.6 * 8 + 0.3 * 9, EXPECTED_DECIMALS)
     # top_logprobs 0: entries without alternatives.
     assert all(e["top_logprobs"] == [] for e in logprob_entries(ids, logits, vocab, text.__getitem__, 0))
 

@@ -24,6 +24,7 @@ import pytest
 
 from pipeline.config_base import ConfigError
 from pipeline.curate.config import JudgeConfig
+from stages.judge.parse import EXPECTED_DECIMALS
 from stages.judge.parse import Completion, parse_completion
 from stages.judge.vllm_backend import (LOGPROB_FLOOR, actor_runtime_env, check_vllm_setup, engine_kwargs,
                                        gpus_per_replica, logprob_content)
@@ -68,7 +69,7 @@ def test_logprob_content_is_laid_out_as_vllm_serve_does():
     # What the client makes of it: the integer written and the probability-weighted mean.
     parsed = parse_completion(Completion('{"visual_quality":8}', content), ["visual_quality"])
     assert parsed.status == "ok" and parsed.scores == {"visual_quality": 8}
-    assert parsed.expected["visual_quality"] == pytest.approx(0.1 * 7 + 0.6 * 8 + 0.3 * 9)
+    assert parsed.expected["visual_quality"] == round(0.1 * 7 + 0.6 * 8 + 0.3 * 9, EXPECTED_DECIMALS)
 
 
 # ------------------------------------------------------------------ configuration (no engine)
