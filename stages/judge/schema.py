@@ -2,7 +2,8 @@
 
 Every metric is stored twice: the integer the judge wrote (``visual_quality``) and the
 probability-weighted expected score over the tokens 1..10 at the position where that integer was
-generated (``visual_quality_expected``, null when the server returned no logprobs). A sample the
+generated (``visual_quality_expected``, to 4 decimals so that a server's batch-dependent logprob
+noise does not change the bytes; null when the server returned no logprobs). A sample the
 judge could not score is still a row: ``status`` says why, ``error`` says what happened.
 """
 from __future__ import annotations
