@@ -33,10 +33,17 @@ cached swscale context. Same pixels (tests/stages/media/test_open_once.py). At l
 single runs are noisier than these savings (the reference itself moved 10-25 %); the minimum of
 two passes: decode work per realclips pair 0.902 -> 0.804 s (ratio 2.27 -> 1.98, ratio* 2.31 ->
 2.09), per Koala window 0.766 -> 0.727 s (ratio 1.79 -> 1.56, ratio* 1.78 -> 1.88).
-What is left is structural: per pair, the probe's decord check is ~0.15 of the reference, the
-judge ~0.6 (its last frame is the clip's last frame: every reference frame is decoded) and the
-encode ~1.0, in three workers, before and after the filter. 1.3 needs one decode shared across the
-filter; see the doc.
+Then the probe checks frame 0 of the files the forward reader reads alone (H.264/HEVC 4:2:0,
+exactly indexed) with PyAV inside its demux pass instead of opening decord (other files and a
+frame 0 PyAV refuses still go through decord). Same session, load average 13-25, before = main
+(145d305): probe CPU per sample 0.080 -> 0.033 s (realclips pair), 0.066 -> 0.027 (demo pair),
+0.047 -> 0.017 (raw clip), 0.009 -> 0.003 (Koala window); per video ~30 -> ~12 ms. The judge and
+encode columns are the same code; the ratios moved with the reference's noise (realclips 1.80 ->
+1.89, with ref 0.447 -> 0.404; demo 1.90 -> 1.79).
+What is left is structural: per pair, the probe is now ~0.08 of the reference, the judge ~0.6 (its
+last frame is the clip's last frame: every reference frame is decoded; unwanted non-reference
+frames are already skipped) and the encode ~1.0-1.2, in three workers, before and after the
+filter. 1.3 needs one decode shared across the filter; see the doc.
 """
 from __future__ import annotations
 

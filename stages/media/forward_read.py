@@ -33,6 +33,23 @@ SKIPPABLE_CODECS = ("h264", "hevc")
 EXACT_PIXEL_FORMATS = ("yuv420p",)
 
 
+def packet_index_problem(pts: list[int], keyframe_pts: list[int]) -> str | None:
+    """Why the packets (pts of every packet with data, and of its keyframes) cannot be indexed
+    exactly, or None. The probe asks the same of its own demux (stages/probe/core.py)."""
+    ordered = sorted(pts)
+    if len(set(ordered)) != len(ordered) or not ordered:
+        return "duplicate or missing pts"
+    if ordered[0] not in set(keyframe_pts):
+        return "the first frame is not a keyframe"
+    return None
+
+
+def reads_exactly(codec: str | None, pix_fmt: str | None) -> bool:
+    """Whether a file of this codec and pixel format is read by ``ForwardReader`` alone when its
+    packets index exactly: H.264/HEVC in plain 4:2:0 (the formats checked against decord)."""
+    return codec in SKIPPABLE_CODECS and pix_fmt in EXACT_PIXEL_FORMATS
+
+
 class Unsupported(Exception):
     """This file is not one the forward reader reads exactly; use the general path."""
 
@@ -79,14 +96,13 @@ class ForwardReader:
             pts.append(packet.pts)
             if packet.is_keyframe:
                 keys.append(packet.pts)
+        problem = packet_index_problem(pts, keys)
+        if problem:
+            raise Unsupported(problem)
         ordered = sorted(pts)
-        if len(set(ordered)) != len(ordered) or not ordered:
-            raise Unsupported("duplicate or missing pts")
         self.rank = {p: i for i, p in enumerate(ordered)}
         self.pts_of = ordered
         self.keyframes = sorted(self.rank[p] for p in keys)  # presentation indices
-        if not self.keyframes or self.keyframes[0] != 0:
-            raise Unsupported("the first frame is not a keyframe")
         self.frames = len(ordered)
 
     def close(self) -> None:

@@ -384,3 +384,54 @@ def test_an_exif_rotated_photo_is_measured_upright(tmp_path):
     Image.fromarray(np.zeros((64, 128, 3), dtype=np.uint8)).save(plain)
     plain_info = probe_media(str(plain), "image")
     assert (plain_info.width, plain_info.height) == (128, 64)
+
+
+# ------------------------------------------------------------------ which decoder checks frame 0
+def _h264(path: Path, pix_fmt: str = "yuv420p", n: int = 12) -> Path:
+    """A real x264 clip in ``path``'s container (.mkv declares no frame count) and pixel format."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=Fraction(24))
+        s.width, s.height, s.pix_fmt = 160, 96, pix_fmt
+        for f in media.synthetic_frames(n, 160, 96, seed=5):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format=pix_fmt)))
+        c.mux(s.encode())
+    return path
+
+
+def test_frame_zero_checked_by_the_decoder_that_reads_the_file(monkeypatch, tmp_path):
+    """H.264 4:2:0 mp4s (what the judge and encode read with PyAV alone) are checked with PyAV in
+    the demux pass, with the very rows decord's check gave; other files still open decord."""
+    videos = sorted(CLIPS.glob("*.mp4")) + sorted((REALCLIPS / "videos").glob("*.mp4"))[:8]
+    others = [_h264(tmp_path / "yuv444.mp4", "yuv444p"), _h264(tmp_path / "nocount.mkv")]
+    rows = [sample(f"v{i}", v) for i, v in enumerate(videos + others)]
+    opened = []
+    real_check = probe_mod.decord_first_frame
+    monkeypatch.setattr(probe_mod, "decord_first_frame", lambda src: (opened.append(src), real_check(src)))
+    fast = probe_table(samples_table(rows))
+    assert opened == [str(v) for v in others]
+
+    opened.clear()
+    monkeypatch.setattr(probe_mod, "reads_exactly", lambda codec, pix_fmt: False)  # decord for all
+    assert fast.equals(probe_table(samples_table(rows)))
+    assert len(opened) == len(rows)
+    assert fast.column("error").null_count == len(rows)
+    assert set(fast.column("probe_backend").to_pylist()) == {"pyav+decord"}
+
+
+def test_a_broken_first_keyframe_keeps_decords_error_row(monkeypatch, tmp_path):
+    """PyAV refuses the zeroed keyframe; decord's check then runs and its error is the row's, as
+    before PyAV checked frame 0."""
+    data = bytearray((CLIPS / "hl07_source.mp4").read_bytes())
+    with av.open(str(CLIPS / "hl07_source.mp4")) as c:
+        first = next(p for p in c.demux(video=0) if p.size)
+        pos, size = first.pos, first.size
+    data[pos + 4:pos + size] = bytes(size - 4)  # keep the NAL length, zero its payload
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(bytes(data))
+    opened = []
+    real_check = probe_mod.decord_first_frame
+    monkeypatch.setattr(probe_mod, "decord_first_frame", lambda src: (opened.append(src), real_check(src)))
+    row = probe_table(samples_table([sample("broken", broken)])).to_pylist()[0]
+    assert opened == [str(broken)]
+    assert row["error_kind"] == "undecodable" and row["error"].startswith("target: undecodable: decord")
+    assert row["target_frames"] == 37  # the demux's measurements stay
