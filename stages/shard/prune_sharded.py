@@ -130,6 +130,18 @@ def _read_members(path: Path, members: list) -> dict[str, bytes]:
         return out
 
 
+def _as_written(schema: pa.Schema) -> pa.Schema:
+    """The schema as the writers declare it: Parquet reads a list's items back as "element",
+    ``pa.list_`` names them "item"; with the writer's name a part pruned and then read back ends
+    with the bytes it had."""
+    def field_of(f: pa.Field) -> pa.Field:
+        if pa.types.is_list(f.type):
+            return pa.field(f.name, pa.list_(f.type.value_type), f.nullable, f.metadata)
+        return f
+
+    return pa.schema([field_of(f) for f in schema], metadata=schema.metadata)
+
+
 def _rewrite_part(workdir: Path, part: Path, change: Callable[[pa.Table, int], pa.Table],
                   tombstone: Callable[[], pa.Table], stop_after: int | None = None) -> bool:
     """Rewrite ``part`` row group by row group through ``change(rows, first row)`` (only the
@@ -137,7 +149,7 @@ def _rewrite_part(workdir: Path, part: Path, change: Callable[[pa.Table, int], p
     ``stop_after``: 1 after the temp, 2 after the tombstone (as a kill would; tests)."""
     temp = part.with_name(f".{part.name}{TEMP_SUFFIX}")
     src = pq.ParquetFile(part)
-    schema = src.schema_arrow
+    schema = _as_written(src.schema_arrow)
     keep = [c for c in schema.names if c != "tensors"]
     groups = src.metadata.num_row_groups
     rg_rows = src.metadata.row_group(0).num_rows if groups else 1
