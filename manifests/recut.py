@@ -114,9 +114,10 @@ def _finish(workdir: Path, table: str, entry: dict, hooks: Hooks, stop_after: in
     hooks.gone(set(entry["replaces"]))
 
 
-def recover(workdir: str | os.PathLike, table: str, hooks: Hooks = Hooks()) -> int:
+def recover(workdir: str | os.PathLike, table: str, hooks: Hooks) -> int:
     """Finish the batches a killed run committed; drop temps of batches it did not commit.
-    Returns how many batches were rolled forward plus temps dropped."""
+    ``hooks``: the table's own (no default: a roll-forward without them would leave the repeats
+    naming deleted parts). Returns how many batches were rolled forward plus temps dropped."""
     n = 0
     named, gone = set(), set()
     for entry in entries(workdir, table):
@@ -147,7 +148,7 @@ def plan_outputs(workdir: str | os.PathLike, table: str, dataset: str, rows: int
 
 
 def recut(workdir: str | os.PathLike, table: str, dataset: str, sources: list[Path], rows_per_part: int,
-          stop_after: int | None = None, hooks: Hooks = Hooks()) -> list[Path]:
+          stop_after: int | None = None, hooks: Hooks = Hooks()) -> list[Path]:  # noqa: B008 - frozen
     """Re-cut ``sources`` (short parts of one dataset, in this order) into full parts; returns the
     outputs (none when that would not lower the part count). ``stop_after`` stops as a kill would
     (for tests): 1 after the temps, 2 after the commit, 3 after the first rename, 4 after them all."""
