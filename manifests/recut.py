@@ -38,31 +38,21 @@ from typing import Callable
 
 import pyarrow.parquet as pq
 
+from manifests import ledger
 from manifests.io import RECUT_DIR, atomic_write_json, rechunk, table_dir, write_part
-
-TEMP_SUFFIX = ".compacting"
+from manifests.ledger import TEMP_SUFFIX, temp_of as _temp_of  # noqa: F401  (TEMP_SUFFIX: the tests' spelling)
 
 
 def ledger_dir(workdir: str | os.PathLike, table: str) -> Path:
-    return Path(workdir) / "state" / table / RECUT_DIR
-
-
-def _temp_of(part: Path) -> Path:
-    return part.with_name(f".{part.name}{TEMP_SUFFIX}")
+    return ledger.ledger_dir(workdir, table, RECUT_DIR)
 
 
 def entries(workdir: str | os.PathLike, table: str) -> list[dict]:
     """The committed batches, paths resolved against the workdir (stored relative to it, so a
     moved or copied workdir keeps its ledger)."""
-    root, base = ledger_dir(workdir, table), Path(workdir)
-    if not root.exists():
-        return []
-    out = []
-    for p in sorted(root.glob("*.json")):
-        e = json.loads(p.read_text())
-        out.append({**e, "parts": [str(base / x) for x in e["parts"]],
-                    "replaces": [str(base / x) for x in e["replaces"]]})
-    return out
+    base = Path(workdir)
+    return [{**e, "parts": [str(base / x) for x in e["parts"]], "replaces": [str(base / x) for x in e["replaces"]]}
+            for e in ledger.raw_entries(workdir, table, RECUT_DIR)]
 
 
 def outputs(workdir: str | os.PathLike, table: str) -> set[str]:
@@ -128,13 +118,7 @@ def recover(workdir: str | os.PathLike, table: str, hooks: Hooks) -> int:
             n += 1
         gone.update(entry["replaces"])
     hooks.gone(gone)  # a run killed after its deletes left only this bookkeeping to do
-    tdir = table_dir(workdir, table)
-    if tdir.exists():
-        for temp in tdir.rglob(f".*{TEMP_SUFFIX}"):
-            if str(temp.with_name(temp.name[1:-len(TEMP_SUFFIX)])) not in named:
-                temp.unlink(missing_ok=True)
-                n += 1
-    return n
+    return n + ledger.sweep_temps(workdir, table, named)
 
 
 def plan_outputs(workdir: str | os.PathLike, table: str, dataset: str, rows: int,

@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from manifests import catalog
-from manifests.io import PARQUET_KW, atomic_file, list_parts, table_dir
+from manifests.io import PARQUET_KW, atomic_file, list_parts
 from pipeline.config_base import ConfigError
 from pipeline.stage import state_dir
 from stages.shard.layout import members_of, split_blob, with_empty_source
