@@ -132,3 +132,32 @@ def test_only_what_a_shard_proves_is_pruned_and_a_lost_shard_is_reported(tmp_pat
     (work / other["shard"]).unlink()
     with pytest.raises(ConfigError, match="re-encode"):
         restore(work, set())
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(600)
+def test_the_shard_stage_reads_pruned_tensors_back(ray_session, tmp_path):
+    """Through `curate run --stage shard` (the stage's plan and its --overwrite check): after the
+    prune a re-threshold and then an --overwrite with another target write the bytes an unpruned
+    workdir gets, and `curate verify` passes."""
+    from pipeline.curate import runner
+    from pipeline.curate.config import load_config
+    from stages.shard.verify import verify_workdir
+
+    cfg_file = tmp_path / "shard.yaml"
+    cfg_file.write_text(f"shard:\n  target_bytes: {TARGET}\n")
+    cfg = load_config(cfg_file)
+    a, b = tmp_path / "a", tmp_path / "b"
+    for w in (a, b):
+        build_run(w)
+        runner.run(cfg, "shard", w)
+    assert prune_sharded(a).keys > 0
+    for w in (a, b):
+        drop_sample(w, sample_id("koala", 0))
+        runner.run(cfg, "shard", w)
+    assert tars(a) == tars(b) and verify_workdir(a).ok
+    other = load_config(cfg_file, ["shard.target_bytes=20000"])
+    for w in (a, b):
+        runner.run(other, "shard", w, overwrite=True)
+    assert tars(a) == tars(b) and verify_workdir(a).ok
+    assert part_digests(a, "encoded") == part_digests(b, "encoded")

@@ -102,8 +102,6 @@ def test_a_remote_cluster_is_priced_at_allocated_cores():
 def test_storage_totals_two_copies_and_one_after_the_sharded_prune():
     """The encoded table and the shards each hold every key's tensors; after `curate prune
     --sharded` the shards' copy and the rows' metadata remain."""
-    from pipeline.curate.report import cost
-
     corpus = {"koala": 1_000_000, "ditto": 10_000, "x2edit": 500}
     t = cost.storage_totals(corpus)
     tensors = (1_000_000 * cost.KEY_BYTES["clip"] + 10_000 * cost.KEY_BYTES["video_edit"]
