@@ -132,9 +132,10 @@ def plan_outputs(workdir: str | os.PathLike, table: str, dataset: str, rows: int
 
 
 def recut(workdir: str | os.PathLike, table: str, dataset: str, sources: list[Path], rows_per_part: int,
-          stop_after: int | None = None, hooks: Hooks = Hooks()) -> list[Path]:  # noqa: B008 - frozen
+          stop_after: int | None, hooks: Hooks) -> list[Path]:
     """Re-cut ``sources`` (short parts of one dataset, in this order) into full parts; returns the
-    outputs (none when that would not lower the part count). ``stop_after`` stops as a kill would
+    outputs (none when that would not lower the part count). ``hooks``: the table's own (no
+    default, as for ``recover``). ``stop_after`` stops as a kill would
     (for tests): 1 after the temps, 2 after the commit, 3 after the first rename, 4 after them all."""
     workdir = Path(workdir)
     sizes = [pq.ParquetFile(s).metadata.num_rows for s in sources]
