@@ -13,24 +13,19 @@ the same bytes as an uninterrupted one."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from manifests.io import LEDGER_DIR, ROW_GROUP_ROWS, atomic_write_json, read_slice, table_dir, write_part
-
-TEMP_SUFFIX = ".compacting"
+from manifests import ledger
+from manifests.io import LEDGER_DIR, ROW_GROUP_ROWS, atomic_write_json, read_slice, write_part
+from manifests.ledger import TEMP_SUFFIX, temp_of as _temp_of  # noqa: F401  (TEMP_SUFFIX: the tests' spelling)
 
 
 def ledger_dir(workdir: str | os.PathLike, table: str) -> Path:
-    return Path(workdir) / "state" / table / LEDGER_DIR
-
-
-def _temp_of(part: Path) -> Path:
-    return part.with_name(f".{part.name}{TEMP_SUFFIX}")
+    return ledger.ledger_dir(workdir, table, LEDGER_DIR)
 
 
 def compacted_outs(workdir: str | os.PathLike, table: str) -> set[str]:
@@ -53,10 +48,7 @@ def _resolve(workdir, entry: dict) -> dict:
 
 
 def _entries(workdir, table) -> list[dict]:
-    root = ledger_dir(workdir, table)
-    if not root.exists():
-        return []
-    return [_resolve(workdir, json.loads(p.read_text())) for p in sorted(root.glob("*.json"))]
+    return [_resolve(workdir, e) for e in ledger.raw_entries(workdir, table, LEDGER_DIR)]
 
 
 def locate(workdir: str | os.PathLike, table: str) -> dict[str, tuple[str, int, int]]:
@@ -115,14 +107,7 @@ def recover(workdir: str | os.PathLike, table: str) -> int:
         if temp.exists() or any(Path(o).exists() for o in entry["replaces"] if o != entry["part"]):
             _finish(entry)
             n += 1
-    tdir = table_dir(workdir, table)
-    if tdir.exists():
-        for temp in tdir.rglob(f".*{TEMP_SUFFIX}"):
-            part = temp.with_name(temp.name[1:-len(TEMP_SUFFIX)])
-            if str(part) not in entries:
-                temp.unlink(missing_ok=True)
-                n += 1
-    return n
+    return n + ledger.sweep_temps(workdir, table, set(entries))
 
 
 def compact_group(workdir: str | os.PathLike, table: str, part: Path, outs: list[str],

@@ -11,12 +11,17 @@ would need both to be done and an order between the tasks; after the units, the 
 fixed files in a fixed (name) order and the output is a pure function of them, which keeps a
 resumed run byte-identical by construction.
 
+A batch's sources may include the short last output of an earlier batch (an earlier ingest run):
+that output leaves its batch's entry, so parts stay bounded across runs, not only within one.
+
 Steps, each safe to be killed after (kill -9):
   1. write every output under a hidden temp name (``.<name>.compacting``: no reader lists it);
   2. write the ledger entry ``state/<table>/_recut/<dataset>--b<batch>.json`` (atomic): the
      outputs, their row counts and bytes, and the parts they replace (the commit point);
-  3. rename the temps into place;
-  4. delete the replaced parts.
+  3. the table's bookkeeping learns where the rows moved (``Hooks.moved``);
+  4. rename the temps into place;
+  5. drop the replaced parts from earlier entries, delete them, and tell the bookkeeping
+     (``Hooks.gone``).
 Readers (``manifests.io.superseded``) see exactly one copy of every row at every step: before step
 3 ends, the outputs already renamed are hidden and the replaced parts shown; once every output is
 in place, the replaced parts are hidden. ``recover`` rolls a committed entry forward and drops
@@ -27,73 +32,93 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pyarrow.parquet as pq
 
+from manifests import ledger
 from manifests.io import RECUT_DIR, atomic_write_json, rechunk, table_dir, write_part
-
-TEMP_SUFFIX = ".compacting"
+from manifests.ledger import TEMP_SUFFIX, temp_of as _temp_of  # noqa: F401  (TEMP_SUFFIX: the tests' spelling)
 
 
 def ledger_dir(workdir: str | os.PathLike, table: str) -> Path:
-    return Path(workdir) / "state" / table / RECUT_DIR
-
-
-def _temp_of(part: Path) -> Path:
-    return part.with_name(f".{part.name}{TEMP_SUFFIX}")
+    return ledger.ledger_dir(workdir, table, RECUT_DIR)
 
 
 def entries(workdir: str | os.PathLike, table: str) -> list[dict]:
     """The committed batches, paths resolved against the workdir (stored relative to it, so a
     moved or copied workdir keeps its ledger)."""
-    root, base = ledger_dir(workdir, table), Path(workdir)
-    if not root.exists():
-        return []
-    out = []
-    for p in sorted(root.glob("*.json")):
-        e = json.loads(p.read_text())
-        out.append({**e, "parts": [str(base / x) for x in e["parts"]],
-                    "replaces": [str(base / x) for x in e["replaces"]]})
-    return out
+    base = Path(workdir)
+    return [{**e, "parts": [str(base / x) for x in e["parts"]], "replaces": [str(base / x) for x in e["replaces"]]}
+            for e in ledger.raw_entries(workdir, table, RECUT_DIR)]
 
 
 def outputs(workdir: str | os.PathLike, table: str) -> set[str]:
-    """Every part a re-cut wrote: never re-cut again (it may already be referenced downstream)."""
+    """Every part a re-cut wrote and no later re-cut replaced."""
     return {p for e in entries(workdir, table) for p in e["parts"]}
 
 
-def _finish(entry: dict) -> None:
-    for part in map(Path, entry["parts"]):
+@dataclass(frozen=True)
+class Hooks:
+    """What the table's own bookkeeping does as rows move (``samples``: the repeats, named by
+    (part, row), see ``manifests.repeats``): ``moved(entry)`` once a batch is committed, before
+    its outputs are renamed into place; ``gone(paths)`` once the replaced parts are deleted. Both
+    idempotent: a killed run's batch is rolled forward through them again."""
+
+    moved: Callable[[dict], None] = lambda entry: None
+    gone: Callable[[set[str]], None] = lambda paths: None
+
+
+def _retire(workdir: Path, table: str, entry: dict) -> None:
+    """An earlier batch's outputs that this batch re-cuts leave that batch's entry (its other
+    outputs stay listed, so ``superseded`` still sees that batch complete); the entry file stays
+    even when empty, since batches are numbered by counting them."""
+    replaced = {str(Path(p).relative_to(workdir)) for p in entry["replaces"]}
+    for path in sorted(ledger_dir(workdir, table).glob("*.json")):
+        e = json.loads(path.read_text())
+        keep = [i for i, p in enumerate(e["parts"]) if p not in replaced]
+        if len(keep) != len(e["parts"]):
+            atomic_write_json(path, {**e, "parts": [e["parts"][i] for i in keep],
+                                     "rows": [e["rows"][i] for i in keep], "bytes": [e["bytes"][i] for i in keep]})
+
+
+def _finish(workdir: Path, table: str, entry: dict, hooks: Hooks, stop_after: int | None = None) -> None:
+    hooks.moved(entry)
+    for i, part in enumerate(map(Path, entry["parts"])):
         temp = _temp_of(part)
         if temp.exists():
             os.replace(temp, part)
+        if stop_after == 3 and i == 0:  # killed between two renames
+            return
+    if stop_after == 4:
+        return
     missing = [p for p in entry["parts"] if not Path(p).exists()]
     if missing:  # only by hand: the replaced parts are deleted after every output is in place
         raise RuntimeError(f"re-cut outputs {missing} are gone while their ledger entry stands; "
                            f"re-run with --overwrite")
+    _retire(workdir, table, entry)
     for src in entry["replaces"]:
         Path(src).unlink(missing_ok=True)
+    hooks.gone(set(entry["replaces"]))
 
 
-def recover(workdir: str | os.PathLike, table: str) -> int:
+def recover(workdir: str | os.PathLike, table: str, hooks: Hooks) -> int:
     """Finish the batches a killed run committed; drop temps of batches it did not commit.
-    Returns how many batches were rolled forward plus temps dropped."""
+    ``hooks``: the table's own (no default: a roll-forward without them would leave the repeats
+    naming deleted parts). Returns how many batches were rolled forward plus temps dropped."""
     n = 0
-    named = set()
+    named, gone = set(), set()
     for entry in entries(workdir, table):
         named.update(entry["parts"])
         if any(_temp_of(Path(p)).exists() for p in entry["parts"]) or \
                 any(Path(s).exists() for s in entry["replaces"]):
-            _finish(entry)
+            _finish(Path(workdir), table, entry, hooks)
             n += 1
-    tdir = table_dir(workdir, table)
-    if tdir.exists():
-        for temp in tdir.rglob(f".*{TEMP_SUFFIX}"):
-            if str(temp.with_name(temp.name[1:-len(TEMP_SUFFIX)])) not in named:
-                temp.unlink(missing_ok=True)
-                n += 1
-    return n
+        gone.update(entry["replaces"])
+    hooks.gone(gone)  # a run killed after its deletes left only this bookkeeping to do
+    return n + ledger.sweep_temps(workdir, table, named)
 
 
 def plan_outputs(workdir: str | os.PathLike, table: str, dataset: str, rows: int,
@@ -107,9 +132,10 @@ def plan_outputs(workdir: str | os.PathLike, table: str, dataset: str, rows: int
 
 
 def recut(workdir: str | os.PathLike, table: str, dataset: str, sources: list[Path], rows_per_part: int,
-          stop_after: int | None = None) -> list[Path]:
+          stop_after: int | None, hooks: Hooks) -> list[Path]:
     """Re-cut ``sources`` (short parts of one dataset, in this order) into full parts; returns the
-    outputs (none when that would not lower the part count). ``stop_after`` stops as a kill would
+    outputs (none when that would not lower the part count). ``hooks``: the table's own (no
+    default, as for ``recover``). ``stop_after`` stops as a kill would
     (for tests): 1 after the temps, 2 after the commit, 3 after the first rename, 4 after them all."""
     workdir = Path(workdir)
     sizes = [pq.ParquetFile(s).metadata.num_rows for s in sources]
@@ -133,12 +159,6 @@ def recut(workdir: str | os.PathLike, table: str, dataset: str, sources: list[Pa
     atomic_write_json(ledger_dir(workdir, table) / f"{dataset}--{batch}.json", entry)
     if stop_after == 2:
         return outs
-    for i, o in enumerate(outs):
-        os.replace(_temp_of(o), o)
-        if stop_after == 3 and i == 0:  # killed between two renames
-            return outs
-    if stop_after == 4:
-        return outs
-    for s in sources:
-        Path(s).unlink()
+    _finish(workdir, table, {**entry, "parts": [str(o) for o in outs], "replaces": [str(x) for x in sources]},
+            hooks, stop_after)
     return outs

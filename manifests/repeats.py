@@ -117,6 +117,74 @@ def mark(workdir: Path) -> int:
     return count(workdir)
 
 
+def moved(workdir: Path, entry: dict) -> None:
+    """A re-cut batch (``manifests.recut``; ``entry`` with absolute paths) moves the rows of scanned
+    parts into its outputs, concatenated in order: each repeat naming a moved row gets a copy
+    naming the same row in its output, in the same duplicates part, and the outputs join the
+    scanned list (they hold scanned rows only: the mark must not scan them again). The copies
+    naming the sources stay until ``forget``: while a kill leaves both spellings, each names a row
+    only where that file is read, so the view drops every repeat exactly once. Idempotent."""
+    import bisect
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    workdir = Path(workdir)
+    sources = [part_name(p) for p in entry["replaces"]]
+    outs = [part_name(p) for p in entry["parts"]]
+    start_of, n = {}, 0
+    for name, rows in zip(sources, entry["replaced_rows"]):
+        start_of[name], n = n, n + rows
+    out_starts, n = [], 0
+    for rows in entry["rows"]:
+        out_starts.append(n)
+        n += rows
+    for p in list_parts(workdir, TABLE):
+        t = pq.read_table(p)
+        if "part" not in t.column_names:
+            continue  # a table from before relative names is marked afresh (``_scanned``)
+        hit = t.filter(pc.is_in(t["part"], value_set=pa.array(sources, pa.string())))
+        if not hit.num_rows:
+            continue
+        copies = []
+        for r in hit.to_pylist():  # the repeats of one batch's sources: a few rows
+            g = start_of[r["part"]] + r["file_row_number"]
+            j = bisect.bisect_right(out_starts, g) - 1
+            copies.append({**r, "part": outs[j], "file_row_number": g - out_starts[j]})
+        have = set(zip(t["part"].to_pylist(), t["file_row_number"].to_pylist()))
+        copies = [c for c in copies if (c["part"], c["file_row_number"]) not in have]
+        if copies:
+            new = pa.concat_tables([t.cast(DUPLICATES), pa.Table.from_pylist(copies, DUPLICATES)])
+            write_part(p, new.sort_by([("part", "ascending"), ("file_row_number", "ascending")]))
+    path = _scanned_path(workdir)
+    if path.exists():
+        state = json.loads(path.read_text())
+        if not set(outs) <= set(state["parts"]):
+            atomic_write_json(path, {**state, "parts": sorted(set(state["parts"]) | set(outs))})
+
+
+def forget(workdir: Path, gone: set[str]) -> None:
+    """Once a re-cut deleted its sources (absolute paths ``gone``): the repeats naming their rows
+    and their names in the scanned list go (``moved`` copied them to the outputs). Idempotent."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    workdir = Path(workdir)
+    names = sorted(part_name(p) for p in gone if not Path(p).exists())
+    if not names:
+        return
+    value_set = pa.array(names, pa.string())
+    for p in list_parts(workdir, TABLE):
+        t = pq.read_table(p)
+        if "part" in t.column_names and pc.any(pc.is_in(t["part"], value_set=value_set)).as_py():
+            write_part(p, t.filter(pc.invert(pc.is_in(t["part"], value_set=value_set))).cast(DUPLICATES))
+    path = _scanned_path(workdir)
+    if path.exists():
+        state = json.loads(path.read_text())
+        if set(names) & set(state["parts"]):
+            atomic_write_json(path, {**state, "parts": sorted(set(state["parts"]) - set(names))})
+
+
 def _part_column(workdir: Path, first: Path) -> str:
     """The repeats table's part-name column (tables written before it was relative: ``filename``)."""
     names = pq.read_schema(first).names

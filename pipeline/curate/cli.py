@@ -196,12 +196,28 @@ def status(workdir: Path = typer.Option(DEFAULT_DEMO_WORKDIR, help="run director
 def prune(
     workdir: Path = typer.Option(DEFAULT_DEMO_WORKDIR, help="run directory"),
     dry_run: bool = typer.Option(False, "--dry-run", help="only report what would be removed"),
+    sharded: bool = typer.Option(False, "--sharded", help="instead: drop the tensors of encoded rows whose "
+                                 "shard copy is verified (one copy at rest; the shard stage reads them back)"),
 ) -> None:
-    """Remove the encodings of samples the selection no longer keeps (after a re-threshold)."""
+    """Remove the encodings of samples the selection no longer keeps (after a re-threshold);
+    with --sharded, the encoded tensors the shards hold."""
     from stages.encode.prune import prune as prune_encoded
 
     if not (workdir / "tables").exists():
         _fail(f"{workdir} holds no run (no tables/); pass --workdir")
+    if sharded:
+        from stages.shard.prune_sharded import prune_sharded
+
+        s = prune_sharded(workdir, dry_run)
+        verb = "would drop" if dry_run else "dropped"
+        out.print(f"prune --sharded: {verb} the tensors of {s.keys} encoded keys ({s.tensor_bytes / 1e6:.1f} MB; "
+                  f"{s.already} pruned before) in {s.parts} parts; encoded table {s.bytes_before / 1e6:.1f} MB -> "
+                  f"{(s.bytes_after or s.bytes_before) / 1e6:.1f} MB at rest, shards {s.shard_bytes / 1e6:.1f} MB; "
+                  f"rows {s.rows_before} -> {s.rows_after or s.rows_before}, digest {s.digest_before}")
+        if s.mismatched:
+            _fail(f"{len(s.mismatched)} keys differ from their shard copy and were kept "
+                  f"(first: {', '.join(s.mismatched[:5])}); run `curate verify`")
+        return
     r = prune_encoded(workdir, dry_run)
     verb = "would remove" if dry_run else "removed"
     out.print(f"prune: {verb} {r.keys} keys of samples no longer kept ({r.bytes / 1e6:.1f} MB of tensors): "

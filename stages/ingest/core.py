@@ -4,6 +4,8 @@ Plain Python over Arrow, no Ray: ``stages.ingest.stage`` maps this over units wi
 """
 from __future__ import annotations
 
+import os
+import re
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from manifests import recut, repeats
-from manifests.io import atomic_write_json, dataset_dir, list_parts, rechunk, write_part
+from manifests.io import LEDGER_DIR, atomic_write_json, dataset_dir, list_parts, rechunk, write_part
 from manifests.schema import SAMPLES, make_sample_id
 from stages.ingest.base import Adapter, SourceRange, to_json
 from stages.ingest.record_guard import check_regular, unconvertible_row
@@ -135,31 +137,72 @@ def ingest_adapter(adapter: Adapter, workdir: str | Path, rows_per_part: int = 1
     return [ingest_unit(adapter, u, workdir, rows_per_part, limit) for u in adapter.units()]
 
 
-def bound_parts(workdir: str | Path, rows_per_part: int = 100_000, stop_after: int | None = None) -> int:
-    """Re-cut the short parts ingest wrote since it last finished into full ones (``manifests.recut``),
-    so a dataset has ``ceil(rows / rows_per_part)`` parts however many units it was read in (each
-    unit ends on a short part: Koala's byte ranges, one published file per unit elsewhere). Run
-    once every unit is done, before the repeats mark; returns the parts written.
+# A later stage names its parts after the samples part it read: whole (``<stem>.parquet``) or a
+# slice of it (``<stem>-r<first row, 9 digits>.parquet``), its merge ledger ``<dataset>--<stem>.json``.
+_AFTER_PART = re.compile(r"^(?P<stem>.+?)(?:-r\d{9})?\.parquet$")
 
-    Only parts no earlier mark scanned are re-cut: the duplicates table names rows by (part, row),
-    and the stages after ingest name their units after samples parts, so a part that outlived an
-    ingest run is final. A batch of fewer rows than one part is left as written (at most a part
-    per unit, less than one part's rows: a handful of small files, as in the demo and the tests).
-    ``stop_after``: the first dataset's re-cut stops there, as a kill would (``recut.recut``; tests)."""
+
+def _read_by_later_stages(workdir: Path) -> dict[str, set[str]]:
+    """{dataset: stems of samples parts some later stage has written parts from}. Such a part is
+    final: re-cutting it would leave that stage's rows under a name no plan makes again (the
+    probe would probe its rows twice). Names only, from directory listings (no file is read);
+    a false match only keeps a short part as it is."""
+    out: dict[str, set[str]] = {}
+    root = Path(workdir) / "tables"
+    for tdir in (sorted(root.iterdir()) if root.exists() else []):
+        if tdir.name in (TABLE, repeats.TABLE) or not tdir.is_dir():
+            continue
+        for ds in tdir.iterdir():
+            if ds.is_dir():
+                for f in os.scandir(ds):
+                    m = _AFTER_PART.match(f.name)
+                    if m:
+                        out.setdefault(ds.name, set()).add(m["stem"])
+    for ledger in (Path(workdir) / "state").glob(f"*/{LEDGER_DIR}/*--*.json"):
+        ds, stem = ledger.stem.split("--", 1)
+        out.setdefault(ds, set()).add(stem)
+    return out
+
+
+def recut_hooks(workdir: Path) -> recut.Hooks:
+    """The repeats name rows by (part, row): they follow the rows a re-cut moves."""
+    return recut.Hooks(moved=lambda entry: repeats.moved(workdir, entry),
+                       gone=lambda paths: repeats.forget(workdir, paths))
+
+
+def bound_parts(workdir: str | Path, rows_per_part: int = 100_000, stop_after: int | None = None) -> int:
+    """Mark the repeats of the parts this run wrote, then re-cut each dataset's short parts into
+    full ones (``manifests.recut``), so a dataset has ``ceil(rows / rows_per_part)`` parts however
+    many units and ingest runs it was read in (each unit ends on a short part: Koala's byte
+    ranges, one published file per unit elsewhere). Run once every unit is done; returns the parts
+    written.
+
+    Short parts of earlier runs are re-cut too (the last part of each earlier re-cut among them),
+    unless a later stage has read them (``_read_by_later_stages``): those are final, so a workdir
+    whose later stages ran between two ingest runs keeps one short part per dataset per such run.
+    The mark runs first, on the parts as the units wrote them: the repeats of a re-cut batch are
+    then carried to its outputs (``repeats.moved``), so the decisions do not depend on how rows
+    were cut. Fewer rows than one part, new and short together, are left as written (at most a
+    part per unit, less than one part's rows: a handful of small files, as in the demo and the
+    tests). ``stop_after``: the first dataset's re-cut stops there, as a kill would (tests)."""
     workdir = Path(workdir)
-    recut.recover(workdir, TABLE)
-    final, earlier = repeats.scanned_names(workdir), recut.outputs(workdir, TABLE)
-    new = [p for p in list_parts(workdir, TABLE) if repeats.part_name(p) not in final and str(p) not in earlier]
-    rows = {p: pq.ParquetFile(p).metadata.num_rows for p in new}
-    if sum(rows.values()) < rows_per_part:
-        return 0
+    hooks = recut_hooks(workdir)
+    recut.recover(workdir, TABLE, hooks)
+    earlier = repeats.scanned_names(workdir)
+    repeats.mark(workdir)
+    parts = list_parts(workdir, TABLE)
+    rows = {p: pq.ParquetFile(p).metadata.num_rows for p in parts}
+    read = _read_by_later_stages(workdir)
+    new = [p for p in parts if repeats.part_name(p) not in earlier]
     short: dict[str, list[Path]] = {}
-    for p in new:  # list_parts is sorted: each dataset's short parts in name (unit, chunk) order
-        if rows[p] < rows_per_part:
+    for p in parts:  # list_parts is sorted: each dataset's short parts in name (unit, chunk) order
+        if rows[p] < rows_per_part and p.stem not in read.get(p.parent.name, ()):
             short.setdefault(p.parent.name, []).append(p)
+    if sum(rows[p] for p in set(new) | {p for ps in short.values() for p in ps}) < rows_per_part:
+        return 0
     written = 0
-    for ds, parts in sorted(short.items()):
-        written += len(recut.recut(workdir, TABLE, ds, parts, rows_per_part, stop_after))
+    for ds, sources in sorted(short.items()):
+        written += len(recut.recut(workdir, TABLE, ds, sources, rows_per_part, stop_after, hooks))
         if stop_after is not None:
             break
     return written

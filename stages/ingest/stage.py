@@ -19,7 +19,7 @@ from pipeline.stage import Context, Phase, Stage, StageFacts, StatusContext, Uni
 from stages.ingest import get_adapter
 from stages.ingest import base
 from stages.ingest.config import DatasetsConfig
-from stages.ingest.core import TABLE, bound_parts, done_marker, ingest_unit
+from stages.ingest.core import TABLE, bound_parts, done_marker, ingest_unit, recut_hooks
 
 
 def _ingest_unit_fn(datasets_json: str, rows_per_part: int, workdir: str, limit: int | None):
@@ -47,7 +47,7 @@ def fingerprint(ctx: Context) -> dict[str, dict]:
 
 
 def plan(ctx: Context) -> list[Unit]:
-    recut.recover(ctx.workdir, TABLE)  # a re-cut a killed run committed is finished before anything reads
+    recut.recover(ctx.workdir, TABLE, recut_hooks(ctx.workdir))  # a re-cut a killed run committed is finished before anything reads
     units = []
     for name, ds_cfg in ctx.cfg.datasets.enabled().items():
         for u in get_adapter(name, ds_cfg).units():
@@ -63,8 +63,9 @@ def phases(ctx: Context) -> list[Phase]:
 
 
 def finish(ctx: Context, units: list[Unit]) -> None:
-    # Every unit is done here (ingest runs them all, --limit included): the short parts they ended
-    # on are re-cut into full ones, then marked (the mark names rows by part).
+    # Every unit is done here (ingest runs them all, --limit included): the new parts are marked
+    # and the short parts re-cut into full ones (the repeats follow the rows); the mark below
+    # finds nothing new and counts.
     bound_parts(ctx.workdir, ctx.cfg.run.rows_per_part)
     n_dup = repeats.mark(ctx.workdir)  # keyed by part names relative to the workdir (the same run from another cwd writes the same bytes)
     if n_dup:

@@ -21,6 +21,7 @@ from manifests.tables import Table
 from pipeline.progress import console
 from pipeline.stage import Context, Phase, Stage, StageFacts, StatusContext, Unit, state_dir
 from stages.shard.plan import write_shard_plan
+from stages.shard.prune_sharded import restore
 from stages.shard.write import done_record_path, is_done, write_shard
 
 
@@ -87,13 +88,24 @@ def _unit(spec) -> Unit:
 
 
 def plan(ctx: Context) -> list[Unit]:
-    """Plan the shards, remove what the plan no longer names."""
+    """Plan the shards, put back the tensors `curate prune --sharded` left only in shards this run
+    rewrites or removes, then remove what the plan no longer names."""
     specs = write_shard_plan(ctx.workdir, plan_path(ctx.workdir), ctx.cfg.shard.target_bytes, ctx.cfg.shard.plan_batch_rows)
     units = [_unit(s) for s in specs]
+    restored = restore(ctx.workdir, {u.params["shard"] for u in units if is_done(ctx.workdir, u.params)})
+    if restored:
+        console.print(f"shard: {restored} pruned encodings read back from the shards they were in")
     removed = remove_stale(ctx.workdir, [u.params for u in units])
     if removed:
         console.print(f"shard: {removed} stale files removed")
     return units
+
+
+def check(ctx: Context) -> None:
+    """--overwrite deletes every shard before planning: first the tensors only shards hold go back
+    into the encoded table."""
+    if ctx.overwrite:
+        restore(ctx.workdir, set())
 
 
 def describe(ctx: Context, units: list[Unit], pending: list[Unit]) -> str:
@@ -138,7 +150,7 @@ STAGE = Stage(
                      status=status),
     outputs=("shards",),
     fingerprint=lambda ctx: {"all": {"shard": {"target_bytes": ctx.cfg.shard.target_bytes}}},
-    plan=plan, describe=describe,
+    plan=plan, describe=describe, check=check,
     is_done=lambda ctx, unit: is_done(ctx.workdir, unit.params),
     phases=lambda ctx: [Phase("write", _unit_fn(str(ctx.workdir.resolve()), str(plan_path(ctx.workdir).resolve())))],
     finish=finish,

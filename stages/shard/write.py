@@ -66,7 +66,11 @@ def iter_blobs(workdir: Path, rows: list[dict]) -> Iterator[tuple[dict, bytes]]:
         if i < 0 or i >= table.num_rows or table["key"][i].as_py() != r["key"]:
             raise ValueError(f"{part} row {r['encoded_row']} is not {r['key']}: the "
                              f"encoded table changed after planning; run the shard stage again")
-        yield r, table["tensors"][i].as_py()
+        blob = table["tensors"][i].as_py()
+        if blob is None:
+            raise ValueError(f"{part} row {r['encoded_row']} ({r['key']}) has no tensors (`curate prune "
+                             f"--sharded`) and was not read back from its shard; run the shard stage again")
+        yield r, blob
 
 
 def write_shard(workdir: Path, plan_path: Path, unit: dict) -> dict:

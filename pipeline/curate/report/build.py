@@ -170,10 +170,12 @@ def _cost_section(cfg, costs, funnel) -> dict:
     notes.append(f"Samples reaching each stage: {'every corpus sample reaches every stage (an upper bound)' if rc.reach == 'all' else 'this run’s per-dataset share of records that reached the stage'} "
                  f"(report.reach: {rc.reach}). One rate per stage for all datasets; cost per sample scales with "
                  "this run's media size (see docs/scaling.md).")
-    store = cost.storage_model(rc.corpus)
+    store = cost.storage_totals(rc.corpus)
     notes.append(f"Storage at the recipe's sizes (one key per sample, all kept: an upper bound): "
-                 f"{sum(r[4] for r in store):,.0f} TB of tensors in the encoded table and as much again in the "
-                 f"shards; per key " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in cost.KEY_BYTES.items())
+                 f"{store['table']:,.0f} TB of tensors in the encoded table and {store['shards']:,.0f} TB in the "
+                 f"shards, {store['both']:,.0f} TB at rest; after `curate prune --sharded` (one copy, the shards'; "
+                 f"the shard stage reads pruned tensors back when it rewrites a shard) {store['pruned']:,.0f} TB. "
+                 f"Per key " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in cost.KEY_BYTES.items())
                  + " (docs/scaling.md, Storage).")
     defaults = {k: v[0] for k, v in CORPUS_SOURCES.items()}
     corpus = [(ds, _fmt(n), CORPUS_SOURCES[ds][1] if defaults.get(ds) == n else "report.corpus (config)")

@@ -145,3 +145,23 @@ def storage_model(corpus: dict[str, int]) -> list[tuple[str, str, int, int, floa
         kind = DATASET_KIND.get(ds, "video_edit")
         rows.append((ds, kind, int(KEY_BYTES[kind]), n, KEY_BYTES[kind] * n / 1e12))
     return rows
+
+
+# An ``encoded`` row once `curate prune --sharded` dropped its blob: its metadata columns plus its
+# share of the part's footer; measured 3.5 KB a key on the demo and 3.7-4.0 KB on
+# bench/bench_storage.py's parts of two keys (docs/scaling.md, Storage). Larger parts cost less.
+PRUNED_ROW_BYTES = 4_000
+# Tar headers and the K.json document of one shard key (bench/bench_storage.py: ~1 KB).
+SHARD_KEY_OVERHEAD = 1_000
+
+
+def storage_totals(corpus: dict[str, int]) -> dict[str, float]:
+    """TB at rest if every corpus sample were kept with one key: the ``encoded`` table, the shards,
+    both, and both once `curate prune --sharded` kept the shards' copy only (the table keeps each
+    row's metadata)."""
+    rows = storage_model(corpus)
+    table = sum(r[4] for r in rows)
+    keys = sum(r[3] for r in rows)
+    shards = table + keys * SHARD_KEY_OVERHEAD / 1e12
+    return {"table": table, "shards": shards, "both": table + shards,
+            "pruned": shards + keys * PRUNED_ROW_BYTES / 1e12}

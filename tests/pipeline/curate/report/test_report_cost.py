@@ -97,3 +97,18 @@ def test_a_remote_cluster_is_priced_at_allocated_cores():
     rec = {**_rec("probe", 10, 1), "cpu_scope": "driver only (remote Ray cluster)"}
     (c,) = cost.stage_costs({"probe": [rec]}, {"probe": (100, 100)}, None)
     assert c.cpu_s == 40 and "allocated" in c.note  # wall 10 s x 4 CPUs, not the driver's 1 s
+
+
+def test_storage_totals_two_copies_and_one_after_the_sharded_prune():
+    """The encoded table and the shards each hold every key's tensors; after `curate prune
+    --sharded` the shards' copy and the rows' metadata remain."""
+    corpus = {"koala": 1_000_000, "ditto": 10_000, "x2edit": 500}
+    t = cost.storage_totals(corpus)
+    tensors = (1_000_000 * cost.KEY_BYTES["clip"] + 10_000 * cost.KEY_BYTES["video_edit"]
+               + 500 * cost.KEY_BYTES["image_edit"]) / 1e12
+    keys = sum(corpus.values())
+    assert abs(t["table"] - tensors) < 1e-9
+    assert abs(t["shards"] - (tensors + keys * cost.SHARD_KEY_OVERHEAD / 1e12)) < 1e-9
+    assert abs(t["both"] - t["table"] - t["shards"]) < 1e-9
+    assert abs(t["pruned"] - (t["shards"] + keys * cost.PRUNED_ROW_BYTES / 1e12)) < 1e-9
+    assert t["pruned"] < 0.51 * t["both"]
