@@ -85,8 +85,10 @@ def _lit(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-KIND_SQL = ("coalesce(judge_kind, CASE WHEN modality = 'image' THEN 'image_edit' "
-            "WHEN task = 't2v' OR source_uri IS NULL THEN 'clip' ELSE 'video_edit' END)")
+# The kind a sample's own columns imply; a scores row's kind comes first where there is one.
+DERIVED_KIND_SQL = ("CASE WHEN modality = 'image' THEN 'image_edit' WHEN task = 't2v' OR source_uri IS NULL "
+                    "THEN 'clip' ELSE 'video_edit' END")
+KIND_SQL = f"coalesce(judge_kind, {DERIVED_KIND_SQL})"
 
 
 def applies_sql(rule: Rule) -> str:
@@ -230,10 +232,6 @@ def write_selected(con, cfg, path, batch_rows: int = 100_000) -> int:
     return rows
 
 
-DERIVED_KIND_SQL = ("CASE WHEN modality = 'image' THEN 'image_edit' WHEN task = 't2v' OR source_uri IS NULL "
-                    "THEN 'clip' ELSE 'video_edit' END")  # KIND_SQL where the sample has no scores row
-
-
 def _bits(conds: list[str]) -> str:
     """One BIGINT whose bit i says conds[i] holds (a NULL condition does not)."""
     return " + ".join(f"(coalesce({c}, false)::BIGINT << {i})" for i, c in enumerate(conds)) or "0::BIGINT"
@@ -247,8 +245,9 @@ def explain_catalog(con, cfg) -> pa.Table:
     screen drop, and two integers with a bit per rule (the samples rules: error, category,
     instruction; the thresholds: whether the comparison fails, whatever the kind). One GROUP BY of
     those, a few hundred groups whatever N, and the rules are counted on the groups in Python,
-    weighted by their rows. Counting each rule with its own FILTER clauses instead evaluated the
-    whole rule list three times per rule and row and grew with the rules as much as with N.
+    weighted by their rows. Counted with FILTER clauses instead, each rule's condition was
+    evaluated twice more per row (its applies and its fails) after the CASE naming the first
+    failing rule, so the cost grew with the rules as much as with N.
 
     The join stays: the rejection (the first failing rule) and a threshold's reach (the sample's
     kind, the scores row's first) need a sample's rows of several tables together. It is the join
@@ -263,7 +262,7 @@ def explain_catalog(con, cfg) -> pa.Table:
     field = cfg.score_field
     on_samples = [r for r in rules if r.what in ("sample_error", "category", "instruction")]
     thresholds = [r for r in rules if r.what == "threshold"]
-    if max(len(on_samples), len(thresholds)) > 62:
+    if max(len(on_samples), len(thresholds)) > 62:  # more bits than a signed BIGINT holds
         return _explain_joined(con, cfg)
     status = next((r for r in rules if r.what == "judge_status"), None)
     accepted = (", ".join(_lit(a) for a in status.allowed) if status else "") or "NULL"
