@@ -1,7 +1,8 @@
 """The manifests at corpus scale: every read-side command at N = 100k, 1M, 5M rows.
 
     python bench/bench_scale.py [--sizes 100k,1M,5M] [--code DIR]
-    python bench/bench_scale.py --smoke            # 2,000 rows, seconds (run by the tests)
+    python bench/bench_scale.py --smoke            # 2,000 rows, seconds (run by the tests): every
+        figure, the probe timed as its unit function in one process (no Ray start-up)
 
 For each N: writes a synthetic corpus of N rows split across three datasets in their published
 layouts (``SHARE``): Koala-36M CSVs (at most 1M rows each, 0.1 % of the rows listed twice, as the
@@ -46,6 +47,7 @@ SHARE = {"ditto": 0.1, "openve": 0.1}
 DITTO_JSON_ROWS = 50_000  # records per training_metadata JSON (one unit each)
 OPENVE_CATEGORIES = ("local_change", "background_change", "global_style")  # kept by default
 PROBE_ROWS = 100
+SMOKE = False  # --smoke: see main()
 REALCLIPS = REPO.parent / "shared" / "realclips"
 
 
@@ -308,6 +310,20 @@ def phase(name: str, workdir: Path) -> dict:
         marked = repeats.mark(workdir)
         return {"rows": rows, "ingest_s": t1 - t0, "recut_s": t3 - t2, "recut_parts": recut, "recut_same": same,
                 "mark_s": time.perf_counter() - t4, "repeats": marked}
+    if name == "probe":
+        # The smoke's probe: the stage's unit function on its first unit, in this process. A Ray
+        # cluster's start-up was ~100 s of the smoke's ~4 min on a loaded machine, and the smoke
+        # proves the bench runs, not Ray (the stage's own tests start Ray).
+        from pipeline.curate.config import load_config
+        from stages.media.locate import dataset_roots
+        from stages.probe.config import decode_check
+        from stages.probe.stage import _probe_unit_fn, probe_units
+
+        cfg = load_config(workdir.parent / f"{workdir.name}.yaml")
+        unit = probe_units(workdir, int(os.environ["BENCH_PROBE_ROWS"]))[0]
+        t0 = time.perf_counter()
+        out = _probe_unit_fn(decode_check(cfg), dataset_roots(cfg))(unit.item())
+        return {"rows": out["rows"], "s": time.perf_counter() - t0}
     if name == "groupby":
         from manifests import catalog
         from manifests.io import parquet_glob
@@ -368,8 +384,16 @@ def time_probe(workdir: Path, cfg: Path, env: dict, rows: list, n: int, probe_ro
     import pyarrow.parquet as pq
 
     curate = str(Path(sys.executable).parent / "curate")
-    r = measure([curate, "run", "--config", str(cfg), "--stage", "probe", "--workdir", str(workdir),
-                 "--limit", str(probe_rows), "--set", f"run.rows_per_task={probe_rows}"], env)
+    if SMOKE:  # the stage's unit function in one process (see phase "probe")
+        r = measure([sys.executable, str(Path(__file__).resolve()), "--phase", "probe", str(workdir)],
+                    {**env, "BENCH_PROBE_ROWS": str(probe_rows)})
+        if r["rc"] == 0:  # the unit's own seconds, in the words of the stage's report line
+            r["tail"] = f"probe: 1 of 1 units run in {json.loads(r['tail'].strip().splitlines()[-1])['s']:.3f}s"
+        label = f"probe unit function, no Ray (first {probe_rows} rows)"
+    else:
+        r = measure([curate, "run", "--config", str(cfg), "--stage", "probe", "--workdir", str(workdir),
+                     "--limit", str(probe_rows), "--set", f"run.rows_per_task={probe_rows}"], env)
+        label = f"curate run --stage probe (first {probe_rows} rows)"
     probed = sum(pq.ParquetFile(p).metadata.num_rows for p in (workdir / "tables" / "probes").rglob("*.parquet")
                  if not p.name.startswith(".")) if (workdir / "tables" / "probes").exists() else 0
     m = re.search(r"probe: \d+ of \d+ units run in ([\d.]+)s", r["tail"])
@@ -377,7 +401,7 @@ def time_probe(workdir: Path, cfg: Path, env: dict, rows: list, n: int, probe_ro
             if m else "no report line")
     if r["rc"] != 0:
         print(f"  probe FAILED (rc {r['rc']}):\n{r['tail']}", flush=True)
-    rows.append([n, f"curate run --stage probe (first {probe_rows} rows)", f"{r['s']:.2f}", f"{r['driver_mb']:.0f}",
+    rows.append([n, label, f"{r['s']:.2f}", f"{r['driver_mb']:.0f}",
                  f"{r['tree_mb']:.0f}", note])
     print("  " + " | ".join(map(str, rows[-1])), flush=True)
     for extra in (workdir / "tables" / "probes", workdir / "state" / "probes"):
@@ -497,7 +521,8 @@ def main() -> None:
     if args.phase:
         print(json.dumps(phase(args.phase[0], Path(args.phase[1]))))
         return
-    global OUT, ROWS_PER_PART, DITTO_JSON_ROWS
+    global OUT, ROWS_PER_PART, DITTO_JSON_ROWS, SMOKE
+    SMOKE = args.smoke
     if args.smoke:  # small parts and files, so the re-cut and several units per dataset run too
         args.sizes, OUT, ROWS_PER_PART, DITTO_JSON_ROWS = "2k", OUT.parent / "scale-smoke", 500, 100
         args.probe_rows = min(args.probe_rows, 8)

@@ -85,8 +85,10 @@ def _lit(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-KIND_SQL = ("coalesce(judge_kind, CASE WHEN modality = 'image' THEN 'image_edit' "
-            "WHEN task = 't2v' OR source_uri IS NULL THEN 'clip' ELSE 'video_edit' END)")
+# The kind a sample's own columns imply; a scores row's kind comes first where there is one.
+DERIVED_KIND_SQL = ("CASE WHEN modality = 'image' THEN 'image_edit' WHEN task = 't2v' OR source_uri IS NULL "
+                    "THEN 'clip' ELSE 'video_edit' END")
+KIND_SQL = f"coalesce(judge_kind, {DERIVED_KIND_SQL})"
 
 
 def applies_sql(rule: Rule) -> str:
@@ -116,13 +118,19 @@ def fails_sql(rule: Rule, field: str, columns: set[str]) -> str:
     if rule.what == "judge_status":
         allowed = ", ".join(_lit(s) for s in rule.allowed) or "NULL"
         return f"NOT coalesce(judge_status IN ({allowed}), false)"
+    return f"({applies_sql(rule)} AND {below_sql(rule, field, columns)})"
+
+
+def below_sql(rule: Rule, field: str, columns: set[str]) -> str:
+    """A threshold rule's comparison alone, whatever the sample's kind: true where the score does
+    not pass (a null score does not)."""
     if rule.metric not in columns:
         raise ValueError(f"filter: no column {rule.metric!r} in the scores; the judge config has no such metric")
     m = f'"{rule.metric}"'
     score = f"CAST({m} AS DOUBLE)"
     if field == "expected" and f"{rule.metric}_expected" in columns:
         score = f'coalesce(CAST("{rule.metric}_expected" AS DOUBLE), {score})'
-    return f"({applies_sql(rule)} AND NOT coalesce({score} {rule.op} {rule.value!r}, false))"
+    return f"NOT coalesce({score} {rule.op} {rule.value!r}, false)"
 
 
 def rejected_by_sql(cfg, columns: list[str]) -> str:
@@ -224,8 +232,83 @@ def write_selected(con, cfg, path, batch_rows: int = 100_000) -> int:
     return rows
 
 
+def _bits(conds: list[str]) -> str:
+    """One BIGINT whose bit i says conds[i] holds (a NULL condition does not)."""
+    return " + ".join(f"(coalesce({c}, false)::BIGINT << {i})" for i, c in enumerate(conds)) or "0::BIGINT"
+
+
 def explain_catalog(con, cfg) -> pa.Table:
-    """``explain`` computed by DuckDB over a run's catalog (nothing is loaded into Python)."""
+    """``explain`` computed by DuckDB over a run's catalog (nothing per sample is loaded into Python).
+
+    The filter input (``joined_sql``) is reduced to a few values per row: its dataset, the kind its
+    samples columns imply, the judge's kind, whether its status is accepted, its probe error, its
+    screen drop, and two integers with a bit per rule (the samples rules: error, category,
+    instruction; the thresholds: whether the comparison fails, whatever the kind). One GROUP BY of
+    those, a few hundred groups whatever N, and the rules are counted on the groups in Python,
+    weighted by their rows. Counted with FILTER clauses instead, each rule's condition was
+    evaluated twice more per row (its applies and its fails) after the CASE naming the first
+    failing rule, so the cost grew with the rules as much as with N.
+
+    The join stays: the rejection (the first failing rule) and a threshold's reach (the sample's
+    kind, the scores row's first) need a sample's rows of several tables together. It is the join
+    ``curate filter`` runs (``selected_sql``), so the counts are the filter's; DuckDB reads only the
+    columns the rules name. Joining narrower projections of each table (the id and a few booleans)
+    ran out of memory at 5M under the 1 GB cap: DuckDB then builds its hash tables on the samples
+    side and holds two of them at once. A test checks the counts against ``explain``."""
+    sql, columns = _catalog_joined(con, cfg)
+    cols = set(columns)
+    rules = rules_for(cfg, columns)
+    names = list(dict.fromkeys(r.name for r in rules))
+    field = cfg.score_field
+    on_samples = [r for r in rules if r.what in ("sample_error", "category", "instruction")]
+    thresholds = [r for r in rules if r.what == "threshold"]
+    if max(len(on_samples), len(thresholds)) > 62:  # more bits than a signed BIGINT holds
+        return _explain_joined(con, cfg)
+    status = next((r for r in rules if r.what == "judge_status"), None)
+    accepted = (", ".join(_lit(a) for a in status.allowed) if status else "") or "NULL"
+    sb = _bits(["sample_error IS NOT NULL" if r.what == "sample_error" else fails_sql(r, field, cols) for r in on_samples])
+    tb = _bits([below_sql(r, field, cols) for r in thresholds])
+    perr = "probe_error_kind IS NOT NULL" if "probe_error_kind" in cols else "NULL::BOOLEAN"
+    drop = "screen_drop" if "screen_drop" in cols else "NULL::VARCHAR"
+    groups = con.execute(
+        f"SELECT dataset, {DERIVED_KIND_SQL}, {sb}, {perr}, {drop}, judge_kind, "
+        f"coalesce(judge_status IN ({accepted}), false), {tb}, count(*) FROM ({sql}) GROUP BY ALL").fetchall()
+    s_bit = {id(r): i for i, r in enumerate(on_samples)}
+    t_bit = {id(r): i for i, r in enumerate(thresholds)}
+    per_rule: dict[str, dict[str, list[int]]] = {name: {} for name in names}
+    for dataset, dkind, sb, perr, drop, jkind, sok, tb, n in groups:
+        kind = dkind if jkind is None else jkind
+        first, applies, fails = None, dict.fromkeys(names, False), dict.fromkeys(names, False)
+        for r in rules:
+            if r.what in ("category", "instruction"):
+                a, f = dataset == r.dataset, bool(sb >> s_bit[id(r)] & 1)
+            elif r.what == "sample_error":
+                a, f = True, bool(sb >> s_bit[id(r)] & 1)
+            elif r.what == "probe_error":
+                a, f = True, bool(perr)
+            elif r.what == "screen":
+                a, f = True, drop == r.name
+            elif r.what == "judge_status":
+                a, f = True, not sok
+            else:  # a threshold: its comparison's bit (a missing score does not pass)
+                a = kind == r.kind
+                f = a and bool(tb >> t_bit[id(r)] & 1)
+            applies[r.name] |= a
+            fails[r.name] |= f
+            if f and first is None:
+                first = r.name
+        c = {name: per_rule[name].setdefault(dataset if dataset is not None else "", [0, 0, 0, 0]) for name in names}
+        for name in names:
+            c[name][0] += n
+            c[name][1] += n * applies[name]
+            c[name][2] += n * fails[name]
+            c[name][3] += n * (first == name)
+    return _grouped_rows(per_rule, names)
+
+
+def _explain_joined(con, cfg) -> pa.Table:
+    """``explain_catalog`` with one FILTER count per rule: for rule lists with more rules than a
+    bit mask holds (63)."""
     sql, columns = _catalog_joined(con, cfg)
     cols = set(columns)
     rules = rules_for(cfg, columns)
