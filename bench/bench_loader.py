@@ -59,7 +59,7 @@ def make_shards(root: Path, size: str = "demo") -> Path:
 
 
 def data_cfg(workdir: Path, workers: int) -> DataConfig:
-    return DataConfig(workdir=workdir, streams=STREAMS, batch_size={"image": 4, "video": 2},
+    return DataConfig(workdir=workdir, streams=STREAMS, batch_size={"image": 4, "video": 2}, prefetch_factor=4,
                       shuffle_buffer={"image": 32, "video": 16}, chunk_shards=2, num_workers=workers)
 
 

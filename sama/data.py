@@ -183,31 +183,127 @@ def _tensor(sample: dict, member: str) -> torch.Tensor | None:
     return tensor
 
 
-def _one_storage(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], shared: bool) -> dict[str, torch.Tensor]:
-    """Uninitialised tensors of the given shapes and dtypes, all views of one storage.
-
-    A DataLoader worker hands its batch to the trainer by pickling it, and torch moves every
-    tensor's storage to its own shared-memory segment: five segments (plus a copy each) per batch
-    cost more than decoding it. One storage is one segment; ``shared`` allocates it in shared
-    memory up front, so the batch is written there once and never copied."""
+def _layout(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> tuple[dict[str, tuple[int, int]], int]:
+    """Byte offset and size of each tensor in one flat storage, and the storage's size."""
     sizes = {name: math.prod(shape) * torch.empty((), dtype=dtype).element_size()
              for name, (shape, dtype) in shapes.items()}
     offsets, total = {}, 0
     for name, size in sizes.items():
-        offsets[name] = total
+        offsets[name] = (total, size)
         total += -(-size // 16) * 16  # every view starts aligned for its dtype
-    flat = torch.empty(total, dtype=torch.uint8)
-    if shared:
-        flat.share_memory_()
-    return {name: flat[offsets[name]:offsets[name] + sizes[name]].view(dtype).view(shape)
+    return offsets, total
+
+
+def _views(flat: torch.Tensor, shapes: dict, offsets: dict) -> dict[str, torch.Tensor]:
+    return {name: flat[offsets[name][0]:offsets[name][0] + offsets[name][1]].view(dtype).view(shape)
             for name, (shape, dtype) in shapes.items()}
 
 
-def collate(raw: list[dict], semantic: bool) -> dict:
+class _SlotPool:
+    """Shared-memory storages that a DataLoader worker writes its batches into, reused once the
+    trainer has let go of the batch.
+
+    A fresh shared-memory segment costs the worker far more than the decode it holds: the kernel
+    zeroes and maps it page by page on first touch (a 34 MB recipe video batch: ~48 ms to allocate
+    and fill, against ~6 ms in reused private memory). So each worker keeps a few segments, and a
+    byte per segment in a small shared ``flags`` tensor says whether the trainer still holds the
+    batch in it: the worker sets it when the batch leaves, the trainer's process clears it when the
+    batch's storage is freed there (``_Lease.__del__``). A batch that finds every segment in use
+    (the trainer keeps many batches alive) gets a one-off segment, as before, so nothing waits.
+    ``slots`` bounds the memory: the prefetched batches, the one the trainer holds and one in
+    the making."""
+
+    def __init__(self, slots: int):
+        self.flags = torch.zeros(slots, dtype=torch.uint8)
+        self.flags.share_memory_()
+        self.busy = self.flags.numpy()
+        self.storages: list[torch.UntypedStorage | None] = [None] * slots
+
+    def take(self, nbytes: int) -> tuple[int, torch.Tensor] | None:
+        free = [i for i in range(len(self.storages)) if not self.busy[i]]
+        if not free:
+            return None
+        fits = [i for i in free if self.storages[i] is not None and self.storages[i].nbytes() >= nbytes]
+        if fits:
+            slot = min(fits, key=lambda i: self.storages[i].nbytes())
+        else:  # an empty slot, else the smallest free one grows (its old segment is nobody's now)
+            slot = min(free, key=lambda i: -1 if self.storages[i] is None else self.storages[i].nbytes())
+            self.storages[slot] = torch.UntypedStorage._new_shared(nbytes)
+        self.busy[slot] = 1
+        flat = torch.empty(0, dtype=torch.uint8).set_(self.storages[slot], 0, (nbytes,))
+        return slot, flat
+
+
+class _Lease(np.ndarray):
+    """The trainer's process's view of a pooled segment: torch tensors made from it keep it alive,
+    and when the last of them goes, the worker is told the segment is free."""
+
+    def __del__(self):
+        busy = getattr(self, "busy", None)
+        if busy is not None:
+            busy[self.slot] = 0
+
+
+class _PooledBatch:
+    """A batch written into a pooled segment, on its way from a worker to the trainer: pickled,
+    its tensors cross as the segment's file descriptor (torch's own reduction); unpickled, it is
+    the plain batch dict, its tensors views of a ``_Lease``."""
+
+    def __init__(self, batch: dict, slot: int, flags: torch.Tensor):
+        self.batch, self.slot, self.flags = batch, slot, flags
+
+    def __reduce__(self):
+        return _unlease, (self.batch, self.slot, self.flags)
+
+
+def _unlease(batch: dict, slot: int, flags: torch.Tensor) -> dict:
+    tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    storage = next(iter(tensors.values())).untyped_storage()
+    lease = torch.empty(0, dtype=torch.uint8).set_(storage).numpy().view(_Lease)
+    lease.busy, lease.slot = flags.numpy(), slot
+    base = torch.from_numpy(lease).untyped_storage()
+    del lease  # from here the tensors' storage holds the only reference
+    out = dict(batch)
+    for k, t in tensors.items():
+        out[k] = torch.empty(0, dtype=t.dtype).set_(base, t.storage_offset(), t.shape, t.stride())
+    return out
+
+
+_POOL: _SlotPool | None = None
+
+
+def _one_storage(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]],
+                 pool_slots: int = 0) -> tuple[dict[str, torch.Tensor], int | None]:
+    """Uninitialised tensors of the given shapes and dtypes, all views of one storage, and the
+    pool slot that storage came from (None: not pooled).
+
+    A DataLoader worker hands its batch to the trainer by pickling it, and torch moves every
+    tensor's storage to its own shared-memory segment: five segments (plus a copy each) per batch
+    cost more than decoding it. One storage is one segment; ``pool_slots`` > 0 (in a worker) takes
+    it from the worker's ``_SlotPool``, so the batch is written in shared memory once, into pages
+    that are already there."""
+    global _POOL
+    offsets, total = _layout(shapes)
+    slot = None
+    if pool_slots:
+        if _POOL is None or len(_POOL.storages) != pool_slots:
+            _POOL = _SlotPool(pool_slots)
+        taken = _POOL.take(total)
+        if taken is None:
+            flat = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(total))
+        else:
+            slot, flat = taken
+    else:
+        flat = torch.empty(total, dtype=torch.uint8)
+    return _views(flat, shapes, offsets), slot
+
+
+def collate(raw: list[dict], semantic: bool, pool_slots: int = 0) -> dict:
     """Decode a raw batch into the trainer's batch dict (float32 tensors, text padded + mask).
 
-    The tensors share one storage (``_one_storage``), allocated in shared memory when this runs
-    in a DataLoader worker; the values are those of ``torch.stack(...).float()``."""
+    The tensors share one storage (``_one_storage``), in a pooled shared-memory segment when
+    ``pool_slots`` > 0 (in a DataLoader worker; the segment's slot is then ``batch["_slot"]``);
+    the values are those of ``torch.stack(...).float()``."""
     samples = [_DECODER(s) for s in raw]
     targets = [_tensor(s, "target.safetensors") for s in samples]
     # A batch shares has_source (group_batches); without one the zero-size member is not used.
@@ -235,7 +331,7 @@ def collate(raw: list[dict], semantic: bool) -> dict:
         shapes["source"] = ((n, *sources[0].shape), torch.float32)
     if tokens is not None:
         shapes["semantic"] = ((n, *tokens[0].shape), torch.float32)
-    out = _one_storage(shapes, shared=get_worker_info() is not None)
+    out, slot = _one_storage(shapes, pool_slots)
     for name, group in (("target", targets), ("source", sources), ("semantic", tokens)):
         for i, t in enumerate(group or ()):
             out[name][i].copy_(t)  # the cast .float() does
@@ -244,9 +340,12 @@ def collate(raw: list[dict], semantic: bool) -> dict:
     for i, t in enumerate(texts):
         out["text"][i, : t.shape[0]].copy_(t)
         out["text_mask"][i, : t.shape[0]] = True
-    return {"target": out["target"], "source": out.get("source"), "semantic": out.get("semantic"),
-            "text": out["text"], "text_mask": out["text_mask"],
-            "keys": [s["__key__"] for s in samples], "tasks": [s["json"]["task"] for s in samples]}
+    batch = {"target": out["target"], "source": out.get("source"), "semantic": out.get("semantic"),
+             "text": out["text"], "text_mask": out["text_mask"],
+             "keys": [s["__key__"] for s in samples], "tasks": [s["json"]["task"] for s in samples]}
+    if slot is not None:
+        batch["_slot"] = slot
+    return batch
 
 
 # ---------------------------------------------------------------- the dataset
@@ -313,6 +412,9 @@ class ShardBatches(IterableDataset):
     def _logical_batches(self, logical: int, slot: int) -> Iterator[dict]:
         state = copy.deepcopy(self.start.get(logical)) or {"count": 0, "streams": {}}
         iters: dict[str, Iterator] = {}
+        # In a worker: the batches queued for the trainer (prefetch_factor), the one it holds, the
+        # one being pinned or moved to the GPU and the one being made.
+        pool_slots = self.cfg.prefetch_factor + 3 if get_worker_info() is not None else 0
         while True:
             rng = np.random.default_rng([self.seed, logical, state["count"], _MIX])
             name = self.names[int(rng.choice(len(self.names), p=self.probs))]
@@ -322,10 +424,11 @@ class ShardBatches(IterableDataset):
             state["streams"][name] = pos
             index = state["count"]
             state["count"] += 1
-            batch = collate(raw, self.cfg.semantic)
+            batch = collate(raw, self.cfg.semantic, pool_slots)
             batch["meta"] = {"stream": name, "logical": logical, "slot": slot, "index": index,
                              "state": copy.deepcopy(state)}
-            yield batch
+            pooled = batch.pop("_slot", None)
+            yield batch if pooled is None else _PooledBatch(batch, pooled, _POOL.flags)
 
     def _stream_batches(self, name: str, logical: int, pos: list[int] | None) -> Iterator[tuple[list, list]]:
         spec = self.streams[name]

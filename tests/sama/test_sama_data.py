@@ -117,6 +117,33 @@ def _loader(ds, workers):
     return DataLoader(ds, batch_size=None, num_workers=workers, persistent_workers=workers > 0)
 
 
+def _same_batch(a: dict, b: dict) -> None:
+    assert a["keys"] == b["keys"] and a["tasks"] == b["tasks"] and a["meta"] == b["meta"]
+    for name in ("target", "source", "semantic", "text", "text_mask"):
+        assert (a[name] is None) == (b[name] is None), name
+        if a[name] is not None:
+            assert a[name].dtype == b[name].dtype and torch.equal(a[name], b[name]), name
+
+
+def test_workers_yield_the_in_process_batches(shard_workdir):
+    """Two DataLoader workers hand over exactly the batches the trainer's own process makes for the
+    same logical streams (in the loader's rotation), whether the trainer drops each batch at once
+    (its shared-memory segment goes back to the worker and is written again) or keeps it (a kept
+    batch is never overwritten by a later one)."""
+    cfg = _cfg(shard_workdir, num_workers=2, prefetch_factor=2)
+    ds = ShardBatches(cfg, seed=0)
+    streams = [ds._logical_batches(logical, logical) for logical in range(2)]
+    reference = [next(streams[i % 2]) for i in range(60)]
+    kept = []
+    for i, batch in enumerate(_take(iter(_loader(ShardBatches(cfg, seed=0), 2)), 60)):
+        _same_batch(reference[i], batch)
+        if i % 3 == 0:
+            kept.append((i, batch))
+        del batch
+    for i, batch in kept:
+        _same_batch(reference[i], batch)
+
+
 @pytest.mark.parametrize("consumed", [5, 8])
 def test_resume_continues_exactly(shard_workdir, consumed):
     """Consume some batches through 2 workers, save the position, resume in a new loader: the next
