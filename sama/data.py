@@ -199,73 +199,83 @@ def _views(flat: torch.Tensor, shapes: dict, offsets: dict) -> dict[str, torch.T
             for name, (shape, dtype) in shapes.items()}
 
 
+_HEADER = 16  # a pooled segment's first bytes: byte 0 is 1 while the trainer holds its batch
+
+
 class _SlotPool:
-    """Shared-memory storages that a DataLoader worker writes its batches into, reused once the
+    """Shared-memory segments that a DataLoader worker writes its batches into, reused once the
     trainer has let go of the batch.
 
     A fresh shared-memory segment costs the worker far more than the decode it holds: the kernel
     zeroes and maps it page by page on first touch (a 34 MB recipe video batch: ~48 ms to allocate
-    and fill, against ~6 ms in reused private memory). So each worker keeps a few segments, and a
-    byte per segment in a small shared ``flags`` tensor says whether the trainer still holds the
-    batch in it: the worker sets it when the batch leaves, the trainer's process clears it when the
-    batch's storage is freed there (``_Lease.__del__``). A batch that finds every segment in use
-    (the trainer keeps many batches alive) gets a one-off segment, as before, so nothing waits.
-    ``slots`` bounds the memory: the prefetched batches, the one the trainer holds and one in
-    the making."""
+    and fill, against ~6 ms in reused private memory). So each worker keeps a few segments, and the
+    first byte of each says whether the trainer still holds the batch in it: the worker sets it
+    when the batch leaves, the trainer's process clears it when the batch's storage is freed there
+    (``_Lease.__del__``). A batch that finds every segment in use (the trainer keeps many batches
+    alive) gets a one-off segment, as before, so nothing waits. ``slots`` bounds the memory: the
+    prefetched batches, the one the trainer holds and one in the making."""
 
     def __init__(self, slots: int):
-        self.flags = torch.zeros(slots, dtype=torch.uint8)
-        self.flags.share_memory_()
-        self.busy = self.flags.numpy()
-        self.storages: list[torch.UntypedStorage | None] = [None] * slots
+        self.slots = slots
+        self.storages: list[torch.UntypedStorage] = []
+        self.busy: list[np.ndarray] = []  # byte 0 of each segment
 
-    def take(self, nbytes: int) -> tuple[int, torch.Tensor] | None:
-        free = [i for i in range(len(self.storages)) if not self.busy[i]]
-        if not free:
-            return None
-        fits = [i for i in free if self.storages[i] is not None and self.storages[i].nbytes() >= nbytes]
+    def take(self, nbytes: int) -> torch.UntypedStorage:
+        need = _HEADER + nbytes
+        free = [i for i, b in enumerate(self.busy) if not b[0]]
+        fits = [i for i in free if self.storages[i].nbytes() >= need]
         if fits:
             slot = min(fits, key=lambda i: self.storages[i].nbytes())
-        else:  # an empty slot, else the smallest free one grows (its old segment is nobody's now)
-            slot = min(free, key=lambda i: -1 if self.storages[i] is None else self.storages[i].nbytes())
-            self.storages[slot] = torch.UntypedStorage._new_shared(nbytes)
-        self.busy[slot] = 1
-        flat = torch.empty(0, dtype=torch.uint8).set_(self.storages[slot], 0, (nbytes,))
-        return slot, flat
+        elif len(self.storages) < self.slots or free:
+            # A quarter to spare: the text's padded length varies, and a segment a few bytes short
+            # of the next batch would be replaced again and again.
+            storage = torch.UntypedStorage._new_shared(-(-(need + need // 4) // 4096) * 4096)
+            busy = torch.empty(0, dtype=torch.uint8).set_(storage, 0, (1,)).numpy()
+            if len(self.storages) < self.slots:
+                slot = len(self.storages)
+                self.storages.append(storage)
+                self.busy.append(busy)
+            else:  # the smallest free segment grows (its old one is nobody's now)
+                slot = min(free, key=lambda i: self.storages[i].nbytes())
+                self.storages[slot], self.busy[slot] = storage, busy
+        else:
+            return torch.UntypedStorage._new_shared(need)  # one-off: every segment is held
+        self.busy[slot][0] = 1
+        return self.storages[slot]
 
 
 class _Lease(np.ndarray):
-    """The trainer's process's view of a pooled segment: torch tensors made from it keep it alive,
-    and when the last of them goes, the worker is told the segment is free."""
+    """The trainer's process's view of a worker's segment: the batch's tensors are made from it
+    and keep it alive; when the last of them goes, byte 0 tells the worker the segment is free."""
 
     def __del__(self):
-        busy = getattr(self, "busy", None)
-        if busy is not None:
-            busy[self.slot] = 0
+        if getattr(self, "pooled", False):
+            np.ndarray.__setitem__(self, 0, 0)
 
 
 class _PooledBatch:
-    """A batch written into a pooled segment, on its way from a worker to the trainer: pickled,
-    its tensors cross as the segment's file descriptor (torch's own reduction); unpickled, it is
-    the plain batch dict, its tensors views of a ``_Lease``."""
+    """A worker's batch on its way to the trainer: pickled, its tensors cross as their one
+    segment's file descriptor (torch's reduction of the storage, one descriptor per batch instead
+    of one per tensor) and their places in it; unpickled, it is the plain batch dict."""
 
-    def __init__(self, batch: dict, slot: int, flags: torch.Tensor):
-        self.batch, self.slot, self.flags = batch, slot, flags
+    def __init__(self, batch: dict):
+        self.batch = batch
 
     def __reduce__(self):
-        return _unlease, (self.batch, self.slot, self.flags)
+        tensors = {k: v for k, v in self.batch.items() if isinstance(v, torch.Tensor)}
+        rest = {k: v for k, v in self.batch.items() if k not in tensors}
+        places = {k: (t.dtype, t.storage_offset(), tuple(t.shape), t.stride()) for k, t in tensors.items()}
+        return _unlease, (next(iter(tensors.values())).untyped_storage(), places, rest)
 
 
-def _unlease(batch: dict, slot: int, flags: torch.Tensor) -> dict:
-    tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
-    storage = next(iter(tensors.values())).untyped_storage()
+def _unlease(storage: torch.UntypedStorage, places: dict, rest: dict) -> dict:
     lease = torch.empty(0, dtype=torch.uint8).set_(storage).numpy().view(_Lease)
-    lease.busy, lease.slot = flags.numpy(), slot
+    lease.pooled = True
     base = torch.from_numpy(lease).untyped_storage()
     del lease  # from here the tensors' storage holds the only reference
-    out = dict(batch)
-    for k, t in tensors.items():
-        out[k] = torch.empty(0, dtype=t.dtype).set_(base, t.storage_offset(), t.shape, t.stride())
+    out = dict(rest)
+    for k, (dtype, offset, shape, stride) in places.items():
+        out[k] = torch.empty(0, dtype=dtype).set_(base, offset, shape, stride)
     return out
 
 
@@ -273,9 +283,8 @@ _POOL: _SlotPool | None = None
 
 
 def _one_storage(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]],
-                 pool_slots: int = 0) -> tuple[dict[str, torch.Tensor], int | None]:
-    """Uninitialised tensors of the given shapes and dtypes, all views of one storage, and the
-    pool slot that storage came from (None: not pooled).
+                 pool_slots: int = 0) -> dict[str, torch.Tensor]:
+    """Uninitialised tensors of the given shapes and dtypes, all views of one storage.
 
     A DataLoader worker hands its batch to the trainer by pickling it, and torch moves every
     tensor's storage to its own shared-memory segment: five segments (plus a copy each) per batch
@@ -284,26 +293,21 @@ def _one_storage(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]],
     that are already there."""
     global _POOL
     offsets, total = _layout(shapes)
-    slot = None
     if pool_slots:
-        if _POOL is None or len(_POOL.storages) != pool_slots:
+        if _POOL is None or _POOL.slots != pool_slots:
             _POOL = _SlotPool(pool_slots)
-        taken = _POOL.take(total)
-        if taken is None:
-            flat = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(total))
-        else:
-            slot, flat = taken
+        storage = _POOL.take(total)
+        flat = torch.empty(0, dtype=torch.uint8).set_(storage, _HEADER, (total,))
     else:
         flat = torch.empty(total, dtype=torch.uint8)
-    return _views(flat, shapes, offsets), slot
+    return _views(flat, shapes, offsets)
 
 
 def collate(raw: list[dict], semantic: bool, pool_slots: int = 0) -> dict:
     """Decode a raw batch into the trainer's batch dict (float32 tensors, text padded + mask).
 
-    The tensors share one storage (``_one_storage``), in a pooled shared-memory segment when
-    ``pool_slots`` > 0 (in a DataLoader worker; the segment's slot is then ``batch["_slot"]``);
-    the values are those of ``torch.stack(...).float()``."""
+    The tensors share one storage (``_one_storage``), a pooled shared-memory segment when
+    ``pool_slots`` > 0 (in a DataLoader worker); the values are those of ``torch.stack(...).float()``."""
     samples = [_DECODER(s) for s in raw]
     targets = [_tensor(s, "target.safetensors") for s in samples]
     # A batch shares has_source (group_batches); without one the zero-size member is not used.
@@ -331,7 +335,7 @@ def collate(raw: list[dict], semantic: bool, pool_slots: int = 0) -> dict:
         shapes["source"] = ((n, *sources[0].shape), torch.float32)
     if tokens is not None:
         shapes["semantic"] = ((n, *tokens[0].shape), torch.float32)
-    out, slot = _one_storage(shapes, pool_slots)
+    out = _one_storage(shapes, pool_slots)
     for name, group in (("target", targets), ("source", sources), ("semantic", tokens)):
         for i, t in enumerate(group or ()):
             out[name][i].copy_(t)  # the cast .float() does
@@ -340,12 +344,9 @@ def collate(raw: list[dict], semantic: bool, pool_slots: int = 0) -> dict:
     for i, t in enumerate(texts):
         out["text"][i, : t.shape[0]].copy_(t)
         out["text_mask"][i, : t.shape[0]] = True
-    batch = {"target": out["target"], "source": out.get("source"), "semantic": out.get("semantic"),
-             "text": out["text"], "text_mask": out["text_mask"],
-             "keys": [s["__key__"] for s in samples], "tasks": [s["json"]["task"] for s in samples]}
-    if slot is not None:
-        batch["_slot"] = slot
-    return batch
+    return {"target": out["target"], "source": out.get("source"), "semantic": out.get("semantic"),
+            "text": out["text"], "text_mask": out["text_mask"],
+            "keys": [s["__key__"] for s in samples], "tasks": [s["json"]["task"] for s in samples]}
 
 
 # ---------------------------------------------------------------- the dataset
@@ -427,8 +428,7 @@ class ShardBatches(IterableDataset):
             batch = collate(raw, self.cfg.semantic, pool_slots)
             batch["meta"] = {"stream": name, "logical": logical, "slot": slot, "index": index,
                              "state": copy.deepcopy(state)}
-            pooled = batch.pop("_slot", None)
-            yield batch if pooled is None else _PooledBatch(batch, pooled, _POOL.flags)
+            yield _PooledBatch(batch) if pool_slots else batch
 
     def _stream_batches(self, name: str, logical: int, pos: list[int] | None) -> Iterator[tuple[list, list]]:
         spec = self.streams[name]
