@@ -12,7 +12,19 @@ with ``--size recipe`` at the recipe's, 832x480 pixels, 81 frames),
       read the clip shards and keep their own variants);
   (b) ``sama.data.ShardBatches`` through a DataLoader with 0 / 1 / 2 workers: decoded, batched;
   (c) the tiny model's training step (forward, backward, AdamW, EMA) on those batches.
-Prints samples/s and the ratios loader/raw and loader/consumption (> 1: the loader keeps up).
+Prints samples/s and the ratios loader/raw and loader/consumption (> 1: the loader keeps up), and
+for (b) the CPU ms per sample of the trainer's process and of its workers (/proc, user + system):
+on a loaded 2-core box the wall rates follow the scheduler's share more than the code, and the
+CPU per sample is what scales with free cores (a GPU node with 16+ cores per GPU).
+
+Where a worker's time went (recipe size, 2-core box at load 4-12): a fresh shared-memory segment
+per batch. Allocating a video batch's 34 MB segment and writing it cost ~48-64 ms (the kernel
+zeroes and maps tmpfs pages one fault at a time), against 5-9 ms to fill reused private memory, so
+a worker spent 21-30 ms per sample where the trainer's own process spends 13-20. Each worker now
+keeps a few segments and reuses one once the trainer has freed the batch in it (``sama.data``'s
+``_SlotPool``): 10-12 ms per sample in a worker. At the demo's size a batch is a few hundred KB
+and the fixed cost of handing it over (pickling, the descriptor, the queues) is left: a worker
+spends ~1.3-1.5x the in-process CPU per sample there, and the trainer's process keeps ~0.5-0.7 ms.
 
 GPU (``--gpu``): random weights, bf16 autocast, fp32 master weights, AdamW, batch 1 of an in-context
 832x480x81 pair (2 x 32,760 latent tokens + 65 semantic tokens, 512 text tokens), with and without
@@ -92,27 +104,27 @@ def _cpu_s(pid: int) -> float:
 
 def loader_rate(workdir: Path, workers: int, batches: int, keep: bool) -> tuple[float, dict, list[dict]]:
     """samples/s through a DataLoader, the CPU ms per sample of the trainer's process and of the
-    workers (summed), and (``keep``) up to 32 batches for the train step. Only the in-process run
-    keeps batches: a worker's batch held by the trainer keeps its shared-memory segment busy, and a
-    trainer holds one or two, not 32."""
+    workers (summed), and (``keep``) 32 batches for the train step, taken after the timing: a
+    trainer holds one or two batches, and batches kept while timing make every allocation fresh
+    memory (and keep a worker's shared-memory segments busy)."""
     from sama.data import ShardBatches
 
     ds = ShardBatches(data_cfg(workdir, workers), seed=0)
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
                                          prefetch_factor=4 if workers else None)
     it = iter(loader)
-    kept = [next(it) for _ in range(2 * max(1, workers))]  # worker start-up is not throughput
+    for _ in range(2 * max(1, workers)):  # worker start-up is not throughput
+        next(it)
     pids = [os.getpid()] + [w.pid for w in getattr(it, "_workers", [])]
     cpu0 = [_cpu_s(p) for p in pids]
     n, t0 = 0, time.perf_counter()
     for batch in itertools.islice(it, batches):
         n += batch["target"].shape[0]
-        if keep and len(kept) < 32:
-            kept.append(batch)
         del batch
     rate = n / (time.perf_counter() - t0)
     cpu = [_cpu_s(p) - c for p, c in zip(pids, cpu0)]
-    return rate, {"main": 1e3 * cpu[0] / n, "workers": 1e3 * sum(cpu[1:]) / n}, kept if keep else []
+    kept = [next(it) for _ in range(32)] if keep else []
+    return rate, {"main": 1e3 * cpu[0] / n, "workers": 1e3 * sum(cpu[1:]) / n}, kept
 
 
 def train_rate(batches: list[dict], steps: int) -> float:
