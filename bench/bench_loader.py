@@ -12,7 +12,20 @@ with ``--size recipe`` at the recipe's, 832x480 pixels, 81 frames),
       read the clip shards and keep their own variants);
   (b) ``sama.data.ShardBatches`` through a DataLoader with 0 / 1 / 2 workers: decoded, batched;
   (c) the tiny model's training step (forward, backward, AdamW, EMA) on those batches.
-Prints samples/s and the ratios loader/raw and loader/consumption (> 1: the loader keeps up).
+Prints samples/s and the ratios loader/raw and loader/consumption (> 1: the loader keeps up), and
+for (b) the CPU ms per sample of the trainer's process and of its workers (/proc, user + system):
+on a loaded 2-core box the wall rates follow the scheduler's share more than the code, and the
+CPU per sample is what scales with free cores (a GPU node with 16+ cores per GPU).
+
+Where a worker's time went (recipe size, 2-core box at load 4-12): a fresh shared-memory segment
+per batch. Allocating a video batch's 34 MB segment and writing it cost ~48-64 ms (the kernel
+zeroes and maps tmpfs pages one fault at a time), against 5-9 ms to fill reused private memory, so
+a worker spent 21-30 ms per sample where the trainer's own process spends 13-20. Each worker now
+keeps a few segments and reuses one once the trainer has freed the batch in it (``sama.data``'s
+``_SlotPool``): 8-11 ms per sample in a worker (docs/scaling.md has the before/after table). At the
+demo's size a batch is ~180 KB and the fixed cost of handing it over (pickling, the descriptor, the
+queues) is left: a worker spends ~1.2-1.7x the in-process CPU per sample there, and the trainer's
+process keeps ~0.4-0.7 ms, so 2 workers on 2 cores cannot reach 1.5x at that size.
 
 GPU (``--gpu``): random weights, bf16 autocast, fp32 master weights, AdamW, batch 1 of an in-context
 832x480x81 pair (2 x 32,760 latent tokens + 65 semantic tokens, 512 text tokens), with and without
@@ -22,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import sys
 import tempfile
 import time
@@ -59,7 +73,7 @@ def make_shards(root: Path, size: str = "demo") -> Path:
 
 
 def data_cfg(workdir: Path, workers: int) -> DataConfig:
-    return DataConfig(workdir=workdir, streams=STREAMS, batch_size={"image": 4, "video": 2},
+    return DataConfig(workdir=workdir, streams=STREAMS, batch_size={"image": 4, "video": 2}, prefetch_factor=4,
                       shuffle_buffer={"image": 32, "video": 16}, chunk_shards=2, num_workers=workers)
 
 
@@ -82,20 +96,36 @@ def raw_read(workdir: Path, decode: bool, seconds: float = 3.0) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def loader_rate(workdir: Path, workers: int, batches: int) -> tuple[float, list[dict]]:
+def _cpu_s(pid: int) -> float:
+    """user + system CPU seconds of one process so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def loader_rate(workdir: Path, workers: int, batches: int, keep: bool) -> tuple[float, dict, list[dict]]:
+    """samples/s through a DataLoader, the CPU ms per sample of the trainer's process and of the
+    workers (summed), and (``keep``) 32 batches for the train step, taken after the timing: a
+    trainer holds one or two batches, and batches kept while timing make every allocation fresh
+    memory (and keep a worker's shared-memory segments busy)."""
     from sama.data import ShardBatches
 
     ds = ShardBatches(data_cfg(workdir, workers), seed=0)
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
                                          prefetch_factor=4 if workers else None)
     it = iter(loader)
-    kept = [next(it) for _ in range(2 * max(1, workers))]  # worker start-up is not throughput
+    for _ in range(2 * max(1, workers)):  # worker start-up is not throughput
+        next(it)
+    pids = [os.getpid()] + [w.pid for w in getattr(it, "_workers", [])]
+    cpu0 = [_cpu_s(p) for p in pids]
     n, t0 = 0, time.perf_counter()
     for batch in itertools.islice(it, batches):
         n += batch["target"].shape[0]
-        if len(kept) < 32:
-            kept.append(batch)
-    return n / (time.perf_counter() - t0), kept
+        del batch
+    rate = n / (time.perf_counter() - t0)
+    cpu = [_cpu_s(p) - c for p, c in zip(pids, cpu0)]
+    kept = [next(it) for _ in range(32)] if keep else []
+    return rate, {"main": 1e3 * cpu[0] / n, "workers": 1e3 * sum(cpu[1:]) / n}, kept
 
 
 def train_rate(batches: list[dict], steps: int) -> float:
@@ -128,6 +158,16 @@ def train_rate(batches: list[dict], steps: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def _scaling(cpu: dict) -> None:
+    """What scales with cores to spare (a GPU node): a worker's CPU per sample against the in-process
+    loader's, and the trainer's process's own share that the workers cannot take."""
+    per_worker = cpu[0]["main"] / cpu[2]["workers"]
+    print(f"CPU per sample: a worker makes a sample for x{1 / per_worker:.2f} the CPU of the trainer's "
+          f"process (per-worker rate x{per_worker:.2f} of 0 workers); the trainer's process keeps "
+          f"{cpu[2]['main']:.2f} ms/sample with 2 workers, so W free cores give up to "
+          f"min(W x{per_worker:.2f}, x{cpu[0]['main'] / cpu[2]['main']:.0f}) the 0-worker rate")
+
+
 def cpu_bench(args) -> None:
     torch.set_num_threads(1)  # the trainer's tiny configs pin one thread; the loader has the other core
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,14 +176,20 @@ def cpu_bench(args) -> None:
         print(f"(a) webdataset read, no decode:           {raw_read(workdir, False):8.1f} samples/s")
         raw = raw_read(workdir, True)
         print(f"(a') webdataset read + safetensors decode: {raw:8.1f} samples/s (bare loop)")
-        rates, kept = {}, None
+        rates, cpu, kept = {}, {}, None
         for workers in (0, 1, 2):
-            rates[workers], got = loader_rate(workdir, workers, args.batches)
+            rates[workers], cpu[workers], got = loader_rate(workdir, workers, args.batches, keep=workers == 0)
             kept = kept or got
             print(f"(b) ShardBatches, {workers} worker(s):            {rates[workers]:8.1f} samples/s "
-                  f"(x{rates[workers] / raw:.2f} of (a'))")
+                  f"(x{rates[workers] / raw:.2f} of (a')) | CPU ms/sample: trainer's process "
+                  f"{cpu[workers]['main']:.2f}, workers {cpu[workers]['workers']:.2f}")
         print(f"workers: 2 workers / 0 workers x{rates[2] / rates[0]:.2f} (issue: >= 1.5), best / bare loop "
-              f"x{max(rates.values()) / raw:.2f} (issue: >= 0.8)")
+              f"x{max(rates.values()) / raw:.2f} (issue: >= 0.8) | load average {os.getloadavg()[0]:.1f} "
+              f"on {os.cpu_count()} cores")
+        if not (cpu[2]["workers"] and cpu[2]["main"]):
+            print("CPU per sample: too few batches to measure (clock ticks)")
+        else:
+            _scaling(cpu)
         if args.size != "demo":
             return  # the tiny model trains at the demo's size only
         consume = train_rate(kept, args.steps)

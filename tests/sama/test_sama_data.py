@@ -117,6 +117,33 @@ def _loader(ds, workers):
     return DataLoader(ds, batch_size=None, num_workers=workers, persistent_workers=workers > 0)
 
 
+def _same_batch(a: dict, b: dict) -> None:
+    assert a["keys"] == b["keys"] and a["tasks"] == b["tasks"] and a["meta"] == b["meta"]
+    for name in ("target", "source", "semantic", "text", "text_mask"):
+        assert (a[name] is None) == (b[name] is None), name
+        if a[name] is not None:
+            assert a[name].dtype == b[name].dtype and torch.equal(a[name], b[name]), name
+
+
+def test_workers_yield_the_in_process_batches(shard_workdir):
+    """Two DataLoader workers hand over exactly the batches the trainer's own process makes for the
+    same logical streams (in the loader's rotation), whether the trainer drops each batch at once
+    (its shared-memory segment goes back to the worker and is written again) or keeps it (a kept
+    batch is never overwritten by a later one)."""
+    cfg = _cfg(shard_workdir, num_workers=2, prefetch_factor=2)
+    ds = ShardBatches(cfg, seed=0)
+    streams = [ds._logical_batches(logical, logical) for logical in range(2)]
+    reference = [next(streams[i % 2]) for i in range(60)]
+    kept = []
+    for i, batch in enumerate(_take(iter(_loader(ShardBatches(cfg, seed=0), 2)), 60)):
+        _same_batch(reference[i], batch)
+        if i % 3 == 0:
+            kept.append((i, batch))
+        del batch
+    for i, batch in kept:
+        _same_batch(reference[i], batch)
+
+
 @pytest.mark.parametrize("consumed", [5, 8])
 def test_resume_continues_exactly(shard_workdir, consumed):
     """Consume some batches through 2 workers, save the position, resume in a new loader: the next
@@ -210,3 +237,42 @@ def test_has_source_reads_new_and_older_shard_json():
     assert has_source({"has_source": True, "members": {"source.safetensors": {**empty, "shape": [16, 1, 2, 2]}}})
     assert has_source({"members": {"target.safetensors": {}}}) is False  # older shards: no member at all
     assert has_source({"members": {"target.safetensors": {}, "source.safetensors": {}}}) is True
+
+
+def test_a_workers_segment_is_reused_only_after_the_trainer_frees_its_batch():
+    """The pool's bookkeeping across a real pickle round trip (torch's fd reduction) in one process:
+    a segment comes back once the unpickled batch is gone, never while it is held, and a batch that
+    finds every segment held gets a one-off segment."""
+    import io
+    import pickle
+
+    from multiprocessing.reduction import ForkingPickler
+
+    import torch.multiprocessing  # noqa: F401  (registers the shared-memory reductions)
+
+    from sama import data
+
+    pool = data._SlotPool(2)
+    shapes = {"target": ((2, 3), torch.float32), "text_mask": ((2, 4), torch.bool)}
+    offsets, total = data._layout(shapes)
+
+    def ship(storage):
+        flat = torch.empty(0, dtype=torch.uint8).set_(storage, data._HEADER, (total,))
+        views = data._views(flat, shapes, offsets)
+        views["target"].copy_(torch.arange(6.0).view(2, 3))
+        views["text_mask"].fill_(True)
+        buf = io.BytesIO()
+        ForkingPickler(buf, pickle.HIGHEST_PROTOCOL).dump(data._PooledBatch({**views, "keys": ["a", "b"]}))
+        return pickle.loads(buf.getvalue())
+
+    first = pool.take(total)
+    batch = ship(first)
+    assert batch["keys"] == ["a", "b"] and torch.equal(batch["target"], torch.arange(6.0).view(2, 3))
+    assert batch["text_mask"].all()
+    second = pool.take(total)
+    assert second.data_ptr() != first.data_ptr()  # the first is held
+    held = ship(second)
+    assert pool.take(total).data_ptr() not in (first.data_ptr(), second.data_ptr())  # one-off
+    del batch
+    assert pool.take(total).data_ptr() == first.data_ptr()  # freed: reused
+    assert torch.equal(held["target"], torch.arange(6.0).view(2, 3))
