@@ -4,16 +4,17 @@ Frames are matched through equal *bands* of their 64-bit hashes (64 / band_bits 
 band rarely survives a few flipped bits (two hashes 4 bits apart share a 32-bit half about one
 time in nine), so one side of the join *probes*: per band, every combination of the frame's weak
 bits flipped (stages/screen/phash.py: the bits nearest the median, the ones a re-encode, a shifted
-frame grid or a crop flips first), at most 2**WEAK_PER_HALF keys per 32-bit band, against the
-other side's exact bands. The exact side holds every informative frame's hash and the *window*
-hashes of a few frames per sample (sub-windows of the frame at 2.5 % / 7.5 % from each edge), so a
-copy cropped by up to ~10 % from any sides, whose whole frame looks like one of the original's
-windows, meets it in the same join. A candidate pair needs one probe within ``match_bits`` bits
-of an exact hash; it is then checked on all its frames (Hamming distance by ``bit_count(xor)``):
-whole frame against whole frame, or the whole frames of one against one window (the same window on
+frame grid or a crop flips first; 4 a half on a clip's frames, 7 on a one-frame side's), at most
+2**7 keys per 32-bit band, against the other side's exact bands. The exact side holds every
+informative frame's hash and the *window* hashes of a few frames per sample (sub-windows of the
+frame with each edge cut by 0 or 7 %), so a copy cropped by up to ~10 % from any sides, whose
+whole frame looks like one of the original's windows, meets it in the same join. A candidate pair
+needs a probe within ``match_bits`` bits of an exact hash, on two of its frames where both samples
+have several; it is then checked on all its frames (Hamming distance by ``bit_count(xor)``): whole frame against whole frame, or the whole frames of one against one window (the same window on
 every frame: a crop is the same on the whole clip) of the other. The join only ever meets rows in
 one band bucket, so it grows with the corpus, not with its square, and DuckDB spills to disk under
-its memory limit.
+its memory limit; past PART_SAMPLES samples it runs partition by partition of the band value, so
+no hash table outgrows the one of a PART_SAMPLES corpus.
 
 Duplicates are pairs of the same kind whose target frames match (for edit pairs, and whose source
 frames match too: the same source edited twice is two samples); the groups are the connected
@@ -31,7 +32,7 @@ import tempfile
 from math import comb
 from pathlib import Path
 
-from stages.screen.phash import WEAK_PER_HALF, WINDOWS
+from stages.screen.phash import ONE_FRAME_WEAK_PER_HALF, WINDOWS
 
 VALID_BAND_BITS = (16, 32)
 # The candidate join's exact side (the hash table) is cut into power-of-two partitions by its band
@@ -72,20 +73,21 @@ def _probes_sql(frames: str, cols: str, band_bits: int, bands: list[int] | None 
 
     The weak bits are peeled off one at a time, lowest first (``w & -w`` is the lowest set bit,
     ``w & (w - 1)`` the rest), so each probe is plain integer arithmetic on its row (the list
-    lambdas this replaced cost more than the join)."""
+    lambdas this replaced cost more than the join). Up to ONE_FRAME_WEAK_PER_HALF are peeled (a
+    one-frame side's count); a clip frame's 4 leave the later ones 0, so it makes 16 probes."""
     mask = (1 << band_bits) - 1
     parts = []
     for b in (range(64 // band_bits) if bands is None else bands):
         shift = b * band_bits
         peeled = f"SELECT {cols}, h, (h >> {shift}) & {mask} AS v0, coalesce((weak >> {shift}) & {mask}, 0) AS w0 FROM {frames}"
-        for i in range(1, WEAK_PER_HALF + 1):
+        for i in range(1, ONE_FRAME_WEAK_PER_HALF + 1):
             peeled = f"SELECT *, w{i - 1} & -w{i - 1} AS m{i}, w{i - 1} & (w{i - 1} - 1) AS w{i} FROM ({peeled})"
         v = "v0"
-        for i in range(1, WEAK_PER_HALF + 1):
+        for i in range(1, ONE_FRAME_WEAK_PER_HALF + 1):
             v = f"xor({v}, m{i} * ((j >> {i - 1}) & 1))"
         parts.append(f"""
           SELECT {cols}, h, {b} AS band, {v} AS v
-          FROM (SELECT *, unnest(range(1::BIGINT << bit_count(xor(w0, w{WEAK_PER_HALF})))) AS j FROM ({peeled}))""")
+          FROM (SELECT *, unnest(range(1::BIGINT << bit_count(xor(w0, w{ONE_FRAME_WEAK_PER_HALF})))) AS j FROM ({peeled}))""")
     return " UNION ALL ".join(parts)
 
 
