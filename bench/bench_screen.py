@@ -344,6 +344,7 @@ def scale_child(n: int, cfg: ScreenConfig) -> None:
     con.execute(f"CREATE VIEW screens AS SELECT * FROM read_parquet('{path}')")
     build(con, "screens", cfg)
     groups = con.execute("SELECT count(*) FILTER (duplicate_of IS NOT NULL) FROM verdict").fetchone()[0]
+    candidates, dup_pairs = con.execute("SELECT (SELECT count(*) FROM cand), (SELECT count(*) FROM dup_pairs)").fetchone()
     seconds = time.perf_counter() - t
     usage = resource.getrusage(resource.RUSAGE_SELF)
     rss, cpu = usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime - cpu0
@@ -354,6 +355,7 @@ def scale_child(n: int, cfg: ScreenConfig) -> None:
                                  f"FROM screens)").fetchone()
     windows = con.execute("SELECT count(h) FROM (SELECT unnest(target_windows) AS h FROM screens)").fetchone()[0]
     print(json.dumps({"n": n, "seconds": seconds, "cpu_s": cpu, "rss_mb": rss, "duplicates": groups,
+                      "candidate_pairs": candidates, "duplicate_pairs": dup_pairs,
                       "exact_rows": (frames + windows) * bands, "probe_rows": int(probes)}))
 
 
@@ -369,7 +371,8 @@ def scale(points: list[int], band_bits: int) -> None:
     for r in results:
         per = r["seconds"] / r["n"]
         print(f"  {r['n']:>9} samples: {r['seconds']:7.1f} s, {1e6 * per:6.1f} us/sample ({per / base:.2f}x the "
-              f"first point; CPU {r['cpu_s']:.1f} s, {r['cpu_s'] / r['n'] / base_cpu:.2f}x), peak RSS {r['rss_mb']:.0f} MB, {r['duplicates']} duplicates found; band rows "
+              f"first point; CPU {r['cpu_s']:.1f} s, {r['cpu_s'] / r['n'] / base_cpu:.2f}x), peak RSS {r['rss_mb']:.0f} MB, {r['duplicates']} duplicates found "
+              f"({r['duplicate_pairs']} of {r['candidate_pairs']} candidate pairs); band rows "
               f"{r['exact_rows'] / r['n']:.0f} exact + {r['probe_rows'] / r['n']:.0f} probes a sample")
 
 
