@@ -13,7 +13,16 @@ zoom and a pan over a still against the real clips. Images: JPEG stills of real 
 a clip, source and edited) as one-frame samples, and a re-encode, corner crop, 5 % trim and
 letterbox of the source stills, each a duplicate of its still. Scale: random hash rows (8 frames a sample
 with weak bits, windows on 4; 1 % near-duplicates 4 bits away, 0.5 % crops matching a window)
-grouped in a child process per size: seconds per sample, peak RSS, band rows per sample.
+grouped in a child process per size: seconds per sample, peak RSS, candidate and duplicate pairs,
+band rows per sample. (The near-duplicate rows mark their 4 flipped bits weak on top of their 4
+random weak bits, up to 6 a half where real hashes have exactly 4 on a clip's frames: the probes
+that peeled only the lowest 4 made 127 fewer candidate pairs at 1M than the list-lambda probes
+before them, all false ones; peeling up to 7 probes every weak bit again.)
+
+Images: the 5 % trim of every side was the one kind short of its goal (recall 0.86): its copies lie
+4-8 bits from a window of their still, but in bits the copy's 4 weak bits a half did not cover,
+so no probe met the window's exact band; a one-frame side now gets 7 weak bits a half
+(stages/screen/phash.py ONE_FRAME_WEAK_PER_HALF), which reaches 25 of the 28 directly.
 """
 from __future__ import annotations
 
