@@ -32,7 +32,7 @@ import tempfile
 from math import comb
 from pathlib import Path
 
-from stages.screen.phash import ONE_FRAME_WEAK_PER_HALF, WINDOWS
+from stages.screen.phash import ONE_FRAME_WEAK_PER_HALF, WEAK_PER_HALF, WINDOWS
 
 VALID_BAND_BITS = (16, 32)
 # The candidate join's exact side (the hash table) is cut into power-of-two partitions by its band
@@ -73,21 +73,26 @@ def _probes_sql(frames: str, cols: str, band_bits: int, bands: list[int] | None 
 
     The weak bits are peeled off one at a time, lowest first (``w & -w`` is the lowest set bit,
     ``w & (w - 1)`` the rest), so each probe is plain integer arithmetic on its row (the list
-    lambdas this replaced cost more than the join). Up to ONE_FRAME_WEAK_PER_HALF are peeled (a
-    one-frame side's count); a clip frame's 4 leave the later ones 0, so it makes 16 probes."""
+    lambdas this replaced cost more than the join). A band with more than WEAK_PER_HALF weak bits
+    (a one-frame side's) has up to ONE_FRAME_WEAK_PER_HALF peeled, the others WEAK_PER_HALF."""
     mask = (1 << band_bits) - 1
     parts = []
     for b in (range(64 // band_bits) if bands is None else bands):
         shift = b * band_bits
-        peeled = f"SELECT {cols}, h, (h >> {shift}) & {mask} AS v0, coalesce((weak >> {shift}) & {mask}, 0) AS w0 FROM {frames}"
-        for i in range(1, ONE_FRAME_WEAK_PER_HALF + 1):
-            peeled = f"SELECT *, w{i - 1} & -w{i - 1} AS m{i}, w{i - 1} & (w{i - 1} - 1) AS w{i} FROM ({peeled})"
-        v = "v0"
-        for i in range(1, ONE_FRAME_WEAK_PER_HALF + 1):
-            v = f"xor({v}, m{i} * ((j >> {i - 1}) & 1))"
-        parts.append(f"""
+        weak_here = f"bit_count(coalesce((weak >> {shift}) & {mask}, 0))"
+        # a clip frame's band has at most WEAK_PER_HALF weak bits: it skips the later peels' arithmetic
+        for peels, where in ((WEAK_PER_HALF, f"{weak_here} <= {WEAK_PER_HALF}"),
+                             (ONE_FRAME_WEAK_PER_HALF, f"{weak_here} > {WEAK_PER_HALF}")):
+            peeled = (f"SELECT {cols}, h, (h >> {shift}) & {mask} AS v0, coalesce((weak >> {shift}) & {mask}, 0) AS w0 "
+                      f"FROM {frames} WHERE {where}")
+            for i in range(1, peels + 1):
+                peeled = f"SELECT *, w{i - 1} & -w{i - 1} AS m{i}, w{i - 1} & (w{i - 1} - 1) AS w{i} FROM ({peeled})"
+            v = "v0"
+            for i in range(1, peels + 1):
+                v = f"xor({v}, m{i} * ((j >> {i - 1}) & 1))"
+            parts.append(f"""
           SELECT {cols}, h, {b} AS band, {v} AS v
-          FROM (SELECT *, unnest(range(1::BIGINT << bit_count(xor(w0, w{ONE_FRAME_WEAK_PER_HALF})))) AS j FROM ({peeled}))""")
+          FROM (SELECT *, unnest(range(1::BIGINT << bit_count(xor(w0, w{peels})))) AS j FROM ({peeled}))""")
     return " UNION ALL ".join(parts)
 
 
