@@ -10,7 +10,8 @@ informative frame's hash and the *window* hashes of a few frames per sample (sub
 frame with each edge cut by 0 or 7 %), so a copy cropped by up to ~10 % from any sides, whose
 whole frame looks like one of the original's windows, meets it in the same join. A candidate pair
 needs a probe within ``match_bits`` bits of an exact hash, on two of its frames where both samples
-have several; it is then checked on all its frames (Hamming distance by ``bit_count(xor)``): whole frame against whole frame, or the whole frames of one against one window (the same window on
+have several; it is then checked on all its frames (Hamming distance by ``bit_count(xor)``):
+whole frame against whole frame, or the whole frames of one against one window (the same window on
 every frame: a crop is the same on the whole clip) of the other. The join only ever meets rows in
 one band bucket, so it grows with the corpus, not with its square, and DuckDB spills to disk under
 its memory limit; past PART_SAMPLES samples it runs partition by partition of the band value, so
@@ -255,13 +256,13 @@ def build(con, screens: str, cfg, benchmark_frames: str | None = None, part_samp
     finally:
         if spill is not None:
             shutil.rmtree(spill, ignore_errors=True)
-    # A pair of multi-frame samples needs band hits on two frames of one of them: the check below
-    # needs min_matched_frames matched frames anyway, and a pair of unrelated frames that shares a
+    # A pair of multi-frame samples needs band hits on two frames of one of them (one where
+    # min_matched_frames is 1): the check below needs that many matched frames anyway, and a pair of unrelated frames that shares a
     # band by chance (their number grows with the square of the corpus) almost never has two.
     con.execute(f"""CREATE OR REPLACE TEMP TABLE cand AS
       SELECT ia.sample_id AS a, ib.sample_id AS b FROM (
         SELECT a, b FROM cand_hits GROUP BY a, b
-        HAVING count(DISTINCT fa) >= 2 OR count(DISTINCT fb) >= 2) c
+        HAVING count(DISTINCT fa) >= {min(least, 2)} OR count(DISTINCT fb) >= {min(least, 2)}) c
       JOIN ids ia ON ia.sid = c.a JOIN ids ib ON ib.sid = c.b
       UNION
       SELECT ia.sample_id, ib.sample_id FROM (SELECT DISTINCT a, b FROM cand_hits) c
