@@ -16,7 +16,7 @@ from pipeline.config_base import ConfigError
 from stages.media.locate import MediaError
 from stages.screen.core import Settings
 from stages.screen.frames import read_media
-from stages.screen.phash import frame_fingerprint, window_hashes
+from stages.screen.phash import ONE_FRAME_WEAK_PER_HALF, WEAK_PER_HALF, frame_fingerprint, window_hashes
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
@@ -59,8 +59,9 @@ def benchmark_table(benchmarks: dict[str, str], settings: Settings) -> tuple[pa.
             except MediaError as e:
                 unreadable.append(f"{name}: {path}: {e}")
                 continue
+            per_half = ONE_FRAME_WEAK_PER_HALF if len(frames.gray) == 1 else WEAK_PER_HALF
             for k, (gray, t) in enumerate(zip(frames.gray, frames.times.tolist())):
-                h, weak, keep = frame_fingerprint(gray)
+                h, weak, keep = frame_fingerprint(gray, per_half)
                 if not keep:
                     continue
                 rows = [(-1, h, weak)] + [(w, x, None) for w, x in enumerate(window_hashes(gray)) if x is not None]

@@ -17,7 +17,7 @@ from stages.media.locate import MediaError
 from stages.media.locate import short_error as _short
 from stages.screen.frames import Frames, read_media
 from stages.screen.motion import clip_motion
-from stages.screen.phash import WEAK_PER_HALF, WINDOWS, frame_fingerprint, window_hashes
+from stages.screen.phash import ONE_FRAME_WEAK_PER_HALF, WEAK_PER_HALF, WINDOWS, frame_fingerprint, window_hashes
 from stages.screen.schema import SCREENS
 
 
@@ -35,7 +35,7 @@ class Settings:
 # verified on two frames, few enough that the windows cost 4 x 15 hashes a side, not 16 x 15.
 WINDOW_FRAMES = 4
 # What a screens part's hash columns hold (the stage's fingerprint: parts of another layout are redone).
-FINGERPRINT_LAYOUT = f"phash64+weak{WEAK_PER_HALF}+{WINDOW_FRAMES}x{len(WINDOWS)}windows"
+FINGERPRINT_LAYOUT = f"phash64+weak{WEAK_PER_HALF}/{ONE_FRAME_WEAK_PER_HALF}+{WINDOW_FRAMES}x{len(WINDOWS)}windows"
 
 
 def window_frames(informative: list[bool], n: int = WINDOW_FRAMES) -> list[int]:
@@ -48,7 +48,8 @@ def window_frames(informative: list[bool], n: int = WINDOW_FRAMES) -> list[int]:
 
 def side_fingerprint(frames: Frames, side: str) -> dict:
     """The ``screens`` columns of one side: hashes, weak bits, informative, times and windows."""
-    prints = [frame_fingerprint(g) for g in frames.gray]
+    per_half = ONE_FRAME_WEAK_PER_HALF if len(frames.gray) == 1 else WEAK_PER_HALF
+    prints = [frame_fingerprint(g, per_half) for g in frames.gray]
     informative = [i for _, _, i in prints]
     chosen = window_frames(informative)
     return {f"{side}_hashes": [h for h, _, _ in prints], f"{side}_weak": [w for _, w, _ in prints],

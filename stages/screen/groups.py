@@ -4,16 +4,18 @@ Frames are matched through equal *bands* of their 64-bit hashes (64 / band_bits 
 band rarely survives a few flipped bits (two hashes 4 bits apart share a 32-bit half about one
 time in nine), so one side of the join *probes*: per band, every combination of the frame's weak
 bits flipped (stages/screen/phash.py: the bits nearest the median, the ones a re-encode, a shifted
-frame grid or a crop flips first), at most 2**WEAK_PER_HALF keys per 32-bit band, against the
-other side's exact bands. The exact side holds every informative frame's hash and the *window*
-hashes of a few frames per sample (sub-windows of the frame at 2.5 % / 7.5 % from each edge), so a
-copy cropped by up to ~10 % from any sides, whose whole frame looks like one of the original's
-windows, meets it in the same join. A candidate pair needs one probe within ``match_bits`` bits
-of an exact hash; it is then checked on all its frames (Hamming distance by ``bit_count(xor)``):
+frame grid or a crop flips first; 4 a half on a clip's frames, 7 on a one-frame side's), at most
+2**7 keys per 32-bit band, against the other side's exact bands. The exact side holds every
+informative frame's hash and the *window* hashes of a few frames per sample (sub-windows of the
+frame with each edge cut by 0 or 7 %), so a copy cropped by up to ~10 % from any sides, whose
+whole frame looks like one of the original's windows, meets it in the same join. A candidate pair
+needs a probe within ``match_bits`` bits of an exact hash, on two of its frames where both samples
+have several; it is then checked on all its frames (Hamming distance by ``bit_count(xor)``):
 whole frame against whole frame, or the whole frames of one against one window (the same window on
 every frame: a crop is the same on the whole clip) of the other. The join only ever meets rows in
 one band bucket, so it grows with the corpus, not with its square, and DuckDB spills to disk under
-its memory limit.
+its memory limit; past PART_SAMPLES samples it runs partition by partition of the band value, so
+no hash table outgrows the one of a PART_SAMPLES corpus.
 
 Duplicates are pairs of the same kind whose target frames match (for edit pairs, and whose source
 frames match too: the same source edited twice is two samples); the groups are the connected
@@ -25,11 +27,20 @@ nothing.
 """
 from __future__ import annotations
 
+import math
+import shutil
+import tempfile
 from math import comb
+from pathlib import Path
 
-from stages.screen.phash import WEAK_PER_HALF, WINDOWS
+from stages.screen.phash import ONE_FRAME_WEAK_PER_HALF, WEAK_PER_HALF, WINDOWS
 
 VALID_BAND_BITS = (16, 32)
+# The candidate join's exact side (the hash table) is cut into power-of-two partitions by its band
+# value's low bits once the corpus passes this many samples, so each join's hash table stays about
+# this size at any corpus size: a lookup into a table ten times larger costs more (cache and TLB
+# misses), which made the join grow faster than the corpus.
+PART_SAMPLES = 131_072
 
 
 def window_bits(match_bits: int, tests: int = 2 * len(WINDOWS)) -> int:
@@ -63,20 +74,26 @@ def _probes_sql(frames: str, cols: str, band_bits: int, bands: list[int] | None 
 
     The weak bits are peeled off one at a time, lowest first (``w & -w`` is the lowest set bit,
     ``w & (w - 1)`` the rest), so each probe is plain integer arithmetic on its row (the list
-    lambdas this replaced cost more than the join)."""
+    lambdas this replaced cost more than the join). A band with more than WEAK_PER_HALF weak bits
+    (a one-frame side's) has up to ONE_FRAME_WEAK_PER_HALF peeled, the others WEAK_PER_HALF."""
     mask = (1 << band_bits) - 1
     parts = []
     for b in (range(64 // band_bits) if bands is None else bands):
         shift = b * band_bits
-        peeled = f"SELECT {cols}, h, (h >> {shift}) & {mask} AS v0, coalesce((weak >> {shift}) & {mask}, 0) AS w0 FROM {frames}"
-        for i in range(1, WEAK_PER_HALF + 1):
-            peeled = f"SELECT *, w{i - 1} & -w{i - 1} AS m{i}, w{i - 1} & (w{i - 1} - 1) AS w{i} FROM ({peeled})"
-        v = "v0"
-        for i in range(1, WEAK_PER_HALF + 1):
-            v = f"xor({v}, m{i} * ((j >> {i - 1}) & 1))"
-        parts.append(f"""
+        weak_here = f"bit_count(coalesce((weak >> {shift}) & {mask}, 0))"
+        # a clip frame's band has at most WEAK_PER_HALF weak bits: it skips the later peels' arithmetic
+        for peels, where in ((WEAK_PER_HALF, f"{weak_here} <= {WEAK_PER_HALF}"),
+                             (ONE_FRAME_WEAK_PER_HALF, f"{weak_here} > {WEAK_PER_HALF}")):
+            peeled = (f"SELECT {cols}, h, (h >> {shift}) & {mask} AS v0, coalesce((weak >> {shift}) & {mask}, 0) AS w0 "
+                      f"FROM {frames} WHERE {where}")
+            for i in range(1, peels + 1):
+                peeled = f"SELECT *, w{i - 1} & -w{i - 1} AS m{i}, w{i - 1} & (w{i - 1} - 1) AS w{i} FROM ({peeled})"
+            v = "v0"
+            for i in range(1, peels + 1):
+                v = f"xor({v}, m{i} * ((j >> {i - 1}) & 1))"
+            parts.append(f"""
           SELECT {cols}, h, {b} AS band, {v} AS v
-          FROM (SELECT *, unnest(range(1::BIGINT << bit_count(xor(w0, w{WEAK_PER_HALF})))) AS j FROM ({peeled}))""")
+          FROM (SELECT *, unnest(range(1::BIGINT << bit_count(xor(w0, w{peels})))) AS j FROM ({peeled}))""")
     return " UNION ALL ".join(parts)
 
 
@@ -159,7 +176,48 @@ def _side_ok_sql(pairs: str, side: str, cfg) -> str:
     return " UNION ".join(parts)
 
 
-def build(con, screens: str, cfg, benchmark_frames: str | None = None) -> None:
+def _temp_dir(con) -> str:
+    d = con.execute("SELECT current_setting('temp_directory')").fetchone()[0] or ".tmp"
+    Path(d).mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _candidate_band(con, band: int, bb: int, bits: int, tw: str, parts: int, spill: Path | None) -> None:
+    """cand_hits rows (a, b, fa, fb: the frames of a and b that met) of one band's join.
+
+    With ``parts`` > 1 the exact rows are written once as Parquet partitions by ``v & (parts - 1)``
+    and each partition is joined on its own; a partition's probes come from the target frames whose
+    band agrees with it outside their weak bits (a probe only flips weak bits), so each frame's
+    probes are made about once in all, not once per partition."""
+    mask = (1 << bb) - 1
+    shift = band * bb
+    exact = f"(SELECT sid, kid, k, h FROM tf UNION ALL SELECT sid, kid, k, h FROM {tw})"
+    hits = """INSERT INTO cand_hits
+          SELECT DISTINCT least(x.sid, y.sid), greatest(x.sid, y.sid),
+                 CASE WHEN x.sid < y.sid THEN x.k ELSE y.k END, CASE WHEN x.sid < y.sid THEN y.k ELSE x.k END
+          FROM tp x JOIN te y ON x.v = y.v AND x.kid = y.kid AND x.sid <> y.sid
+          WHERE bit_count(xor(x.h, y.h)) <= {bits}"""
+    if parts == 1:
+        con.execute(f"""WITH tp AS ({_probes_sql('tf', 'sid, kid, k', bb, [band])}),
+               te AS ({_bands_sql(exact, bb, [band])}) """ + hits.format(bits=bits))
+        return
+    low = parts - 1
+    folder = spill / f"band{band}"
+    con.execute(f"""COPY (SELECT sid, kid, k, h, ((h >> {shift}) & {low})::INTEGER AS p FROM {exact})
+                    TO '{folder}' (FORMAT parquet, PARTITION_BY (p))""")
+    for p in range(parts):
+        files = sorted((folder / f"p={p}").glob("*.parquet"))
+        if not files:
+            continue
+        near = (f"(SELECT * FROM tf WHERE (xor((h >> {shift}) & {low}, {p}) & "
+                f"~coalesce((weak >> {shift}) & {low}, 0)) = 0)")
+        listing = ", ".join(f"'{f}'" for f in files)
+        con.execute(f"""WITH tp AS (SELECT * FROM ({_probes_sql(near, 'sid, kid, k', bb, [band])}) WHERE (v & {low}) = {p}),
+               te AS (SELECT sid, kid, k, h, (h >> {shift}) & {mask} AS v FROM read_parquet([{listing}])) """
+                    + hits.format(bits=bits))
+
+
+def build(con, screens: str, cfg, benchmark_frames: str | None = None, part_samples: int = PART_SAMPLES) -> None:
     """Create ``verdict`` (sample_id, dataset, duplicate_of, ...) in ``con`` from a screens relation
     (a table or view name) and optionally the benchmark frames (benchmark, clip, k, w, h, weak, t;
     w = -1 for a whole frame, else its window)."""
@@ -171,29 +229,45 @@ def build(con, screens: str, cfg, benchmark_frames: str | None = None) -> None:
     # frame and window rows the checks read are made for the few samples with a candidate or a hit.
     con.execute(f"""CREATE OR REPLACE TEMP TABLE ids AS
       SELECT sample_id, row_number() OVER (ORDER BY sample_id)::UINTEGER AS sid,
-             dense_rank() OVER (ORDER BY kind)::UTINYINT AS kid
+             dense_rank() OVER (ORDER BY kind)::UTINYINT AS kid,
+             len(list_filter(target_informative, lambda i: i)) AS nf
       FROM {screens} WHERE error_kind IS NULL AND target_hashes IS NOT NULL""")
-    target = f"""(SELECT i.sid, i.kid, s.target_hashes, s.target_weak, s.target_informative, s.target_windows
-                  FROM {screens} s JOIN ids i USING (sample_id))"""
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE tf AS SELECT sid, kid, h::BIGINT AS h, weak::BIGINT AS weak FROM (
-               SELECT sid, kid, unnest(target_hashes) AS h, unnest(target_weak) AS weak,
-                      unnest(target_informative) AS inf FROM {target}) WHERE inf""")
-    tw = f"""(SELECT sid, kid, h::BIGINT AS h FROM (SELECT sid, kid, unnest(target_windows) AS h FROM {target})
-             WHERE h IS NOT NULL)"""
+    target = f"""(SELECT i.sid, i.kid, s.target_hashes, s.target_weak, s.target_informative, s.target_windows,
+                         s.target_window_frames FROM {screens} s JOIN ids i USING (sample_id))"""
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE tf AS SELECT sid, kid, k::SMALLINT AS k, h::BIGINT AS h, weak::BIGINT AS weak FROM (
+               SELECT sid, kid, unnest(range(len(target_hashes))) AS k, unnest(target_hashes) AS h,
+                      unnest(target_weak) AS weak, unnest(target_informative) AS inf FROM {target}) WHERE inf""")
+    # a window row's k is the frame it was cut from
+    tw = f"""(SELECT sid, kid, target_window_frames[i // {len(WINDOWS)} + 1]::SMALLINT AS k, h::BIGINT AS h FROM (
+               SELECT sid, kid, target_window_frames, unnest(range(len(target_windows))) AS i,
+                      unnest(target_windows) AS h FROM {target}) WHERE h IS NOT NULL)"""
     # ---- duplicates: candidates from the target frames' probes against the target frames' and
-    # windows' exact bands (integer keys: the exact side is the join's hash table, ~15 rows a
-    # frame), streamed from the screens relation, one band at a time
-    con.execute("CREATE OR REPLACE TEMP TABLE cand_ids (a UINTEGER, b UINTEGER)")
-    for band in range(64 // bb):
-        con.execute(f"""INSERT INTO cand_ids
-          WITH tp AS ({_probes_sql('tf', 'sid, kid', bb, [band])}),
-               te AS ({_bands_sql(f'(SELECT sid, kid, h FROM tf UNION ALL SELECT sid, kid, h FROM {tw})', bb, [band])})
-          SELECT DISTINCT least(x.sid, y.sid) AS a, greatest(x.sid, y.sid) AS b
-          FROM tp x JOIN te y ON x.v = y.v AND x.kid = y.kid AND x.sid <> y.sid
-          WHERE bit_count(xor(x.h, y.h)) <= {bits}""")
-    con.execute("""CREATE OR REPLACE TEMP TABLE cand AS
-      SELECT ia.sample_id AS a, ib.sample_id AS b FROM (SELECT DISTINCT a, b FROM cand_ids) c
-      JOIN ids ia ON ia.sid = c.a JOIN ids ib ON ib.sid = c.b""")
+    # windows' exact bands (integer keys: the exact side is the join's hash table, ~68 rows a
+    # sample a band), streamed from the screens relation, one band at a time
+    con.execute("CREATE OR REPLACE TEMP TABLE cand_hits (a UINTEGER, b UINTEGER, fa SMALLINT, fb SMALLINT)")
+    n = con.execute("SELECT count(*) FROM ids").fetchone()[0]
+    parts = 1 << max(0, math.ceil(math.log2(max(n, 1) / part_samples))) if n > part_samples else 1
+    spill = None
+    if parts > 1:
+        spill = Path(tempfile.mkdtemp(prefix="screen-bands-", dir=_temp_dir(con)))
+    try:
+        for band in range(64 // bb):
+            _candidate_band(con, band, bb, bits, tw, parts, spill)
+    finally:
+        if spill is not None:
+            shutil.rmtree(spill, ignore_errors=True)
+    # A pair of multi-frame samples needs band hits on two frames of one of them (one where
+    # min_matched_frames is 1): the check below needs that many matched frames anyway, and a pair of unrelated frames that shares a
+    # band by chance (their number grows with the square of the corpus) almost never has two.
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE cand AS
+      SELECT ia.sample_id AS a, ib.sample_id AS b FROM (
+        SELECT a, b FROM cand_hits GROUP BY a, b
+        HAVING count(DISTINCT fa) >= {min(least, 2)} OR count(DISTINCT fb) >= {min(least, 2)}) c
+      JOIN ids ia ON ia.sid = c.a JOIN ids ib ON ib.sid = c.b
+      UNION
+      SELECT ia.sample_id, ib.sample_id FROM (SELECT DISTINCT a, b FROM cand_hits) c
+      JOIN ids ia ON ia.sid = c.a JOIN ids ib ON ib.sid = c.b
+      WHERE ia.nf < {least} OR ib.nf < {least}""")
     # ---- contamination: any side of a sample against every benchmark clip, whole frames or windows
     if benchmark_frames is not None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE bframes AS SELECT benchmark, clip, k, w::INTEGER AS w, h::BIGINT AS h, "

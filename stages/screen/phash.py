@@ -28,6 +28,11 @@ MAX_BAR_SHARE = 0.3  # never cut more than this share of a side (a dark scene is
 # probes every combination of them flipped (2**WEAK_PER_HALF keys per half), which finds pairs a few
 # bits apart that share no exact 32-bit half (most pairs 3-8 bits apart do not).
 WEAK_PER_HALF = 4
+# A side of ONE frame (an image) has one hash to be found by, where a clip has several: its hash gets
+# this many weak bits a half (2**7 probes a band, what a clip's 8 frames make with 4). On the bench's
+# real stills a copy trimmed 5 % on every side lies 4-8 bits from a window of its still, bits that 4
+# weak bits a half reach for 17 of 28 stills and 7 for 25 (the rest meet through the whole frame).
+ONE_FRAME_WEAK_PER_HALF = 7
 # Window edges, as a share of the side cut from (left, top, right, bottom): each edge 0 or 7 %
 # (not all 0: that is the whole frame), so a crop of up to 10 % from any sides has a window
 # whose every edge is within 3.5 % of it, within 3 % for the common crops of 0 or 4-10 % a side; a
@@ -108,14 +113,14 @@ def phash(gray: np.ndarray) -> int:
     return _int64(low > np.median(low))
 
 
-def phash_weak(gray: np.ndarray) -> tuple[int, int]:
-    """(phash, weak): ``weak`` has the WEAK_PER_HALF bits of each 32-bit half set whose coefficient
+def phash_weak(gray: np.ndarray, per_half: int = WEAK_PER_HALF) -> tuple[int, int]:
+    """(phash, weak): ``weak`` has the ``per_half`` bits of each 32-bit half set whose coefficient
     is nearest the median (same bit order as the hash)."""
     low = _low(gray)
     median = np.median(low)
     margin = np.abs(low - median).reshape(2, 32)
     weak = np.zeros((2, 32), bool)
-    np.put_along_axis(weak, np.argsort(margin, axis=1, kind="stable")[:, :WEAK_PER_HALF], True, axis=1)
+    np.put_along_axis(weak, np.argsort(margin, axis=1, kind="stable")[:, :per_half], True, axis=1)
     return _int64(low > median), _int64(weak.ravel())
 
 
@@ -125,10 +130,10 @@ def frame_hash(gray: np.ndarray) -> tuple[int, bool]:
     return phash(core), informative(core)
 
 
-def frame_fingerprint(gray: np.ndarray) -> tuple[int, int, bool]:
+def frame_fingerprint(gray: np.ndarray, per_half: int = WEAK_PER_HALF) -> tuple[int, int, bool]:
     """(hash, weak bits, informative) of one grey frame, bars cut first."""
     core = trim_bars(np.asarray(gray, np.float64))
-    return (*phash_weak(core), informative(core))
+    return (*phash_weak(core, per_half), informative(core))
 
 
 def window_hashes(gray: np.ndarray) -> list[int | None]:
