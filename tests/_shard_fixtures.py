@@ -99,3 +99,9 @@ def build_run(root: Path, per_dataset: int = 6, seed: int = 0, text: bool = True
     write_part(table_dir(root, "scores") / "mixed" / "part-00000.parquet", pa.Table.from_pylist(scores))
     write_part(table_dir(root, "selected") / "part-00000.parquet", pa.Table.from_pylist(selected))
     return {"kept_keys": kept_keys, "tensors": tensors_of}
+
+
+def tars(workdir: Path) -> dict[str, str]:
+    """Every shard tar of a run and the sha256 of its bytes."""
+    return {str(p.relative_to(workdir)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((workdir / "shards").rglob("*.tar"))}

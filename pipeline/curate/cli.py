@@ -233,11 +233,12 @@ def demo(
     from manifests import catalog
     from pipeline.curate import runner
     from pipeline.curate.demo import build_corpus
+    from pipeline.curate.demo.config_paths import relocated_paths
 
     corpus = workdir / "corpus"
     console.print(f"demo: writing the demo corpus (published layouts) to {corpus}")
     build_corpus(corpus)
-    _demo_run(config, [f"run.workdir={workdir}", *_relocated_paths(config, workdir)], workdir, corpus)
+    _demo_run(config, [f"run.workdir={workdir}", *relocated_paths(config, workdir)], workdir, corpus)
     from pipeline.curate.status import stage_status
 
     out.print(render_table(f"status of {workdir}", ["stage", "done", "failed", "pending", "note"],
@@ -302,34 +303,6 @@ DEMO_FILTER = [f"filter.{kind}.{rule}={{}}" for kind in ("image", "video", "clip
 # Every raw clip gets all four pretext variants: the demo has 8 raw clips, and a seeded draw of one
 # variant each misses `none` 43% of the time (0.9^8), leaving Stage 0's text-to-video stream empty.
 DEMO_PRETEXT = ["pretext.mode=all"]
-
-
-def _relocated_paths(config: Path, workdir: Path) -> list[str]:
-    """Overrides that move the config's paths under its own ``run.workdir`` into ``workdir``.
-
-    The demo config names its corpus and models under runs/demo; a demo in another workdir builds
-    them there, and must not read (or fail on) runs/demo's."""
-    from pipeline.config_base import read_document
-
-    doc = read_document(config, [], example_file="configs/demo.yaml", sections_hint="run, datasets, ...",
-                        example_set="run.seed=3")
-    home = Path((doc.get("run") or {}).get("workdir") or DEFAULT_DEMO_WORKDIR)
-    if Path(workdir) == home:
-        return []
-    overrides = []
-    for section in ("datasets", "encode"):
-        for key, value in _dotted_strings(doc.get(section) or {}, section):
-            if Path(value).is_relative_to(home):
-                overrides.append(f"{key}={Path(workdir) / Path(value).relative_to(home)}")
-    return overrides
-
-
-def _dotted_strings(node: dict, prefix: str):
-    for key, value in node.items():
-        if isinstance(value, dict):
-            yield from _dotted_strings(value, f"{prefix}.{key}")
-        elif isinstance(value, str):
-            yield f"{prefix}.{key}", value
 
 
 def _demo_run(config: Path, overrides: list[str], workdir: Path, corpus: Path) -> None:

@@ -138,13 +138,13 @@ def test_demo_in_another_workdir_points_every_path_there(tmp_path):
     # configs/demo.yaml names runs/demo; `curate demo --workdir X` builds the corpus and models in X
     # and must read them there, not runs/demo's (absent on a fresh clone).
     from pipeline.config_base import read_document
-    from pipeline.curate.cli import _dotted_strings, _relocated_paths
+    from pipeline.curate.demo.config_paths import dotted_strings, relocated_paths
 
     config, elsewhere = REPO / "configs" / "demo.yaml", tmp_path / "demo-elsewhere"
-    assert _relocated_paths(config, Path("runs/demo")) == []
-    doc = read_document(config, _relocated_paths(config, elsewhere), example_file="", sections_hint="",
+    assert relocated_paths(config, Path("runs/demo")) == []
+    doc = read_document(config, relocated_paths(config, elsewhere), example_file="", sections_hint="",
                         example_set="")
-    paths = [v for section in ("datasets", "encode") for _, v in _dotted_strings(doc[section], section)
+    paths = [v for section in ("datasets", "encode") for _, v in dotted_strings(doc[section], section)
              if "/" in v]
     assert len(paths) >= 14
     assert all(Path(v).is_relative_to(elsewhere) for v in paths), paths

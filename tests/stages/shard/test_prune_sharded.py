@@ -4,14 +4,13 @@ to the same bytes, and a re-threshold afterwards writes exactly the shards an un
 writes (the blobs are read back from the old shards first)."""
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-from _shard_fixtures import build_run, sample_id
+from _shard_fixtures import build_run, sample_id, tars
 from conftest import curate_bin, part_digests
 from manifests.io import read_table, table_dir, write_part
 from pipeline.config_base import ConfigError
@@ -33,11 +32,6 @@ def shard_locally(workdir: Path) -> list[dict]:
             write_shard(workdir, plan_path(workdir), u)
     write_index(workdir, plan_path(workdir), units)
     return units
-
-
-def tars(workdir: Path) -> dict[str, str]:
-    return {str(p.relative_to(workdir)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted((workdir / "shards").rglob("*.tar"))}
 
 
 def blobs(workdir: Path) -> dict[str, bytes | None]:

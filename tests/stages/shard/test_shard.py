@@ -2,7 +2,6 @@
 resume (kill -9 mid-run), and what `curate verify` reports when something is wrong."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -16,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load
 
-from _shard_fixtures import build_run, sample_id
+from _shard_fixtures import build_run, sample_id, tars
 from manifests import catalog
 from manifests.io import read_table, table_dir, write_part
 from pipeline.curate import runner
@@ -39,11 +38,6 @@ def shard_locally(workdir: Path, target_bytes: int = TARGET) -> list[dict]:
         write_shard(workdir, plan_path(workdir), u)
     write_index(workdir, plan_path(workdir), units)
     return units
-
-
-def tars(workdir: Path) -> dict[str, str]:
-    return {str(p.relative_to(workdir)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted((workdir / "shards").rglob("*.tar"))}
 
 
 def read_tar(path: Path) -> list[tuple[tarfile.TarInfo, bytes]]:
