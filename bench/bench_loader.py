@@ -21,8 +21,8 @@ Where a worker's time went (recipe size, 2-core box at load 4-12): a fresh share
 per batch. Allocating a video batch's 34 MB segment and writing it cost ~48-64 ms (the kernel
 zeroes and maps tmpfs pages one fault at a time), against 5-9 ms to fill reused private memory, so
 a worker spent 21-30 ms per sample where the trainer's own process spends 13-20. Each worker now
-keeps a few segments and reuses one once the trainer has freed the batch in it (``sama.data``'s
-``_SlotPool``): 8-11 ms per sample in a worker (docs/scaling.md has the before/after table). At the
+keeps a few segments and reuses one once the trainer has freed the batch in it
+(``sama.batch_memory.SlotPool``): 8-11 ms per sample in a worker (docs/scaling.md has the before/after table). At the
 demo's size a batch is ~180 KB and the fixed cost of handing it over (pickling, the descriptor, the
 queues) is left: a worker spends ~1.2-1.7x the in-process CPU per sample there, and the trainer's
 process keeps ~0.4-0.7 ms, so 2 workers on 2 cores cannot reach 1.5x at that size.
