@@ -151,7 +151,9 @@ def moved(workdir: Path, entry: dict) -> None:
             g = start_of[r["part"]] + r["file_row_number"]
             j = bisect.bisect_right(out_starts, g) - 1
             copies.append({**r, "part": outs[j], "file_row_number": g - out_starts[j]})
-        have = set(zip(t["part"].to_pylist(), t["file_row_number"].to_pylist()))
+        # Copies an earlier, killed roll-forward already wrote: only rows naming this batch's outputs.
+        done = t.filter(pc.is_in(t["part"], value_set=pa.array(outs, pa.string())))
+        have = set(zip(done["part"].to_pylist(), done["file_row_number"].to_pylist()))
         copies = [c for c in copies if (c["part"], c["file_row_number"]) not in have]
         if copies:
             new = pa.concat_tables([t.cast(DUPLICATES), pa.Table.from_pylist(copies, DUPLICATES)])
