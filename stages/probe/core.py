@@ -78,6 +78,8 @@ def probe_video(src: str | io.BytesIO, decode_check: str = "decord") -> MediaInf
         info.width, info.height = (ctx.width or None), (ctx.height or None)
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         info.fps = float(rate) if rate else None
+        # Read while the container is open: PyAV >= 15 refuses a closed container's streams.
+        declared_rate = bool(stream.average_rate)
         declared = stream.frames or 0  # 0 when the container does not say (mkv, webm)
 
         # Count frames by demuxing; the PyAV decode check rides along and stops at frame one.
@@ -137,7 +139,7 @@ def probe_video(src: str | io.BytesIO, decode_check: str = "decord") -> MediaInf
             if not decoded:
                 raise ProbeError("undecodable", "pyav decoded no frame", info)
 
-    exact = exact and frame0 and bool(declared) and bool(stream.average_rate) \
+    exact = exact and frame0 and bool(declared) and declared_rate \
         and first_pts == min(exact_pts) and packet_index_problem(exact_pts, key_pts) is None
     if decode_check == "decord" and not exact:
         # Anything else (and a file whose frame 0 PyAV did not give) keeps decord's check and its
