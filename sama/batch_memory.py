@@ -5,7 +5,9 @@ its own); a worker takes it from a small pool of segments it reuses once the tra
 the batch, because a fresh segment's first touch costs more than decoding the batch."""
 from __future__ import annotations
 
+import itertools
 import math
+import os
 
 import numpy as np
 import torch
@@ -30,6 +32,17 @@ def views(flat: torch.Tensor, shapes: dict, offsets: dict) -> dict[str, torch.Te
 HEADER = 16  # a pooled segment's first bytes: byte 0 is 1 while the trainer holds its batch
 
 
+class Segment:
+    """One shared-memory segment of a worker's pool: its storage, its busy byte, and its name for
+    the trainer's process (``serial``; None for a one-off segment, which is never cached)."""
+
+    def __init__(self, nbytes: int, serial: int | None, replaces: int | None = None):
+        self.storage = torch.UntypedStorage._new_shared(nbytes)
+        self.busy = torch.empty(0, dtype=torch.uint8).set_(self.storage, 0, (1,)).numpy()
+        self.serial, self.replaces = serial, replaces
+        self.sent = False  # whether a batch has carried the storage itself to the trainer
+
+
 class SlotPool:
     """Shared-memory segments that a DataLoader worker writes its batches into, reused once the
     trainer has let go of the batch.
@@ -45,31 +58,33 @@ class SlotPool:
 
     def __init__(self, slots: int):
         self.slots = slots
-        self.storages: list[torch.UntypedStorage] = []
-        self.busy: list[np.ndarray] = []  # byte 0 of each segment
+        self.segments: list[Segment] = []
+        self.by_ptr: dict[int, Segment] = {}
+        self.serials = itertools.count()
 
     def take(self, nbytes: int) -> torch.UntypedStorage:
         need = HEADER + nbytes
-        free = [i for i, b in enumerate(self.busy) if not b[0]]
-        fits = [i for i in free if self.storages[i].nbytes() >= need]
+        free = [i for i, s in enumerate(self.segments) if not s.busy[0]]
+        fits = [i for i in free if self.segments[i].storage.nbytes() >= need]
         if fits:
-            slot = min(fits, key=lambda i: self.storages[i].nbytes())
-        elif len(self.storages) < self.slots or free:
+            seg = self.segments[min(fits, key=lambda i: self.segments[i].storage.nbytes())]
+        elif len(self.segments) < self.slots or free:
             # A quarter to spare: the text's padded length varies, and a segment a few bytes short
             # of the next batch would be replaced again and again.
-            storage = torch.UntypedStorage._new_shared(-(-(need + need // 4) // 4096) * 4096)
-            busy = torch.empty(0, dtype=torch.uint8).set_(storage, 0, (1,)).numpy()
-            if len(self.storages) < self.slots:
-                slot = len(self.storages)
-                self.storages.append(storage)
-                self.busy.append(busy)
+            size = -(-(need + need // 4) // 4096) * 4096
+            if len(self.segments) < self.slots:
+                seg = Segment(size, next(self.serials))
+                self.segments.append(seg)
             else:  # the smallest free segment grows (its old one is nobody's now)
-                slot = min(free, key=lambda i: self.storages[i].nbytes())
-                self.storages[slot], self.busy[slot] = storage, busy
+                slot = min(free, key=lambda i: self.segments[i].storage.nbytes())
+                old = self.segments[slot]
+                del self.by_ptr[old.storage.data_ptr()]
+                seg = self.segments[slot] = Segment(size, next(self.serials), replaces=old.serial)
+            self.by_ptr[seg.storage.data_ptr()] = seg
         else:
-            return torch.UntypedStorage._new_shared(need)  # one-off: every segment is held
-        self.busy[slot][0] = 1
-        return self.storages[slot]
+            return Segment(need, None).storage  # one-off: every segment is held
+        seg.busy[0] = 1
+        return seg.storage
 
 
 class _Lease(np.ndarray):
@@ -83,20 +98,73 @@ class _Lease(np.ndarray):
 
 class PooledBatch:
     """A worker's batch on its way to the trainer: pickled, its tensors cross as their one
-    segment's file descriptor (torch's reduction of the storage, one descriptor per batch instead
-    of one per tensor) and their places in it; unpickled, it is the plain batch dict."""
+    segment's place in it; unpickled, it is the plain batch dict.
 
-    def __init__(self, batch: dict):
+    The first batch written in a pool's segment carries the segment itself (torch's reduction of
+    the storage: a file descriptor fetched over a socket from the worker, ~1 ms of both processes'
+    CPU, more than a demo batch's whole decode); the trainer's process keeps the mapping under the
+    segment's name, and later batches in the segment carry only the name. A worker's batches are
+    unpickled in the order it sent them, so the name always arrives after its segment."""
+
+    def __init__(self, batch: dict, pool: SlotPool | None = None):
         self.batch = batch
+        self.pool = pool
 
     def __reduce__(self):
         tensors = {k: v for k, v in self.batch.items() if isinstance(v, torch.Tensor)}
         rest = {k: v for k, v in self.batch.items() if k not in tensors}
         places = {k: (t.dtype, t.storage_offset(), tuple(t.shape), t.stride()) for k, t in tensors.items()}
-        return _unlease, (next(iter(tensors.values())).untyped_storage(), places, rest)
+        storage = next(iter(tensors.values())).untyped_storage()
+        pool = self.pool or _POOL
+        seg = pool.by_ptr.get(storage.data_ptr()) if pool is not None else None
+        if seg is None:  # a one-off segment: mapped for this batch only
+            return _unlease, (storage, None, places, rest)
+        name = (os.getpid(), seg.serial)
+        if seg.sent:
+            return _unlease, (None, name, places, rest)
+        seg.sent = True
+        return _unlease, (storage, name, places, rest, seg.replaces)
 
 
-def _unlease(storage: torch.UntypedStorage, places: dict, rest: dict) -> dict:
+# The trainer's process: the workers' segments it has mapped, by (worker pid, serial).
+_MAPPED: dict[tuple[int, int], torch.UntypedStorage] = {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is an exited worker
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc
+        try:
+            os.kill(pid, 0)
+            return True
+        except OSError:
+            return False
+
+
+def _map(name: tuple[int, int], storage: torch.UntypedStorage, replaces: int | None) -> None:
+    """Keep a worker's new segment mapped; let go of the one it replaces and of those of workers
+    that have exited (a finished DataLoader), whose batches still hold their own references."""
+    _MAPPED.pop((name[0], replaces), None)
+    for pid in {p for p, _ in _MAPPED if p != name[0]}:
+        if not _alive(pid):
+            for key in [k for k in _MAPPED if k[0] == pid]:
+                del _MAPPED[key]
+    _MAPPED[name] = storage
+
+
+def _unlease(storage: torch.UntypedStorage | None, name: tuple[int, int] | None, places: dict, rest: dict,
+             replaces: int | None = None) -> dict:
+    if name is not None:
+        if storage is None:
+            storage = _MAPPED.get(name)
+            if storage is None:
+                raise RuntimeError(f"batch names segment {name} of a DataLoader worker that this process "
+                                   f"never received")
+        else:
+            _map(name, storage, replaces)
     lease = torch.empty(0, dtype=torch.uint8).set_(storage).numpy().view(_Lease)
     lease.pooled = True
     base = torch.from_numpy(lease).untyped_storage()
