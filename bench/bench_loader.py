@@ -61,6 +61,9 @@ STREAMS = {
 # (480p, 81 frames: a [16, 21, 60, 104] latent per clip, ~4 MB in bf16 and 8 MB as float32).
 SIZES = {"demo": ((128, 128), (128, 128, 9), (96, 160), 16),
          "recipe": ((832, 480), (832, 480, 81), (16, 24), 4)}
+# data.batches_per_transfer: a demo batch (~180 KB) costs ~3 ms to make and ~0.5 ms of each
+# process's CPU to hand over, so 4 share one hand-over; a recipe batch (34 MB, ~40 ms) needs none.
+TRANSFER = {"demo": 4, "recipe": 1}
 
 
 def make_shards(root: Path, size: str = "demo") -> Path:
@@ -72,9 +75,10 @@ def make_shards(root: Path, size: str = "demo") -> Path:
     return write_shard_set(root, groups, samples_per_shard=per_shard)
 
 
-def data_cfg(workdir: Path, workers: int) -> DataConfig:
+def data_cfg(workdir: Path, workers: int, transfer: int = 1) -> DataConfig:
     return DataConfig(workdir=workdir, streams=STREAMS, batch_size={"image": 4, "video": 2}, prefetch_factor=4,
-                      shuffle_buffer={"image": 32, "video": 16}, chunk_shards=2, num_workers=workers)
+                      shuffle_buffer={"image": 32, "video": 16}, chunk_shards=2, num_workers=workers,
+                      batches_per_transfer=transfer)
 
 
 def raw_read(workdir: Path, decode: bool, seconds: float = 3.0) -> float:
@@ -103,20 +107,23 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def loader_rate(workdir: Path, workers: int, batches: int, keep: bool) -> tuple[float, dict, list[dict]]:
+def loader_rate(workdir: Path, workers: int, batches: int, keep: bool,
+                transfer: int = 1) -> tuple[float, dict, list[dict]]:
     """samples/s through a DataLoader, the CPU ms per sample of the trainer's process and of the
     workers (summed), and (``keep``) 32 batches for the train step, taken after the timing: a
     trainer holds one or two batches, and batches kept while timing make every allocation fresh
     memory (and keep a worker's shared-memory segments busy)."""
-    from sama.data import ShardBatches
+    from sama.batch_memory import handed_over
+    from sama.data import ShardBatches, loader_prefetch
 
-    ds = ShardBatches(data_cfg(workdir, workers), seed=0)
-    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
-                                         prefetch_factor=4 if workers else None)
-    it = iter(loader)
-    for _ in range(2 * max(1, workers)):  # worker start-up is not throughput
+    cfg = data_cfg(workdir, workers, transfer)
+    loader = torch.utils.data.DataLoader(ShardBatches(cfg, seed=0), batch_size=None, num_workers=workers,
+                                         prefetch_factor=loader_prefetch(cfg) if workers else None)
+    items = iter(loader)
+    it = handed_over(items, max(1, workers))
+    for _ in range(2 * max(1, workers) * transfer):  # worker start-up is not throughput
         next(it)
-    pids = [os.getpid()] + [w.pid for w in getattr(it, "_workers", [])]
+    pids = [os.getpid()] + [w.pid for w in getattr(items, "_workers", [])]
     cpu0 = [_cpu_s(p) for p in pids]
     n, t0 = 0, time.perf_counter()
     for batch in itertools.islice(it, batches):
@@ -172,13 +179,14 @@ def cpu_bench(args) -> None:
     torch.set_num_threads(1)  # the trainer's tiny configs pin one thread; the loader has the other core
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(args.workdir) if args.workdir else make_shards(Path(tmp), args.size)
-        print(f"shards: {workdir}")
+        print(f"shards: {workdir} | data.batches_per_transfer {args.transfer}")
         print(f"(a) webdataset read, no decode:           {raw_read(workdir, False):8.1f} samples/s")
         raw = raw_read(workdir, True)
         print(f"(a') webdataset read + safetensors decode: {raw:8.1f} samples/s (bare loop)")
         rates, cpu, kept = {}, {}, None
         for workers in (0, 1, 2):
-            rates[workers], cpu[workers], got = loader_rate(workdir, workers, args.batches, keep=workers == 0)
+            rates[workers], cpu[workers], got = loader_rate(workdir, workers, args.batches, keep=workers == 0,
+                                                            transfer=args.transfer)
             kept = kept or got
             print(f"(b) ShardBatches, {workers} worker(s):            {rates[workers]:8.1f} samples/s "
                   f"(x{rates[workers] / raw:.2f} of (a')) | CPU ms/sample: trainer's process "
@@ -291,9 +299,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="train steps timed (CPU 40, GPU 5)")
     ap.add_argument("--size", choices=sorted(SIZES), default="demo",
                     help="tensor sizes of the generated shards: the demo's or the recipe's (480p, 81 frames)")
+    ap.add_argument("--transfer", type=int, default=None,
+                    help="data.batches_per_transfer (default: 4 at the demo's size, 1 at the recipe's)")
     ap.add_argument("--gpu", action="store_true", help="the Wan-1.3B-size GPU step instead")
     ap.add_argument("--smoke", action="store_true", help="tiny N, seconds: the tests run it (tests/test_bench_smoke.py)")
     args = ap.parse_args()
+    args.transfer = args.transfer or TRANSFER[args.size]
     if args.smoke:  # CPU, a handful of batches and steps
         args.gpu, args.batches, args.steps = False, 3, 2
     if args.gpu:

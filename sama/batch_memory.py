@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -173,6 +174,23 @@ def _unlease(storage: torch.UntypedStorage | None, name: tuple[int, int] | None,
     for k, (dtype, offset, shape, stride) in places.items():
         out[k] = torch.empty(0, dtype=dtype).set_(base, offset, shape, stride)
     return out
+
+
+def handed_over(items: Iterator, num_workers: int) -> Iterator[dict]:
+    """The trainer's batches, one at a time, from a DataLoader over ``ShardBatches``: a transfer of
+    several batches (``data.batches_per_transfer``) is dealt out in the workers' rotation, so the
+    trainer sees the batches in the order that one batch per transfer gives (worker 0's first,
+    worker 1's first, ..., worker 0's second, ...). Holds one transfer of each worker."""
+    for item in items:
+        if isinstance(item, dict):  # one batch per transfer, or no workers
+            yield item
+            continue
+        transfers = [item] + [next(items) for _ in range(num_workers - 1)]
+        if len({len(t) for t in transfers}) != 1:
+            raise RuntimeError(f"DataLoader workers sent transfers of {[len(t) for t in transfers]} batches; "
+                               f"dealing them out in rotation needs the same number from each")
+        for round_ in zip(*transfers):
+            yield from round_
 
 
 _POOL: SlotPool | None = None

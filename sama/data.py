@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -231,6 +232,11 @@ def collate(raw: list[dict], semantic: bool, pool_slots: int = 0) -> dict:
 
 
 # ---------------------------------------------------------------- the dataset
+def loader_prefetch(cfg: DataConfig) -> int:
+    """The DataLoader's prefetch_factor: transfers, each of ``batches_per_transfer`` batches."""
+    return -(-cfg.prefetch_factor // cfg.batches_per_transfer)
+
+
 class ShardBatches(IterableDataset):
     """Endless batches for one rank; use with ``DataLoader(batch_size=None)``.
 
@@ -289,14 +295,19 @@ class ShardBatches(IterableDataset):
         physical = info.id if info is not None else 0
         slot = (physical + self.worker_offset) % self.num_workers
         logical = self.rank + self.world * slot
-        return self._logical_batches(logical, slot)
+        batches = self._logical_batches(logical, slot)
+        k = self.cfg.batches_per_transfer
+        if info is None or k == 1:
+            return batches
+        return (list(itertools.islice(batches, k)) for _ in itertools.count())  # ``handed_over`` deals them
 
     def _logical_batches(self, logical: int, slot: int) -> Iterator[dict]:
         state = copy.deepcopy(self.start.get(logical)) or {"count": 0, "streams": {}}
         iters: dict[str, Iterator] = {}
-        # In a worker: the batches queued for the trainer (prefetch_factor), the one it holds, the
-        # one being pinned or moved to the GPU and the one being made.
-        pool_slots = self.cfg.prefetch_factor + 3 if get_worker_info() is not None else 0
+        # In a worker, for each batch of a transfer: the transfers queued for the trainer, the one
+        # it deals batches from, the one being pinned or moved to the GPU and the one being made.
+        k = self.cfg.batches_per_transfer
+        pool_slots = k * (loader_prefetch(self.cfg) + 3) if get_worker_info() is not None else 0
         while True:
             rng = np.random.default_rng([self.seed, logical, state["count"], _MIX])
             name = self.names[int(rng.choice(len(self.names), p=self.probs))]

@@ -20,8 +20,9 @@ import torch
 
 from manifests.io import atomic_write_bytes, atomic_write_json
 from sama import checkpoint, dist
+from sama.batch_memory import handed_over
 from sama.config import ConfigError, OptimConfig, TrainerConfig
-from sama.data import LoaderPosition, ShardBatches, batch_noise_seed
+from sama.data import LoaderPosition, ShardBatches, batch_noise_seed, loader_prefetch
 from sama.ema import EMA
 from sama.flow import training_loss
 from sama.model import SamaTransformer
@@ -202,8 +203,8 @@ def _train(cfg: TrainerConfig, env: dist.Env) -> dict:
     workers = cfg.data.num_workers
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
-        prefetch_factor=cfg.data.prefetch_factor if workers else None, persistent_workers=workers > 0)
-    batches = iter(loader)
+        prefetch_factor=loader_prefetch(cfg.data) if workers else None, persistent_workers=workers > 0)
+    batches = handed_over(iter(loader), max(1, workers))
 
     log = RunLog(out_dir, env, step, cfg.train.tensorboard)
     log.print(f"sama train: {n_params:,} parameters | {env.world} process(es), parallel {parallel}, "

@@ -11,7 +11,8 @@ import webdataset as wds
 from torch.utils.data import DataLoader
 
 from sama.config import ConfigError, DataConfig, load_trainer_config
-from sama.data import LoaderPosition, ShardBatches, read_shard_index
+from sama.batch_memory import handed_over
+from sama.data import LoaderPosition, ShardBatches, loader_prefetch, read_shard_index
 
 from _sama_fixtures import SEMANTIC_TOKENS, STAGE0, TEXT_DIM, count_variants, write_shard_set
 
@@ -114,7 +115,10 @@ def test_worker_split_matches_webdataset_node_and_worker_split(shard_workdir):
 
 
 def _loader(ds, workers):
-    return DataLoader(ds, batch_size=None, num_workers=workers, persistent_workers=workers > 0)
+    """The trainer's batches through a DataLoader, as sama.train builds it."""
+    loader = DataLoader(ds, batch_size=None, num_workers=workers, persistent_workers=workers > 0,
+                        prefetch_factor=loader_prefetch(ds.cfg) if workers else None)
+    return handed_over(iter(loader), max(1, workers))
 
 
 def _same_batch(a: dict, b: dict) -> None:
@@ -125,12 +129,15 @@ def _same_batch(a: dict, b: dict) -> None:
             assert a[name].dtype == b[name].dtype and torch.equal(a[name], b[name]), name
 
 
-def test_workers_yield_the_in_process_batches(shard_workdir):
+@pytest.mark.parametrize("transfer", [1, 3])
+def test_workers_yield_the_in_process_batches(shard_workdir, transfer):
     """Two DataLoader workers hand over exactly the batches the trainer's own process makes for the
-    same logical streams (in the loader's rotation), whether the trainer drops each batch at once
-    (its shared-memory segment goes back to the worker and is written again) or keeps it (a kept
-    batch is never overwritten by a later one)."""
-    cfg = _cfg(shard_workdir, num_workers=2, prefetch_factor=2)
+    same logical streams (in the loader's rotation, also when each transfer carries several),
+    whether the trainer drops each batch at once (its shared-memory segment goes back to the
+    worker and is written again) or keeps it (a kept batch is never overwritten by a later one)."""
+    cfg = _cfg(shard_workdir, num_workers=2, prefetch_factor=2, batches_per_transfer=transfer)
+    first = next(iter(DataLoader(ShardBatches(cfg, seed=0), batch_size=None, num_workers=2, prefetch_factor=1)))
+    assert len(first) == transfer if transfer > 1 else isinstance(first, dict)  # what one transfer holds
     ds = ShardBatches(cfg, seed=0)
     streams = [ds._logical_batches(logical, logical) for logical in range(2)]
     reference = [next(streams[i % 2]) for i in range(60)]
@@ -144,11 +151,12 @@ def test_workers_yield_the_in_process_batches(shard_workdir):
         _same_batch(reference[i], batch)
 
 
-@pytest.mark.parametrize("consumed", [5, 8])
-def test_resume_continues_exactly(shard_workdir, consumed):
+@pytest.mark.parametrize("consumed,transfer", [(5, 1), (8, 1), (5, 3), (8, 3)])
+def test_resume_continues_exactly(shard_workdir, consumed, transfer):
     """Consume some batches through 2 workers, save the position, resume in a new loader: the next
-    batches are those the uninterrupted loader gives (keys and tensors), whichever worker is next."""
-    cfg = _cfg(shard_workdir, num_workers=2)
+    batches are those the uninterrupted loader gives (keys and tensors), whichever worker is next
+    and wherever in a transfer of several batches the position fell."""
+    cfg = _cfg(shard_workdir, num_workers=2, batches_per_transfer=transfer)
     reference = _take(iter(_loader(ShardBatches(cfg, seed=0), 2)), consumed + 10)
     tracker = LoaderPosition(0, 1, 2)
     for batch in reference[:consumed]:
