@@ -22,10 +22,14 @@ per batch. Allocating a video batch's 34 MB segment and writing it cost ~48-64 m
 zeroes and maps tmpfs pages one fault at a time), against 5-9 ms to fill reused private memory, so
 a worker spent 21-30 ms per sample where the trainer's own process spends 13-20. Each worker now
 keeps a few segments and reuses one once the trainer has freed the batch in it
-(``sama.batch_memory.SlotPool``): 8-11 ms per sample in a worker (docs/scaling.md has the before/after table). At the
-demo's size a batch is ~180 KB and the fixed cost of handing it over (pickling, the descriptor, the
-queues) is left: a worker spends ~1.2-1.7x the in-process CPU per sample there, and the trainer's
-process keeps ~0.4-0.7 ms, so 2 workers on 2 cores cannot reach 1.5x at that size.
+(``sama.batch_memory.SlotPool``): 8-11 ms per sample in a worker (docs/scaling.md has the before/after table).
+
+At the demo's size (a batch ~180 KB, ~3 ms to make) the fixed cost of handing a batch over was
+left: the segment's file descriptor fetched from the worker over multiprocessing's resource sharer
+(a socket connection, authenticated, per batch: ~1 ms of the two processes' CPU) and the
+DataLoader's own queue round trip (~0.2 ms in each process). A segment now crosses once and later
+batches in it carry its name, and ``data.batches_per_transfer`` (``--transfer``; 4 here at the
+demo's size, 1 at the recipe's) hands several batches over at once, dealt out in the same order.
 
 GPU (``--gpu``): random weights, bf16 autocast, fp32 master weights, AdamW, batch 1 of an in-context
 832x480x81 pair (2 x 32,760 latent tokens + 65 semantic tokens, 512 text tokens), with and without

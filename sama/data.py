@@ -233,8 +233,9 @@ def collate(raw: list[dict], semantic: bool, pool_slots: int = 0) -> dict:
 
 # ---------------------------------------------------------------- the dataset
 def loader_prefetch(cfg: DataConfig) -> int:
-    """The DataLoader's prefetch_factor: transfers, each of ``batches_per_transfer`` batches."""
-    return -(-cfg.prefetch_factor // cfg.batches_per_transfer)
+    """The DataLoader's prefetch_factor, in transfers of ``batches_per_transfer`` batches: at least
+    two, so that a worker never waits for the trainer's process to ask for its next transfer."""
+    return max(2, -(-cfg.prefetch_factor // cfg.batches_per_transfer))
 
 
 class ShardBatches(IterableDataset):
