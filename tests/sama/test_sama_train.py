@@ -180,10 +180,12 @@ def _torchrun(args: list[str], out: Path) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_two_gloo_processes_match_one_process(shard_workdir, tmp_path, parallel):
     """2 ranks x 1 loader worker x micro-batch b == 1 rank x 2 workers x grad_accum 2: the same
-    logical streams give the same global batch and the same noise, so the losses agree."""
+    logical streams give the same global batch and the same noise, so the losses agree (also when
+    the single rank's workers hand over 3 batches at a time)."""
     steps = {"train.max_steps": 6, "checkpoint.every": 3}
     single = tmp_path / "single"
-    train(_cfg(shard_workdir, single, **steps, **{"optim.grad_accum": 2, "data.num_workers": 2}))
+    train(_cfg(shard_workdir, single, **steps, **{"optim.grad_accum": 2, "data.num_workers": 2,
+                                                  "data.batches_per_transfer": 3}))
 
     multi = tmp_path / "multi"
     sets = _overrides(shard_workdir, multi, **steps, **{"train.parallel": parallel, "data.num_workers": 1})
