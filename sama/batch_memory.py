@@ -103,7 +103,7 @@ class PooledBatch:
 
     The first batch written in a pool's segment carries the segment itself (torch's reduction of
     the storage: a file descriptor fetched over a socket from the worker, ~1 ms of both processes'
-    CPU, more than a demo batch's whole decode); the trainer's process keeps the mapping under the
+    CPU, a third of making a demo batch); the trainer's process keeps the mapping under the
     segment's name, and later batches in the segment carry only the name. A worker's batches are
     unpickled in the order it sent them, so the name always arrives after its segment."""
 

@@ -142,10 +142,11 @@ class DataConfig(_Strict):
     # (reads without decoding) at most chunk_shards shards per stream to find its place.
     chunk_shards: int = Field(4, ge=1)
     num_workers: int = Field(4, ge=0)  # DataLoader workers per rank (0: in the training process)
-    prefetch_factor: int = Field(2, ge=1)  # batches each worker has ready ahead of the trainer
-    # Batches a DataLoader worker hands over at once (the trainer deals them out in the same order
-    # as one at a time). Each hand-over costs both processes a fixed ~0.5 ms of CPU, a sixth of
-    # making a demo-size batch (~180 KB): 4 there; a recipe-size batch (34 MB) needs only 1.
+    # Batches each worker has ready ahead of the trainer (at least two transfers, below).
+    prefetch_factor: int = Field(2, ge=1)
+    # Batches a DataLoader worker hands over at once (the trainer deals them out in the order one
+    # at a time gives). A hand-over costs a fixed ~0.6 ms of CPU across the two processes, a fifth
+    # of making a demo-size batch (~180 KB, ~3 ms): 4 there; a recipe-size batch (34 MB) needs 1.
     batches_per_transfer: int = Field(1, ge=1)
     # Load the SigLIP tokens (Semantic Anchoring). Off: no semantic tokens, no L_sem.
     semantic: bool = True

@@ -239,7 +239,9 @@ def loader_prefetch(cfg: DataConfig) -> int:
 
 
 class ShardBatches(IterableDataset):
-    """Endless batches for one rank; use with ``DataLoader(batch_size=None)``.
+    """Endless batches for one rank; use with ``DataLoader(batch_size=None,
+    prefetch_factor=loader_prefetch(cfg))`` and ``sama.batch_memory.handed_over`` over its iterator
+    (a worker's item is a list of ``data.batches_per_transfer`` batches when that is above 1).
 
     Each batch carries ``meta``: stream, logical stream, worker slot, batch index in its logical
     stream, and the logical stream's position after it (what ``LoaderPosition`` keeps)."""
