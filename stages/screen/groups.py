@@ -106,18 +106,21 @@ def _probes_sql(frames: str, cols: str, band_bits: int, bands: list[int] | None 
         if low:
             base = (f"SELECT {cols}, h, (v0 & {~low & mask}) | {p} AS v0, pw & {~low & mask} AS pw FROM ({base}) "
                     f"WHERE (xor(v0, {p}) & {low} & ~pw) = 0")
-        # a clip frame's band has at most WEAK_PER_HALF weak bits: it skips the later peels' arithmetic
+        # a clip frame's band has at most WEAK_PER_HALF weak bits: it skips the later peels' arithmetic;
+        # the frames are read once for both (a partition's join reads them all, for the few near it)
+        branches = []
         for peels, where in ((WEAK_PER_HALF, f"bit_count(pw) <= {WEAK_PER_HALF}"),
                              (ONE_FRAME_WEAK_PER_HALF, f"bit_count(pw) > {WEAK_PER_HALF}")):
-            peeled = f"SELECT {cols}, h, v0, pw AS w0 FROM ({base}) WHERE {where}"
+            peeled = f"SELECT {cols}, h, v0, pw AS w0 FROM nb WHERE {where}"
             for i in range(1, peels + 1):
                 peeled = f"SELECT *, w{i - 1} & -w{i - 1} AS m{i}, w{i - 1} & (w{i - 1} - 1) AS w{i} FROM ({peeled})"
             v = "v0"
             for i in range(1, peels + 1):
                 v = f"xor({v}, m{i} * ((j >> {i - 1}) & 1))"
-            parts.append(f"""
+            branches.append(f"""
           SELECT {cols}, h, {b} AS band, {v} AS v
           FROM (SELECT *, unnest(range(1::BIGINT << bit_count(w0))) AS j FROM ({peeled}))""")
+        parts.append(f"SELECT * FROM (WITH nb AS MATERIALIZED ({base}) {' UNION ALL '.join(branches)})")
     return " UNION ALL ".join(parts)
 
 
