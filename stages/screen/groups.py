@@ -214,8 +214,8 @@ def _candidate_band(con, band: int, bb: int, bits: int, tw: str, parts: int, spi
 
     With ``parts`` > 1 the exact rows are written once as Parquet partitions by ``v & (parts - 1)``
     and each partition is joined on its own; a partition's probes come from the target frames whose
-    band agrees with it outside their weak bits (a probe only flips weak bits), so each frame's
-    probes are made about once in all, not once per partition."""
+    band agrees with it outside their weak bits (a probe only flips weak bits), and each probe is
+    made for its own partition only (_probes_sql ``part``), so all partitions make each probe once."""
     mask = (1 << bb) - 1
     shift = band * bb
     exact = f"(SELECT sid, kid, k, h FROM tf UNION ALL SELECT sid, kid, k, h FROM {tw})"
