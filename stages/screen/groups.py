@@ -68,32 +68,59 @@ def _bands_sql(frames: str, band_bits: int, bands: list[int] | None = None) -> s
     return " UNION ALL ".join(parts)
 
 
-def _probes_sql(frames: str, cols: str, band_bits: int, bands: list[int] | None = None) -> str:
+def _peeled_sql(weak: str, band_bits: int, shift: int) -> str:
+    """The weak bits of one band that its probes flip: all of them, or the lowest
+    ONE_FRAME_WEAK_PER_HALF where a band has more (a hash from phash never has; kept so every
+    input gets a bounded number of probes)."""
+    wb = f"coalesce(({weak} >> {shift}) & {(1 << band_bits) - 1}, 0)"
+    most = ONE_FRAME_WEAK_PER_HALF
+    return (f"CASE WHEN bit_count({wb}) <= {most} THEN {wb} ELSE list_sum(list_transform(list_slice(list_filter("
+            f"range({band_bits}), lambda i: (({wb} >> i) & 1) = 1), 1, {most}), lambda i: 1::BIGINT << i))::BIGINT END")
+
+
+def _probes_sql(frames: str, cols: str, band_bits: int, bands: list[int] | None = None,
+                part: tuple[int, int] | None = None) -> str:
     """Every row of ``frames`` (``cols`` and h, weak) once per band and per combination of the weak
     bits of that band flipped: (cols, h, band, v).
 
     The weak bits are peeled off one at a time, lowest first (``w & -w`` is the lowest set bit,
     ``w & (w - 1)`` the rest), so each probe is plain integer arithmetic on its row (the list
     lambdas this replaced cost more than the join). A band with more than WEAK_PER_HALF weak bits
-    (a one-frame side's) has up to ONE_FRAME_WEAK_PER_HALF peeled, the others WEAK_PER_HALF."""
+    (a one-frame side's) has up to ONE_FRAME_WEAK_PER_HALF peeled, the others WEAK_PER_HALF.
+
+    ``part`` = (low, p) makes only the probes with ``v & low = p`` (one partition of the join): a
+    frame makes some only where its band agrees with p outside its weak bits, and then the weak
+    bits under ``low`` are set by p, not enumerated, so no probe is made and thrown away (making
+    every probe of every near frame and filtering them cost 1.4x the probes, and the filter
+    computed each probe's value twice)."""
     mask = (1 << band_bits) - 1
+    low, p = part or (0, 0)
     parts = []
     for b in (range(64 // band_bits) if bands is None else bands):
         shift = b * band_bits
-        weak_here = f"bit_count(coalesce((weak >> {shift}) & {mask}, 0))"
-        # a clip frame's band has at most WEAK_PER_HALF weak bits: it skips the later peels' arithmetic
-        for peels, where in ((WEAK_PER_HALF, f"{weak_here} <= {WEAK_PER_HALF}"),
-                             (ONE_FRAME_WEAK_PER_HALF, f"{weak_here} > {WEAK_PER_HALF}")):
-            peeled = (f"SELECT {cols}, h, (h >> {shift}) & {mask} AS v0, coalesce((weak >> {shift}) & {mask}, 0) AS w0 "
-                      f"FROM {frames} WHERE {where}")
+        near = ""
+        if low:  # first on all the weak bits (plain integer arithmetic), then on those peeled
+            near = f" WHERE (xor(h >> {shift}, {p}) & {low} & ~coalesce(weak >> {shift}, 0)) = 0"
+        base = (f"SELECT {cols}, h, (h >> {shift}) & {mask} AS v0, {_peeled_sql('weak', band_bits, shift)} AS pw "
+                f"FROM {frames}{near}")
+        if low:
+            base = (f"SELECT {cols}, h, (v0 & {~low & mask}) | {p} AS v0, pw & {~low & mask} AS pw FROM ({base}) "
+                    f"WHERE (xor(v0, {p}) & {low} & ~pw) = 0")
+        # a clip frame's band has at most WEAK_PER_HALF weak bits: it skips the later peels' arithmetic;
+        # the frames are read once for both (a partition's join reads them all, for the few near it)
+        branches = []
+        for peels, where in ((WEAK_PER_HALF, f"bit_count(pw) <= {WEAK_PER_HALF}"),
+                             (ONE_FRAME_WEAK_PER_HALF, f"bit_count(pw) > {WEAK_PER_HALF}")):
+            peeled = f"SELECT {cols}, h, v0, pw AS w0 FROM nb WHERE {where}"
             for i in range(1, peels + 1):
                 peeled = f"SELECT *, w{i - 1} & -w{i - 1} AS m{i}, w{i - 1} & (w{i - 1} - 1) AS w{i} FROM ({peeled})"
             v = "v0"
             for i in range(1, peels + 1):
                 v = f"xor({v}, m{i} * ((j >> {i - 1}) & 1))"
-            parts.append(f"""
+            branches.append(f"""
           SELECT {cols}, h, {b} AS band, {v} AS v
-          FROM (SELECT *, unnest(range(1::BIGINT << bit_count(xor(w0, w{peels})))) AS j FROM ({peeled}))""")
+          FROM (SELECT *, unnest(range(1::BIGINT << bit_count(w0))) AS j FROM ({peeled}))""")
+        parts.append(f"SELECT * FROM (WITH nb AS MATERIALIZED ({base}) {' UNION ALL '.join(branches)})")
     return " UNION ALL ".join(parts)
 
 
@@ -187,8 +214,8 @@ def _candidate_band(con, band: int, bb: int, bits: int, tw: str, parts: int, spi
 
     With ``parts`` > 1 the exact rows are written once as Parquet partitions by ``v & (parts - 1)``
     and each partition is joined on its own; a partition's probes come from the target frames whose
-    band agrees with it outside their weak bits (a probe only flips weak bits), so each frame's
-    probes are made about once in all, not once per partition."""
+    band agrees with it outside their weak bits (a probe only flips weak bits), and each probe is
+    made for its own partition only (_probes_sql ``part``), so all partitions make each probe once."""
     mask = (1 << bb) - 1
     shift = band * bb
     exact = f"(SELECT sid, kid, k, h FROM tf UNION ALL SELECT sid, kid, k, h FROM {tw})"
@@ -203,17 +230,19 @@ def _candidate_band(con, band: int, bb: int, bits: int, tw: str, parts: int, spi
         return
     low = parts - 1
     folder = spill / f"band{band}"
-    con.execute(f"""COPY (SELECT sid, kid, k, h, ((h >> {shift}) & {low})::INTEGER AS p FROM {exact})
-                    TO '{folder}' (FORMAT parquet, PARTITION_BY (p))""")
+    # two plain columns (the ids packed in one): random hashes neither compress nor fit a
+    # dictionary, and trying both cost a third of the write
+    con.execute(f"""COPY (SELECT h, (sid::BIGINT << 24) | (kid::BIGINT << 16) | k AS id,
+                           ((h >> {shift}) & {low})::INTEGER AS p FROM {exact})
+                    TO '{folder}' (FORMAT parquet, PARTITION_BY (p), DICTIONARY_SIZE_LIMIT 1, COMPRESSION 'uncompressed')""")
     for p in range(parts):
         files = sorted((folder / f"p={p}").glob("*.parquet"))
         if not files:
             continue
-        near = (f"(SELECT * FROM tf WHERE (xor((h >> {shift}) & {low}, {p}) & "
-                f"~coalesce((weak >> {shift}) & {low}, 0)) = 0)")
         listing = ", ".join(f"'{f}'" for f in files)
-        con.execute(f"""WITH tp AS (SELECT * FROM ({_probes_sql(near, 'sid, kid, k', bb, [band])}) WHERE (v & {low}) = {p}),
-               te AS (SELECT sid, kid, k, h, (h >> {shift}) & {mask} AS v FROM read_parquet([{listing}])) """
+        con.execute(f"""WITH tp AS ({_probes_sql('tf', 'sid, kid, k', bb, [band], (low, p))}),
+               te AS (SELECT (id >> 24)::UINTEGER AS sid, ((id >> 16) & 255)::UTINYINT AS kid, (id & 65535)::SMALLINT AS k,
+                             h, (h >> {shift}) & {mask} AS v FROM read_parquet([{listing}])) """
                     + hits.format(bits=bits))
 
 

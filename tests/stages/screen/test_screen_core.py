@@ -10,7 +10,7 @@ import pytest
 from stages.screen.config import ScreenConfig
 from stages.screen.core import Settings, copy_score, screen_table
 from stages.screen.frames import Frames, read_video
-from stages.screen.groups import build, window_bits
+from stages.screen.groups import _probes_sql, build, window_bits
 from stages.screen.motion import clip_motion
 from stages.screen.phash import (WINDOWS, dct2, frame_fingerprint, frame_hash, hamming, informative, phash,
                                  resize_area, trim_bars, window_hashes)
@@ -333,6 +333,31 @@ def test_the_partitioned_candidate_join_finds_what_one_join_finds(tmp_path):
     dups = {sid for sid, of in found[64][0] if of is not None}
     assert len(dups) == len(range(10, 600, 10)) + len(range(15, 600, 30))
     assert list(tmp_path.iterdir()) == []  # the partitions are removed
+
+
+def test_a_partitions_probes_are_the_probes_with_its_low_bits():
+    """Probes made for one partition of the join (its low bits set, not enumerated) are exactly the
+    probes of every frame whose band value falls in it: 4, 7 and 9 weak bits a band (9: only the
+    lowest 7 are flipped), weak bits in and out of the partition bits, no weak bits at all."""
+    rng = np.random.default_rng(5)
+    h = rng.integers(-2**63, 2**63 - 1, 40, dtype=np.int64)
+    weak = []
+    for i in range(40):
+        n = (4, 7, 9, 0)[i % 4]
+        bits = [int(b) for b in rng.choice(np.arange(16), 3, replace=False)] if i % 5 == 0 else []
+        bits += [int(b) for b in rng.choice(np.arange(64), 2 * n, replace=False)]
+        weak.append(int(np.bitwise_or.reduce(np.left_shift(np.uint64(1), np.array(bits, np.uint64)))
+                        .astype(np.uint64).view(np.int64)) if bits else None)
+    con = duckdb.connect()
+    con.register("f", pa.table({"i": np.arange(40), "h": h, "weak": pa.array(weak, pa.int64())}))
+    low = 15
+    for band_bits in (16, 32):
+        whole = con.execute(f"SELECT band, i, v FROM ({_probes_sql('f', 'i', band_bits)}) ORDER BY ALL").fetchall()
+        assert len(whole) > 40 * 64 // band_bits
+        for p in (0, 5, 15):
+            part = con.execute(f"SELECT band, i, v FROM ({_probes_sql('f', 'i', band_bits, part=(low, p))}) "
+                               "ORDER BY ALL").fetchall()
+            assert part == [r for r in whole if r[2] & low == p]
 
 
 def test_multi_frame_samples_need_band_hits_on_two_frames_to_be_a_candidate():
