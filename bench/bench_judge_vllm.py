@@ -35,8 +35,9 @@ keeps the two apart as production does: the model's OpenMP threads on every core
 (VLLM_CPU_OMP_THREADS_BIND) and this process (client and raw loop alike) on the last one, which it
 shares with the server's API process. ``shared`` leaves placement to the OS. Measured on the 2-core
 dev box, quiet, 48 samples at concurrency 4: ours/raw 0.44 and 0.44 shared; split 0.80, 0.77 and 0.69
-(the last at rising load), and 0.64 and 0.70 in a later quiet run with cheaper frame reading (client
-138-160 ms CPU per request); requests in flight 1.6-2.0 of 4 shared, 3.5-3.8 split; server CPU per
+(the last at rising load), 0.64 and 0.70 in a later quiet run with cheaper frame reading (client
+138-160 ms CPU per request), and 0.736, 0.719, 0.726 on a fresh venv (vllm 0.32.0+cpu, PyAV 18.1.1;
+2026-12-08, load ~1-2; client 137-141 ms CPU per request, 3.6-3.8 requests in flight); requests in flight 1.6-2.0 of 4 shared, 3.5-3.8 split; server CPU per
 request 1.1-1.3 s shared, 0.45-0.71 s split. What split leaves is the client's own CPU (~140-180 ms
 per request, two thirds of it the video decode) on the core it shares with the server's API process,
 which slows the server's request handling: the goal (>= 0.8) is not met on this 2-core box.
