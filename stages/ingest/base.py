@@ -72,7 +72,7 @@ def resolve_under(root: Path, rel: str) -> Path:
     if rel is None or str(rel).strip() == "":
         raise ValueError("empty path")
     check_path_text(str(rel))
-    root = _resolved_root(str(root))
+    root = _resolved_root(os.path.abspath(root))  # keyed absolute: a relative root follows the cwd
     lexical = Path(os.path.normpath(root / str(rel)))
     if not _inside(root, lexical):
         raise PathEscapeError(f"path escapes the dataset root: {rel!r}")

@@ -78,7 +78,7 @@ def probe_video(src: str | io.BytesIO, decode_check: str = "decord") -> MediaInf
         info.width, info.height = (ctx.width or None), (ctx.height or None)
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         info.fps = float(rate) if rate else None
-        # Read while the container is open: PyAV >= 15 refuses a closed container's streams.
+        # Read while the container is open: PyAV 18 refuses a closed container's streams.
         declared_rate = bool(stream.average_rate)
         declared = stream.frames or 0  # 0 when the container does not say (mkv, webm)
 
