@@ -32,15 +32,16 @@ from stages.judge.prompts import load_prompts  # noqa: E402
 from stages.judge.server import judge_env_missing_reason, running_server  # noqa: E402
 from stages.judge.vllm_backend import REQUEST_ROWS  # noqa: E402
 
-from bench_judge_vllm import bench_samples, tiny_model  # noqa: E402  (bench/)
+from bench_judge_vllm import DEMO_JUDGE, bench_samples, tiny_model  # noqa: E402  (bench/)
 
 
 def judge_config(model: Path, seqs: int) -> JudgeConfig:
+    """The demo's frame and pixel limits; a long timeout (the actor's engine scores a whole batch
+    in one call)."""
     return JudgeConfig(backend="vllm", model="tiny", vllm_model_path=model, vllm_gpus_per_replica=0,
                        vllm_max_model_len=4096, vllm_max_num_seqs=seqs, vllm_dtype="float32",
-                       vllm_engine_kwargs={"enforce_eager": True}, min_frames=4, max_frames=4,
-                       video_min_pixels=3136, video_max_pixels=6272, image_min_pixels=3136,
-                       image_max_pixels=6272, request_timeout_s=600, concurrency=seqs, urls=["http://unused"])
+                       vllm_engine_kwargs={"enforce_eager": True}, **{**DEMO_JUDGE, "request_timeout_s": 600},
+                       concurrency=seqs, urls=["http://unused"])
 
 
 def workdir_samples(work: Path) -> pa.Table:
